@@ -1,0 +1,1 @@
+//! weir's engines: expression evaluation, CEP automata, stored-search index, metrics.

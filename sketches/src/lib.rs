@@ -1,0 +1,1 @@
+//! Mergeable, serializable sketches and window panes for weir's METRIC statements.
