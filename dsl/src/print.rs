@@ -143,7 +143,7 @@ fn split_duration(millis: u64) -> (u64, &'static str) {
         return (0, "SECOND");
     }
     for (ms, name) in UNITS {
-        if millis % ms == 0 {
+        if millis.is_multiple_of(ms) {
             return (millis / ms, name);
         }
     }
