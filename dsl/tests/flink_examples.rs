@@ -2,6 +2,8 @@
 //! (data/flink_examples.weir holds the documentation's queries wrapped as
 //! `CREATE RULE name AS <query>;`).
 
+#![allow(clippy::unwrap_used)]
+
 use dsl::ast::{AfterMatch, CreateRule, Pattern, RuleSyntax, Statement, StatementKind};
 use dsl::parse::parse_statements;
 use dsl::Severity;

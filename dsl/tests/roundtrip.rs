@@ -6,6 +6,8 @@
 //! least two items, non-empty names, finite floats. Spans never take part in equality.
 //! `WEIR_LONG_TESTS=1` runs many more cases.
 
+#![allow(clippy::unwrap_used)]
+
 use dsl::ast::*;
 use dsl::parse::{parse_expr, parse_pattern, parse_statements, RESERVED};
 use proptest::prelude::*;
