@@ -152,7 +152,15 @@ impl Partition {
                         cfg.index_interval_bytes,
                         last_pos,
                     )?;
-                    (s, idx, false)
+                    if s.bad.is_none() {
+                        (s, idx, false)
+                    } else {
+                        // Maybe the index is stale rather than the data bad: decide
+                        // with a full scan.
+                        let s =
+                            seg.scan(0, base, cfg.max_batch_bytes, cfg.index_interval_bytes, 0)?;
+                        (s, Vec::new(), true)
+                    }
                 }
                 _ => {
                     let s = seg.scan(0, base, cfg.max_batch_bytes, cfg.index_interval_bytes, 0)?;

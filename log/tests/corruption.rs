@@ -251,3 +251,20 @@ fn empty_tail_segment_file_is_fine() {
     assert_intact(&log, n);
     assert_eq!(log.append("s", 0, &[b"x"]).unwrap().first_offset, n);
 }
+
+#[test]
+fn stale_index_pointing_inside_a_batch_does_not_cut_good_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = fill(dir.path(), 200);
+    let idx = index_files(dir.path(), "s", 0);
+    // Point the last entry of the first segment's index into the middle of a batch.
+    let mut b = std::fs::read(&idx[0]).unwrap();
+    assert!(b.len() >= 16);
+    let k = b.len() - 8;
+    let pos = u32::from_le_bytes(b[k + 4..k + 8].try_into().unwrap()) + 3;
+    b[k + 4..k + 8].copy_from_slice(&pos.to_le_bytes());
+    std::fs::write(&idx[0], &b).unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert!(log.recovery_report()[0].cuts.is_empty());
+    assert_intact(&log, n);
+}
