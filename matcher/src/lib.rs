@@ -1,1 +1,2 @@
 //! weir's engines: expression evaluation, CEP automata, stored-search index, metrics.
+pub mod search;
