@@ -234,9 +234,16 @@ pub struct CompiledExpr {
     /// row, aggregates). Empty = depends only on the current row (and PREV rows).
     pub history_vars: Vec<Option<VarId>>,
     uses_match_number: bool,
+    row_only: bool,
 }
 
 impl CompiledExpr {
+    /// True when the value depends only on the current row (no navigation, aggregates
+    /// or MATCHES): such results can be cached per event and shared between rules.
+    pub fn reads_only_row(&self) -> bool {
+        self.row_only
+    }
+
     /// Evaluates to a value.
     pub fn eval<C: Context + ?Sized>(&self, ctx: &C) -> Value {
         eval(&self.node, ctx)
@@ -279,6 +286,7 @@ struct Compiler<'a, 'b> {
     matches: Vec<(FieldRef, String)>,
     history: Vec<Option<VarId>>,
     uses_match_number: bool,
+    row_only: bool,
 }
 
 /// Compiles an expression in a scope.
@@ -288,13 +296,16 @@ pub fn compile(expr: &ast::Expr, scope: &Scope) -> Result<CompiledExpr, ExprErro
         matches: Vec::new(),
         history: Vec::new(),
         uses_match_number: false,
+        row_only: true,
     };
     let node = c.expr(expr)?;
+    c.row_only = !has_context_nodes(&node);
     Ok(CompiledExpr {
         node,
         matches: c.matches,
         history_vars: c.history,
         uses_match_number: c.uses_match_number,
+        row_only: c.row_only,
     })
 }
 
@@ -677,6 +688,35 @@ impl Compiler<'_, '_> {
                 Ok(Node::Nav(Box::new(Nav::Agg { func, var, arg })))
             }
         }
+    }
+}
+
+fn has_context_nodes(n: &Node) -> bool {
+    match n {
+        Node::Nav(_) | Node::Matches(_) => true,
+        Node::Lit(_) | Node::Field(_) | Node::CmpColLit(..) => false,
+        Node::Not(x)
+        | Node::Neg(x)
+        | Node::IsNull(x, _)
+        | Node::Like(x, _, _)
+        | Node::Regex(x, _) => has_context_nodes(x),
+        Node::And(a, b)
+        | Node::Or(a, b)
+        | Node::Cmp(_, a, b)
+        | Node::Arith(_, a, b)
+        | Node::LikeDyn(a, b, _) => has_context_nodes(a) || has_context_nodes(b),
+        Node::InList(x, items, _) => has_context_nodes(x) || items.iter().any(has_context_nodes),
+        Node::Between(x, a, b, _) => {
+            has_context_nodes(x) || has_context_nodes(a) || has_context_nodes(b)
+        }
+        Node::Case(op, whens, el) => {
+            op.as_deref().is_some_and(has_context_nodes)
+                || whens
+                    .iter()
+                    .any(|(w, t)| has_context_nodes(w) || has_context_nodes(t))
+                || el.as_deref().is_some_and(has_context_nodes)
+        }
+        Node::Func(_, args) => args.iter().any(has_context_nodes),
     }
 }
 
