@@ -78,7 +78,14 @@ impl Diagnostic {
     /// ```
     pub fn render(&self, file: &str, src: &str) -> String {
         let mut out = String::new();
-        render_one(&mut out, file, src, self.span, self.severity.as_str(), &self.message);
+        render_one(
+            &mut out,
+            file,
+            src,
+            self.span,
+            self.severity.as_str(),
+            &self.message,
+        );
         for (span, note) in &self.notes {
             render_one(&mut out, file, src, *span, "note", note);
         }
@@ -193,6 +200,7 @@ pub fn render_all(diags: &[Diagnostic], file: &str, src: &str) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
