@@ -74,15 +74,6 @@ pub enum Query {
     Not(Box<Query>),
 }
 
-impl Query {
-    /// True when the query has no positive clause (only `NOT x` / `-x`), which can never
-    /// select anything on its own; `check` rejects such queries.
-    /// (Stub until the query grammar lands: always false.)
-    pub fn is_negative_only(&self) -> bool {
-        false
-    }
-}
-
 /// An error inside a query string; `offset` is a byte offset into the query text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryError {
