@@ -270,8 +270,29 @@ pub(crate) fn check_regex(value: &str, lit_span: Span, diags: &mut Vec<Diagnosti
     }
 }
 
-/// Parse a MATCHES query, reporting errors at their place in the literal.
-pub(crate) fn check_query(value: &str, lit_span: Span, diags: &mut Vec<Diagnostic>) {
+fn query_fields(q: &crate::query::Query, out: &mut Vec<String>) {
+    use crate::query::Query;
+    match q {
+        Query::And(cs) | Query::Or(cs) => cs.iter().for_each(|c| query_fields(c, out)),
+        Query::Not(c) => query_fields(c, out),
+        leaf => {
+            if let Some(f) = leaf.field() {
+                if !out.iter().any(|x| x == f) {
+                    out.push(f.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Parse a MATCHES query, reporting errors at their place in the literal; `field:` names
+/// must be columns of `stream` when it declares columns.
+pub(crate) fn check_query(
+    value: &str,
+    lit_span: Span,
+    stream: &StreamDef,
+    diags: &mut Vec<Diagnostic>,
+) {
     match crate::query::parse_query(value) {
         Err(e) => diags.push(Diagnostic::error(
             literal_span(lit_span, value, e.offset, e.offset + 1),
@@ -282,6 +303,26 @@ pub(crate) fn check_query(value: &str, lit_span: Span, diags: &mut Vec<Diagnosti
                 diags.push(Diagnostic::error(
                     lit_span,
                     "search query has only negative clauses (NOT / -x); add a term that must match",
+                ));
+            }
+            if stream.columns.is_empty() {
+                return;
+            }
+            let mut fields = Vec::new();
+            query_fields(&q, &mut fields);
+            for f in fields {
+                if stream.column_type(&f).is_some() {
+                    continue;
+                }
+                let at = value.find(&format!("{f}:")).unwrap_or(0);
+                let names: Vec<&str> = stream.columns.iter().map(|(c, _)| c.as_str()).collect();
+                let mut msg = format!("query field `{f}` is not a column of stream `{}`", stream.name);
+                if let Some(m) = did_you_mean(&f, names.iter().copied()) {
+                    msg.push_str(&format!("; did you mean `{m}`?"));
+                }
+                diags.push(Diagnostic::error(
+                    literal_span(lit_span, value, at, at + f.len()),
+                    msg,
                 ));
             }
         }
@@ -594,7 +635,7 @@ impl Cx<'_> {
                 }
                 match string_literal(right) {
                     Some(s) if op == RegexMatch => check_regex(s, right.span, self.diags),
-                    Some(s) => check_query(s, right.span, self.diags),
+                    Some(s) => check_query(s, right.span, self.stream, self.diags),
                     None => {
                         let kind = if op == RegexMatch { "regex" } else { "query" };
                         self.err(
