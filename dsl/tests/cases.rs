@@ -58,12 +58,14 @@ fn parse_case_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
             if line.trim().is_empty() || line.starts_with("#") {
                 continue;
             }
-            return Err(format!("{file}:{lineno}: text before the first `=== name` line"));
+            return Err(format!(
+                "{file}:{lineno}: text before the first `=== name` line"
+            ));
         };
         if let Some(rest) = line.strip_prefix("-- expect") {
-            let (kind, arg) = rest.split_once(':').ok_or_else(|| {
-                format!("{file}:{lineno}: expected `-- expect…: …`")
-            })?;
+            let (kind, arg) = rest
+                .split_once(':')
+                .ok_or_else(|| format!("{file}:{lineno}: expected `-- expect…: …`"))?;
             let arg = arg.trim();
             match kind {
                 "" if arg == "ok" => {
@@ -79,9 +81,15 @@ fn parse_case_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
                     let (l, c) = pos
                         .split_once(':')
                         .and_then(|(l, c)| Some((l.parse().ok()?, c.parse().ok()?)))
-                        .ok_or_else(|| format!("{file}:{lineno}: expected LINE:COL, found `{pos}`"))?;
+                        .ok_or_else(|| {
+                            format!("{file}:{lineno}: expected LINE:COL, found `{pos}`")
+                        })?;
                     case.diags.push(Expected {
-                        severity: if kind == "-error" { Severity::Error } else { Severity::Warning },
+                        severity: if kind == "-error" {
+                            Severity::Error
+                        } else {
+                            Severity::Warning
+                        },
                         line: l,
                         col: c,
                         text: msg.trim().to_string(),
@@ -115,16 +123,25 @@ fn parse_case_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
     }
     for c in &cases {
         if c.expect.is_none() && c.diags.is_empty() {
-            return Err(format!("{file}:{}: case `{}` expects nothing", c.at, c.name));
+            return Err(format!(
+                "{file}:{}: case `{}` expects nothing",
+                c.at, c.name
+            ));
         }
     }
     Ok(cases)
 }
 
-fn print(statements: &[Statement]) -> String {
+/// Canonical text of statements (None until the printer is merged).
+fn print(statements: &[Statement]) -> Option<String> {
+    let _ = statements;
+    None
+}
+
+#[allow(dead_code)]
+fn print_with_display(statements: &[String]) -> String {
     let mut out = String::new();
-    for s in statements {
-        let t = s.to_string();
+    for t in statements {
         let t = t.trim_end();
         out.push_str(t);
         if !t.ends_with(';') {
@@ -165,7 +182,11 @@ fn run(case: &Case) -> Result<(), String> {
         if !found {
             return Err(format!(
                 "expected {} {}:{} containing `{}`; got: {:#?}",
-                if e.severity == Severity::Error { "error" } else { "warning" },
+                if e.severity == Severity::Error {
+                    "error"
+                } else {
+                    "warning"
+                },
                 e.line,
                 e.col,
                 e.text,
@@ -177,16 +198,23 @@ fn run(case: &Case) -> Result<(), String> {
     for d in diags.iter().filter(|d| d.is_error()) {
         let (l, c) = line_col(src, d.span.start);
         let expected = case.diags.iter().any(|e| {
-            e.severity == Severity::Error && e.line == l && e.col == c && d.message.contains(&e.text)
+            e.severity == Severity::Error
+                && e.line == l
+                && e.col == c
+                && d.message.contains(&e.text)
         });
         if !expected {
             return Err(format!("unexpected {}", describe(d, src)));
         }
     }
     if let Some(Expect::Canonical(want)) = &case.expect {
-        let got = print(&statements);
+        let Some(got) = print(&statements) else {
+            return Err("the canonical printer is not available yet".to_string());
+        };
         if got.trim_end() != want.trim_end() {
-            return Err(format!("canonical text differs:\n--- want\n{want}--- got\n{got}"));
+            return Err(format!(
+                "canonical text differs:\n--- want\n{want}--- got\n{got}"
+            ));
         }
         // The canonical text means the same thing.
         let (again, d2) = dsl::parse::parse_statements(&got);
@@ -224,7 +252,10 @@ fn case_files() {
             }
         };
         for c in cases {
-            if filter.as_ref().is_some_and(|f| !c.name.contains(f.as_str())) {
+            if filter
+                .as_ref()
+                .is_some_and(|f| !c.name.contains(f.as_str()))
+            {
                 continue;
             }
             count += 1;
@@ -234,15 +265,15 @@ fn case_files() {
         }
     }
     eprintln!("{count} cases run");
-    if filter.is_none() {
-        assert!(count >= 100, "only {count} cases");
-    }
     assert!(
         failures.is_empty(),
         "{} of {count} cases failed:\n\n{}",
         failures.len(),
         failures.join("\n\n")
     );
+    if filter.is_none() {
+        assert!(count >= 100, "only {count} cases");
+    }
 }
 
 #[test]

@@ -316,7 +316,10 @@ pub(crate) fn check_query(
                 }
                 let at = value.find(&format!("{f}:")).unwrap_or(0);
                 let names: Vec<&str> = stream.columns.iter().map(|(c, _)| c.as_str()).collect();
-                let mut msg = format!("query field `{f}` is not a column of stream `{}`", stream.name);
+                let mut msg = format!(
+                    "query field `{f}` is not a column of stream `{}`",
+                    stream.name
+                );
                 if let Some(m) = did_you_mean(&f, names.iter().copied()) {
                     msg.push_str(&format!("; did you mean `{m}`?"));
                 }

@@ -1,7 +1,7 @@
 //! `WITH (...)` options of streams and metrics.
 
 use super::names::{did_you_mean, list};
-use crate::ast::{DataType, Literal, WithOption};
+use crate::ast::{DataType, Literal, Span, WithOption};
 use crate::error::Diagnostic;
 use crate::plan::{LatePolicy, MetricOptions, StreamDef};
 use std::collections::HashMap;
@@ -62,6 +62,20 @@ pub(crate) const METRIC_OPTIONS: &[&str] = &[
     "max_groups",
 ];
 
+/// Where an option's value was written: the option's span ends with its value.
+fn value_span(o: &WithOption) -> Span {
+    let len = match &o.value {
+        Literal::String(v) => v.len() + 2 + v.matches('\'').count(),
+        Literal::Int(i) => i.to_string().len(),
+        Literal::Bool(b) => b.to_string().len(),
+        _ => return o.span,
+    };
+    if len > o.span.end.saturating_sub(o.span.start) {
+        return o.span;
+    }
+    Span::new(o.span.end - len, o.span.end)
+}
+
 fn lit_kind(l: &Literal) -> &'static str {
     match l {
         Literal::Null => "NULL",
@@ -108,7 +122,7 @@ fn string_opt<'a>(o: &'a WithOption, diags: &mut Vec<Diagnostic>) -> Option<&'a 
         Literal::String(s) => Some(s),
         other => {
             diags.push(Diagnostic::error(
-                o.span,
+                value_span(o),
                 format!(
                     "option `{}` takes a string, found {}",
                     o.key.name,
@@ -127,7 +141,7 @@ fn int_opt(o: &WithOption, diags: &mut Vec<Diagnostic>) -> Option<i64> {
         Literal::String(s) if s.trim().parse::<i64>().is_ok() => s.trim().parse().ok(),
         other => {
             diags.push(Diagnostic::error(
-                o.span,
+                value_span(o),
                 format!(
                     "option `{}` takes a whole number, found {}",
                     o.key.name,
@@ -146,7 +160,7 @@ fn float_opt(o: &WithOption, diags: &mut Vec<Diagnostic>) -> Option<f64> {
         Literal::String(s) if s.trim().parse::<f64>().is_ok() => s.trim().parse().ok(),
         other => {
             diags.push(Diagnostic::error(
-                o.span,
+                value_span(o),
                 format!(
                     "option `{}` takes a number, found {}",
                     o.key.name,
@@ -164,7 +178,7 @@ fn duration_opt(o: &WithOption, diags: &mut Vec<Diagnostic>) -> Option<u64> {
         Ok(ms) => Some(ms),
         Err(e) => {
             diags.push(Diagnostic::error(
-                o.span,
+                value_span(o),
                 format!("option `{}`: {e}", o.key.name),
             ));
             None
@@ -192,21 +206,21 @@ pub(crate) fn stream_options(
         } else {
             msg.push_str(&format!("; columns: {}", list(&names)));
         }
-        diags.push(Diagnostic::error(o.span, msg));
+        diags.push(Diagnostic::error(value_span(o), msg));
     };
     if let Some(o) = m.get("event_time") {
         if let Some(col) = string_opt(o, diags) {
             match def.column_type(col) {
                 Some(DataType::Timestamp) => def.event_time = Some(col.to_string()),
                 Some(t) => diags.push(Diagnostic::error(
-                    o.span,
+                    value_span(o),
                     format!(
                         "event_time column `{col}` is {}; it must be declared TIMESTAMP",
                         super::expr::type_name(Some(t))
                     ),
                 )),
                 None if schemaless => diags.push(Diagnostic::error(
-                    o.span,
+                    value_span(o),
                     format!("event_time names `{col}`; declare it as a column: `{col} TIMESTAMP`"),
                 )),
                 None => unknown_column(col, o, diags),
@@ -218,7 +232,7 @@ pub(crate) fn stream_options(
             def.max_delay_ms = ms;
             if def.event_time.is_none() && !m.contains_key("event_time") {
                 diags.push(Diagnostic::warning(
-                    o.span,
+                    value_span(o),
                     "max_delay has no effect without event_time (ingestion time never runs late)",
                 ));
             }
@@ -230,7 +244,7 @@ pub(crate) fn stream_options(
                 "drop" => def.late = LatePolicy::Drop,
                 "emit" => def.late = LatePolicy::Emit,
                 _ => diags.push(Diagnostic::error(
-                    o.span,
+                    value_span(o),
                     format!("option `late` is 'drop' or 'emit', found '{s}'"),
                 )),
             }
@@ -257,7 +271,7 @@ pub(crate) fn stream_options(
                 def.kafka_topic = Some(t.to_string());
             } else {
                 diags.push(Diagnostic::error(
-                    o.span,
+                    value_span(o),
                     format!("`{t}` is not a valid Kafka topic name (1-249 characters of a-z A-Z 0-9 . _ -)"),
                 ));
             }
@@ -269,7 +283,7 @@ pub(crate) fn stream_options(
                 def.partitions = Some(n as u32);
             } else {
                 diags.push(Diagnostic::error(
-                    o.span,
+                    value_span(o),
                     format!("partitions must be between 1 and 10000, found {n}"),
                 ));
             }
@@ -279,7 +293,7 @@ pub(crate) fn stream_options(
         if let Some(f) = string_opt(o, diags) {
             if !f.eq_ignore_ascii_case("json") {
                 diags.push(Diagnostic::error(
-                    o.span,
+                    value_span(o),
                     format!("format '{f}' is not supported; events are JSON (format = 'json')"),
                 ));
             }
@@ -310,7 +324,7 @@ pub(crate) fn metric_options(opts: &[WithOption], diags: &mut Vec<Diagnostic>) -
                 out.hll_precision = Some(p as u8);
             } else {
                 diags.push(Diagnostic::error(
-                    o.span,
+                    value_span(o),
                     format!("hll_precision must be between 4 and 18, found {p}"),
                 ));
             }
@@ -327,7 +341,7 @@ pub(crate) fn metric_options(opts: &[WithOption], diags: &mut Vec<Diagnostic>) -
                     }
                 } else {
                     diags.push(Diagnostic::error(
-                        o.span,
+                        value_span(o),
                         format!("{key} must be strictly between 0 and 1, like 0.01; found {f}"),
                     ));
                 }
@@ -345,7 +359,7 @@ pub(crate) fn metric_options(opts: &[WithOption], diags: &mut Vec<Diagnostic>) -
                 out.max_groups = Some(n as u64);
             } else {
                 diags.push(Diagnostic::error(
-                    o.span,
+                    value_span(o),
                     format!("max_groups must be at least 1, found {n}"),
                 ));
             }
