@@ -171,6 +171,9 @@ fn run(case: &Case) -> Result<(), String> {
             Ok(applied) => diags.extend(applied.warnings),
             Err(d) => diags.extend(d),
         }
+    } else {
+        // As `weir check` does: check what parsed, leniently.
+        diags.extend(catalog.check_batch(&statements).1);
     }
     let all: Vec<String> = diags.iter().map(|d| describe(d, src)).collect();
     // Every expected diagnostic is found…

@@ -687,14 +687,14 @@ impl Cx<'_> {
                         return None;
                     }
                 } else {
-                    return self.column_path(&parts[1..], span);
+                    return self.column_path(&parts[1..], span, true);
                 }
             }
         }
-        self.column_path(parts, span)
+        self.column_path(parts, span, false)
     }
 
-    fn column_path(&mut self, parts: &[Ident], span: Span) -> Ty {
+    fn column_path(&mut self, parts: &[Ident], span: Span, after_var: bool) -> Ty {
         let s = self.stream;
         let first = &parts[0];
         if s.columns.is_empty() {
@@ -705,7 +705,7 @@ impl Cx<'_> {
             None => {
                 let names: Vec<&str> = s.columns.iter().map(|(c, _)| c.as_str()).collect();
                 let mut msg = format!("unknown column `{}` in stream `{}`", first.name, s.name);
-                if self.vars.is_some() && self.place.in_rule_body() {
+                if !after_var && self.vars.is_some() && self.place.in_rule_body() {
                     msg = format!(
                         "unknown column or pattern variable `{}` (stream `{}`)",
                         first.name, s.name

@@ -638,8 +638,8 @@ fn check_pattern(p: &Pattern, tail: bool, within: bool, diags: &mut Vec<Diagnost
         Pattern::Absent(v) => diags.push(Diagnostic::error(
             v.span,
             format!(
-                "`!{}` must follow a term in a sequence, as in `a !{} b` (nothing of v between a and b) or `a !{}` (with WITHIN)",
-                v.name, v.name, v.name
+                "`!{}` must follow a term in a sequence, as in `a !{} b` (no {} between a and b) or `a !{}` (with WITHIN)",
+                v.name, v.name, v.name, v.name
             ),
         )),
         Pattern::Seq(items) => {

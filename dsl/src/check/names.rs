@@ -21,7 +21,9 @@ pub(crate) fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).clamp(1, 3);
+    let len = name.chars().count();
+    // Very short names are too close to everything; only suggest a different case.
+    let limit = if len <= 2 { 0 } else { (len / 3).clamp(1, 3) };
     candidates
         .into_iter()
         .map(|c| (distance(name, c), c))
@@ -57,5 +59,7 @@ mod tests {
         );
         assert_eq!(did_you_mean("zzz", ["payments", "orders"]), None);
         assert_eq!(did_you_mean("COUNT", ["count"]), Some("count"));
+        assert_eq!(did_you_mean("c", ["a", "n"]), None);
+        assert_eq!(did_you_mean("A", ["a", "n"]), Some("a"));
     }
 }
