@@ -745,7 +745,11 @@ impl Cx<'_> {
             } else {
                 format!("{min} to {max}")
             };
-            let s = if want == "1" { "" } else { "s" };
+            let s = if want.ends_with(" 1") || want == "1" {
+                ""
+            } else {
+                "s"
+            };
             self.err(
                 span,
                 format!("{n} takes {want} argument{s}, found {}", args.len()),
