@@ -48,7 +48,7 @@ impl Value<'_> {
                 h.write_i64(i)
             }
             Value::Float(f) => {
-                if f.fract() == 0.0 && f >= -9.2e18 && f <= 9.2e18 {
+                if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) {
                     h.write_u8(2);
                     h.write_i64(f as i64)
                 } else {
@@ -72,7 +72,7 @@ impl Value<'_> {
             Value::Bool(b) => Item::Bool(b),
             Value::Int(i) => Item::Int(i),
             Value::Float(f) => {
-                if f.fract() == 0.0 && f >= -9.2e18 && f <= 9.2e18 {
+                if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) {
                     Item::Int(f as i64)
                 } else {
                     Item::Float(f.to_bits())

@@ -130,12 +130,12 @@ impl Hll {
             *list = merged;
             buf.clear();
             if list.len() * 4 > m {
-                self.to_dense();
+                self.make_dense();
             }
         }
     }
 
-    fn to_dense(&mut self) {
+    fn make_dense(&mut self) {
         let p = self.p as u32;
         let m = self.m();
         if let Repr::Sparse { list, buf } = &self.repr {
@@ -281,7 +281,7 @@ impl Sketch for Hll {
         match &other.repr {
             Repr::Dense(o) => {
                 if self.is_sparse() {
-                    self.to_dense();
+                    self.make_dense();
                 }
                 if let Repr::Dense(regs) = &mut self.repr {
                     for (r, &x) in regs.iter_mut().zip(o.iter()) {
@@ -372,13 +372,13 @@ mod tests {
         // as the sparse→dense conversion.
         let mut a = Hll::new(10).unwrap();
         let mut b = Hll::new(10).unwrap();
-        b.to_dense();
+        b.make_dense();
         for i in 0..5000u64 {
             a.insert(&i);
             b.insert(&i);
         }
         a.flush();
-        a.to_dense();
+        a.make_dense();
         assert_eq!(a, b);
     }
 

@@ -1,4 +1,5 @@
 //! Mergeable, serializable sketches and window panes for weir's METRIC statements.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 //!
 //! Every sketch implements [`Sketch`]: `merge`, `memory_bytes`, and a versioned binary
 //! encoding (`to_bytes` / `from_bytes`: one format-version byte, one kind byte, then a

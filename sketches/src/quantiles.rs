@@ -128,7 +128,7 @@ impl DDSketch {
     }
 
     pub fn with_max_bins(alpha: f64, max_bins: u32) -> Result<Self, SketchError> {
-        if !(alpha > 0.0 && alpha < 0.5) {
+        if !valid_alpha(alpha) {
             return Err(SketchError::InvalidParameter(format!(
                 "percentile_error must be between 0 and 0.5 (exclusive), got {alpha}"
             )));
@@ -251,6 +251,11 @@ impl DDSketch {
 /// Values with smaller magnitude count as zero.
 const MIN_INDEXABLE: f64 = 1e-300;
 
+/// 0 < α < 0.5 (false for NaN).
+fn valid_alpha(a: f64) -> bool {
+    a > 0.0 && a < 0.5
+}
+
 /// Equal up to float text round-trip noise (checkpoints may go through JSON).
 fn same_f64(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * a.abs().max(b.abs())
@@ -289,7 +294,7 @@ impl Sketch for DDSketch {
     }
 
     fn validate(&self) -> Result<(), SketchError> {
-        if !(self.alpha > 0.0 && self.alpha < 0.5)
+        if !valid_alpha(self.alpha)
             || !(16..=1 << 16).contains(&self.max_bins)
             || !same_f64(self.inv_ln_gamma, inv_ln_gamma(self.alpha))
         {
