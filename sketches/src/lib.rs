@@ -1,5 +1,4 @@
 //! Mergeable, serializable sketches and window panes for weir's METRIC statements.
-#![cfg_attr(test, allow(clippy::unwrap_used))]
 //!
 //! Every sketch implements [`Sketch`]: `merge`, `memory_bytes`, and a versioned binary
 //! encoding (`to_bytes` / `from_bytes`: one format-version byte, one kind byte, then a
@@ -10,6 +9,8 @@
 //!
 //! The [`window`] module holds event-time windows (tumbling, hopping, sliding, session) over
 //! panes of any mergeable state, grouped by key with a cardinality guard.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod accumulator;
 pub mod bloom;
