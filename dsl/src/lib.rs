@@ -8,6 +8,7 @@ pub mod ast;
 pub mod error;
 pub mod parse;
 pub mod plan;
+pub mod print;
 pub mod query;
 
 pub use error::{Diagnostic, Severity};
