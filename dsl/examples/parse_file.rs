@@ -14,7 +14,7 @@ fn main() {
     };
     let (stmts, diags) = dsl::parse::parse_statements(&src);
     for s in &stmts {
-        println!("{s:?}");
+        println!("{s}");
     }
     for d in &diags {
         println!(

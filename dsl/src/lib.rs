@@ -9,6 +9,7 @@ pub mod check;
 pub mod error;
 pub mod parse;
 pub mod plan;
+pub mod print;
 pub mod query;
 
 pub use error::{Diagnostic, Severity};

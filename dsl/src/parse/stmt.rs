@@ -546,8 +546,11 @@ fn define(i: &str) -> PResult<'_, Vec<Define>> {
         if let Some((r1, _)) = attempt(ident_q(q))? {
             if attempt(kw_q("AS")(r1))?.is_some() {
                 warn(Diagnostic::warning(
-                    Span::new(super::lex::off(q), super::lex::off(q)),
-                    "missing `,` between DEFINE items",
+                    Span::new(super::lex::off(i), super::lex::off(i)),
+                    format!(
+                        "missing `,` between DEFINE items (before `{}`)",
+                        super::lex::abbreviate(&(ident_q(q)?.1).name)
+                    ),
                 ));
                 continue;
             }
