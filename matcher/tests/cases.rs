@@ -40,13 +40,21 @@ fn parse_case(text: &str) -> Case {
         if cur != "statements" && (line.trim().is_empty() || line.trim_start().starts_with("--")) {
             continue;
         }
-        sections.entry(cur.clone()).or_default().push(line.to_string());
+        sections
+            .entry(cur.clone())
+            .or_default()
+            .push(line.to_string());
     }
     Case {
-        statements: sections.get("statements").map(|l| l.join("\n")).unwrap_or_default(),
+        statements: sections
+            .get("statements")
+            .map(|l| l.join("\n"))
+            .unwrap_or_default(),
         events: sections.get("events").cloned().unwrap_or_default(),
         expect: sections.get("expect").cloned().unwrap_or_default(),
-        error: sections.get("error").map(|l| l.join(" ").trim().to_string()),
+        error: sections
+            .get("error")
+            .map(|l| l.join(" ").trim().to_string()),
     }
 }
 
@@ -66,7 +74,9 @@ fn normalize(v: serde_json::Value) -> String {
                     m.into_iter().map(|(k, v)| (k, sort(v))).collect();
                 serde_json::to_value(b).unwrap()
             }
-            serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(sort).collect()),
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sort).collect())
+            }
             x => x,
         }
     }
@@ -97,7 +107,12 @@ fn run_case(path: &Path) -> Result<(), String> {
     let mut compile_err = None;
     let mut base_stream = None;
     if let Err(d) = &check {
-        compile_err = Some(d.iter().map(|d| d.message.clone()).collect::<Vec<_>>().join("; "));
+        compile_err = Some(
+            d.iter()
+                .map(|d| d.message.clone())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
     }
     if compile_err.is_none() {
         for s in &stmts {
@@ -141,8 +156,12 @@ fn run_case(path: &Path) -> Result<(), String> {
     let mut inputs: BTreeMap<String, Vec<(matcher::value::Row, i64)>> = BTreeMap::new();
     let mut base_rows = Vec::new();
     for (i, line) in case.events.iter().enumerate() {
-        let row = decoder.decode_str(line).map_err(|e| format!("event {i}: {e}"))?;
-        let ts = decoder.event_time(&row).ok_or(format!("event {i}: no event time"))?;
+        let row = decoder
+            .decode_str(line)
+            .map_err(|e| format!("event {i}: {e}"))?;
+        let ts = decoder
+            .event_time(&row)
+            .ok_or(format!("event {i}: no event time"))?;
         base_rows.push((row, ts));
     }
     inputs.insert(base.name.clone(), base_rows);
@@ -169,7 +188,15 @@ fn run_case(path: &Path) -> Result<(), String> {
         let mut out = Vec::new();
         let rows = inputs.remove(&sname).unwrap_or_default();
         for (i, (row, ts)) in rows.into_iter().enumerate() {
-            st.process_with(&set, row, ts, i as u64, sdef.max_delay_ms, sdef.late, &mut out);
+            st.process_with(
+                &set,
+                row,
+                ts,
+                i as u64,
+                sdef.max_delay_ms,
+                sdef.late,
+                &mut out,
+            );
         }
         st.finish(&set, &mut out);
         for m in &out {
@@ -222,5 +249,11 @@ fn case_files() {
             failures.push(format!("{}: {e}", p.file_name().unwrap().to_string_lossy()));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), paths.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        paths.len(),
+        failures.join("\n\n")
+    );
 }
