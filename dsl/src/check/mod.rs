@@ -1088,3 +1088,7 @@ fn check_metric(
     let opts = options::metric_options(&m.options, diags);
     (out, opts)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
