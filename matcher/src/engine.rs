@@ -999,7 +999,10 @@ impl Engine {
             }
             let mut old_metrics: HashMap<String, MetricState> = old.metrics.into_iter().collect();
             for (plan, state) in st.metrics.iter_mut() {
-                match old_metrics.remove(&*plan.name).filter(|_| unchanged(&plan.name)) {
+                match old_metrics
+                    .remove(&*plan.name)
+                    .filter(|_| unchanged(&plan.name))
+                {
                     Some(m) => {
                         *state = m;
                         report.states_kept += 1;
@@ -1056,7 +1059,11 @@ CREATE METRIC per_card AS SELECT card, COUNT(*) AS n, SUM(amount) AS total
         (0..400)
             .map(|i| {
                 let card = format!("c{}", i % 7);
-                let amount = if i % 5 == 4 { 900.0 } else { 1.0 + (i % 3) as f64 };
+                let amount = if i % 5 == 4 {
+                    900.0
+                } else {
+                    1.0 + (i % 3) as f64
+                };
                 serde_json::json!({"card": card, "amount": amount, "ts": 1_000 * i as i64})
             })
             .collect()

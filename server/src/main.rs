@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod check_cmd;
 mod run_cmd;
+mod serve;
 mod serve_cmd;
 
 #[derive(Parser)]

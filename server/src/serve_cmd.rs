@@ -1,10 +1,206 @@
-//! `weir serve` (not built yet).
+//! `weir serve`: configuration (flags > environment > `--config` TOML file > defaults),
+//! logging, the runtime, and graceful shutdown (SIGTERM / ctrl-c: stop accepting, let the
+//! workers drain and checkpoint, flush the log, exit 0).
 
+use crate::check_cmd::{collect_files, read_text};
+use crate::serve::{self, state::Settings};
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use weir_log::{FsyncPolicy, LogConfig, Visibility};
 
-#[derive(clap::Args)]
-pub struct Args {}
+#[derive(clap::Args, Default)]
+pub struct Args {
+    /// Address to listen on (default 127.0.0.1:7878).
+    #[arg(long, env = "WEIR_LISTEN")]
+    pub listen: Option<String>,
+    /// Data directory (default ./weir-data).
+    #[arg(long, env = "WEIR_DATA")]
+    pub data: Option<PathBuf>,
+    /// Statement files or folders of `*.weir` files applied at start (if they change anything).
+    #[arg(long, num_args = 1..)]
+    pub rules: Vec<PathBuf>,
+    /// Partitions (and worker threads) per stream (default 4).
+    #[arg(long, env = "WEIR_PARTITIONS")]
+    pub partitions: Option<u32>,
+    /// fsync policy: always | interval:MS | never (default always).
+    #[arg(long, env = "WEIR_FSYNC")]
+    pub fsync: Option<String>,
+    /// Bearer token required on every write and admin endpoint.
+    #[arg(long, env = "WEIR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// TOML configuration file (keys as the long flags, with `_` for `-`).
+    #[arg(long, env = "WEIR_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Largest request body in bytes (default 16 MiB).
+    #[arg(long, env = "WEIR_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Seconds between checkpoints of each worker (default 10).
+    #[arg(long, env = "WEIR_CHECKPOINT_SECS")]
+    pub checkpoint_secs: Option<f64>,
+    /// Ingest answers 429 when a partition's workers lag by more events than this (default 1000000).
+    #[arg(long, env = "WEIR_MAX_LAG")]
+    pub max_lag: Option<u64>,
+}
 
-pub fn main(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`weir serve` is not built yet")
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data: Option<PathBuf>,
+    rules: Option<Vec<PathBuf>>,
+    partitions: Option<u32>,
+    fsync: Option<String>,
+    token: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_statement_bytes: Option<usize>,
+    max_statements: Option<usize>,
+    checkpoint_secs: Option<f64>,
+    max_lag: Option<u64>,
+}
+
+fn parse_fsync(s: &str) -> anyhow::Result<FsyncPolicy> {
+    match s {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        _ => match s.strip_prefix("interval:").map(|m| m.parse::<u64>()) {
+            Some(Ok(ms)) if ms > 0 => Ok(FsyncPolicy::Interval(Duration::from_millis(ms))),
+            _ => bail!("--fsync takes always, interval:MS (MS > 0) or never; got `{s}`"),
+        },
+    }
+}
+
+pub fn main(args: Args) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let file: FileConfig = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read {}", p.display()))?;
+            toml::from_str(&text)
+                .with_context(|| format!("{}: invalid configuration", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:7878".into());
+    let data = args
+        .data
+        .or(file.data)
+        .unwrap_or_else(|| "weir-data".into());
+    let rules = if args.rules.is_empty() {
+        file.rules.unwrap_or_default()
+    } else {
+        args.rules
+    };
+    let partitions = args.partitions.or(file.partitions).unwrap_or(4);
+    if partitions == 0 || partitions > 256 {
+        bail!("--partitions must be between 1 and 256");
+    }
+    let fsync = parse_fsync(&args.fsync.or(file.fsync).unwrap_or_else(|| "always".into()))?;
+    let checkpoint_secs = args
+        .checkpoint_secs
+        .or(file.checkpoint_secs)
+        .unwrap_or(10.0);
+    if !(checkpoint_secs > 0.0 && checkpoint_secs < 86_400.0) {
+        bail!("--checkpoint-secs must be positive");
+    }
+    let settings = Settings {
+        partitions,
+        token: args.token.or(file.token).filter(|t| !t.is_empty()),
+        max_body_bytes: args
+            .max_body_bytes
+            .or(file.max_body_bytes)
+            .unwrap_or(16 << 20),
+        max_statement_bytes: file.max_statement_bytes.unwrap_or(1 << 20),
+        max_statements: file.max_statements.unwrap_or(10_000),
+        max_lag: args.max_lag.or(file.max_lag).unwrap_or(1_000_000),
+        checkpoint_interval: Duration::from_secs_f64(checkpoint_secs),
+    };
+    let log_cfg = LogConfig {
+        fsync,
+        // Under `always`, readers see only fsynced records; otherwise what is written
+        // (a process crash loses nothing written).
+        visibility: if fsync == FsyncPolicy::Always {
+            Visibility::Durable
+        } else {
+            Visibility::Written
+        },
+        ..LogConfig::default()
+    };
+    let mut rule_texts = Vec::new();
+    if !rules.is_empty() {
+        for f in collect_files(&rules)? {
+            rule_texts.push((f.display().to_string(), read_text(&f)?));
+        }
+    }
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    let (shared, workers) = serve::open(&data, log_cfg, settings)?;
+    serve::apply_rule_files(&shared, &rule_texts)?;
+    let handles = serve::start_workers(&shared, workers);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shared2 = shared.clone();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        tracing::info!(listen = %listener.local_addr()?, data = %data.display(), "weir serve listening");
+        let app = serve::http::router(shared2.clone());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                shared2.shutdown.store(true, Ordering::SeqCst);
+                shared2.wake_workers();
+            })
+            .await
+            .context("server failed")?;
+        anyhow::Ok(())
+    })?;
+    shared.shutdown.store(true, Ordering::SeqCst);
+    shared.wake_workers();
+    for h in handles {
+        let _ = h.join();
+    }
+    if let Err(e) = shared.log.sync() {
+        tracing::error!(error = %e, "final sync failed");
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
 }

@@ -1,0 +1,778 @@
+//! HTTP routes (axum). Blocking log work runs on tokio's blocking pool.
+
+use super::state::{relaxed, Shared};
+use super::ApiError;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value as Json};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_log::{Position, OUTPUTS_TOPIC};
+
+type St = State<Arc<Shared>>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut r = (status, axum::Json(self.body())).into_response();
+        if self.status == 429 || self.status == 503 {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/statements", post(post_statements).get(list_statements))
+        .route("/v1/statements/{name}", get(get_statement))
+        .route("/v1/streams/{stream}/events", post(post_events))
+        .route("/v1/outputs", get(get_outputs))
+        .route("/v1/outputs/stream", get(sse_outputs))
+        .route("/v1/ws", get(ws_upgrade))
+        .route("/v1/metrics/{metric}", get(get_metric))
+        .route("/metrics", get(prometheus))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async {
+            ApiError::new(404, "not_found", "no such endpoint; see /openapi.json")
+        })
+        .with_state(shared)
+}
+
+fn check_token(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(want) = &shared.settings.token else {
+        return Ok(());
+    };
+    let got = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare in time independent of where the first difference is.
+    let same = got.len() == want.len()
+        && got
+            .bytes()
+            .zip(want.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            401,
+            "unauthorized",
+            "this endpoint needs `Authorization: Bearer <token>`",
+        ))
+    }
+}
+
+async fn read_body(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = shared.settings.max_body_bytes;
+    let too_big = || {
+        ApiError::new(
+            413,
+            "body_too_large",
+            format!("request bodies are limited to {limit} bytes"),
+        )
+        .with("limit", json!(limit))
+    };
+    if let Some(n) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if n > limit {
+            return Err(too_big());
+        }
+    }
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_big())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(500, "internal", e.to_string()))
+}
+
+async fn post_statements(
+    State(s): St,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_token(&s, &headers)?;
+    let bytes = read_body(&s, &headers, body).await?;
+    let text = String::from_utf8(bytes.to_vec())
+        .map_err(|e| ApiError::new(400, "invalid_utf8", format!("the body is not UTF-8: {e}")))?;
+    let s2 = s.clone();
+    let r = blocking(move || super::apply_statements(&s2, &text)).await??;
+    Ok(axum::Json(r).into_response())
+}
+
+fn statement_json(e: &dsl::check::Entry) -> Json {
+    json!({
+        "name": e.name,
+        "kind": format!("{:?}", e.kind).to_lowercase(),
+        "text": e.statement.to_string(),
+        "from": e.from(),
+        "output": serde_json::to_value(&e.output).unwrap_or(Json::Null),
+        "statement": serde_json::to_value(&e.statement).unwrap_or(Json::Null),
+    })
+}
+
+async fn list_statements(State(s): St) -> Response {
+    let cur = s.current();
+    let list: Vec<Json> = cur.catalog.entries().iter().map(statement_json).collect();
+    axum::Json(json!({"statements": list})).into_response()
+}
+
+async fn get_statement(State(s): St, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let cur = s.current();
+    match cur.catalog.get(&name) {
+        Some(e) => Ok(axum::Json(statement_json(e)).into_response()),
+        None => Err(ApiError::new(
+            404,
+            "unknown_statement",
+            format!("no statement named `{name}`"),
+        )),
+    }
+}
+
+/// Splits a request body into events (or per-event errors).
+fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Json, String>>, ApiError> {
+    let ndjson = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl")
+        });
+    if ndjson {
+        let mut out = Vec::new();
+        for line in body.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            out.push(match std::str::from_utf8(line) {
+                Err(e) => Err(format!("not UTF-8 (invalid byte at {})", e.valid_up_to())),
+                Ok(t) => {
+                    serde_json::from_str::<Json>(t).map_err(|e| format!("not valid JSON: {e}"))
+                }
+            });
+        }
+        return Ok(out);
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        ApiError::new(
+            400,
+            "invalid_utf8",
+            format!(
+                "the body is not UTF-8 (invalid byte at {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let v: Json = serde_json::from_str(text).map_err(|e| {
+        ApiError::new(
+            400,
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+        .with("line", json!(e.line()))
+        .with("column", json!(e.column()))
+    })?;
+    match v {
+        Json::Array(a) => Ok(a.into_iter().map(Ok).collect()),
+        o @ Json::Object(_) => Ok(vec![Ok(o)]),
+        other => Err(ApiError::new(
+            400,
+            "invalid_event",
+            format!(
+                "expected a JSON object, an array of objects or NDJSON; got {}",
+                kind(&other)
+            ),
+        )),
+    }
+}
+
+fn kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+async fn post_events(
+    State(s): St,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_token(&s, &headers)?;
+    if s.stream_info(&stream).is_none() {
+        // Same answer as ingest gives, before reading the body.
+        let s2 = s.clone();
+        let st = stream.clone();
+        return Err(blocking(move || super::ingest(&s2, &st, Vec::new()).err())
+            .await?
+            .unwrap_or_else(|| ApiError::new(404, "unknown_stream", "unknown stream")));
+    }
+    let bytes = read_body(&s, &headers, body).await?;
+    let events = parse_events(&headers, &bytes)?;
+    let s2 = s.clone();
+    let r = blocking(move || super::ingest(&s2, &stream, events)).await??;
+    Ok(axum::Json(json!({
+        "accepted": r.accepted,
+        "rejected": r.rejected,
+        "position": r.position.encode(),
+    }))
+    .into_response())
+}
+
+fn parse_after(q: &HashMap<String, String>) -> Result<Option<Position>, ApiError> {
+    match q.get("after") {
+        None => Ok(None),
+        Some(t) if t.is_empty() => Ok(None),
+        Some(t) => Position::decode(t).map(Some).map_err(|e| {
+            ApiError::new(
+                400,
+                "invalid_position",
+                format!("`after` is not a position token: {e}"),
+            )
+        }),
+    }
+}
+
+fn num<T: std::str::FromStr>(q: &HashMap<String, String>, k: &str) -> Result<Option<T>, ApiError> {
+    match q.get(k) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| {
+            ApiError::new(
+                400,
+                "invalid_parameter",
+                format!("`{k}` must be a number, got `{v}`"),
+            )
+        }),
+    }
+}
+
+/// Waits for `after=` (read-your-writes); 504 after `wait_ms`.
+async fn wait_after(
+    s: &Arc<Shared>,
+    after: Option<Position>,
+    wait_ms: u64,
+) -> Result<(), ApiError> {
+    let Some(p) = after else { return Ok(()) };
+    let s2 = s.clone();
+    let ok = blocking(move || s2.wait_covered(&p, Duration::from_millis(wait_ms.max(1)))).await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            504,
+            "not_yet_applied",
+            format!("the engine has not applied input up to `after` within {wait_ms} ms"),
+        ))
+    }
+}
+
+/// Records from `cursor` on (matching `names`), at most `limit`. Returns (records, next
+/// cursor, missed range).
+fn read_outputs(
+    s: &Shared,
+    names: &[String],
+    cursor: u64,
+    limit: usize,
+) -> (Vec<(u64, Json)>, u64, Option<(u64, u64)>) {
+    let start = s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0);
+    let mut missed = None;
+    let mut at = cursor;
+    if at < start {
+        missed = Some((at, start));
+        at = start;
+    }
+    let mut out = Vec::new();
+    let mut scanned = 0;
+    while out.len() < limit && scanned < 100_000 {
+        let recs = match s.log.read(OUTPUTS_TOPIC, 0, at, 1024, 4 << 20) {
+            Ok(r) => r,
+            Err(_) => break,
+        };
+        if recs.is_empty() {
+            break;
+        }
+        for r in recs {
+            scanned += 1;
+            at = r.offset + 1;
+            let Ok(v) = serde_json::from_slice::<Json>(&r.payload) else {
+                continue;
+            };
+            if !names.is_empty() {
+                let stmt = v
+                    .get("rule")
+                    .or_else(|| v.get("search"))
+                    .or_else(|| v.get("metric"))
+                    .and_then(Json::as_str)
+                    .unwrap_or("");
+                if !names.iter().any(|n| n == stmt) {
+                    continue;
+                }
+            }
+            out.push((r.offset, v));
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    (out, at, missed)
+}
+
+async fn get_outputs(
+    State(s): St,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let wait_ms: u64 = num(&q, "wait_ms")?.unwrap_or(0).min(60_000);
+    let limit: usize = num::<usize>(&q, "limit")?.unwrap_or(100).clamp(1, 10_000);
+    let mut cursor: u64 = match q.get("cursor") {
+        None => s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0),
+        Some(_) => num(&q, "cursor")?.unwrap_or(0),
+    };
+    let names: Vec<String> = q
+        .get("name")
+        .map(|n| n.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    wait_after(
+        &s,
+        parse_after(&q)?,
+        wait_ms.max(if q.contains_key("after") { 5000 } else { 0 }),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    let mut missed_all = None;
+    loop {
+        let s2 = s.clone();
+        let n2 = names.clone();
+        let (recs, next, missed) = blocking(move || read_outputs(&s2, &n2, cursor, limit)).await?;
+        if missed_all.is_none() {
+            missed_all = missed;
+        }
+        cursor = next;
+        let now = Instant::now();
+        if !recs.is_empty() || now >= deadline {
+            let mut body = json!({
+                "records": recs.into_iter().map(|(_, v)| v).collect::<Vec<_>>(),
+                "cursor": cursor,
+            });
+            if let Some((from, to)) = missed_all {
+                body["missed"] = json!({"from": from, "to": to});
+            }
+            return Ok(axum::Json(body).into_response());
+        }
+        let s2 = s.clone();
+        let left = deadline - now;
+        blocking(move || s2.log.wait_for(OUTPUTS_TOPIC, 0, cursor, left))
+            .await?
+            .ok();
+    }
+}
+
+async fn sse_outputs(
+    State(s): St,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|c| c + 1);
+    let cursor: u64 = match (num(&q, "cursor")?, last_id) {
+        (_, Some(c)) => c,
+        (Some(c), None) => c,
+        (None, None) => s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0),
+    };
+    let names: Vec<String> = q
+        .get("name")
+        .map(|n| n.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(256);
+    tokio::spawn(async move {
+        let mut cursor = cursor;
+        loop {
+            let s2 = s.clone();
+            let n2 = names.clone();
+            let Ok((recs, next, missed)) = tokio::task::spawn_blocking(move || {
+                let r = read_outputs(&s2, &n2, cursor, 1000);
+                if r.0.is_empty() && r.2.is_none() {
+                    let _ = s2
+                        .log
+                        .wait_for(OUTPUTS_TOPIC, 0, r.1, Duration::from_secs(1));
+                }
+                r
+            })
+            .await
+            else {
+                return;
+            };
+            if let Some((from, to)) = missed {
+                let ev = Event::default()
+                    .event("missed")
+                    .data(json!({"from": from, "to": to}).to_string());
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            for (off, v) in recs {
+                let ev = Event::default()
+                    .id(off.to_string())
+                    .event("record")
+                    .data(v.to_string());
+                if tx.send(Ok(ev)).await.is_err() {
+                    return;
+                }
+            }
+            cursor = next;
+            if tx.is_closed() || s.shutdown.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+async fn ws_upgrade(State(s): St, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |sock| ws_session(s, sock))
+}
+
+/// WebSocket: the client sends `{"type":"subscribe","names":[..],"cursor":C}` (both
+/// optional); the server sends `{"type":"record","cursor":c,"record":{..}}` and
+/// `{"type":"missed","from":a,"to":b}`.
+async fn ws_session(s: Arc<Shared>, mut sock: WebSocket) {
+    let sub = loop {
+        match sock.recv().await {
+            Some(Ok(Message::Text(t))) => match serde_json::from_str::<Json>(t.as_str()) {
+                Ok(v) if v.get("type").and_then(Json::as_str) == Some("subscribe") => break v,
+                _ => {
+                    let e = ApiError::new(
+                        400,
+                        "invalid_message",
+                        "expected {\"type\":\"subscribe\",\"names\":[...],\"cursor\":C}",
+                    );
+                    let _ = sock.send(Message::Text(e.body().to_string().into())).await;
+                }
+            },
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+            _ => {}
+        }
+    };
+    let names: Vec<String> = match sub.get("names").or_else(|| sub.get("outputs")) {
+        Some(Json::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
+        Some(Json::String(n)) => vec![n.clone()],
+        _ => Vec::new(),
+    };
+    let mut cursor = sub
+        .get("cursor")
+        .and_then(|c| {
+            c.as_u64()
+                .or_else(|| c.as_str().and_then(|x| x.parse().ok()))
+        })
+        .unwrap_or_else(|| s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0));
+    loop {
+        let s2 = s.clone();
+        let n2 = names.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let r = read_outputs(&s2, &n2, cursor, 1000);
+            if r.0.is_empty() && r.2.is_none() {
+                let _ = s2
+                    .log
+                    .wait_for(OUTPUTS_TOPIC, 0, r.1, Duration::from_millis(500));
+            }
+            r
+        });
+        let (recs, next, missed) = tokio::select! {
+            m = sock.recv() => match m {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => continue,
+            },
+            r = read => match r { Ok(r) => r, Err(_) => return },
+        };
+        if let Some((from, to)) = missed {
+            if sock
+                .send(Message::Text(
+                    json!({"type": "missed", "from": from, "to": to})
+                        .to_string()
+                        .into(),
+                ))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        for (off, v) in recs {
+            let m = json!({"type": "record", "cursor": off + 1, "record": v});
+            if sock
+                .send(Message::Text(m.to_string().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        cursor = next;
+        if s.shutdown.load(Ordering::SeqCst) {
+            let _ = sock.send(Message::Close(None)).await;
+            return;
+        }
+    }
+}
+
+/// Windows of a METRIC from the output log (closed windows are final records), filtered
+/// by `group.<col>=v` and by `from`/`to` (ms or RFC 3339) on the window.
+async fn get_metric(
+    State(s): St,
+    Path(metric): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let cur = s.current();
+    match cur.catalog.get(&metric) {
+        Some(e) if e.kind == dsl::ast::ObjectKind::Metric => {}
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "unknown_metric",
+                format!("no METRIC named `{metric}`"),
+            ))
+        }
+    }
+    let wait_ms: u64 = num(&q, "wait_ms")?.unwrap_or(5000).min(60_000);
+    wait_after(&s, parse_after(&q)?, wait_ms).await?;
+    let from = q.get("from").map(|v| parse_ts(v)).transpose()?;
+    let to = q.get("to").map(|v| parse_ts(v)).transpose()?;
+    let groups: Vec<(String, String)> = q
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("group.").map(|c| (c.to_string(), v.clone())))
+        .collect();
+    let s2 = s.clone();
+    let windows = blocking(move || {
+        let mut cursor = s2.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0);
+        let mut out = Vec::new();
+        loop {
+            let (recs, next, _) = read_outputs(&s2, std::slice::from_ref(&metric), cursor, 10_000);
+            if recs.is_empty() {
+                break;
+            }
+            cursor = next;
+            for (_, v) in recs {
+                let ok_group = groups.iter().all(|(c, want)| match v["group"].get(c) {
+                    Some(Json::String(x)) => x == want,
+                    Some(other) => other.to_string() == *want,
+                    None => false,
+                });
+                let start = v["window"]["start"].as_str().and_then(|t| parse_ts(t).ok());
+                let end = v["window"]["end"].as_str().and_then(|t| parse_ts(t).ok());
+                let in_range = match (start, end) {
+                    (Some(a), Some(b)) => from.is_none_or(|f| b > f) && to.is_none_or(|t| a < t),
+                    _ => true,
+                };
+                if ok_group && in_range {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    })
+    .await?;
+    Ok(axum::Json(json!({"windows": windows})).into_response())
+}
+
+fn parse_ts(v: &str) -> Result<i64, ApiError> {
+    if let Ok(n) = v.parse::<i64>() {
+        return Ok(n);
+    }
+    matcher::value::parse_timestamp(v).ok_or_else(|| {
+        ApiError::new(
+            400,
+            "invalid_parameter",
+            format!("`{v}` is neither milliseconds nor an RFC 3339 time"),
+        )
+    })
+}
+
+async fn readyz(State(s): St) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::new(503, "recovering", "recovery is not finished").into_response()
+    }
+}
+
+async fn prometheus(State(s): St) -> Response {
+    let c = &s.counters;
+    let mut t = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    metric(
+        "weir_events_accepted_total",
+        "counter",
+        "Events appended to the log.",
+        relaxed(&c.events_accepted),
+    );
+    metric(
+        "weir_events_rejected_total",
+        "counter",
+        "Events rejected at ingest.",
+        relaxed(&c.events_rejected),
+    );
+    metric(
+        "weir_requests_throttled_total",
+        "counter",
+        "Ingest requests refused under backpressure.",
+        relaxed(&c.requests_throttled),
+    );
+    metric(
+        "weir_outputs_written_total",
+        "counter",
+        "Output records appended.",
+        relaxed(&c.outputs_written),
+    );
+    metric(
+        "weir_outputs_deduplicated_total",
+        "counter",
+        "Re-derived outputs skipped after recovery.",
+        relaxed(&c.outputs_deduplicated),
+    );
+    metric(
+        "weir_replay_errors_total",
+        "counter",
+        "Logged events the engine could not apply.",
+        relaxed(&c.replay_errors),
+    );
+    metric(
+        "weir_states_reset_total",
+        "counter",
+        "Rule sets / metrics whose state restarted empty after a statement change.",
+        relaxed(&c.states_reset),
+    );
+    metric(
+        "weir_checkpoints_total",
+        "counter",
+        "Checkpoints written.",
+        relaxed(&c.checkpoints_written),
+    );
+    metric(
+        "weir_checkpoint_failures_total",
+        "counter",
+        "Checkpoints that failed.",
+        relaxed(&c.checkpoint_failures),
+    );
+    metric(
+        "weir_recovery_milliseconds",
+        "gauge",
+        "Time the last recovery took.",
+        relaxed(&s.recovery_ms),
+    );
+    metric(
+        "weir_ready",
+        "gauge",
+        "1 once recovery finished.",
+        u64::from(s.ready.load(Ordering::SeqCst)),
+    );
+    let names = [
+        "accepted",
+        "rejected",
+        "late_dropped",
+        "late_processed",
+        "metric_late",
+        "metric_group_dropped",
+    ];
+    let mut per_stream: HashMap<String, [u64; 6]> = HashMap::new();
+    let _ = writeln!(t, "# HELP weir_partition_lag_events Events written but not yet applied.\n# TYPE weir_partition_lag_events gauge");
+    let streams: Vec<(String, u32)> = s.current().streams(s.settings.partitions);
+    for (st, parts) in &streams {
+        let topic = super::state::stream_topic(st);
+        for p in 0..*parts {
+            let _ = writeln!(
+                t,
+                "weir_partition_lag_events{{stream=\"{st}\",partition=\"{p}\"}} {}",
+                s.lag(&topic, p)
+            );
+        }
+    }
+    let _ = writeln!(
+        t,
+        "# HELP weir_state_bytes Approximate engine state held.\n# TYPE weir_state_bytes gauge"
+    );
+    let mut ages = Vec::new();
+    for (i, p) in s.progress.iter().enumerate() {
+        let g = p.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(t, "weir_state_bytes{{partition=\"{i}\"}} {}", g.state_bytes);
+        ages.push((i, g.last_checkpoint.map(|x| x.elapsed().as_secs_f64())));
+        for (name, v) in &g.stream_counters {
+            let e = per_stream.entry(name.clone()).or_default();
+            for k in 0..6 {
+                e[k] += v[k];
+            }
+        }
+    }
+    let _ = writeln!(t, "# HELP weir_checkpoint_age_seconds Seconds since the partition's last checkpoint (-1: none yet).\n# TYPE weir_checkpoint_age_seconds gauge");
+    for (i, a) in ages {
+        let _ = writeln!(
+            t,
+            "weir_checkpoint_age_seconds{{partition=\"{i}\"}} {:.3}",
+            a.unwrap_or(-1.0)
+        );
+    }
+    let _ = writeln!(t, "# HELP weir_engine_events_total Events seen by the engine per stream, by outcome.\n# TYPE weir_engine_events_total counter");
+    let mut keys: Vec<_> = per_stream.keys().cloned().collect();
+    keys.sort();
+    for k in keys {
+        for (i, n) in names.iter().enumerate() {
+            let _ = writeln!(
+                t,
+                "weir_engine_events_total{{stream=\"{k}\",outcome=\"{n}\"}} {}",
+                per_stream[&k][i]
+            );
+        }
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t).into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
+        .into_response()
+}

@@ -1,0 +1,323 @@
+//! The service's shared state: the log, the catalog history (event-sourced from the
+//! `statements` topic), worker progress, counters.
+
+use dsl::ast::ObjectKind;
+use dsl::check::Catalog;
+use dsl::Diagnostic;
+use matcher::value::RowDecoder;
+use serde_json::{json, Value as Json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use weir_log::{CheckpointStore, Log, Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
+
+/// Settings of a running service (after merging flags, environment and the config file).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub partitions: u32,
+    pub token: Option<String>,
+    pub max_body_bytes: usize,
+    pub max_statement_bytes: usize,
+    pub max_statements: usize,
+    /// Ingest answers 429 when a target partition's workers are this many events behind.
+    pub max_lag: u64,
+    pub checkpoint_interval: Duration,
+}
+
+/// The log topic of a stream's events.
+pub fn stream_topic(stream: &str) -> String {
+    format!("stream.{stream}")
+}
+
+/// One catalog version: the catalog after a statements record, and the stream positions
+/// from which it takes effect.
+pub struct Version {
+    pub catalog: Arc<Catalog>,
+    /// End offset of the statements topic after this version's record (0 = empty catalog).
+    pub stmt_end: u64,
+    /// Stream end offsets when it was applied: events below run with the previous version.
+    pub effect: Position,
+    /// Canonical text per statement name (to tell changed statements).
+    pub texts: HashMap<String, String>,
+}
+
+impl Version {
+    pub fn empty() -> Version {
+        Version {
+            catalog: Arc::new(Catalog::new()),
+            stmt_end: 0,
+            effect: Position::new(),
+            texts: HashMap::new(),
+        }
+    }
+
+    pub fn new(catalog: Catalog, stmt_end: u64, effect: Position) -> Version {
+        let texts = catalog
+            .entries()
+            .iter()
+            .map(|e| (e.name.clone(), e.statement.to_string()))
+            .collect();
+        Version {
+            catalog: Arc::new(catalog),
+            stmt_end,
+            effect,
+            texts,
+        }
+    }
+
+    /// Source streams and their partition counts.
+    pub fn streams(&self, default_partitions: u32) -> Vec<(String, u32)> {
+        self.catalog
+            .entries()
+            .iter()
+            .filter(|e| e.kind == ObjectKind::Stream)
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    e.output.partitions.unwrap_or(default_partitions),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A stream's ingest-side view: how to validate and route its events.
+pub struct StreamInfo {
+    pub decoder: RowDecoder,
+    pub event_time: Option<String>,
+    pub key: Option<String>,
+    pub partitions: u32,
+}
+
+/// Counters exported on `/metrics`.
+#[derive(Default)]
+pub struct Counters {
+    pub events_accepted: AtomicU64,
+    pub events_rejected: AtomicU64,
+    pub requests_throttled: AtomicU64,
+    pub outputs_written: AtomicU64,
+    pub outputs_deduplicated: AtomicU64,
+    pub replay_errors: AtomicU64,
+    pub states_reset: AtomicU64,
+    pub checkpoints_written: AtomicU64,
+    pub checkpoint_failures: AtomicU64,
+}
+
+/// Progress of one partition worker (what it has applied).
+#[derive(Default, Clone)]
+pub struct Progress {
+    /// Next offset per stream topic of this partition, and the statements end offset of
+    /// the catalog version it runs.
+    pub applied: Position,
+    pub last_checkpoint: Option<Instant>,
+    pub state_bytes: usize,
+    /// Per stream: (accepted, rejected, late_dropped, late_processed, metric_late, metric_group_dropped).
+    pub stream_counters: Vec<(String, [u64; 6])>,
+}
+
+pub struct Shared {
+    pub log: Arc<Log>,
+    pub checkpoints: CheckpointStore,
+    pub settings: Settings,
+    pub workers: u32,
+    pub versions: RwLock<Arc<Vec<Arc<Version>>>>,
+    pub streams: RwLock<HashMap<String, Arc<StreamInfo>>>,
+    /// Held shared by ingest appends, exclusively by statement changes, so a statement's
+    /// effect position is exact.
+    pub ingest_lock: RwLock<()>,
+    pub progress: Vec<Mutex<Progress>>,
+    /// Bumped (and notified) whenever any worker makes progress.
+    pub progress_seq: Mutex<u64>,
+    pub progress_cv: Condvar,
+    /// Bumped (and notified) on every ingest / statement change (wakes idle workers).
+    pub wake_seq: Mutex<u64>,
+    pub wake_cv: Condvar,
+    pub ready: AtomicBool,
+    pub shutdown: AtomicBool,
+    pub counters: Counters,
+    /// Output ids written after the oldest checkpoint (skipped when replay re-derives them).
+    pub seen_ids: RwLock<std::collections::HashSet<String>>,
+    pub recovery_ms: AtomicU64,
+}
+
+impl Shared {
+    pub fn versions(&self) -> Arc<Vec<Arc<Version>>> {
+        self.versions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn current(&self) -> Arc<Version> {
+        let v = self.versions();
+        v.last()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(Version::empty()))
+    }
+
+    pub fn stream_info(&self, name: &str) -> Option<Arc<StreamInfo>> {
+        self.streams
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn wake_workers(&self) {
+        let mut g = self.wake_seq.lock().unwrap_or_else(|e| e.into_inner());
+        *g += 1;
+        self.wake_cv.notify_all();
+    }
+
+    pub fn notify_progress(&self) {
+        let mut g = self.progress_seq.lock().unwrap_or_else(|e| e.into_inner());
+        *g += 1;
+        self.progress_cv.notify_all();
+    }
+
+    /// True when the workers have applied every input below `pos`.
+    pub fn covers(&self, pos: &Position) -> bool {
+        for (topic, part, end) in pos.iter() {
+            if topic == STATEMENTS_TOPIC {
+                for p in &self.progress {
+                    let g = p.lock().unwrap_or_else(|e| e.into_inner());
+                    if g.applied.get(topic, 0).unwrap_or(0) < end {
+                        return false;
+                    }
+                }
+                continue;
+            }
+            let Some(p) = self.progress.get(part as usize) else {
+                return false;
+            };
+            let g = p.lock().unwrap_or_else(|e| e.into_inner());
+            if g.applied.get(topic, part).unwrap_or(0) < end {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Blocks until `covers(pos)` or the timeout; returns whether covered.
+    pub fn wait_covered(&self, pos: &Position, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.progress_seq.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if self.covers(pos) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .progress_cv
+                .wait_timeout(g, (deadline - now).min(Duration::from_millis(50)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Events written but not yet applied, for one partition of a stream topic.
+    pub fn lag(&self, topic: &str, part: u32) -> u64 {
+        let end = self.log.end_offset(topic, part).unwrap_or(0);
+        let applied = self
+            .progress
+            .get(part as usize)
+            .map(|p| {
+                p.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .applied
+                    .get(topic, part)
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        end.saturating_sub(applied)
+    }
+
+    /// Rebuilds the ingest-side stream table from the current catalog.
+    pub fn refresh_streams(&self) {
+        let cur = self.current();
+        let mut map = HashMap::new();
+        for e in cur.catalog.entries() {
+            if e.kind == ObjectKind::Stream {
+                map.insert(
+                    e.name.clone(),
+                    Arc::new(StreamInfo {
+                        decoder: RowDecoder::new(&e.output),
+                        event_time: e.output.event_time.clone(),
+                        key: e.output.key.clone(),
+                        partitions: e.output.partitions.unwrap_or(self.settings.partitions),
+                    }),
+                );
+            }
+        }
+        *self.streams.write().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    pub fn outputs_end(&self) -> u64 {
+        self.log.end_offset(OUTPUTS_TOPIC, 0).unwrap_or(0)
+    }
+}
+
+/// A statements-topic record.
+pub fn statement_record(text: &str, effect: &Position) -> Vec<u8> {
+    json!({"text": text, "effect": effect.encode()})
+        .to_string()
+        .into_bytes()
+}
+
+pub fn parse_statement_record(payload: &[u8]) -> Result<(String, Position), String> {
+    let v: Json = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    let text = v
+        .get("text")
+        .and_then(Json::as_str)
+        .ok_or("missing text")?
+        .to_string();
+    let effect = v
+        .get("effect")
+        .and_then(Json::as_str)
+        .map(Position::decode)
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    Ok((text, effect))
+}
+
+/// Diagnostics as the API's error details (line, column, snippet per error).
+pub fn diagnostics_json(diags: &[Diagnostic], src: &str) -> Json {
+    Json::Array(
+        diags
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| {
+                let mut j = d.to_json("<body>", src);
+                if let Some(o) = j.as_object_mut() {
+                    o.remove("file");
+                }
+                j
+            })
+            .collect(),
+    )
+}
+
+/// Stable partition of an event: FNV-1a of the key column's JSON text.
+pub fn partition_of(event: &Json, key: Option<&str>, partitions: u32) -> u32 {
+    let Some(k) = key else { return 0 };
+    let text = match event.get(k) {
+        Some(Json::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => String::new(),
+    };
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in text.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % partitions.max(1) as u64) as u32
+}
+
+pub fn relaxed(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}

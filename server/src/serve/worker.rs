@@ -1,0 +1,461 @@
+//! Partition workers: one thread per log partition reads every stream topic's partition
+//! in order, runs the [`Engine`], appends outputs to the `outputs` topic, and checkpoints.
+//!
+//! Catalog versions: a statement change takes effect at the stream positions recorded
+//! with it, so events below run with the previous catalog, on first run and on replay
+//! alike. On a change the engine is rebuilt and the state of unchanged statements is
+//! carried over ([`Engine::restore`]); changed ones start empty (counted in
+//! `weir_states_reset_total`).
+
+use super::state::{relaxed, stream_topic, Progress, Shared, Version};
+use matcher::engine::{Engine, EngineConfig, EngineSnapshot};
+use matcher::output::OutputRecord;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_log::{Error as LogError, Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
+
+/// What a worker checkpoints (the covered offsets go in the checkpoint's Position).
+#[derive(Serialize, Deserialize)]
+pub struct WorkerCheckpoint {
+    pub engine: EngineSnapshot,
+    /// End of the outputs topic when the checkpoint was taken: outputs re-derived on
+    /// replay are looked up among the ids written from here on.
+    pub outputs_end: u64,
+}
+
+pub fn checkpoint_name(partition: u32) -> String {
+    format!("worker-{partition}")
+}
+
+const BATCH: usize = 2048;
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    partition: u32,
+    version_idx: usize,
+    engine: Engine,
+    next: HashMap<String, u64>,
+    events_since_ckpt: u64,
+    last_ckpt: Instant,
+}
+
+fn build_engine(v: &Version, partition: u32) -> Engine {
+    match Engine::new(&v.catalog, partition, &EngineConfig::default()) {
+        Ok(e) => e,
+        Err(diags) => {
+            for d in diags {
+                tracing::error!(partition, error = %d.message, "statement cannot run; skipped");
+            }
+            // The catalog checked fine, so this is unexpected: run without statements.
+            #[allow(clippy::expect_used)]
+            Engine::new(
+                &dsl::check::Catalog::new(),
+                partition,
+                &EngineConfig::default(),
+            )
+            .expect("an empty catalog compiles")
+        }
+    }
+}
+
+impl Worker {
+    /// Builds the worker from its latest checkpoint (or from the start of the log).
+    /// Returns the worker and the outputs offset from which re-derived ids must be
+    /// de-duplicated.
+    pub fn recover(shared: Arc<Shared>, partition: u32) -> (Worker, u64) {
+        let versions = shared.versions();
+        let mut start = None;
+        match shared
+            .checkpoints
+            .latest_checkpoint(&checkpoint_name(partition))
+        {
+            Ok(Some(c)) => {
+                let stmt_end = c.covered.get(STATEMENTS_TOPIC, 0).unwrap_or(0);
+                let idx = versions.iter().position(|v| v.stmt_end == stmt_end);
+                match (idx, serde_json::from_slice::<WorkerCheckpoint>(&c.data)) {
+                    (Some(idx), Ok(ck)) => {
+                        let mut engine = build_engine(&versions[idx], partition);
+                        match engine.restore(ck.engine, &|_| true) {
+                            Ok(_) => {
+                                let next = c
+                                    .covered
+                                    .iter()
+                                    .filter(|(t, p, _)| *t != STATEMENTS_TOPIC && *p == partition)
+                                    .map(|(t, _, o)| (t.to_string(), o))
+                                    .collect();
+                                start = Some((idx, engine, next, ck.outputs_end));
+                            }
+                            Err(e) => {
+                                tracing::warn!(partition, error = %e, "checkpoint not usable; replaying the whole log")
+                            }
+                        }
+                    }
+                    (None, _) => tracing::warn!(
+                        partition,
+                        "checkpoint refers to an unknown catalog version; replaying the whole log"
+                    ),
+                    (_, Err(e)) => tracing::warn!(
+                        partition, error = %e,
+                        "checkpoint cannot be decoded; replaying the whole log"
+                    ),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "cannot read checkpoints; replaying the whole log")
+            }
+        }
+        let (version_idx, engine, next, outputs_from) = match start {
+            Some(s) => s,
+            None => {
+                let v0 = versions
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Version::empty()));
+                (0, build_engine(&v0, partition), HashMap::new(), 0)
+            }
+        };
+        let w = Worker {
+            shared,
+            partition,
+            version_idx,
+            engine,
+            next,
+            events_since_ckpt: 0,
+            last_ckpt: Instant::now(),
+        };
+        w.publish(&versions);
+        (w, outputs_from)
+    }
+
+    fn publish(&self, versions: &[Arc<Version>]) {
+        let mut applied = Position::new();
+        for (t, o) in &self.next {
+            applied.set(t, self.partition, *o);
+        }
+        let stmt_end = versions.get(self.version_idx).map_or(0, |v| v.stmt_end);
+        applied.set(STATEMENTS_TOPIC, 0, stmt_end);
+        let mut counters = Vec::new();
+        for s in self.engine.stream_names() {
+            if let Some(c) = self.engine.counters(s) {
+                counters.push((
+                    s.clone(),
+                    [
+                        c.accepted,
+                        c.rejected,
+                        c.late_dropped,
+                        c.late_processed,
+                        c.metric_late,
+                        c.metric_group_dropped,
+                    ],
+                ));
+            }
+        }
+        if let Some(p) = self.shared.progress.get(self.partition as usize) {
+            let mut g = p.lock().unwrap_or_else(|e| e.into_inner());
+            let last = g.last_checkpoint;
+            *g = Progress {
+                applied,
+                last_checkpoint: last,
+                state_bytes: self.engine.approx_state_bytes(),
+                stream_counters: counters,
+            };
+        }
+        self.shared.notify_progress();
+    }
+
+    /// True when this partition has reached every offset of `effect`.
+    fn reached(&self, effect: &Position) -> bool {
+        effect
+            .iter()
+            .filter(|(_, p, _)| *p == self.partition)
+            .all(|(t, _, o)| self.next.get(t).copied().unwrap_or(0) >= o)
+    }
+
+    fn limit(&self, versions: &[Arc<Version>], topic: &str) -> u64 {
+        match versions.get(self.version_idx + 1) {
+            Some(v) => v.effect.get(topic, self.partition).unwrap_or(0),
+            None => u64::MAX,
+        }
+    }
+
+    fn switch_version(&mut self, versions: &[Arc<Version>]) {
+        let old = &versions[self.version_idx];
+        let new = &versions[self.version_idx + 1];
+        let snap = self.engine.snapshot();
+        let mut engine = build_engine(new, self.partition);
+        let unchanged = |name: &str| {
+            old.texts.get(name).is_some() && old.texts.get(name) == new.texts.get(name)
+        };
+        match engine.restore(snap, &unchanged) {
+            Ok(rep) => {
+                self.shared
+                    .counters
+                    .states_reset
+                    .fetch_add(rep.states_reset as u64, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(partition = self.partition, error = %e, "state reset"),
+        }
+        self.engine = engine;
+        self.version_idx += 1;
+    }
+
+    /// Processes what is available; returns the number of events read.
+    fn step(&mut self, versions: &[Arc<Version>]) -> usize {
+        while self.version_idx + 1 < versions.len()
+            && self.reached(&versions[self.version_idx + 1].effect)
+        {
+            self.switch_version(versions);
+        }
+        let Some(v) = versions.get(self.version_idx).cloned() else {
+            return 0;
+        };
+        let mut read = 0;
+        let mut out: Vec<OutputRecord> = Vec::new();
+        for (stream, parts) in v.streams(self.shared.settings.partitions) {
+            if self.partition >= parts {
+                continue;
+            }
+            let topic = stream_topic(&stream);
+            let limit = self.limit(versions, &topic);
+            let from = self.next.get(&topic).copied().unwrap_or(0);
+            if from >= limit {
+                continue;
+            }
+            let max = ((limit - from).min(BATCH as u64)) as usize;
+            let recs = match self
+                .shared
+                .log
+                .read(&topic, self.partition, from, max, 4 << 20)
+            {
+                Ok(r) => r,
+                Err(LogError::OffsetTruncated { .. }) => {
+                    let start = self
+                        .shared
+                        .log
+                        .start_offset(&topic, self.partition)
+                        .unwrap_or(from);
+                    tracing::warn!(
+                        partition = self.partition,
+                        topic,
+                        from,
+                        start,
+                        "input below retention skipped"
+                    );
+                    self.next.insert(topic.clone(), start.max(from));
+                    continue;
+                }
+                Err(LogError::UnknownTopic(_)) => continue,
+                Err(e) => {
+                    tracing::error!(partition = self.partition, topic, error = %e, "read failed");
+                    continue;
+                }
+            };
+            for r in recs {
+                if r.offset >= limit {
+                    break;
+                }
+                match serde_json::from_slice::<serde_json::Value>(&r.payload) {
+                    Ok(ev) => {
+                        if let Err(e) =
+                            self.engine
+                                .ingest(&stream, r.offset, &ev, r.timestamp_ms, &mut out)
+                        {
+                            self.shared
+                                .counters
+                                .replay_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(partition = self.partition, stream, offset = r.offset, error = %e, "event not applied");
+                        }
+                    }
+                    Err(_) => {
+                        self.shared
+                            .counters
+                            .replay_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.next.insert(topic.clone(), r.offset + 1);
+                read += 1;
+            }
+        }
+        if !out.is_empty() {
+            self.write_outputs(out);
+        }
+        self.events_since_ckpt += read as u64;
+        read
+    }
+
+    fn write_outputs(&self, out: Vec<OutputRecord>) {
+        let lines: Vec<String> = {
+            let seen = self
+                .shared
+                .seen_ids
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            out.iter()
+                .filter(|r| {
+                    let dup = seen.contains(r.id());
+                    if dup {
+                        self.shared
+                            .counters
+                            .outputs_deduplicated
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    !dup
+                })
+                .map(|r| r.to_json().to_string())
+                .collect()
+        };
+        if lines.is_empty() {
+            return;
+        }
+        let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        // A failed output append is retried: outputs are never skipped silently.
+        let mut delay = Duration::from_millis(10);
+        loop {
+            match self.shared.log.append(OUTPUTS_TOPIC, 0, &refs) {
+                Ok(_) => {
+                    self.shared
+                        .counters
+                        .outputs_written
+                        .fetch_add(refs.len() as u64, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(partition = self.partition, error = %e, "cannot append outputs; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    pub fn checkpoint(&mut self, versions: &[Arc<Version>]) {
+        let mut covered = Position::new();
+        for (t, o) in &self.next {
+            covered.set(t, self.partition, *o);
+        }
+        covered.set(
+            STATEMENTS_TOPIC,
+            0,
+            versions.get(self.version_idx).map_or(0, |v| v.stmt_end),
+        );
+        let ck = WorkerCheckpoint {
+            engine: self.engine.snapshot(),
+            outputs_end: self.shared.outputs_end(),
+        };
+        let data = match serde_json::to_vec(&ck) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(partition = self.partition, error = %e, "cannot serialize state");
+                self.shared
+                    .counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        match self.shared.checkpoints.write_checkpoint(
+            &checkpoint_name(self.partition),
+            &covered,
+            &data,
+        ) {
+            Ok(_) => {
+                self.shared
+                    .counters
+                    .checkpoints_written
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(p) = self.shared.progress.get(self.partition as usize) {
+                    p.lock().unwrap_or_else(|e| e.into_inner()).last_checkpoint =
+                        Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                self.shared
+                    .counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(partition = self.partition, error = %e, "checkpoint failed");
+            }
+        }
+        self.events_since_ckpt = 0;
+        self.last_ckpt = Instant::now();
+    }
+
+    /// Runs until every input written so far is applied (recovery replay).
+    pub fn catch_up(&mut self) {
+        loop {
+            let versions = self.shared.versions();
+            let n = self.step(&versions);
+            self.publish(&versions);
+            if n == 0 {
+                return;
+            }
+        }
+    }
+
+    /// The worker loop; returns after shutdown with a final checkpoint.
+    pub fn run(mut self) {
+        let every = self.shared.settings.checkpoint_interval;
+        loop {
+            let seq = *self
+                .shared
+                .wake_seq
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let versions = self.shared.versions();
+            let n = self.step(&versions);
+            self.publish(&versions);
+            if self.shared.shutdown.load(Ordering::SeqCst) && n == 0 {
+                self.checkpoint(&versions);
+                return;
+            }
+            if self.events_since_ckpt > 0 && self.last_ckpt.elapsed() >= every {
+                self.checkpoint(&versions);
+            }
+            if n == 0 {
+                let g = self
+                    .shared
+                    .wake_seq
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if *g == seq {
+                    let _ = self
+                        .shared
+                        .wake_cv
+                        .wait_timeout(g, Duration::from_millis(100))
+                        .unwrap_or_else(|e| e.into_inner());
+                }
+            }
+        }
+    }
+}
+
+/// Reads the output ids written from `from` on (for de-duplication after recovery).
+pub fn load_seen_ids(shared: &Shared, from: u64) -> usize {
+    let mut seen = shared.seen_ids.write().unwrap_or_else(|e| e.into_inner());
+    let mut at = from.max(shared.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0));
+    loop {
+        let recs = match shared.log.read(OUTPUTS_TOPIC, 0, at, 4096, 8 << 20) {
+            Ok(r) => r,
+            Err(_) => break,
+        };
+        if recs.is_empty() {
+            break;
+        }
+        for r in &recs {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.payload) {
+                if let Some(id) = v.get("id").and_then(|i| i.as_str()) {
+                    seen.insert(id.to_string());
+                }
+            }
+            at = r.offset + 1;
+        }
+    }
+    let _ = relaxed(&shared.counters.outputs_written);
+    seen.len()
+}
