@@ -1,1 +1,693 @@
+//! End-to-end tests of `weir serve`: the real binary on a free loopback port, real files
+//! in temp dirs, HTTP (ureq), WebSocket (tungstenite), SSE (raw TCP).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RULES: &str = "
+CREATE STREAM pay (card STRING, amount FLOAT, ts TIMESTAMP)
+  WITH (event_time = 'ts', max_delay = '1 second', key = 'card');
+CREATE RULE probe AS FROM pay PARTITION BY card
+  PATTERN (small{2,} big) WITHIN 1 MINUTE
+  DEFINE small AS amount < 5, big AS amount > 500
+  MEASURES COUNT(small.*) AS n, big.amount AS amount;
+CREATE METRIC per_card AS SELECT card, COUNT(*) AS n, SUM(amount) AS total
+  FROM pay GROUP BY card WINDOW TUMBLING (SIZE 10 SECONDS);
+";
+
+struct Server {
+    child: Child,
+    base: String,
+    port: u16,
+    data: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-serve-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start(data: &Path, extra: &[&str]) -> Server {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", &listen, "--data"])
+        .arg(data)
+        .args(extra)
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("weir serve starts");
+    let s = Server {
+        child,
+        base: format!("http://{listen}"),
+        port,
+        data: data.to_path_buf(),
+    };
+    let t0 = Instant::now();
+    loop {
+        if let Ok(r) = ureq::get(&format!("{}/readyz", s.base)).call() {
+            if r.status() == 200 {
+                return s;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "weir serve never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn with_rules(data: &Path, extra: &[&str]) -> Server {
+    let rules = data.join("rules.weir");
+    std::fs::write(&rules, RULES).unwrap();
+    let mut args = vec!["--rules", rules.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    start(data, &args)
+}
+
+/// (status, JSON body) of a request; non-2xx statuses are answers too.
+fn call(
+    method: &str,
+    url: &str,
+    ctype: Option<&str>,
+    body: Option<&[u8]>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut r = ureq::request(method, url);
+    if let Some(c) = ctype {
+        r = r.set("Content-Type", c);
+    }
+    if let Some(t) = token {
+        r = r.set("Authorization", &format!("Bearer {t}"));
+    }
+    let res = match body {
+        Some(b) => r.send_bytes(b),
+        None => r.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn post(s: &Server, path: &str, body: &str) -> (u16, Value) {
+    call(
+        "POST",
+        &format!("{}{path}", s.base),
+        Some("application/json"),
+        Some(body.as_bytes()),
+        None,
+    )
+}
+
+fn get(s: &Server, path: &str) -> (u16, Value) {
+    call("GET", &format!("{}{path}", s.base), None, None, None)
+}
+
+fn ev(card: &str, amount: f64, ts: i64) -> Value {
+    json!({"card": card, "amount": amount, "ts": ts})
+}
+
+/// Every output record (after the engine applied `after`).
+fn all_outputs(s: &Server, after: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (st, v) = get(
+            s,
+            &format!("/v1/outputs?cursor={cursor}&limit=1000&after={after}&wait_ms=20000"),
+        );
+        assert_eq!(st, 200, "{v}");
+        let recs = v["records"].as_array().unwrap().clone();
+        cursor = v["cursor"].as_u64().unwrap();
+        if recs.is_empty() {
+            return out;
+        }
+        out.extend(recs);
+    }
+}
+
+#[test]
+fn statements_events_outputs_and_read_your_writes() {
+    let d = tmpdir("basic");
+    let s = start(&d, &["--partitions", "2"]);
+    // A bad statement: 400 with line, column and snippet; nothing applied.
+    let (st, v) = post(
+        &s,
+        "/v1/statements",
+        "CREATE STREAM ok (a INT);\nCREATE RULE r AS FROM nowhere PATTERN (a) DEFINE a AS x > 1;",
+    );
+    assert_eq!(st, 400, "{v}");
+    let errs = v["error"]["errors"].as_array().unwrap();
+    assert!(!errs.is_empty());
+    assert_eq!(errs[0]["line"], 2);
+    assert!(errs[0]["column"].as_u64().unwrap() >= 1);
+    assert!(errs[0]["snippet"].as_str().unwrap().contains("nowhere"));
+    assert_eq!(get(&s, "/v1/statements").1["statements"], json!([]));
+    // Good statements.
+    let (st, v) = post(&s, "/v1/statements", RULES);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["applied"].as_array().unwrap().len(), 3);
+    assert!(v["position"].as_str().unwrap().starts_with("w1"));
+    let (st, v) = get(&s, "/v1/statements/probe");
+    assert_eq!(st, 200);
+    assert!(v["text"].as_str().unwrap().starts_with("CREATE RULE probe"));
+    assert_eq!(get(&s, "/v1/statements/nope").0, 404);
+    // Events: a probe on c1, then an event far later moves the watermark.
+    let evs = json!([
+        ev("c1", 1.0, 1000),
+        ev("c1", 2.0, 2000),
+        ev("c1", 900.0, 3000),
+        ev("c1", 1.0, 60_000)
+    ]);
+    let (st, v) = post(&s, "/v1/streams/pay/events", &evs.to_string());
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["accepted"], 4);
+    let pos = v["position"].as_str().unwrap().to_string();
+    // Read-your-writes: with after=, the match is there at once.
+    let (st, v) = get(&s, &format!("/v1/outputs?name=probe&after={pos}"));
+    assert_eq!(st, 200, "{v}");
+    let recs = v["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{v}");
+    assert_eq!(recs[0]["rule"], "probe");
+    assert_eq!(recs[0]["fields"]["n"], 2);
+    assert_eq!(recs[0]["fields"]["amount"], 900.0);
+    let cursor = v["cursor"].as_u64().unwrap();
+    // Nothing new past the cursor: a long poll returns empty after wait_ms.
+    let t0 = Instant::now();
+    let (_, v) = get(
+        &s,
+        &format!("/v1/outputs?name=probe&cursor={cursor}&wait_ms=300"),
+    );
+    assert_eq!(v["records"], json!([]));
+    assert!(t0.elapsed() >= Duration::from_millis(250));
+    // A bad position token is a 400.
+    assert_eq!(get(&s, "/v1/outputs?after=w1zz").0, 400);
+    // Metric windows: the closed window [0, 10 s) of c1 has 3 events.
+    let (st, v) = get(
+        &s,
+        &format!("/v1/metrics/per_card?group.card=c1&after={pos}"),
+    );
+    assert_eq!(st, 200, "{v}");
+    let w = v["windows"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{v}");
+    assert_eq!(w[0]["values"]["n"], 3);
+    assert_eq!(w[0]["final"], true);
+    assert_eq!(get(&s, "/v1/metrics/probe").0, 404);
+    // Prometheus text has the counters.
+    let text = ureq::get(&format!("{}/metrics", s.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(text.contains("weir_events_accepted_total 4"), "{text}");
+    assert!(
+        text.contains("weir_engine_events_total{stream=\"pay\",outcome=\"accepted\"} 4"),
+        "{text}"
+    );
+    assert_eq!(get(&s, "/openapi.json").0, 200);
+    assert_eq!(get(&s, "/healthz").0, 200);
+}
+
+#[test]
+fn ndjson_array_and_object_ingest() {
+    let d = tmpdir("formats");
+    let s = with_rules(&d, &["--partitions", "1"]);
+    let (st, v) = post(&s, "/v1/streams/pay/events", &ev("a", 1.0, 1).to_string());
+    assert_eq!((st, v["accepted"].clone()), (200, json!(1)));
+    let (st, v) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &json!([ev("a", 1.0, 2), ev("b", 2.0, 3)]).to_string(),
+    );
+    assert_eq!((st, v["accepted"].clone()), (200, json!(2)));
+    let nd = format!(
+        "{}\n\n{}\r\n{}\n",
+        ev("a", 1.0, 4),
+        ev("b", 1.0, 5),
+        ev("c", 1.0, 6)
+    );
+    let (st, v) = call(
+        "POST",
+        &format!("{}/v1/streams/pay/events", s.base),
+        Some("application/x-ndjson"),
+        Some(nd.as_bytes()),
+        None,
+    );
+    assert_eq!((st, v["accepted"].clone()), (200, json!(3)), "{v}");
+    let text = ureq::get(&format!("{}/metrics", s.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(text.contains("weir_events_accepted_total 6"), "{text}");
+}
+
+#[test]
+fn bad_input_is_rejected_and_the_service_stays_up() {
+    let d = tmpdir("bad");
+    let s = with_rules(&d, &["--partitions", "1", "--max-body-bytes", "4096"]);
+    let url = format!("{}/v1/streams/pay/events", s.base);
+    // Malformed JSON.
+    let (st, v) = post(&s, "/v1/streams/pay/events", "{\"card\": ");
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (400, json!("invalid_json"))
+    );
+    // Wrong types and missing event time are rejected by index; good ones kept.
+    let body = json!([ev("a", 1.0, 1), {"card": "a", "amount": "much", "ts": 2}, {"card": "b", "amount": 1.0}, 42, ev("b", 3.0, 3)]);
+    let (st, v) = post(&s, "/v1/streams/pay/events", &body.to_string());
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["accepted"], 2);
+    let idx: Vec<u64> = v["rejected"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(idx, vec![1, 2, 3]);
+    assert!(v["rejected"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("amount"));
+    // Not an object or array.
+    assert_eq!(post(&s, "/v1/streams/pay/events", "\"hello\"").0, 400);
+    // Huge body → 413.
+    let big = format!("[{}]", vec![ev("a", 1.0, 1).to_string(); 200].join(","));
+    let (st, v) = post(&s, "/v1/streams/pay/events", &big);
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (413, json!("body_too_large"))
+    );
+    // Deep nesting.
+    let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+    assert_eq!(post(&s, "/v1/streams/pay/events", &deep).0, 400);
+    // Invalid UTF-8: the whole JSON body is refused; in NDJSON only that line.
+    let (st, _) = call(
+        "POST",
+        &url,
+        Some("application/json"),
+        Some(b"{\"card\": \"\xff\"}"),
+        None,
+    );
+    assert_eq!(st, 400);
+    let mut nd = ev("u", 1.0, 10).to_string().into_bytes();
+    nd.extend_from_slice(b"\n{\"card\": \"\xfe\", \"ts\": 11}\n");
+    nd.extend_from_slice(ev("u", 1.0, 12).to_string().as_bytes());
+    let (st, v) = call("POST", &url, Some("application/x-ndjson"), Some(&nd), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["accepted"], 2);
+    assert_eq!(v["rejected"][0]["index"], 1);
+    // Unknown stream → 404 naming the known streams.
+    let (st, v) = post(&s, "/v1/streams/nope/events", "{}");
+    assert_eq!(st, 404);
+    assert_eq!(v["error"]["known_streams"], json!(["pay"]));
+    // Oversized statement text and unknown endpoints.
+    assert_eq!(post(&s, "/v1/statements", "CREATE STREAM").0, 400);
+    assert_eq!(get(&s, "/v1/nothing").0, 404);
+    // Still up, and the good events are in.
+    assert_eq!(get(&s, "/healthz").0, 200);
+    let text = ureq::get(&format!("{}/metrics", s.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(text.contains("weir_events_accepted_total 4"), "{text}");
+}
+
+#[test]
+fn token_guards_writes() {
+    let d = tmpdir("token");
+    let s = start(&d, &["--token", "s3cret"]);
+    let url = format!("{}/v1/statements", s.base);
+    let (st, v) = call("POST", &url, None, Some(RULES.as_bytes()), None);
+    assert_eq!(
+        (st, v["error"]["code"].clone()),
+        (401, json!("unauthorized"))
+    );
+    assert_eq!(
+        call("POST", &url, None, Some(RULES.as_bytes()), Some("wrong")).0,
+        401
+    );
+    assert_eq!(
+        call("POST", &url, None, Some(RULES.as_bytes()), Some("s3cret")).0,
+        200
+    );
+    let ev_url = format!("{}/v1/streams/pay/events", s.base);
+    let body = ev("a", 1.0, 1).to_string();
+    assert_eq!(
+        call("POST", &ev_url, None, Some(body.as_bytes()), None).0,
+        401
+    );
+    assert_eq!(
+        call("POST", &ev_url, None, Some(body.as_bytes()), Some("s3cret")).0,
+        200
+    );
+    // Reads stay open.
+    assert_eq!(get(&s, "/v1/statements").0, 200);
+    assert_eq!(get(&s, "/v1/outputs").0, 200);
+}
+
+/// Three probes (one per card) and a watermark mover; returns the position.
+fn three_matches(s: &Server) -> String {
+    let mut evs = Vec::new();
+    for (i, c) in ["c1", "c2", "c3"].iter().enumerate() {
+        let t = i as i64 * 10_000;
+        evs.extend([ev(c, 1.0, t + 1), ev(c, 1.0, t + 2), ev(c, 999.0, t + 3)]);
+    }
+    evs.push(ev("c1", 1.0, 100_000));
+    let (st, v) = post(s, "/v1/streams/pay/events", &Value::Array(evs).to_string());
+    assert_eq!(st, 200);
+    v["position"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn websocket_and_sse_resume_from_a_cursor() {
+    let d = tmpdir("ws");
+    let s = with_rules(&d, &["--partitions", "1"]);
+    let pos = three_matches(&s);
+    let (_, v) = get(&s, &format!("/v1/outputs?name=probe&after={pos}"));
+    assert_eq!(v["records"].as_array().unwrap().len(), 3, "{v}");
+    // WebSocket from the start: the three matches, in order, each with its cursor.
+    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
+    ws.send(tungstenite::Message::Text(
+        json!({"type": "subscribe", "names": ["probe"]})
+            .to_string()
+            .into(),
+    ))
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let m = ws.read().unwrap();
+        if let tungstenite::Message::Text(t) = m {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            assert_eq!(v["type"], "record");
+            got.push(v);
+        }
+    }
+    let cards: Vec<String> = got
+        .iter()
+        .map(|v| v["record"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cards.iter().collect::<HashSet<_>>().len(), 3);
+    // Resume after the second record: only the third comes.
+    let resume = got[1]["cursor"].as_u64().unwrap();
+    let (mut ws2, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
+    ws2.send(tungstenite::Message::Text(
+        json!({"type": "subscribe", "names": ["probe"], "cursor": resume})
+            .to_string()
+            .into(),
+    ))
+    .unwrap();
+    let first = loop {
+        if let tungstenite::Message::Text(t) = ws2.read().unwrap() {
+            break serde_json::from_str::<Value>(t.as_str()).unwrap();
+        }
+    };
+    assert_eq!(first["record"]["id"], got[2]["record"]["id"]);
+    // Live: a new match arrives on the open socket.
+    post(
+        &s,
+        "/v1/streams/pay/events",
+        &json!([
+            ev("c9", 1.0, 200_000),
+            ev("c9", 1.0, 200_001),
+            ev("c9", 999.0, 200_002),
+            ev("c9", 1.0, 300_000)
+        ])
+        .to_string(),
+    );
+    let live = loop {
+        if let tungstenite::Message::Text(t) = ws2.read().unwrap() {
+            break serde_json::from_str::<Value>(t.as_str()).unwrap();
+        }
+    };
+    assert_eq!(live["record"]["fields"]["amount"], 999.0);
+    // SSE from cursor = the second record's cursor: the third record comes first.
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET /v1/outputs/stream?name=probe&cursor={resume} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut r = BufReader::new(tcp);
+    let mut datas = Vec::new();
+    let mut line = String::new();
+    while datas.len() < 2 {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0);
+        if let Some(d) = line.trim_end().strip_prefix("data: ") {
+            if let Ok(v) = serde_json::from_str::<Value>(d) {
+                datas.push(v);
+            }
+        }
+    }
+    assert_eq!(datas[0]["id"], got[2]["record"]["id"]);
+    assert_eq!(datas[1]["fields"]["amount"], 999.0);
+}
+
+/// Every event of a stream in the log, per partition in order (read from the files).
+fn dump_log(data: &Path) -> Vec<Vec<Value>> {
+    let log = weir_log::Log::open(data.join("log"), weir_log::LogConfig::default()).unwrap();
+    let n = log.partitions("stream.pay").unwrap();
+    (0..n)
+        .map(|p| {
+            let mut out = Vec::new();
+            let mut at = 0;
+            loop {
+                let recs = log.read("stream.pay", p, at, 10_000, 64 << 20).unwrap();
+                if recs.is_empty() {
+                    break out;
+                }
+                for r in recs {
+                    out.push(serde_json::from_slice(&r.payload).unwrap());
+                    at = r.offset + 1;
+                }
+            }
+        })
+        .collect()
+}
+
+fn sigterm(s: &mut Server) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(s.child.id().to_string())
+        .status();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(st)) = s.child.try_wait() {
+            assert!(st.success(), "graceful shutdown exits 0");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("no graceful shutdown");
+}
+
+fn flush_events() -> Vec<Value> {
+    (0..16)
+        .map(|i| ev(&format!("c{i}"), 1.0, 10_000_000))
+        .collect()
+}
+
+/// Output records by id; asserts every id appears once.
+fn by_id(recs: Vec<Value>) -> BTreeMap<String, Value> {
+    let mut m = BTreeMap::new();
+    for r in recs {
+        let id = r["id"].as_str().unwrap().to_string();
+        assert!(
+            m.insert(id.clone(), r).is_none(),
+            "output {id} appears twice"
+        );
+    }
+    m
+}
+
+#[test]
+fn crash_recovery_keeps_acknowledged_events_and_exactly_once_outputs() {
+    let rounds = if std::env::var("WEIR_LONG_TESTS").is_ok() {
+        20
+    } else {
+        3
+    };
+    let d = tmpdir("crash");
+    let args = ["--partitions", "2", "--checkpoint-secs", "0.2"];
+    let mut acked: HashSet<u64> = HashSet::new();
+    let mut seq = 0u64;
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for _ in 0..rounds {
+        let mut s = with_rules(&d, &args);
+        let url = format!("{}/v1/streams/pay/events", s.base);
+        let kill_after = Duration::from_millis(150 + rand(500));
+        let t0 = Instant::now();
+        // Ingest continuously from another thread; kill at a random moment.
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u64>>();
+        let start_seq = seq;
+        let h = std::thread::spawn(move || {
+            let mut seq = start_seq;
+            loop {
+                let mut lines = String::new();
+                let mut ids = Vec::new();
+                for _ in 0..40 {
+                    let card = format!("c{}", seq % 11);
+                    let amount = if seq % 7 == 6 {
+                        800.0
+                    } else {
+                        1.0 + (seq % 3) as f64
+                    };
+                    let e = json!({"card": card, "amount": amount, "ts": 1000 * seq as i64, "seq": seq});
+                    lines.push_str(&e.to_string());
+                    lines.push('\n');
+                    ids.push(seq);
+                    seq += 1;
+                }
+                let r = ureq::post(&url)
+                    .set("Content-Type", "application/x-ndjson")
+                    .timeout(Duration::from_secs(5))
+                    .send_string(&lines);
+                match r {
+                    Ok(resp) if resp.status() == 200 => {
+                        if tx.send(ids).is_err() {
+                            return seq;
+                        }
+                    }
+                    _ => return seq,
+                }
+            }
+        });
+        while t0.elapsed() < kill_after {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        seq = h.join().unwrap() + 1000;
+        for ids in rx.try_iter() {
+            acked.extend(ids);
+        }
+    }
+    assert!(!acked.is_empty());
+    // Recover once more, then stop cleanly and look at the log files.
+    let mut s = with_rules(&d, &args);
+    sigterm(&mut s);
+    drop(s);
+    let log = dump_log(&d);
+    let in_log: HashSet<u64> = log
+        .iter()
+        .flatten()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let missing: Vec<_> = acked.difference(&in_log).collect();
+    assert!(missing.is_empty(), "acknowledged events lost: {missing:?}");
+    // Outputs of the crashed service (after a final watermark move).
+    let s = with_rules(&d, &args);
+    let (_, v) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &Value::Array(flush_events()).to_string(),
+    );
+    let crashed = by_id(all_outputs(&s, v["position"].as_str().unwrap()));
+    drop(s);
+    // An uncrashed service fed the same log in the same per-partition order.
+    let d2 = tmpdir("crash-ref");
+    let r = with_rules(&d2, &args);
+    for part in &log {
+        for chunk in part.chunks(500) {
+            let (st, _) = post(
+                &r,
+                "/v1/streams/pay/events",
+                &Value::Array(chunk.to_vec()).to_string(),
+            );
+            assert_eq!(st, 200);
+        }
+    }
+    let (_, v) = post(
+        &r,
+        "/v1/streams/pay/events",
+        &Value::Array(flush_events()).to_string(),
+    );
+    let reference = by_id(all_outputs(&r, v["position"].as_str().unwrap()));
+    assert!(reference.values().any(|x| x["rule"] == "probe"));
+    assert!(reference.values().any(|x| x["metric"] == "per_card"));
+    assert_eq!(crashed.len(), reference.len(), "same number of outputs");
+    for (id, rec) in &reference {
+        assert_eq!(crashed.get(id), Some(rec), "output {id}");
+    }
+}
+
+#[test]
+fn corrupt_tail_is_cut_and_the_service_starts() {
+    let d = tmpdir("corrupt");
+    let mut s = with_rules(&d, &["--partitions", "1"]);
+    let pos = three_matches(&s);
+    let before = by_id(all_outputs(&s, &pos));
+    sigterm(&mut s);
+    drop(s);
+    // Garble the tail of the stream's segment and append junk to the outputs segment.
+    for topic in ["stream.pay", "outputs"] {
+        let dir = d.join("log/topics").join(topic).join("0");
+        let mut segs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        segs.sort();
+        let seg = segs.last().expect("a segment file").clone();
+        let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+        f.write_all(&[0xAB; 97]).unwrap();
+    }
+    let s = with_rules(&d, &["--partitions", "1"]);
+    let after = by_id(all_outputs(&s, &pos));
+    assert_eq!(before, after, "nothing garbled is served");
+    // And the service takes new writes.
+    let (st, v) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &ev("z", 1.0, 200_000).to_string(),
+    );
+    assert_eq!((st, v["accepted"].clone()), (200, json!(1)));
+    let mut buf = String::new();
+    let _ = ureq::get(&format!("{}/healthz", s.base))
+        .call()
+        .unwrap()
+        .into_reader()
+        .read_to_string(&mut buf);
+    assert!(buf.contains("ok"));
+    let _ = &s.data;
+}
