@@ -85,10 +85,7 @@ enum Op {
 /// level keeps deep (but allowed) nesting well inside a 1 MiB stack, even in debug builds.
 fn climb(i: &str, min: u8) -> H<'_> {
     let (mut i, mut l) = prefix(i, min)?;
-    loop {
-        let Some((r, op, prec, negated)) = peek_op(i)? else {
-            break;
-        };
+    while let Some((r, op, prec, negated)) = peek_op(i)? {
         if prec < min {
             break;
         }
@@ -102,9 +99,12 @@ fn climb(i: &str, min: u8) -> H<'_> {
     Ok((i, l))
 }
 
-/// The operator at `i`: `(input after it, operator, precedence, negated)`.
+/// `(input after the operator, operator, precedence, negated)`.
+type OpAt<'a> = (&'a str, Op, u8, bool);
+
+/// The operator at `i`, if any.
 #[inline(never)]
-fn peek_op(i: &str) -> Result<Option<(&str, Op, u8, bool)>, Err<PErr>> {
+fn peek_op(i: &str) -> Result<Option<OpAt<'_>>, Err<PErr>> {
     let t = tok_start(i)?;
     for (s, op, p) in [
         ("<=", BinaryOp::LtEq, P_CMP),
