@@ -23,8 +23,11 @@ fn errors(diags: &[Diagnostic]) -> Vec<&Diagnostic> {
         .collect()
 }
 
-/// `(file, statements that parse, [(line, col, message substring)])`.
-const CORPUS: &[(&str, usize, &[(usize, usize, &str)])] = &[
+/// `(line, column, message substring)` of one expected error.
+type Expect = (usize, usize, &'static str);
+
+/// `(file, statements that parse, expected errors)`.
+const CORPUS: &[(&str, usize, &[Expect])] = &[
     ("empty.weir", 0, &[]),
     ("only_comments.weir", 0, &[]),
     (
