@@ -5,6 +5,7 @@
 //! - `Display` on AST nodes prints canonical text (`print.rs`).
 
 pub mod ast;
+pub mod check;
 pub mod error;
 pub mod parse;
 pub mod plan;
