@@ -132,16 +132,11 @@ fn parse_case_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
     Ok(cases)
 }
 
-/// Canonical text of statements (None until the printer is merged).
-fn print(statements: &[Statement]) -> Option<String> {
-    let _ = statements;
-    None
-}
-
-#[allow(dead_code)]
-fn print_with_display(statements: &[String]) -> String {
+/// Canonical text of statements: each printed by `Display`, one per line, ending in `;`.
+fn print(statements: &[Statement]) -> String {
     let mut out = String::new();
-    for t in statements {
+    for s in statements {
+        let t = s.to_string();
         let t = t.trim_end();
         out.push_str(t);
         if !t.ends_with(';') {
@@ -211,9 +206,7 @@ fn run(case: &Case) -> Result<(), String> {
         }
     }
     if let Some(Expect::Canonical(want)) = &case.expect {
-        let Some(got) = print(&statements) else {
-            return Err("the canonical printer is not available yet".to_string());
-        };
+        let got = print(&statements);
         if got.trim_end() != want.trim_end() {
             return Err(format!(
                 "canonical text differs:\n--- want\n{want}--- got\n{got}"
