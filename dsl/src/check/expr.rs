@@ -898,7 +898,7 @@ impl Cx<'_> {
             }
         }
         let arg = &args[0];
-        let ExprKind::Path(parts) = &arg.kind else {
+        let ExprKind::Path(_) = &arg.kind else {
             let example = if n == "prev" {
                 "PREV(amount)"
             } else {

@@ -326,7 +326,10 @@ impl Catalog {
             }
         }
         let (input_def, input_derived) = match input {
-            Some(i) => (self.entries[i].output.clone(), Some(self.entries[i].derived)),
+            Some(i) => (
+                self.entries[i].output.clone(),
+                Some(self.entries[i].derived),
+            ),
             // Unknown input: check the rest against a schemaless stand-in.
             None => (stand_in(from_of(s).unwrap_or("")), None),
         };
