@@ -1,0 +1,86 @@
+//! Test helper for the crash test (`tests/crash.rs`): appends to the log in `<dir>`
+//! continuously with `fsync = always` from several threads and prints one line per
+//! acknowledged append:
+//!
+//! `ack <partition> <first offset> <count> <run> <thread> <seq>`
+//!
+//! The payload of record `i` of that append is [`payload`]`(run, thread, seq, i)`, so
+//! the test can check every acknowledged record after SIGKILLing this process.
+//! Usage: `log-crash-writer <dir> <run> [seconds]`.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_log::{FsyncPolicy, Log, LogConfig};
+
+/// The payload the crash test expects (kept in sync with `tests/crash.rs`).
+fn payload(run: u64, thread: u64, seq: u64, i: u64) -> Vec<u8> {
+    let mut v = format!("r{run}-t{thread}-s{seq}-i{i}-").into_bytes();
+    let fill = ((seq * 7 + i * 3) % 120) as usize;
+    v.extend((0..fill).map(|k| b'a' + ((k as u64 + seq + i) % 26) as u8));
+    v
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: log-crash-writer <dir> <run> [seconds]");
+        std::process::exit(2);
+    }
+    let run: u64 = args[2].parse().unwrap_or(0);
+    let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(60);
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 256 << 10,
+        ..LogConfig::default()
+    };
+    let log = match Log::open(&args[1], cfg) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            eprintln!("open failed: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = log.create_topic("events", 2) {
+        eprintln!("create_topic failed: {e}");
+        std::process::exit(1);
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let p = (t % 2) as u32;
+                let mut seq = 0u64;
+                while Instant::now() < deadline {
+                    let count = 1 + seq % 16;
+                    let recs: Vec<Vec<u8>> = (0..count).map(|i| payload(run, t, seq, i)).collect();
+                    let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+                    match log.append("events", p, &refs) {
+                        Ok(a) => {
+                            let mut out = std::io::stdout().lock();
+                            let line =
+                                format!("ack {p} {} {count} {run} {t} {seq}\n", a.first_offset);
+                            if out
+                                .write_all(line.as_bytes())
+                                .and_then(|_| out.flush())
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("append failed: {e}");
+                            std::process::exit(1);
+                        }
+                    }
+                    seq += 1;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+}

@@ -1,0 +1,236 @@
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{payload, small_config};
+use weir_log::{Error, FsyncPolicy, Log, LogConfig, Position, Visibility};
+
+fn read_all(log: &Log, topic: &str, p: u32) -> Vec<weir_log::Record> {
+    let mut out = Vec::new();
+    let mut from = log.start_offset(topic, p).unwrap();
+    loop {
+        let recs = log.read(topic, p, from, 37, 1 << 20).unwrap();
+        if recs.is_empty() {
+            return out;
+        }
+        from = recs.last().unwrap().offset + 1;
+        out.extend(recs);
+    }
+}
+
+#[test]
+fn append_read_across_segments_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), small_config()).unwrap();
+        log.create_topic("s", 3).unwrap();
+        let mut next = 0u64;
+        for batch in 0..60u64 {
+            let recs: Vec<Vec<u8>> = (0..(batch % 5 + 1)).map(|k| payload(next + k)).collect();
+            let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+            let a = log.append("s", 1, &refs).unwrap();
+            assert_eq!(a.first_offset, next);
+            assert_eq!(a.end_offset, next + refs.len() as u64);
+            assert!(a.durable);
+            next = a.end_offset;
+        }
+        assert!(
+            log.segment_count("s", 1).unwrap() > 3,
+            "segments should roll"
+        );
+        assert_eq!(log.end_offset("s", 1).unwrap(), next);
+        assert_eq!(log.end_offset("s", 0).unwrap(), 0);
+        let all = read_all(&log, "s", 1);
+        assert_eq!(all.len() as u64, next);
+        for (i, r) in all.iter().enumerate() {
+            assert_eq!(r.offset, i as u64);
+            assert_eq!(&r.payload[..], &payload(i as u64)[..]);
+        }
+        // Reads from the middle of a batch and of a segment.
+        for from in [0u64, 1, 13, 77, next - 1] {
+            let r = log.read("s", 1, from, 3, 1 << 20).unwrap();
+            assert_eq!(r[0].offset, from);
+            assert!(r.len() <= 3);
+        }
+        assert!(log.read("s", 1, next, 10, 1 << 20).unwrap().is_empty());
+        assert!(matches!(
+            log.read("s", 1, next + 1, 10, 1 << 20),
+            Err(Error::OffsetBeyondEnd { end, .. }) if end == next
+        ));
+    }
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.topics(), vec![("s".to_string(), 3)]);
+    let report = log.recovery_report();
+    assert_eq!(report.len(), 3);
+    assert!(report.iter().all(|r| r.cuts.is_empty()));
+    let all = read_all(&log, "s", 1);
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+        assert_eq!(&r.payload[..], &payload(i as u64)[..]);
+    }
+    let a = log.append("s", 1, &[b"after"]).unwrap();
+    assert_eq!(a.first_offset, all.len() as u64);
+}
+
+#[test]
+fn byte_limit_returns_at_least_one_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    log.create_topic("s", 1).unwrap();
+    let big = vec![7u8; 3000];
+    log.append("s", 0, &[&big, b"x", b"y"]).unwrap();
+    let r = log.read("s", 0, 0, 100, 10).unwrap();
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].payload.len(), 3000);
+    let r = log.read("s", 0, 1, 100, 1).unwrap();
+    assert_eq!(r.len(), 1);
+    let r = log.read("s", 0, 1, 100, 1000).unwrap();
+    assert_eq!(r.len(), 2);
+}
+
+#[test]
+fn topics_errors_and_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    log.create_topic("s", 2).unwrap();
+    log.create_topic("s", 2).unwrap();
+    assert!(matches!(
+        log.create_topic("s", 3),
+        Err(Error::TopicMismatch { .. })
+    ));
+    assert!(matches!(
+        log.create_topic("../x", 1),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        log.append("nope", 0, &[b"a"]),
+        Err(Error::UnknownTopic(_))
+    ));
+    assert!(matches!(
+        log.append("s", 2, &[b"a"]),
+        Err(Error::UnknownPartition { .. })
+    ));
+    let big = vec![0u8; 20 << 20];
+    assert!(matches!(
+        log.append("s", 0, &[&big]),
+        Err(Error::BatchTooLarge { .. })
+    ));
+    assert!(matches!(
+        Log::open(dir.path(), small_config()),
+        Err(Error::Locked(_))
+    ));
+    let e = log.append("s", 0, &[]).unwrap();
+    assert_eq!((e.first_offset, e.end_offset), (0, 0));
+    drop(log);
+    Log::open(dir.path(), small_config()).unwrap();
+}
+
+#[test]
+fn group_commit_concurrent_appenders_dense_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 64 << 10,
+        ..LogConfig::default()
+    };
+    let log = Arc::new(Log::open(dir.path(), cfg).unwrap());
+    log.create_topic("s", 1).unwrap();
+    let threads: Vec<_> = (0..6u64)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut acks = Vec::new();
+                for i in 0..60u64 {
+                    let rec = format!("t{t}-{i}");
+                    let a = log.append("s", 0, &[rec.as_bytes(), b"pad"]).unwrap();
+                    // Acknowledged means durable.
+                    assert!(log.durable_offset("s", 0).unwrap() >= a.end_offset);
+                    acks.push((a.first_offset, rec));
+                }
+                acks
+            })
+        })
+        .collect();
+    let mut acks: Vec<(u64, String)> = threads
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    acks.sort();
+    assert_eq!(acks.len(), 360);
+    let recs = log.read("s", 0, 0, 10_000, usize::MAX).unwrap();
+    assert_eq!(recs.len(), 720);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+    }
+    for (first, rec) in acks {
+        assert_eq!(&recs[first as usize].payload[..], rec.as_bytes());
+        assert_eq!(&recs[first as usize + 1].payload[..], b"pad");
+    }
+}
+
+#[test]
+fn interval_policy_syncs_in_background_and_durable_visibility() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(20)),
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    log.create_topic("s", 1).unwrap();
+    let a = log.append("s", 0, &[b"a", b"b"]).unwrap();
+    assert_eq!(log.end_offset("s", 0).unwrap(), 2);
+    // The background fsync makes it durable and therefore readable.
+    assert!(log
+        .wait_for("s", 0, a.end_offset - 1, Duration::from_secs(5))
+        .unwrap());
+    assert!(log.durable_offset("s", 0).unwrap() >= 2);
+    assert_eq!(log.read("s", 0, 0, 10, 100).unwrap().len(), 2);
+}
+
+#[test]
+fn durable_visibility_hides_unsynced_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Always,
+        visibility: Visibility::Durable,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    log.create_topic("s", 1).unwrap();
+    let a = log.append_nowait("s", 0, &[b"a"]).unwrap();
+    assert!(!a.durable);
+    assert!(log.read("s", 0, 0, 10, 100).unwrap().is_empty());
+    assert_eq!(log.durable_offset("s", 0).unwrap(), 0);
+    log.wait_durable("s", 0, a.end_offset).unwrap();
+    assert_eq!(log.read("s", 0, 0, 10, 100).unwrap().len(), 1);
+}
+
+#[test]
+fn wait_for_wakes_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), small_config()).unwrap());
+    log.create_topic("s", 1).unwrap();
+    assert!(!log.wait_for("s", 0, 0, Duration::from_millis(10)).unwrap());
+    let l2 = log.clone();
+    let h = std::thread::spawn(move || l2.wait_for("s", 0, 0, Duration::from_secs(10)).unwrap());
+    std::thread::sleep(Duration::from_millis(50));
+    log.append("s", 0, &[b"x"]).unwrap();
+    assert!(h.join().unwrap());
+}
+
+#[test]
+fn position_tokens_from_the_log_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    log.create_topic("s", 2).unwrap();
+    log.append("s", 0, &[b"a"]).unwrap();
+    let p1 = log.position("s").unwrap();
+    log.append("s", 1, &[b"b"]).unwrap();
+    let p2 = log.position("s").unwrap();
+    assert!(p2.encode() > p1.encode());
+    assert!(p2.covers(&p1));
+    let d = Position::decode(&p2.encode()).unwrap();
+    assert_eq!((d.get("s", 0), d.get("s", 1)), (Some(1), Some(1)));
+}
