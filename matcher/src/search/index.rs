@@ -120,24 +120,45 @@ struct FieldInfo {
     prefixes: FxHashMap<Box<str>, u32>,
     /// Bit `n` set: some prefix of `n` bytes (bit 63: 63 or more).
     prefix_lens: u64,
+    /// First 4 bytes of every prefix of 4+ bytes, with counts.
+    prefix_heads: FxHashMap<u32, u32>,
     groups: FxHashMap<Box<str>, Vec<Shard>>,
     fuzzy: FxHashMap<Box<str>, Vec<u32>>,
     fuzzy_by_distance: [usize; 3],
 }
 
+/// FxHash of a term (used for both the interner and the per-document grouping).
+fn term_hash(s: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+/// Interned strings with reference counts, looked up by a precomputed hash.
 #[derive(Default)]
 struct Interner {
-    ids: FxHashMap<Box<str>, u32>,
+    ids: FxHashMap<u64, u32>,
+    /// Strings whose hash slot is held by another string (practically never used).
+    collide: FxHashMap<Box<str>, u32>,
     strs: Vec<(Box<str>, u32)>,
     free: Vec<u32>,
 }
 
 impl Interner {
     fn get(&self, s: &str) -> Option<u32> {
-        self.ids.get(s).copied()
+        self.get_h(s, term_hash(s))
+    }
+    fn get_h(&self, s: &str, h: u64) -> Option<u32> {
+        match self.ids.get(&h) {
+            Some(&id) if &*self.strs[id as usize].0 == s => Some(id),
+            _ if self.collide.is_empty() => None,
+            _ => self.collide.get(s).copied(),
+        }
     }
     fn acquire(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.ids.get(s) {
+        let h = term_hash(s);
+        if let Some(id) = self.get_h(s, h) {
             self.strs[id as usize].1 += 1;
             return id;
         }
@@ -151,7 +172,11 @@ impl Interner {
                 (self.strs.len() - 1) as u32
             }
         };
-        self.ids.insert(s.into(), id);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.ids.entry(h) {
+            e.insert(id);
+        } else {
+            self.collide.insert(s.into(), id);
+        }
         id
     }
     fn release(&mut self, id: u32) {
@@ -159,12 +184,20 @@ impl Interner {
         e.1 -= 1;
         if e.1 == 0 {
             let s = std::mem::take(&mut e.0);
-            self.ids.remove(&s);
+            let h = term_hash(&s);
+            if self.ids.get(&h) == Some(&id) {
+                self.ids.remove(&h);
+            } else {
+                self.collide.remove(&s);
+            }
             self.free.push(id);
         }
     }
     fn str(&self, id: u32) -> &str {
         &self.strs[id as usize].0
+    }
+    fn capacity(&self) -> usize {
+        self.strs.len()
     }
 }
 
@@ -173,7 +206,9 @@ struct Scratch {
     analyzed: Vec<(u16, Analyzed)>,
     order: Vec<u32>,
     pos_buf: Vec<u32>,
-    term_ranges: FxHashMap<(u16, u32), (u32, u32)>,
+    /// Per field id, per term id: (doc stamp, start, end) into `pos_buf`.
+    ranges: Vec<Vec<(u32, u32, u32)>>,
+    pairs: Vec<(u64, u32)>,
     multi_pairs: Vec<(u32, u32, u32)>,
     multi_ranges: FxHashMap<u32, (u32, u32)>,
     fired: Vec<u32>,
@@ -194,7 +229,8 @@ pub struct SearchIndex<R = ()> {
     fields: Vec<FieldInfo>,
     field_ids: FxHashMap<Box<str>, u16>,
     terms: Interner,
-    term_post: FxHashMap<(u16, u32), Vec<u32>>,
+    /// Per term id: (field, slots anchored on that term in that field).
+    term_post: Vec<Vec<(u16, Vec<u32>)>>,
     eq_post: FxHashMap<(u16, u32), Vec<u32>>,
     multis: Vec<Option<MultiEntry>>,
     multi_free: Vec<u32>,
@@ -212,6 +248,11 @@ impl<R> Default for SearchIndex<R> {
 
 fn term_cost(s: &str) -> u32 {
     100 / s.chars().count().max(1) as u32 + 1
+}
+
+fn head4(s: &str) -> u32 {
+    let b = s.as_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn wildcard_key(pattern: &str) -> Box<str> {
@@ -268,7 +309,7 @@ impl<R> SearchIndex<R> {
             fields: Vec::new(),
             field_ids: FxHashMap::default(),
             terms: Interner::default(),
-            term_post: FxHashMap::default(),
+            term_post: Vec::new(),
             eq_post: FxHashMap::default(),
             multis: Vec::new(),
             multi_free: Vec::new(),
@@ -331,7 +372,17 @@ impl<R> SearchIndex<R> {
             Some(list) => {
                 for a in list.iter() {
                     match *a {
-                        Anchor::Term(f, t) => self.term_post.entry((f, t)).or_default().push(slot),
+                        Anchor::Term(f, t) => {
+                            let t = t as usize;
+                            if self.term_post.len() <= t {
+                                self.term_post.resize_with(t + 1, Vec::new);
+                            }
+                            let per = &mut self.term_post[t];
+                            match per.iter_mut().find(|(g, _)| *g == f) {
+                                Some((_, v)) => v.push(slot),
+                                None => per.push((f, vec![slot])),
+                            }
+                        }
                         Anchor::Eq(f, v) => self.eq_post.entry((f, v)).or_default().push(slot),
                         Anchor::Multi(m) => {
                             if let Some(e) = self.multis[m as usize].as_mut() {
@@ -373,10 +424,15 @@ impl<R> SearchIndex<R> {
                 for a in list.iter() {
                     match *a {
                         Anchor::Term(f, t) => {
-                            if let Some(v) = self.term_post.get_mut(&(f, t)) {
-                                unlist(v, slot);
-                                if v.is_empty() {
-                                    self.term_post.remove(&(f, t));
+                            if let Some(per) = self.term_post.get_mut(t as usize) {
+                                if let Some(i) = per.iter().position(|(g, _)| *g == f) {
+                                    unlist(&mut per[i].1, slot);
+                                    if per[i].1.is_empty() {
+                                        per.swap_remove(i);
+                                        if per.is_empty() {
+                                            *per = Vec::new();
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -551,6 +607,9 @@ impl<R> SearchIndex<R> {
             MultiKind::Prefix(p) => {
                 info.prefixes.insert(p.clone(), m);
                 info.prefix_lens |= 1u64 << p.len().min(63);
+                if p.len() >= 4 {
+                    *info.prefix_heads.entry(head4(p)).or_default() += 1;
+                }
             }
             MultiKind::Fuzzy(t, d) => {
                 let mut vs = FxHashSet::default();
@@ -671,6 +730,14 @@ impl<R> SearchIndex<R> {
         match &e.kind {
             MultiKind::Prefix(p) => {
                 info.prefixes.remove(p);
+                if p.len() >= 4 {
+                    if let Some(c) = info.prefix_heads.get_mut(&head4(p)) {
+                        *c -= 1;
+                        if *c == 0 {
+                            info.prefix_heads.remove(&head4(p));
+                        }
+                    }
+                }
                 info.prefix_lens = info
                     .prefixes
                     .keys()
@@ -806,6 +873,9 @@ impl<R> SearchIndex<R> {
         s.stamp = s.stamp.wrapping_add(1);
         if s.stamp == 0 {
             s.seen.iter_mut().for_each(|x| *x = 0);
+            s.ranges
+                .iter_mut()
+                .for_each(|r| r.iter_mut().for_each(|x| x.0 = 0));
             s.stamp = 1;
         }
         if s.seen.len() < slots.len() {
@@ -813,7 +883,6 @@ impl<R> SearchIndex<R> {
         }
         s.candidates.clear();
         s.pos_buf.clear();
-        s.term_ranges.clear();
         s.multi_pairs.clear();
         s.multi_ranges.clear();
         let stamp = s.stamp;
@@ -848,37 +917,77 @@ impl<R> SearchIndex<R> {
             let info = &fields[fid as usize];
             let has_multi =
                 !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty();
+            // Group equal terms: sort (hash, position) pairs, split runs of equal hashes
+            // (a run with a hash collision is sorted by text).
+            s.pairs.clear();
+            s.pairs
+                .extend((0..a.len()).map(|i| (term_hash(a.term(i)), i as u32)));
+            s.pairs.sort_unstable();
             s.order.clear();
-            s.order.extend(0..a.len() as u32);
-            s.order.sort_unstable_by(|&x, &y| {
-                a.term(x as usize).cmp(a.term(y as usize)).then(x.cmp(&y))
-            });
+            s.order.extend(s.pairs.iter().map(|p| p.1));
+            let mut run = 0;
+            let mut collided = false;
+            while run < s.pairs.len() {
+                let h = s.pairs[run].0;
+                let mut run_end = run + 1;
+                while run_end < s.pairs.len() && s.pairs[run_end].0 == h {
+                    run_end += 1;
+                }
+                let t0 = a.term(s.order[run] as usize);
+                if run_end - run > 1
+                    && s.order[run + 1..run_end]
+                        .iter()
+                        .any(|&p| a.term(p as usize) != t0)
+                {
+                    collided = true;
+                    s.order[run..run_end].sort_unstable_by(|&x, &y| {
+                        a.term(x as usize).cmp(a.term(y as usize)).then(x.cmp(&y))
+                    });
+                }
+                run = run_end;
+            }
+            if s.ranges.len() <= fid as usize {
+                s.ranges.resize_with(fid as usize + 1, Vec::new);
+            }
+            if s.ranges[fid as usize].len() < terms.capacity() {
+                s.ranges[fid as usize].resize(terms.capacity(), (0, 0, 0));
+            }
             let mut i = 0;
             while i < s.order.len() {
                 let t = a.term(s.order[i] as usize);
+                let h = s.pairs[i].0;
                 let mut j = i + 1;
-                while j < s.order.len() && a.term(s.order[j] as usize) == t {
+                while j < s.order.len()
+                    && s.pairs[j].0 == h
+                    && (!collided || a.term(s.order[j] as usize) == t)
+                {
                     j += 1;
                 }
                 let start = s.pos_buf.len() as u32;
                 s.pos_buf.extend_from_slice(&s.order[i..j]);
                 let end = s.pos_buf.len() as u32;
-                if let Some(tid) = terms.get(t) {
-                    s.term_ranges.insert((fid, tid), (start, end));
-                    if let Some(list) = term_post.get(&(fid, tid)) {
-                        add(list, &mut s.seen, &mut s.candidates);
+                if let Some(tid) = terms.get_h(t, h) {
+                    s.ranges[fid as usize][tid as usize] = (stamp, start, end);
+                    if let Some(per) = term_post.get(tid as usize) {
+                        if let Some((_, list)) = per.iter().find(|(g, _)| *g == fid) {
+                            add(list, &mut s.seen, &mut s.candidates);
+                        }
                     }
                 }
                 if has_multi {
                     s.fired.clear();
                     // Prefixes.
                     if info.prefix_lens != 0 {
-                        for (bi, c) in t
+                        // Prefixes of 4+ bytes only when the term's first 4 bytes begin one.
+                        let long_ok = t.len() >= 4 && info.prefix_heads.contains_key(&head4(t));
+                        for (bi, _) in t
                             .char_indices()
                             .skip(1)
                             .chain(std::iter::once((t.len(), ' ')))
                         {
-                            let _ = c;
+                            if bi >= 4 && !long_ok {
+                                break;
+                            }
                             let bit = 1u64 << bi.min(63);
                             if info.prefix_lens & bit != 0 || bi >= 63 {
                                 if let Some(&m) = info.prefixes.get(&t[..bi]) {
@@ -905,6 +1014,9 @@ impl<R> SearchIndex<R> {
                                 let ps = s.patset.get_or_insert_with(|| PatternSet::new(SHARD_CAP));
                                 ps.clear();
                                 re.which_overlapping_matches(&Input::new(t), ps);
+                                if ps.is_empty() {
+                                    continue;
+                                }
                                 for pid in ps.iter() {
                                     if let Some(&m) = shard.ids.get(pid.as_usize()) {
                                         if m != u32::MAX {
@@ -983,7 +1095,8 @@ impl<R> SearchIndex<R> {
         let mut hits = Vec::new();
         let ctx = Ctx {
             pos_buf: &s.pos_buf,
-            term_ranges: &s.term_ranges,
+            ranges: &s.ranges,
+            stamp,
             multi_ranges: &s.multi_ranges,
         };
         for &slot in &s.candidates {
@@ -1031,15 +1144,16 @@ impl<R> SearchIndex<R> {
 
 struct Ctx<'a> {
     pos_buf: &'a [u32],
-    term_ranges: &'a FxHashMap<(u16, u32), (u32, u32)>,
+    ranges: &'a [Vec<(u32, u32, u32)>],
+    stamp: u32,
     multi_ranges: &'a FxHashMap<u32, (u32, u32)>,
 }
 
 impl Ctx<'_> {
     fn term(&self, f: u16, t: u32) -> &[u32] {
-        match self.term_ranges.get(&(f, t)) {
-            Some(&(a, b)) => &self.pos_buf[a as usize..b as usize],
-            None => &[],
+        match self.ranges.get(f as usize).and_then(|r| r.get(t as usize)) {
+            Some(&(st, a, b)) if st == self.stamp => &self.pos_buf[a as usize..b as usize],
+            _ => &[],
         }
     }
 
