@@ -161,7 +161,16 @@ impl Hll {
                     .iter()
                     .filter(|&&i| list.binary_search_by_key(&i, |&e| sparse_idx(e)).is_err())
                     .count();
-                let n = (list.len() + new) as f64;
+                let n = list.len() + new;
+                if n * 4 > self.m() {
+                    // Past the conversion point (the buffer has not been flushed yet):
+                    // answer as the dense sketch would, so the estimate depends only on
+                    // the set of items, not on when buffers were flushed.
+                    let mut d = self.clone();
+                    d.make_dense();
+                    return d.estimate();
+                }
+                let n = n as f64;
                 let mp = (1u64 << PP) as f64;
                 mp * (mp / (mp - n)).ln()
             }

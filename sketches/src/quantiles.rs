@@ -114,8 +114,11 @@ pub struct DDSketch {
     neg: Store,
     zero: u64,
     count: u64,
+    #[serde(with = "crate::serde_f64")]
     min: f64,
+    #[serde(with = "crate::serde_f64")]
     max: f64,
+    #[serde(with = "crate::serde_f64")]
     sum: f64,
     /// `1 / ln γ`, cached (checked against `alpha` on decode).
     inv_ln_gamma: f64,
