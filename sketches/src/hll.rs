@@ -179,6 +179,10 @@ impl Hll {
     }
 }
 
+fn self_m(p: u32) -> usize {
+    1usize << p
+}
+
 /// Merge two sorted entry lists, keeping one entry (the highest rank) per sparse index.
 fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
     let mut out: Vec<u32> = Vec::with_capacity(a.len() + b.len());
@@ -307,10 +311,22 @@ impl Sketch for Hll {
                         }
                     }
                 }
-                Repr::Sparse { buf: my_buf, .. } => {
-                    my_buf.extend_from_slice(list);
+                Repr::Sparse {
+                    list: my_list,
+                    buf: my_buf,
+                } => {
+                    // Linear merge of the two sorted lists; buffers go through a flush.
+                    *my_list = merge_sorted(my_list, list);
                     my_buf.extend_from_slice(buf);
-                    self.flush();
+                    let force = my_buf.len() >= BUF_LEN || my_list.len() * 4 > self_m(p);
+                    if force {
+                        self.flush();
+                    }
+                    if let Repr::Sparse { list, .. } = &self.repr {
+                        if list.len() * 4 > self_m(p) {
+                            self.make_dense();
+                        }
+                    }
                 }
             },
         }
