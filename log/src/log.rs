@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::format::Record;
-use crate::partition::{Partition, PartitionRecovery};
+use crate::partition::{Partition, PartitionRecovery, PartitionStats};
 use crate::position::Position;
 use crate::segment::sync_dir;
 
@@ -59,6 +59,8 @@ pub struct Log {
     inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
 }
+
+const ALWAYS_SAFETY_SYNC: Duration = Duration::from_secs(1);
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -176,7 +178,7 @@ impl Log {
             recovery: Mutex::new(recovery),
             _lock_file: lock_file,
         });
-        let needs_bg = matches!(inner.cfg.fsync, FsyncPolicy::Interval(_))
+        let needs_bg = inner.cfg.fsync != FsyncPolicy::Never
             || inner.cfg.retention.max_bytes.is_some()
             || inner.cfg.retention.max_age.is_some();
         let background = if needs_bg {
@@ -331,6 +333,8 @@ impl Log {
 
     /// Writes `records` as one batch and returns without waiting for fsync; `durable`
     /// tells whether they already are. Pair with [`Log::wait_durable`] (pipelining).
+    /// Under `Always` with `Durable` visibility, readers see the records once someone
+    /// waited for them (or the background safety fsync, every second, ran).
     pub fn append_nowait(
         &self,
         topic: &str,
@@ -437,6 +441,11 @@ impl Log {
         apply_retention(&self.inner, now_ms)
     }
 
+    /// Counters and offsets of every partition (for metrics).
+    pub fn stats(&self) -> Vec<PartitionStats> {
+        self.all_partitions().iter().map(|p| p.stats()).collect()
+    }
+
     /// Number of segment files of a partition.
     pub fn segment_count(&self, topic: &str, partition: u32) -> Result<usize> {
         Ok(self.partition(topic, partition)?.segment_count())
@@ -466,9 +475,12 @@ fn apply_retention(inner: &Inner, now: i64) -> Result<usize> {
 }
 
 fn background(inner: Arc<Inner>) {
+    // Under `Always` appends sync themselves; the background sync is a safety net for
+    // records written with `append_nowait` that nobody waited for.
     let sync_every = match inner.cfg.fsync {
         FsyncPolicy::Interval(d) => Some(d),
-        _ => None,
+        FsyncPolicy::Always => Some(ALWAYS_SAFETY_SYNC),
+        FsyncPolicy::Never => None,
     };
     let retention_on =
         inner.cfg.retention.max_bytes.is_some() || inner.cfg.retention.max_age.is_some();
