@@ -27,6 +27,43 @@ pub struct Appended {
     pub durable: bool,
 }
 
+/// Iterator returned by [`Log::iter`]; yields an error once and then ends if a read
+/// fails (for example on corrupt data or an offset removed by retention).
+pub struct LogIter {
+    partition: Arc<Partition>,
+    next: u64,
+    buf: std::collections::VecDeque<Record>,
+    done: bool,
+}
+
+impl Iterator for LogIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if let Some(r) = self.buf.pop_front() {
+            return Some(Ok(r));
+        }
+        if self.done {
+            return None;
+        }
+        match self.partition.read(self.next, 1000, 1 << 20) {
+            Ok(recs) if recs.is_empty() => {
+                self.done = true;
+                None
+            }
+            Ok(recs) => {
+                self.next = recs.last().map_or(self.next, |r| r.offset + 1);
+                self.buf.extend(recs);
+                self.buf.pop_front().map(Ok)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
 struct Topic {
     partitions: Vec<Arc<Partition>>,
 }
@@ -130,7 +167,10 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let topics_dir = dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).at(&topics_dir)?;
+        if !topics_dir.exists() {
+            std::fs::create_dir_all(&topics_dir).at(&topics_dir)?;
+            sync_dir(&dir)?;
+        }
         let lock_path = dir.join("LOCK");
         let lock_file = File::options()
             .create(true)
@@ -395,6 +435,19 @@ impl Log {
     ) -> Result<Vec<Record>> {
         self.partition(topic, partition)?
             .read(from_offset, max_records, max_bytes)
+    }
+
+    /// Iterates over the records of a partition from `from_offset` to its visible end
+    /// (as of each internal read), e.g. to rebuild the catalog from the `statements`
+    /// topic at start-up. Reads in chunks of up to 1000 records / 1 MiB.
+    pub fn iter(&self, topic: &str, partition: u32, from_offset: u64) -> Result<LogIter> {
+        let p = self.partition(topic, partition)?;
+        Ok(LogIter {
+            partition: p,
+            next: from_offset,
+            buf: std::collections::VecDeque::new(),
+            done: false,
+        })
     }
 
     /// Blocks until the record at `offset` is readable or `timeout` passes; returns
