@@ -179,7 +179,7 @@ impl Partition {
                     let s = seg.scan(
                         last_pos,
                         last_off,
-                        cfg.max_batch_bytes,
+                        format::MAX_BATCH_ON_DISK,
                         cfg.index_interval_bytes,
                         last_pos,
                     )?;
@@ -188,13 +188,24 @@ impl Partition {
                     } else {
                         // Maybe the index is stale rather than the data bad: decide
                         // with a full scan.
-                        let s =
-                            seg.scan(0, base, cfg.max_batch_bytes, cfg.index_interval_bytes, 0)?;
+                        let s = seg.scan(
+                            0,
+                            base,
+                            format::MAX_BATCH_ON_DISK,
+                            cfg.index_interval_bytes,
+                            0,
+                        )?;
                         (s, Vec::new(), true)
                     }
                 }
                 _ => {
-                    let s = seg.scan(0, base, cfg.max_batch_bytes, cfg.index_interval_bytes, 0)?;
+                    let s = seg.scan(
+                        0,
+                        base,
+                        format::MAX_BATCH_ON_DISK,
+                        cfg.index_interval_bytes,
+                        0,
+                    )?;
                     (s, Vec::new(), true)
                 }
             };
@@ -566,7 +577,7 @@ impl Partition {
                 visible,
                 max_records,
                 max_bytes - bytes_so_far,
-                self.cfg.max_batch_bytes,
+                format::MAX_BATCH_ON_DISK,
                 &mut out,
             )?;
             if out.len() > before {

@@ -360,6 +360,12 @@ impl Segment {
                     break;
                 }
                 let total = hdr.total_len() as usize;
+                if pos + (at + total) as u64 > size {
+                    return Err(self.corrupt(
+                        pos + at as u64,
+                        "batch runs past the end of the segment".into(),
+                    ));
+                }
                 if buf.len() - at < total {
                     if at == 0 {
                         // One batch larger than the chunk: read exactly it.

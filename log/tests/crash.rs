@@ -13,7 +13,12 @@ use weir_log::{Log, LogConfig};
 
 fn payload(run: u64, thread: u64, seq: u64, i: u64) -> Vec<u8> {
     let mut v = format!("r{run}-t{thread}-s{seq}-i{i}-").into_bytes();
-    let fill = ((seq * 7 + i * 3) % 120) as usize;
+    // Every 50th append is a big batch (~800 KB), so kills can land mid-write.
+    let fill = if seq % 50 == 49 {
+        4000
+    } else {
+        ((seq * 7 + i * 3) % 120) as usize
+    };
     v.extend((0..fill).map(|k| b'a' + ((k as u64 + seq + i) % 26) as u8));
     v
 }

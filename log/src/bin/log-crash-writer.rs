@@ -17,7 +17,12 @@ use weir_log::{FsyncPolicy, Log, LogConfig};
 /// The payload the crash test expects (kept in sync with `tests/crash.rs`).
 fn payload(run: u64, thread: u64, seq: u64, i: u64) -> Vec<u8> {
     let mut v = format!("r{run}-t{thread}-s{seq}-i{i}-").into_bytes();
-    let fill = ((seq * 7 + i * 3) % 120) as usize;
+    // Every 50th append is a big batch (~800 KB), so kills can land mid-write.
+    let fill = if seq % 50 == 49 {
+        4000
+    } else {
+        ((seq * 7 + i * 3) % 120) as usize
+    };
     v.extend((0..fill).map(|k| b'a' + ((k as u64 + seq + i) % 26) as u8));
     v
 }
@@ -54,7 +59,7 @@ fn main() {
                 let p = (t % 2) as u32;
                 let mut seq = 0u64;
                 while Instant::now() < deadline {
-                    let count = 1 + seq % 16;
+                    let count = if seq % 50 == 49 { 200 } else { 1 + seq % 16 };
                     let recs: Vec<Vec<u8>> = (0..count).map(|i| payload(run, t, seq, i)).collect();
                     let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
                     match log.append("events", p, &refs) {
