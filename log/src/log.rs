@@ -371,6 +371,27 @@ impl Log {
         })
     }
 
+    /// Appends one batch to each of several partitions of a topic (one write request
+    /// spread by key), then waits until all are acknowledged under the policy. Returns
+    /// the results in input order. If one partition fails, batches already written to
+    /// other partitions stay written (each partition's batch is atomic on its own).
+    pub fn append_multi(&self, topic: &str, batches: &[(u32, &[&[u8]])]) -> Result<Vec<Appended>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for (partition, records) in batches {
+            out.push((*partition, self.append_nowait(topic, *partition, records)?));
+        }
+        if self.inner.cfg.fsync == FsyncPolicy::Always {
+            for (partition, a) in &out {
+                self.partition(topic, *partition)?
+                    .wait_durable(a.end_offset)?;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(_, a)| Appended { durable: true, ..a })
+            .collect())
+    }
+
     /// Writes `records` as one batch and returns without waiting for fsync; `durable`
     /// tells whether they already are. Pair with [`Log::wait_durable`] (pipelining).
     /// Under `Always` with `Durable` visibility, readers see the records once someone

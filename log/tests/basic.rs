@@ -365,3 +365,23 @@ fn iter_spans_many_chunks_and_segments() {
         .collect();
     assert_eq!(offs, (0..2500).collect::<Vec<_>>());
 }
+
+#[test]
+fn append_multi_spreads_one_request_over_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    log.create_topic("s", 3).unwrap();
+    let a: &[&[u8]] = &[b"a1", b"a2"];
+    let b: &[&[u8]] = &[b"b1"];
+    let res = log.append_multi("s", &[(2, a), (0, b)]).unwrap();
+    assert_eq!(res.len(), 2);
+    assert_eq!((res[0].first_offset, res[0].end_offset), (0, 2));
+    assert_eq!((res[1].first_offset, res[1].end_offset), (0, 1));
+    assert!(log.durable_offset("s", 2).unwrap() >= 2 && log.durable_offset("s", 0).unwrap() >= 1);
+    assert_eq!(&log.read("s", 2, 1, 10, 100).unwrap()[0].payload[..], b"a2");
+    let pos = log.position("s").unwrap();
+    assert_eq!(
+        (pos.get("s", 0), pos.get("s", 1), pos.get("s", 2)),
+        (Some(1), Some(0), Some(2))
+    );
+}

@@ -6,7 +6,7 @@
 //!
 //! The payload of record `i` of that append is [`payload`]`(run, thread, seq, i)`, so
 //! the test can check every acknowledged record after SIGKILLing this process.
-//! Usage: `log-crash-writer <dir> <run> [seconds]`.
+//! Usage: `log-crash-writer <dir> <run> [seconds] [always|interval]`.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -30,13 +30,17 @@ fn payload(run: u64, thread: u64, seq: u64, i: u64) -> Vec<u8> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: log-crash-writer <dir> <run> [seconds]");
+        eprintln!("usage: log-crash-writer <dir> <run> [seconds] [always|interval]");
         std::process::exit(2);
     }
     let run: u64 = args[2].parse().unwrap_or(0);
     let secs: u64 = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(60);
+    let fsync = match args.get(4).map(String::as_str) {
+        Some("interval") => FsyncPolicy::Interval(Duration::from_millis(50)),
+        _ => FsyncPolicy::Always,
+    };
     let cfg = LogConfig {
-        fsync: FsyncPolicy::Always,
+        fsync,
         segment_bytes: 256 << 10,
         ..LogConfig::default()
     };
