@@ -9,7 +9,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use weir_log::{Log, LogConfig};
+use weir_log::{CheckpointStore, Log, LogConfig};
+
+fn checkpoint_data(seq: u64) -> Vec<u8> {
+    (0..65_536u64).map(|k| (k * 31 + seq) as u8).collect()
+}
 
 fn payload(run: u64, thread: u64, seq: u64, i: u64) -> Vec<u8> {
     let mut v = format!("r{run}-t{thread}-s{seq}-i{i}-").into_bytes();
@@ -89,6 +93,7 @@ fn crash_rounds(policy: &str, rounds: u64) {
     let dir = tempfile::tempdir().unwrap();
     let mut all_acks: Vec<Ack> = Vec::new();
     let mut total_cuts = 0;
+    let mut last_ckpt_all_rounds: Option<u64> = None;
     for run in 0..rounds {
         let mut child = Command::new(env!("CARGO_BIN_EXE_log-crash-writer"))
             .arg(dir.path())
@@ -132,11 +137,39 @@ fn crash_rounds(policy: &str, rounds: u64) {
         reader.join().unwrap();
         lines.extend(rx.try_iter());
         // Only complete lines are acknowledgements that reached us.
-        let acks: Vec<Ack> = lines
+        let complete: Vec<&str> = lines
             .iter()
             .filter(|l| l.ends_with(b"\n"))
-            .map(|l| parse_ack(std::str::from_utf8(l).unwrap()))
+            .map(|l| std::str::from_utf8(l).unwrap())
             .collect();
+        let acks: Vec<Ack> = complete
+            .iter()
+            .filter(|l| l.starts_with("ack "))
+            .map(|l| parse_ack(l))
+            .collect();
+        let last_ckpt = complete
+            .iter()
+            .filter_map(|l| l.strip_prefix("ckpt "))
+            .map(|s| s.trim_end().parse::<u64>().unwrap())
+            .max()
+            .max(last_ckpt_all_rounds);
+        last_ckpt_all_rounds = last_ckpt;
+        // The newest checkpoint is intact and at least as new as the last one reported.
+        let store = CheckpointStore::open(dir.path().join("checkpoints"), 3).unwrap();
+        if let Some(seq) = last_ckpt {
+            let c = store
+                .latest_checkpoint("writer")
+                .unwrap()
+                .expect("checkpoint lost");
+            assert!(
+                c.seq >= seq,
+                "checkpoint {} older than acknowledged {seq}",
+                c.seq
+            );
+            assert_eq!(c.data, checkpoint_data(c.seq));
+            assert!(!c.covered.is_empty());
+            assert!(store.list("writer").unwrap().len() <= 4);
+        }
         assert!(!acks.is_empty());
         all_acks.extend(acks);
 
@@ -176,7 +209,7 @@ fn crash_rounds(policy: &str, rounds: u64) {
             }
         }
         eprintln!(
-            "round {run}: killed after {delay:?}, {} acks so far, ends {}/{}",
+            "round {run} ({policy}): killed after {delay:?}, {} acks so far, last checkpoint {last_ckpt:?}, ends {}/{}",
             all_acks.len(),
             parts[0].len(),
             parts[1].len()

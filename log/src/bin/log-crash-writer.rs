@@ -6,13 +6,20 @@
 //!
 //! The payload of record `i` of that append is [`payload`]`(run, thread, seq, i)`, so
 //! the test can check every acknowledged record after SIGKILLing this process.
+//! A fifth thread writes checkpoints named `writer` to `<dir>/checkpoints` (data =
+//! `checkpoint_data(seq)`) and prints `ckpt <seq>` after each.
 //! Usage: `log-crash-writer <dir> <run> [seconds] [always|interval]`.
 
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir_log::{FsyncPolicy, Log, LogConfig};
+use weir_log::{CheckpointStore, FsyncPolicy, Log, LogConfig};
+
+/// Checkpoint data the crash test expects for checkpoint `seq`.
+fn checkpoint_data(seq: u64) -> Vec<u8> {
+    (0..65_536u64).map(|k| (k * 31 + seq) as u8).collect()
+}
 
 /// The payload the crash test expects (kept in sync with `tests/crash.rs`).
 fn payload(run: u64, thread: u64, seq: u64, i: u64) -> Vec<u8> {
@@ -89,6 +96,61 @@ fn main() {
             })
         })
         .collect();
+    let ckpt = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let store = match CheckpointStore::open(
+                std::path::Path::new(&args[1]).join("checkpoints"),
+                3,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("checkpoint store: {e}");
+                    std::process::exit(1);
+                }
+            };
+            let mut next = match store.list("writer") {
+                Ok(l) => l.last().map_or(1, |s| s + 1),
+                Err(e) => {
+                    eprintln!("checkpoint list: {e}");
+                    std::process::exit(1);
+                }
+            };
+            while Instant::now() < deadline {
+                let covered = match log.position("events") {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!("position: {e}");
+                        std::process::exit(1);
+                    }
+                };
+                match store.write_checkpoint("writer", &covered, &checkpoint_data(next)) {
+                    Ok(seq) if seq == next => {
+                        let mut out = std::io::stdout().lock();
+                        let line = format!("ckpt {seq}\n");
+                        if out
+                            .write_all(line.as_bytes())
+                            .and_then(|_| out.flush())
+                            .is_err()
+                        {
+                            return;
+                        }
+                        next += 1;
+                    }
+                    Ok(seq) => {
+                        eprintln!("checkpoint got seq {seq}, expected {next}");
+                        std::process::exit(1);
+                    }
+                    Err(e) => {
+                        eprintln!("checkpoint failed: {e}");
+                        std::process::exit(1);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let _ = ckpt.join();
     for t in threads {
         let _ = t.join();
     }
