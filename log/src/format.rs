@@ -32,7 +32,8 @@ pub struct Record {
     pub offset: u64,
     /// Append time, milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
-    /// The bytes that were appended.
+    /// The bytes that were appended. Shares the buffer of the read that produced it
+    /// (zero-copy); copy it out if it is kept for long.
     pub payload: Bytes,
 }
 

@@ -504,6 +504,12 @@ impl Log {
         Ok(())
     }
 
+    /// fsyncs everything and closes the log, reporting an fsync error that `Drop`
+    /// could only log.
+    pub fn close(self) -> Result<()> {
+        self.sync()
+    }
+
     /// Applies retention now (also done by the background thread); returns the number
     /// of segments deleted.
     pub fn apply_retention(&self) -> Result<usize> {
