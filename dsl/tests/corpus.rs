@@ -116,6 +116,20 @@ const CORPUS: &[(&str, usize, &[Expect])] = &[
     ),
     ("keywords_case.weir", 4, &[]),
     (
+        "flink_ddl.weir",
+        0,
+        &[
+            (1, 42, "WATERMARK FOR is written as stream options"),
+            (2, 25, "PRIMARY KEY is not supported"),
+            (
+                3,
+                24,
+                "expected a column definition like `amount FLOAT`, found `)`",
+            ),
+            (4, 18, "expected a column definition"),
+        ],
+    ),
+    (
         "bad_tokens.weir",
         0,
         &[
@@ -315,6 +329,29 @@ fn every_error_in_a_long_file_is_reported() {
     let (n, diags) = parse_small_stack(src);
     assert_eq!(n, 0);
     assert_eq!(diags.len(), 1000);
+}
+
+#[test]
+fn error_spans_stay_on_character_boundaries() {
+    let deep = format!(
+        "CREATE SEARCH s AS FROM x WHERE {}é;",
+        "(".repeat(MAX_NESTING_DEPTH + 5)
+    );
+    let cases = [
+        deep,
+        "é;".to_string(),
+        "CREATE STREAM é (a INT);".to_string(),
+        "CREATE RULE r AS FROM s PATTERN (A {é});".to_string(),
+        format!("{};", "é".repeat(MAX_STATEMENT_BYTES)),
+    ];
+    for src in cases {
+        let (_, diags) = parse_small_stack(src.clone());
+        assert!(!diags.is_empty());
+        for d in diags {
+            assert!(src.is_char_boundary(d.span.start) && src.is_char_boundary(d.span.end));
+            assert!(d.span.end > d.span.start, "{d:?}");
+        }
+    }
 }
 
 #[test]
