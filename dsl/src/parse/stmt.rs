@@ -166,10 +166,9 @@ fn column_def(i: &str) -> PResult<'_, ColumnDef> {
             );
         }
     }
-    let (r, name) = ident(i)?;
+    let (r, name) = ident(t)?;
     let (r, ty) = cut(data_type(r))?;
-    let sp = name.span.to(span(i, r));
-    let sp = Span::new(name.span.start, sp.end);
+    let sp = span(t, r);
     Ok((r, ColumnDef { name, ty, span: sp }))
 }
 
@@ -451,11 +450,9 @@ fn match_recognize(i: &str, or_replace: bool, name: Ident) -> PResult<'_, Statem
         let (r, _) = kw("PER")(r)?;
         let (r, _) = kw("MATCH")(r)?;
         i = r;
-    } else if let Some((r, sp)) = attempt(kw_q("ALL")(i))? {
-        let t = tok_start(i)?;
-        let _ = r;
+    } else if let Some((_, sp)) = attempt(kw_q("ALL")(i))? {
         return hard(
-            t,
+            tok_start(i)?,
             sp.end - sp.start,
             "ALL ROWS PER MATCH is not supported; use ONE ROW PER MATCH",
         );
