@@ -116,6 +116,20 @@ const CORPUS: &[(&str, usize, &[Expect])] = &[
     ),
     ("keywords_case.weir", 4, &[]),
     (
+        "clause_order.weir",
+        0,
+        &[
+            (1, 57, "`WITHIN` is out of place: a rule's clauses are expected in the order FROM, PARTITION BY, PATTERN, WITHIN"),
+            (2, 55, "`DEFINE` is out of place"),
+            (3, 63, "`MEASURES` is out of place: a rule's clauses are expected in the order PARTITION BY, ORDER BY, MEASURES"),
+            (4, 81, "`WITHIN` is out of place"),
+            (5, 56, "expected `NEXT ROW`, `FIRST var`, `LAST var` or a pattern variable, found `;`"),
+            (6, 49, "expected `AS name` after the measure expression"),
+            (7, 15, "expected `AS`, found keyword `FROM`"),
+            (8, 33, "expected `(`, found word `A`"),
+        ],
+    ),
+    (
         "flink_ddl.weir",
         0,
         &[
