@@ -58,8 +58,9 @@ pub struct Entry {
     /// The stream this statement defines: the stream itself, or the output of a rule,
     /// search or metric (readable `FROM` by later statements).
     pub output: StreamDef,
-    /// True for the output of a rule, search or metric: its event time is the output
-    /// record's `ts` (`output.event_time` is `None`).
+    /// True for the output of a rule, search or metric. Its columns end with `ts`
+    /// (TIMESTAMP, the output record's time; for a metric, the window's end) unless an
+    /// output column already has that name, and `ts` is its event time.
     pub derived: bool,
     pub plan: Plan,
     batch: u64,
@@ -553,10 +554,10 @@ fn check_statement(
         StatementKind::CreateStream(c) => (check_stream(c, diags), Plan::Stream),
         StatementKind::CreateRule(r) => {
             let (out, plan) = check_rule(r, input, input_derived, diags);
-            (out, Plan::Rule(plan))
+            (with_record_time(out), Plan::Rule(plan))
         }
         StatementKind::CreateSearch(x) => (
-            check_search(x, input, diags),
+            with_record_time(check_search(x, input, diags)),
             Plan::Search(SearchPlan {
                 input: input.clone(),
             }),
@@ -564,7 +565,7 @@ fn check_statement(
         StatementKind::CreateMetric(m) => {
             let (out, options) = check_metric(m, input, diags);
             (
-                out,
+                with_record_time(out),
                 Plan::Metric(MetricPlan {
                     input: input.clone(),
                     options,
@@ -573,6 +574,23 @@ fn check_statement(
         }
         StatementKind::Drop(_) => (stand_in(""), Plan::Stream),
     }
+}
+
+/// Give a derived stream (a rule's, search's or metric's output) its time column: `ts`, the
+/// output record's time, appended unless an output column is already called `ts`; it is the
+/// stream's event time when it is a TIMESTAMP. Late rows are processed (`late = 'emit'`).
+/// The same shape as `matcher::cep::CepRule::output_stream`.
+fn with_record_time(mut out: StreamDef) -> StreamDef {
+    match out.column_type("ts") {
+        None => {
+            out.columns.push(("ts".to_string(), DataType::Timestamp));
+            out.event_time = Some("ts".to_string());
+        }
+        Some(DataType::Timestamp) => out.event_time = Some("ts".to_string()),
+        Some(_) => out.event_time = None,
+    }
+    out.late = crate::plan::LatePolicy::Emit;
+    out
 }
 
 /// Names must be unique; reports the second with a note at the first.
