@@ -69,6 +69,10 @@ impl Vars {
 
 pub(crate) struct Cx<'a> {
     pub stream: &'a StreamDef,
+    /// Events of the stream may carry fields beyond its columns (a `CREATE STREAM`, or a
+    /// search over one without EMIT): an unknown name is then read as an undeclared JSON
+    /// field (a warning), unless it looks like a typo of a known name (an error).
+    pub open: bool,
     pub place: Place,
     pub vars: Option<&'a Vars>,
     /// The DEFINE being checked (its own variable may be referenced even when absent).
@@ -291,6 +295,7 @@ pub(crate) fn check_query(
     value: &str,
     lit_span: Span,
     stream: &StreamDef,
+    open: bool,
     diags: &mut Vec<Diagnostic>,
 ) {
     match crate::query::parse_query(value) {
@@ -316,17 +321,26 @@ pub(crate) fn check_query(
                 }
                 let at = value.find(&format!("{f}:")).unwrap_or(0);
                 let names: Vec<&str> = stream.columns.iter().map(|(c, _)| c.as_str()).collect();
+                let span = literal_span(lit_span, value, at, at + f.len());
+                let suggestion = did_you_mean(&f, names.iter().copied());
+                if open && suggestion.is_none() {
+                    diags.push(Diagnostic::warning(
+                        span,
+                        format!(
+                            "query field `{f}` is not a declared column of stream `{}`; it is read as an undeclared field",
+                            stream.name
+                        ),
+                    ));
+                    continue;
+                }
                 let mut msg = format!(
                     "query field `{f}` is not a column of stream `{}`",
                     stream.name
                 );
-                if let Some(m) = did_you_mean(&f, names.iter().copied()) {
+                if let Some(m) = suggestion {
                     msg.push_str(&format!("; did you mean `{m}`?"));
                 }
-                diags.push(Diagnostic::error(
-                    literal_span(lit_span, value, at, at + f.len()),
-                    msg,
-                ));
+                diags.push(Diagnostic::error(span, msg));
             }
         }
     }
@@ -638,7 +652,7 @@ impl Cx<'_> {
                 }
                 match string_literal(right) {
                     Some(s) if op == RegexMatch => check_regex(s, right.span, self.diags),
-                    Some(s) => check_query(s, right.span, self.stream, self.diags),
+                    Some(s) => check_query(s, right.span, self.stream, self.open, self.diags),
                     None => {
                         let kind = if op == RegexMatch { "regex" } else { "query" };
                         self.err(
@@ -704,15 +718,47 @@ impl Cx<'_> {
         match s.column_type(&first.name) {
             None => {
                 let names: Vec<&str> = s.columns.iter().map(|(c, _)| c.as_str()).collect();
+                let in_body = !after_var && self.vars.is_some() && self.place.in_rule_body();
+                let mut candidates = names.clone();
+                if in_body {
+                    if let Some(v) = self.vars {
+                        candidates.extend(v.present.iter().map(String::as_str));
+                    }
+                }
+                let suggestion = did_you_mean(&first.name, candidates.iter().copied());
+                // In a rule, `x.col` with an unknown `x` is almost surely a mistyped
+                // pattern variable: always an error there.
+                let dotted_in_body = in_body && parts.len() > 1;
+                if self.open && suggestion.is_none() && !dotted_in_body {
+                    let what = if in_body {
+                        "neither a pattern variable nor a declared column"
+                    } else {
+                        "not a declared column"
+                    };
+                    self.diags.push(Diagnostic::warning(
+                        first.span,
+                        format!(
+                            "`{}` is {what} of stream `{}`; it is read as an undeclared JSON field (NULL when absent). Declare it to have it type-checked",
+                            first.name, s.name
+                        ),
+                    ));
+                    return None;
+                }
                 let mut msg = format!("unknown column `{}` in stream `{}`", first.name, s.name);
-                if !after_var && self.vars.is_some() && self.place.in_rule_body() {
+                if in_body {
                     msg = format!(
                         "unknown column or pattern variable `{}` (stream `{}`)",
                         first.name, s.name
                     );
                 }
-                if let Some(m) = did_you_mean(&first.name, names.iter().copied()) {
+                if let Some(m) = suggestion {
                     msg.push_str(&format!("; did you mean `{m}`?"));
+                } else if dotted_in_body {
+                    let pv: Vec<&str> = self
+                        .vars
+                        .map(|v| v.present.iter().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    msg.push_str(&format!("; PATTERN has {}", list(&pv)));
                 } else {
                     msg.push_str(&format!("; its columns are {}", list(&names)));
                 }

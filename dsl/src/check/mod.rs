@@ -26,9 +26,11 @@
 //! docs/language.md):
 //! - All statements share one namespace (a rule's output is a stream named after it).
 //!   Names are case-sensitive; keywords and function names are not.
-//! - In a stream that declares columns, a bare name that is not a declared column is an
-//!   error; a dotted path `payload.user.id` must start at a declared JSON column. A stream
-//!   declared without columns is schemaless: every name is a JSON field.
+//! - Undeclared fields of a `CREATE STREAM`'s events stay readable: naming one is a
+//!   warning, unless it looks like a typo of a column or pattern variable (an error), or
+//!   is `x.col` in a rule with an unknown `x` (an error). The outputs of rules, metrics
+//!   and searches with EMIT have exactly their columns ([`Entry::undeclared_fields`]).
+//! - A dotted path on a declared column needs a JSON column.
 //! - Types are checked where they are known (declared columns, literals); JSON values are
 //!   checked at run time.
 
@@ -62,6 +64,9 @@ pub struct Entry {
     /// (TIMESTAMP, the output record's time; for a metric, the window's end) unless an
     /// output column already has that name, and `ts` is its event time.
     pub derived: bool,
+    /// Events of this stream may carry fields beyond `output.columns`, readable as JSON:
+    /// true for a `CREATE STREAM`, and for a search without EMIT over such a stream.
+    pub undeclared_fields: bool,
     pub plan: Plan,
     batch: u64,
 }
@@ -326,21 +331,22 @@ impl Catalog {
                 diags.push(self.unknown_name(from, "stream"));
             }
         }
-        let (input_def, input_derived) = match input {
-            Some(i) => (
-                self.entries[i].output.clone(),
-                Some(self.entries[i].derived),
-            ),
+        let (input_def, input_derived, input_open) = match input {
+            Some(i) => {
+                let e = &self.entries[i];
+                (e.output.clone(), Some(e.derived), e.undeclared_fields)
+            }
             // Unknown input: check the rest against a schemaless stand-in.
-            None => (stand_in(from_of(s).unwrap_or("")), None),
+            None => (stand_in(from_of(s).unwrap_or("")), None, true),
         };
-        let (output, plan) = check_statement(s, &input_def, input_derived, diags);
+        let (output, plan) = check_statement(s, &input_def, input_derived, input_open, diags);
         let entry = Entry {
             name: name.name.clone(),
             kind,
             statement: s.clone(),
             output,
             derived: kind != ObjectKind::Stream,
+            undeclared_fields: undeclared_fields(s, input_open),
             plan,
             batch: self.batch,
         };
@@ -391,9 +397,11 @@ impl Catalog {
                     continue;
                 }
                 let Some(src) = self.get(from) else { continue };
-                let (input, derived) = (src.output.clone(), Some(src.derived));
+                let (input, derived, open) =
+                    (src.output.clone(), Some(src.derived), src.undeclared_fields);
                 let mut scratch = Vec::new();
-                let (output, plan) = check_statement(&e.statement, &input, derived, &mut scratch);
+                let (output, plan) =
+                    check_statement(&e.statement, &input, derived, open, &mut scratch);
                 if let Some(err) = scratch.iter().find(|d| d.is_error()) {
                     diags.push(Diagnostic::error(
                         at,
@@ -404,11 +412,26 @@ impl Catalog {
                             err.message
                         ),
                     ));
+                } else if let Some(w) = scratch.iter().find(|d| {
+                    // Warnings the reader did not have before (e.g. a column it reads was
+                    // removed and is now an undeclared field).
+                    !d.is_error() && !d.message.contains("has no WITHIN")
+                }) {
+                    diags.push(Diagnostic::warning(
+                        at,
+                        format!(
+                            "replacing `{name}` changes {} `{}`: {}",
+                            kind_word(e.kind),
+                            e.name,
+                            w.message
+                        ),
+                    ));
                 }
                 let dep = e.name.clone();
                 let e = &mut self.entries[i];
                 e.output = output;
                 e.plan = plan;
+                e.undeclared_fields = undeclared_fields(&e.statement, open);
                 changed.insert(dep);
                 progressed = true;
             }
@@ -514,6 +537,14 @@ impl Catalog {
     }
 }
 
+fn undeclared_fields(s: &Statement, input_open: bool) -> bool {
+    match &s.kind {
+        StatementKind::CreateStream(_) => true,
+        StatementKind::CreateSearch(x) => x.emit.is_empty() && input_open,
+        _ => false,
+    }
+}
+
 fn statement_name(s: &Statement) -> Option<&Ident> {
     match &s.kind {
         StatementKind::CreateStream(c) => Some(&c.name),
@@ -548,22 +579,23 @@ fn check_statement(
     s: &Statement,
     input: &StreamDef,
     input_derived: Option<bool>,
+    input_open: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (StreamDef, Plan) {
     match &s.kind {
         StatementKind::CreateStream(c) => (check_stream(c, diags), Plan::Stream),
         StatementKind::CreateRule(r) => {
-            let (out, plan) = check_rule(r, input, input_derived, diags);
+            let (out, plan) = check_rule(r, input, input_derived, input_open, diags);
             (with_record_time(out), Plan::Rule(plan))
         }
         StatementKind::CreateSearch(x) => (
-            with_record_time(check_search(x, input, diags)),
+            with_record_time(check_search(x, input, input_open, diags)),
             Plan::Search(SearchPlan {
                 input: input.clone(),
             }),
         ),
         StatementKind::CreateMetric(m) => {
-            let (out, options) = check_metric(m, input, diags);
+            let (out, options) = check_metric(m, input, input_open, diags);
             (
                 with_record_time(out),
                 Plan::Metric(MetricPlan {
@@ -769,6 +801,7 @@ fn check_rule(
     r: &CreateRule,
     input: &StreamDef,
     input_derived: Option<bool>,
+    input_open: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (StreamDef, RulePlan) {
     let mut present = Vec::new();
@@ -826,6 +859,7 @@ fn check_rule(
     for d in &r.define {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::Define,
             vars: Some(&vars),
             defining: Some(&d.var.name),
@@ -840,6 +874,7 @@ fn check_rule(
     for p in &r.partition_by {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::PartitionBy,
             vars: None,
             defining: None,
@@ -909,6 +944,7 @@ fn check_rule(
     for m in &r.measures {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::Measures,
             vars: Some(&vars),
             defining: None,
@@ -949,9 +985,15 @@ fn item_name(e: &Expr, alias: Option<&Ident>) -> Option<(String, Span)> {
     }
 }
 
-fn check_search(x: &CreateSearch, input: &StreamDef, diags: &mut Vec<Diagnostic>) -> StreamDef {
+fn check_search(
+    x: &CreateSearch,
+    input: &StreamDef,
+    input_open: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> StreamDef {
     let mut cx = Cx {
         stream: input,
+        open: input_open,
         place: Place::Where,
         vars: None,
         defining: None,
@@ -969,6 +1011,7 @@ fn check_search(x: &CreateSearch, input: &StreamDef, diags: &mut Vec<Diagnostic>
     for item in &x.emit {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::Emit,
             vars: None,
             defining: None,
@@ -999,11 +1042,13 @@ fn check_search(x: &CreateSearch, input: &StreamDef, diags: &mut Vec<Diagnostic>
 fn check_metric(
     m: &CreateMetric,
     input: &StreamDef,
+    input_open: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (StreamDef, MetricOptions) {
     if let Some(f) = &m.filter {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::Where,
             vars: None,
             defining: None,
@@ -1016,6 +1061,7 @@ fn check_metric(
     for g in &m.group_by {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::GroupBy,
             vars: None,
             defining: None,
@@ -1039,6 +1085,7 @@ fn check_metric(
     for item in &m.items {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::MetricItem,
             vars: None,
             defining: None,

@@ -173,11 +173,25 @@ fn entries_stay_in_dependency_order_after_replace() {
     let names: Vec<&str> = c.entries().iter().map(|e| e.name.as_str()).collect();
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
     assert!(pos("b") < pos("r"), "{names:?}");
-    // Replacing b again re-checks r against the new columns.
-    let err = c
+    // Replacing b again re-checks r against the new columns: a removed column r reads
+    // becomes an undeclared field (a warning), a type change that breaks r is an error.
+    let applied = c
         .apply(&parse("CREATE OR REPLACE STREAM b (x INT);"))
+        .unwrap();
+    assert!(
+        applied.warnings[0].message.contains("replacing `b` changes rule `r`: `y` is neither a pattern variable nor a declared column"),
+        "{:?}",
+        applied.warnings
+    );
+    let err = c
+        .apply(&parse("CREATE OR REPLACE STREAM b (x INT, y STRING);"))
         .unwrap_err();
-    assert!(err[0].message.contains("breaks rule `r`"), "{err:?}");
+    assert!(
+        err[0]
+            .message
+            .contains("breaks rule `r`: cannot compare STRING with INT"),
+        "{err:?}"
+    );
 }
 
 #[test]
