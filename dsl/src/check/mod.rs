@@ -339,7 +339,9 @@ impl Catalog {
             // Unknown input: check the rest against a schemaless stand-in.
             None => (stand_in(from_of(s).unwrap_or("")), None, true),
         };
+        let first_new = diags.len();
         let (output, plan) = check_statement(s, &input_def, input_derived, input_open, diags);
+        dedup_warnings(diags, first_new);
         let entry = Entry {
             name: name.name.clone(),
             kind,
@@ -534,6 +536,22 @@ impl Catalog {
             name: d.name.name.clone(),
             action: Action::Dropped,
         })
+    }
+}
+
+/// Keep only the first of identical warnings from one statement (a name used many times).
+fn dedup_warnings(diags: &mut Vec<Diagnostic>, from: usize) {
+    let mut seen: Vec<String> = Vec::new();
+    let mut i = from;
+    while i < diags.len() {
+        if !diags[i].is_error() {
+            if seen.contains(&diags[i].message) {
+                diags.remove(i);
+                continue;
+            }
+            seen.push(diags[i].message.clone());
+        }
+        i += 1;
     }
 }
 
