@@ -269,7 +269,7 @@ impl Catalog {
         diags: &mut Vec<Diagnostic>,
     ) -> Option<AppliedStatement> {
         let (kind, name, or_replace) = match &s.kind {
-            StatementKind::Drop(d) => return self.drop(s, d, diags),
+            StatementKind::Drop(d) => return self.drop(d, diags),
             StatementKind::CreateStream(c) => (ObjectKind::Stream, &c.name, c.or_replace),
             StatementKind::CreateRule(c) => (ObjectKind::Rule, &c.name, c.or_replace),
             StatementKind::CreateSearch(c) => (ObjectKind::Search, &c.name, c.or_replace),
@@ -472,11 +472,9 @@ impl Catalog {
 
     fn drop(
         &mut self,
-        s: &Statement,
         d: &crate::ast::Drop,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<AppliedStatement> {
-        let _ = s;
         let Some(i) = self.index_of(&d.name.name) else {
             if d.if_exists {
                 return Some(AppliedStatement {
