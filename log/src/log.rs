@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{Error, IoContext, Result};
 use crate::format::Record;
-use crate::partition::{Partition, PartitionRecovery};
+use crate::partition::{Partition, PartitionRecovery, PartitionStats};
 use crate::position::Position;
 use crate::segment::sync_dir;
 
@@ -25,6 +25,43 @@ pub struct Appended {
     /// True if the records are already durable under the fsync policy (always true
     /// for [`Log::append`]; for [`Log::append_nowait`] call [`Log::wait_durable`]).
     pub durable: bool,
+}
+
+/// Iterator returned by [`Log::iter`]; yields an error once and then ends if a read
+/// fails (for example on corrupt data or an offset removed by retention).
+pub struct LogIter {
+    partition: Arc<Partition>,
+    next: u64,
+    buf: std::collections::VecDeque<Record>,
+    done: bool,
+}
+
+impl Iterator for LogIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if let Some(r) = self.buf.pop_front() {
+            return Some(Ok(r));
+        }
+        if self.done {
+            return None;
+        }
+        match self.partition.read(self.next, 1000, 1 << 20) {
+            Ok(recs) if recs.is_empty() => {
+                self.done = true;
+                None
+            }
+            Ok(recs) => {
+                self.next = recs.last().map_or(self.next, |r| r.offset + 1);
+                self.buf.extend(recs);
+                self.buf.pop_front().map(Ok)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 struct Topic {
@@ -59,6 +96,8 @@ pub struct Log {
     inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
 }
+
+const ALWAYS_SAFETY_SYNC: Duration = Duration::from_secs(1);
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -128,7 +167,10 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let topics_dir = dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).at(&topics_dir)?;
+        if !topics_dir.exists() {
+            std::fs::create_dir_all(&topics_dir).at(&topics_dir)?;
+            sync_dir(&dir)?;
+        }
         let lock_path = dir.join("LOCK");
         let lock_file = File::options()
             .create(true)
@@ -176,7 +218,7 @@ impl Log {
             recovery: Mutex::new(recovery),
             _lock_file: lock_file,
         });
-        let needs_bg = matches!(inner.cfg.fsync, FsyncPolicy::Interval(_))
+        let needs_bg = inner.cfg.fsync != FsyncPolicy::Never
             || inner.cfg.retention.max_bytes.is_some()
             || inner.cfg.retention.max_age.is_some();
         let background = if needs_bg {
@@ -329,8 +371,31 @@ impl Log {
         })
     }
 
+    /// Appends one batch to each of several partitions of a topic (one write request
+    /// spread by key), then waits until all are acknowledged under the policy. Returns
+    /// the results in input order. If one partition fails, batches already written to
+    /// other partitions stay written (each partition's batch is atomic on its own).
+    pub fn append_multi(&self, topic: &str, batches: &[(u32, &[&[u8]])]) -> Result<Vec<Appended>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for (partition, records) in batches {
+            out.push((*partition, self.append_nowait(topic, *partition, records)?));
+        }
+        if self.inner.cfg.fsync == FsyncPolicy::Always {
+            for (partition, a) in &out {
+                self.partition(topic, *partition)?
+                    .wait_durable(a.end_offset)?;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(_, a)| Appended { durable: true, ..a })
+            .collect())
+    }
+
     /// Writes `records` as one batch and returns without waiting for fsync; `durable`
     /// tells whether they already are. Pair with [`Log::wait_durable`] (pipelining).
+    /// Under `Always` with `Durable` visibility, readers see the records once someone
+    /// waited for them (or the background safety fsync, every second, ran).
     pub fn append_nowait(
         &self,
         topic: &str,
@@ -393,6 +458,19 @@ impl Log {
             .read(from_offset, max_records, max_bytes)
     }
 
+    /// Iterates over the records of a partition from `from_offset` to its visible end
+    /// (as of each internal read), e.g. to rebuild the catalog from the `statements`
+    /// topic at start-up. Reads in chunks of up to 1000 records / 1 MiB.
+    pub fn iter(&self, topic: &str, partition: u32, from_offset: u64) -> Result<LogIter> {
+        let p = self.partition(topic, partition)?;
+        Ok(LogIter {
+            partition: p,
+            next: from_offset,
+            buf: std::collections::VecDeque::new(),
+            done: false,
+        })
+    }
+
     /// Blocks until the record at `offset` is readable or `timeout` passes; returns
     /// whether it is readable (for long-polling readers and partition workers).
     pub fn wait_for(
@@ -426,6 +504,12 @@ impl Log {
         Ok(())
     }
 
+    /// fsyncs everything and closes the log, reporting an fsync error that `Drop`
+    /// could only log.
+    pub fn close(self) -> Result<()> {
+        self.sync()
+    }
+
     /// Applies retention now (also done by the background thread); returns the number
     /// of segments deleted.
     pub fn apply_retention(&self) -> Result<usize> {
@@ -435,6 +519,11 @@ impl Log {
     /// Applies retention as if the time were `now_ms` (for tests of time retention).
     pub fn apply_retention_at(&self, now_ms: i64) -> Result<usize> {
         apply_retention(&self.inner, now_ms)
+    }
+
+    /// Counters and offsets of every partition (for metrics).
+    pub fn stats(&self) -> Vec<PartitionStats> {
+        self.all_partitions().iter().map(|p| p.stats()).collect()
     }
 
     /// Number of segment files of a partition.
@@ -466,9 +555,12 @@ fn apply_retention(inner: &Inner, now: i64) -> Result<usize> {
 }
 
 fn background(inner: Arc<Inner>) {
+    // Under `Always` appends sync themselves; the background sync is a safety net for
+    // records written with `append_nowait` that nobody waited for.
     let sync_every = match inner.cfg.fsync {
         FsyncPolicy::Interval(d) => Some(d),
-        _ => None,
+        FsyncPolicy::Always => Some(ALWAYS_SAFETY_SYNC),
+        FsyncPolicy::Never => None,
     };
     let retention_on =
         inner.cfg.retention.max_bytes.is_some() || inner.cfg.retention.max_age.is_some();

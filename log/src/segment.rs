@@ -338,9 +338,9 @@ impl Segment {
         let size = self.size.load(Ordering::Acquire);
         let mut pos = self.lookup(from);
         let mut bytes_out = 0usize;
-        let chunk = (max_bytes as u64)
-            .saturating_add(64 << 10)
-            .clamp(64 << 10, 4 << 20);
+        // Size reads by the byte limit, or by the record limit at ~256 bytes a record.
+        let want_bytes = (max_bytes as u64).min((max_records as u64).saturating_mul(256));
+        let chunk = want_bytes.saturating_add(16 << 10).clamp(16 << 10, 4 << 20);
         while pos < size && out.len() < max_records && bytes_out < max_bytes {
             let want = chunk.min(size - pos) as usize;
             let mut buf = vec![0u8; want];
@@ -360,6 +360,12 @@ impl Segment {
                     break;
                 }
                 let total = hdr.total_len() as usize;
+                if pos + (at + total) as u64 > size {
+                    return Err(self.corrupt(
+                        pos + at as u64,
+                        "batch runs past the end of the segment".into(),
+                    ));
+                }
                 if buf.len() - at < total {
                     if at == 0 {
                         // One batch larger than the chunk: read exactly it.

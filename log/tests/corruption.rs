@@ -268,3 +268,31 @@ fn stale_index_pointing_inside_a_batch_does_not_cut_good_data() {
     assert!(log.recovery_report()[0].cuts.is_empty());
     assert_intact(&log, n);
 }
+
+#[test]
+fn lowering_max_batch_bytes_keeps_existing_big_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = vec![5u8; 100_000];
+    {
+        let log = Log::open(dir.path(), small_config()).unwrap();
+        log.create_topic("s", 1).unwrap();
+        log.append("s", 0, &[&big, &big]).unwrap();
+    }
+    let cfg = LogConfig {
+        max_batch_bytes: 4096,
+        verify: Verify::All,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    assert!(log.recovery_report()[0].cuts.is_empty());
+    assert_eq!(
+        log.read("s", 0, 1, 10, usize::MAX).unwrap()[0]
+            .payload
+            .len(),
+        100_000
+    );
+    assert!(matches!(
+        log.append("s", 0, &[&big]),
+        Err(Error::BatchTooLarge { .. })
+    ));
+}

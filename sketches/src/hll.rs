@@ -161,13 +161,26 @@ impl Hll {
                     .iter()
                     .filter(|&&i| list.binary_search_by_key(&i, |&e| sparse_idx(e)).is_err())
                     .count();
-                let n = (list.len() + new) as f64;
+                let n = list.len() + new;
+                if n * 4 > self.m() {
+                    // Past the conversion point (the buffer has not been flushed yet):
+                    // answer as the dense sketch would, so the estimate depends only on
+                    // the set of items, not on when buffers were flushed.
+                    let mut d = self.clone();
+                    d.make_dense();
+                    return d.estimate();
+                }
+                let n = n as f64;
                 let mp = (1u64 << PP) as f64;
                 mp * (mp / (mp - n)).ln()
             }
             Repr::Dense(regs) => ertl_estimate(regs, self.p as u32),
         }
     }
+}
+
+fn self_m(p: u32) -> usize {
+    1usize << p
 }
 
 /// Merge two sorted entry lists, keeping one entry (the highest rank) per sparse index.
@@ -298,10 +311,22 @@ impl Sketch for Hll {
                         }
                     }
                 }
-                Repr::Sparse { buf: my_buf, .. } => {
-                    my_buf.extend_from_slice(list);
+                Repr::Sparse {
+                    list: my_list,
+                    buf: my_buf,
+                } => {
+                    // Linear merge of the two sorted lists; buffers go through a flush.
+                    *my_list = merge_sorted(my_list, list);
                     my_buf.extend_from_slice(buf);
-                    self.flush();
+                    let force = my_buf.len() >= BUF_LEN || my_list.len() * 4 > self_m(p);
+                    if force {
+                        self.flush();
+                    }
+                    if let Repr::Sparse { list, .. } = &self.repr {
+                        if list.len() * 4 > self_m(p) {
+                            self.make_dense();
+                        }
+                    }
                 }
             },
         }

@@ -94,3 +94,47 @@ pub trait Sketch: Clone + Serialize + DeserializeOwned {
         Ok(())
     }
 }
+
+/// serde for `f64` fields that may hold ±∞/NaN: JSON has no such numbers, so in
+/// human-readable formats they are written as the strings `"inf"`, `"-inf"`, `"nan"`.
+pub(crate) mod serde_f64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() && !v.is_finite() {
+            let t = if v.is_nan() {
+                "nan"
+            } else if *v > 0.0 {
+                "inf"
+            } else {
+                "-inf"
+            };
+            t.serialize(s)
+        } else {
+            v.serialize(s)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        N(f64),
+        T(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        if d.is_human_readable() {
+            match NumOrText::deserialize(d)? {
+                NumOrText::N(v) => Ok(v),
+                NumOrText::T(t) => match t.as_str() {
+                    "inf" => Ok(f64::INFINITY),
+                    "-inf" => Ok(f64::NEG_INFINITY),
+                    "nan" => Ok(f64::NAN),
+                    other => Err(serde::de::Error::custom(format!("not a number: {other}"))),
+                },
+            }
+        } else {
+            f64::deserialize(d)
+        }
+    }
+}

@@ -33,6 +33,7 @@ pub(crate) enum VarKind {
 
 #[derive(Debug, Clone)]
 pub(crate) struct VarInfo {
+    #[allow(dead_code)]
     pub name: String,
     pub kind: VarKind,
 }

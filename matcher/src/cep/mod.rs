@@ -212,11 +212,9 @@ impl MatchOutput {
 pub struct CepRuleSet {
     pub(crate) rules: Vec<Arc<CepRule>>,
     pub(crate) groups: Vec<Group>,
-    pub(crate) rule_group: Vec<u32>,
     /// Per rule, per local predicate: the interned id and whether it reads only the row.
     pub(crate) pred_ids: Vec<Vec<(u32, bool)>>,
     pub(crate) n_preds: usize,
-    pub(crate) max_prog: usize,
 }
 
 /// Rules with the same PARTITION BY share one key map.
@@ -331,9 +329,7 @@ impl CepRuleSet {
             n_preds: interned.len(),
             rules,
             groups,
-            rule_group,
             pred_ids,
-            max_prog,
         })
     }
 
