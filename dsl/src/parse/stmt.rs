@@ -147,6 +147,25 @@ fn create_stream(i: &str, or_replace: bool) -> PResult<'_, StatementKind> {
 }
 
 fn column_def(i: &str) -> PResult<'_, ColumnDef> {
+    let t = tok_start(i)?;
+    if let Some((r, _)) = attempt(kw_q("WATERMARK")(t))? {
+        if attempt(kw_q("FOR")(r))?.is_some() {
+            return hard(
+                t,
+                9,
+                "WATERMARK FOR is written as stream options here: WITH (event_time = 'ts', max_delay = '5 seconds')",
+            );
+        }
+    }
+    if let Some((r, _)) = attempt(kw_q("PRIMARY")(t))? {
+        if attempt(kw_q("KEY")(r))?.is_some() {
+            return hard(
+                t,
+                7,
+                "PRIMARY KEY is not supported; use WITH (key = 'column') for the Kafka key",
+            );
+        }
+    }
     let (r, name) = ident(i)?;
     let (r, ty) = cut(data_type(r))?;
     let sp = name.span.to(span(i, r));
