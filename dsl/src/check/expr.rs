@@ -70,8 +70,8 @@ impl Vars {
 pub(crate) struct Cx<'a> {
     pub stream: &'a StreamDef,
     /// Events of the stream may carry fields beyond its columns (a `CREATE STREAM`, or a
-    /// search over one without EMIT): an unknown name is then read as an undeclared JSON
-    /// field (a warning), unless it looks like a typo of a known name (an error).
+    /// search over one without EMIT): a dotted path with an unknown root then reads an
+    /// undeclared JSON field (a warning), unless the root looks like a typo (an error).
     pub open: bool,
     pub place: Place,
     pub vars: Option<&'a Vars>,
@@ -295,7 +295,6 @@ pub(crate) fn check_query(
     value: &str,
     lit_span: Span,
     stream: &StreamDef,
-    open: bool,
     diags: &mut Vec<Diagnostic>,
 ) {
     match crate::query::parse_query(value) {
@@ -323,16 +322,6 @@ pub(crate) fn check_query(
                 let names: Vec<&str> = stream.columns.iter().map(|(c, _)| c.as_str()).collect();
                 let span = literal_span(lit_span, value, at, at + f.len());
                 let suggestion = did_you_mean(&f, names.iter().copied());
-                if open && suggestion.is_none() {
-                    diags.push(Diagnostic::warning(
-                        span,
-                        format!(
-                            "query field `{f}` is not a declared column of stream `{}`; it is read as an undeclared field",
-                            stream.name
-                        ),
-                    ));
-                    continue;
-                }
                 let mut msg = format!(
                     "query field `{f}` is not a column of stream `{}`",
                     stream.name
@@ -652,7 +641,7 @@ impl Cx<'_> {
                 }
                 match string_literal(right) {
                     Some(s) if op == RegexMatch => check_regex(s, right.span, self.diags),
-                    Some(s) => check_query(s, right.span, self.stream, self.open, self.diags),
+                    Some(s) => check_query(s, right.span, self.stream, self.diags),
                     None => {
                         let kind = if op == RegexMatch { "regex" } else { "query" };
                         self.err(
@@ -726,10 +715,12 @@ impl Cx<'_> {
                     }
                 }
                 let suggestion = did_you_mean(&first.name, candidates.iter().copied());
-                // In a rule, `x.col` with an unknown `x` is almost surely a mistyped
-                // pattern variable: always an error there.
-                let dotted_in_body = in_body && parts.len() > 1;
-                if self.open && suggestion.is_none() && !dotted_in_body {
+                // A bare undeclared name is an error (it is most often a typo); a dotted
+                // path whose root is undeclared reads an undeclared JSON field (a warning),
+                // unless the root looks like a typo of a column or pattern variable.
+                // In a rule, `x.col` with an unknown `x` is a mistyped pattern variable.
+                let dotted = parts.len() > 1;
+                if self.open && dotted && !in_body && suggestion.is_none() {
                     let what = if in_body {
                         "neither a pattern variable nor a declared column"
                     } else {
@@ -738,8 +729,11 @@ impl Cx<'_> {
                     self.diags.push(Diagnostic::warning(
                         first.span,
                         format!(
-                            "`{}` is {what} of stream `{}`; it is read as an undeclared JSON field (NULL when absent). Declare it to have it type-checked",
-                            first.name, s.name
+                            "`{}` is {what} of stream `{}`; `{}` is read as a path into an undeclared JSON field (NULL when absent). Declare `{} JSON` to make it explicit",
+                            first.name,
+                            s.name,
+                            parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("."),
+                            first.name
                         ),
                     ));
                     return None;
@@ -753,7 +747,7 @@ impl Cx<'_> {
                 }
                 if let Some(m) = suggestion {
                     msg.push_str(&format!("; did you mean `{m}`?"));
-                } else if dotted_in_body {
+                } else if in_body && dotted {
                     let pv: Vec<&str> = self
                         .vars
                         .map(|v| v.present.iter().map(String::as_str).collect())

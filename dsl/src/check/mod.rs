@@ -26,10 +26,11 @@
 //! docs/language.md):
 //! - All statements share one namespace (a rule's output is a stream named after it).
 //!   Names are case-sensitive; keywords and function names are not.
-//! - Undeclared fields of a `CREATE STREAM`'s events stay readable: naming one is a
-//!   warning, unless it looks like a typo of a column or pattern variable (an error), or
-//!   is `x.col` in a rule with an unknown `x` (an error). The outputs of rules, metrics
-//!   and searches with EMIT have exactly their columns ([`Entry::undeclared_fields`]).
+//! - In a stream that declares columns, a bare name that is not a declared column is an
+//!   error; a dotted path whose root is undeclared reads an undeclared JSON field with a
+//!   warning (outside rules; in a rule `x.col` must start at a variable or column), unless
+//!   the root looks like a typo. The outputs of rules, metrics and searches with EMIT have
+//!   exactly their columns ([`Entry::undeclared_fields`]).
 //! - A dotted path on a declared column needs a JSON column.
 //! - Types are checked where they are known (declared columns, literals); JSON values are
 //!   checked at run time.

@@ -173,15 +173,15 @@ fn entries_stay_in_dependency_order_after_replace() {
     let names: Vec<&str> = c.entries().iter().map(|e| e.name.as_str()).collect();
     let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
     assert!(pos("b") < pos("r"), "{names:?}");
-    // Replacing b again re-checks r against the new columns: a removed column r reads
-    // becomes an undeclared field (a warning), a type change that breaks r is an error.
-    let applied = c
+    // Replacing b again re-checks r against the new columns.
+    let err = c
         .apply(&parse("CREATE OR REPLACE STREAM b (x INT);"))
-        .unwrap();
+        .unwrap_err();
     assert!(
-        applied.warnings[0].message.contains("replacing `b` changes rule `r`: `y` is neither a pattern variable nor a declared column"),
-        "{:?}",
-        applied.warnings
+        err[0]
+            .message
+            .contains("replacing `b` breaks rule `r`: unknown column or pattern variable `y`"),
+        "{err:?}"
     );
     let err = c
         .apply(&parse("CREATE OR REPLACE STREAM b (x INT, y STRING);"))
@@ -191,6 +191,22 @@ fn entries_stay_in_dependency_order_after_replace() {
             .message
             .contains("breaks rule `r`: cannot compare STRING with INT"),
         "{err:?}"
+    );
+    // A reader that reads a path into an undeclared field only gets a warning.
+    c.apply(&parse(
+        "CREATE OR REPLACE STREAM b (x INT, y INT, extra JSON);
+         CREATE METRIC m2 AS SELECT COUNT(*) AS c FROM b WHERE extra.k > 1 WINDOW TUMBLING (SIZE 1 MINUTE);",
+    ))
+    .unwrap();
+    let applied = c
+        .apply(&parse("CREATE OR REPLACE STREAM b (x INT, y INT);"))
+        .unwrap();
+    assert!(
+        applied.warnings[0]
+            .message
+            .contains("replacing `b` changes metric `m2`"),
+        "{:?}",
+        applied.warnings
     );
 }
 
