@@ -152,6 +152,35 @@ pub(crate) fn has_matches(e: &Expr) -> bool {
     found
 }
 
+/// The direct sub-expressions of `e`, in order.
+pub(crate) fn children<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match &e.kind {
+        ExprKind::Literal(_) | ExprKind::Path(_) | ExprKind::Wildcard(_) => {}
+        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => out.push(expr),
+        ExprKind::Binary { left, right, .. } => out.extend([&**left, &**right]),
+        ExprKind::InList { expr, list, .. } => {
+            out.push(expr);
+            out.extend(list.iter());
+        }
+        ExprKind::Between {
+            expr, low, high, ..
+        } => out.extend([&**expr, &**low, &**high]),
+        ExprKind::Like { expr, pattern, .. } => out.extend([&**expr, &**pattern]),
+        ExprKind::Case {
+            operand,
+            whens,
+            else_,
+        } => {
+            out.extend(operand.as_deref());
+            for (w, t) in whens {
+                out.extend([w, t]);
+            }
+            out.extend(else_.as_deref());
+        }
+        ExprKind::Function { args, .. } => out.extend(args.iter()),
+    }
+}
+
 /// Pre-order walk over every sub-expression.
 pub(crate) fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
     f(e);

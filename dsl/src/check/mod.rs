@@ -554,6 +554,30 @@ fn dedup_warnings(diags: &mut Vec<Diagnostic>, from: usize) {
     }
 }
 
+/// The first column of a metric SELECT item that is outside every aggregate and not a
+/// GROUP BY expression.
+fn ungrouped_column(e: &Expr, group_by: &[Expr]) -> Option<Span> {
+    if group_by.contains(e) {
+        return None;
+    }
+    match &e.kind {
+        ExprKind::Path(_) => Some(e.span),
+        ExprKind::Function { name, .. }
+            if expr::is_exact_agg(&name.name.to_ascii_lowercase())
+                || name.name.to_ascii_lowercase().starts_with("approx_") =>
+        {
+            None
+        }
+        _ => {
+            let mut children = Vec::new();
+            expr::children(e, &mut children);
+            children
+                .into_iter()
+                .find_map(|c| ungrouped_column(c, group_by))
+        }
+    }
+}
+
 fn undeclared_fields(s: &Statement, input_open: bool) -> bool {
     match &s.kind {
         StatementKind::CreateStream(_) => true,
@@ -1111,21 +1135,12 @@ fn check_metric(
         let t = cx.check_item(&item.expr);
         if has_aggregate(&item.expr) {
             any_aggregate = true;
-        } else if !m.group_by.contains(&item.expr) {
-            let mut bad = None;
-            expr::walk(&item.expr, &mut |e| {
-                if let ExprKind::Path(_) = e.kind {
-                    if bad.is_none() && !m.group_by.contains(e) {
-                        bad = Some(e.span);
-                    }
-                }
-            });
-            if let Some(span) = bad {
-                diags.push(Diagnostic::error(
-                    span,
-                    "this column is neither in GROUP BY nor inside an aggregate",
-                ));
-            }
+        }
+        if let Some(span) = ungrouped_column(&item.expr, &m.group_by) {
+            diags.push(Diagnostic::error(
+                span,
+                "this column is neither in GROUP BY nor inside an aggregate",
+            ));
         }
         match item_name(&item.expr, item.alias.as_ref()) {
             Some((n, span)) => {
