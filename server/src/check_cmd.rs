@@ -21,7 +21,7 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Statement files (`*.weir`) or folders of them.
+    /// Statement files (`*.weir`) or folders of them; `-` reads standard input.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Output format of the diagnostics.
@@ -34,6 +34,10 @@ pub struct Args {
 pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
+        if p.as_os_str() == "-" {
+            out.push(p.clone());
+            continue;
+        }
         let meta =
             std::fs::metadata(p).with_context(|| format!("cannot read `{}`", p.display()))?;
         if meta.is_dir() {
@@ -70,7 +74,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let bytes = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("cannot read standard input")?;
+        buf
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?
+    };
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let text = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
@@ -99,7 +110,11 @@ pub fn check_files(files: &[PathBuf], format: Format) -> anyhow::Result<Report> 
     let (mut errors, mut warnings) = (0, 0);
     for f in files {
         let src = read_text(f)?;
-        let name = f.display().to_string();
+        let name = if f.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            f.display().to_string()
+        };
         let diags = catalog.check_source(&src);
         errors += diags.iter().filter(|d| d.is_error()).count();
         warnings += diags.len() - diags.iter().filter(|d| d.is_error()).count();
