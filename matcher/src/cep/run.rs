@@ -18,7 +18,7 @@ use dsl::ast::AfterMatch;
 use dsl::plan::LatePolicy;
 use serde::{Deserialize, Serialize};
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Version of the serialized [`PartitionState`].
@@ -211,7 +211,9 @@ impl PredCache {
 struct Scratch {
     stamp: Vec<u32>,
     gen: u32,
-    seen: HashSet<(u32, Vec<u64>)>,
+    /// (pc, projection hash) → (node, len) of the first thread there this step.
+    seen: HashMap<(u32, u64), (u32, u32)>,
+    nlist: Vec<Thread>,
     stack: Vec<u32>,
 }
 
@@ -294,6 +296,9 @@ pub struct PartitionState {
     rule_names: Vec<String>,
     /// Per rule group: key hash → the keys with that hash (almost always one).
     groups_state: Vec<HashMap<u64, Vec<KeyState>, IdBuild>>,
+    /// Reorder buffer: rows that arrived in order (the common case, O(1))…
+    reorder_run: VecDeque<Pending>,
+    /// …and rows that arrived out of order.
     reorder: BinaryHeap<Pending>,
     max_ts: Option<i64>,
     watermark: i64,
@@ -534,18 +539,45 @@ fn var_holds(env: &Env, cache: &mut PredCache, v: VarId, ctx: &mut Ctx) -> bool 
     }
 }
 
-fn projection(rule: &CepRule, nodes: &[PNode], mut node: u32, len: u32) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut pos = len;
-    while node != NONE {
-        pos -= 1;
-        let n = nodes[node as usize];
-        if rule.history[n.var as usize] {
-            out.push(((pos as u64) << 16) | n.var as u64);
+/// The rows of a path that later DEFINEs can read (positions mapped to a variable in
+/// `rule.history`), newest first.
+struct Projection<'a> {
+    rule: &'a CepRule,
+    nodes: &'a [PNode],
+    node: u32,
+    pos: u32,
+}
+
+impl Iterator for Projection<'_> {
+    type Item = (u32, VarId);
+    fn next(&mut self) -> Option<(u32, VarId)> {
+        while self.node != NONE {
+            self.pos -= 1;
+            let n = self.nodes[self.node as usize];
+            self.node = n.parent;
+            if self.rule.history[n.var as usize] {
+                return Some((self.pos, n.var));
+            }
         }
-        node = n.parent;
+        None
     }
-    out
+}
+
+fn projection<'a>(rule: &'a CepRule, nodes: &'a [PNode], node: u32, len: u32) -> Projection<'a> {
+    Projection {
+        rule,
+        nodes,
+        node,
+        pos: len,
+    }
+}
+
+fn projection_hash(rule: &CepRule, nodes: &[PNode], node: u32, len: u32) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (pos, var) in projection(rule, nodes, node, len) {
+        h = (h ^ (((pos as u64) << 16) | var as u64)).wrapping_mul(0x100000001b3);
+    }
+    h
 }
 
 /// Adds `t` (at `t.pc`) and everything reachable from it without consuming a row.
@@ -558,7 +590,7 @@ fn closure(
     entering: bool,
 ) {
     let proj = if rule.path_dependent {
-        Some(projection(rule, nodes, t.node, t.len))
+        Some(projection_hash(rule, nodes, t.node, t.len))
     } else {
         None
     };
@@ -575,7 +607,15 @@ fn closure(
                     true
                 }
             }
-            Some(p) => sc.seen.insert((pc, p.clone())),
+            Some(h) => match sc.seen.get(&(pc, *h)) {
+                None => {
+                    sc.seen.insert((pc, *h), (t.node, t.len));
+                    true
+                }
+                // same hash: merge only when the projections are really equal
+                Some(&(n2, l2)) => !projection(rule, nodes, t.node, t.len)
+                    .eq(projection(rule, nodes, n2, l2)),
+            },
         };
         if !fresh {
             continue;
@@ -668,8 +708,9 @@ impl Search {
         }
         sc.next_step(rule.prog.len());
         let clist = std::mem::take(&mut self.threads);
-        let mut nlist = Vec::with_capacity(clist.len() + 1);
-        for t in clist {
+        let mut nlist = std::mem::take(&mut sc.nlist);
+        nlist.clear();
+        for &t in &clist {
             let (v, absent) = match rule.prog[t.pc as usize] {
                 Inst::Classify(v) => (v, false),
                 Inst::AbsentTail(v) => (v, true),
@@ -715,6 +756,7 @@ impl Search {
             }
         }
         self.threads = nlist;
+        sc.nlist = clist;
         self.normalize(rule);
     }
 }
@@ -909,6 +951,49 @@ fn key_values(rule: &CepRule, row: &Row, k: &RowKey) -> Vec<Value> {
 }
 
 impl PartitionState {
+    fn buffered(&self) -> usize {
+        self.reorder_run.len() + self.reorder.len()
+    }
+
+    fn buffer_push(&mut self, p: Pending) {
+        if self
+            .reorder_run
+            .back()
+            .is_none_or(|b| (b.ts, b.offset) <= (p.ts, p.offset))
+        {
+            self.reorder_run.push_back(p);
+        } else {
+            self.reorder.push(p);
+        }
+    }
+
+    fn buffer_min_ts(&self) -> Option<i64> {
+        match (self.reorder_run.front(), self.reorder.peek()) {
+            (Some(a), Some(b)) => Some(a.ts.min(b.ts)),
+            (Some(a), None) => Some(a.ts),
+            (None, Some(b)) => Some(b.ts),
+            (None, None) => None,
+        }
+    }
+
+    fn buffer_pop(&mut self) -> Option<Pending> {
+        let take_run = match (self.reorder_run.front(), self.reorder.peek()) {
+            (Some(a), Some(b)) => (a.ts, a.offset) <= (b.ts, b.offset),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if take_run {
+            self.reorder_run.pop_front()
+        } else {
+            self.reorder.pop()
+        }
+    }
+
+    /// Rows waiting in the reorder buffer.
+    pub fn buffered_rows(&self) -> usize {
+        self.buffered()
+    }
+
     /// Fresh state for log partition `partition`.
     pub fn new(partition: u32, rules: &CepRuleSet) -> PartitionState {
         PartitionState {
@@ -916,6 +1001,7 @@ impl PartitionState {
             partition,
             rule_names: rules.rules.iter().map(|r| r.name.to_string()).collect(),
             groups_state: rules.groups.iter().map(|_| HashMap::default()).collect(),
+            reorder_run: VecDeque::new(),
             reorder: BinaryHeap::new(),
             max_ts: None,
             watermark: i64::MIN,
@@ -1030,11 +1116,11 @@ impl PartitionState {
         let max = self.max_ts.map_or(event_time, |m| m.max(event_time));
         self.max_ts = Some(max);
         let wm = max.saturating_sub(max_delay_ms.min(i64::MAX as u64) as i64);
-        if self.reorder.is_empty() && event_time <= wm {
+        if self.buffered() == 0 && event_time <= wm {
             // in order and already releasable: skip the buffer
             self.engine_row(rules, Arc::new(row), event_time, offset, false, out);
         } else {
-            self.reorder.push(Pending {
+            self.buffer_push(Pending {
                 ts: event_time,
                 offset,
                 row,
@@ -1045,8 +1131,8 @@ impl PartitionState {
             .rules
             .first()
             .map_or(usize::MAX, |r| r.config.max_reorder_rows);
-        while self.reorder.len() > cap {
-            if let Some(p) = self.reorder.pop() {
+        while self.buffered() > cap {
+            if let Some(p) = self.buffer_pop() {
                 self.counters.reorder_forced += 1;
                 self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
             }
@@ -1060,8 +1146,8 @@ impl PartitionState {
         if wm > self.watermark {
             self.watermark = wm;
         }
-        while self.reorder.peek().is_some_and(|p| p.ts <= self.watermark) {
-            if let Some(p) = self.reorder.pop() {
+        while self.buffer_min_ts().is_some_and(|ts| ts <= self.watermark) {
+            if let Some(p) = self.buffer_pop() {
                 self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
             }
         }
@@ -1070,7 +1156,7 @@ impl PartitionState {
 
     /// End of input: releases every buffered row and decides everything still open.
     pub fn finish(&mut self, rules: &CepRuleSet, out: &mut Vec<MatchOutput>) {
-        while let Some(p) = self.reorder.pop() {
+        while let Some(p) = self.buffer_pop() {
             self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
         }
         let mut em = Emit {
