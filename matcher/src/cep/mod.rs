@@ -230,8 +230,8 @@ pub(crate) struct Group {
 #[derive(Debug)]
 pub(crate) struct ColumnIndex {
     pub col: usize,
-    pub strings: HashMap<String, Vec<u32>>,
-    pub others: HashMap<run::KeyPart, Vec<u32>>,
+    pub strings: HashMap<String, Vec<u32>, run::IdBuild>,
+    pub others: HashMap<run::KeyPart, Vec<u32>, run::IdBuild>,
 }
 
 impl CepRuleSet {
@@ -321,8 +321,8 @@ impl CepRuleSet {
                             None => {
                                 group.index.push(ColumnIndex {
                                     col: c,
-                                    strings: HashMap::new(),
-                                    others: HashMap::new(),
+                                    strings: HashMap::default(),
+                                    others: HashMap::default(),
                                 });
                                 group.index.len() - 1
                             }

@@ -247,7 +247,7 @@ impl std::hash::Hasher for IdHasher {
         self.0 = n;
     }
 }
-type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
 
 /// FNV-1a over a canonical encoding of partition-key values (no allocation).
 fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
