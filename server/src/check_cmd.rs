@@ -69,7 +69,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_text(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
@@ -185,6 +185,48 @@ mod tests {
         let err = check_files(&[d.join("x.weir")], Format::Text).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("not UTF-8") && msg.contains(":2:1"), "{msg}");
+    }
+
+    #[test]
+    fn later_files_see_earlier_streams_and_errors_render() {
+        let d = tmp("together");
+        std::fs::write(
+            d.join("a.weir"),
+            "CREATE STREAM pay (card STRING, amount FLOAT, ts TIMESTAMP) WITH (event_time = 'ts');\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("b.weir"),
+            "CREATE RULE big AS FROM pay PATTERN (x) WITHIN 1 MINUTE DEFINE x AS amount > 10;\n",
+        )
+        .unwrap();
+        let ok = check_files(&[d.join("a.weir"), d.join("b.weir")], Format::Text).unwrap();
+        assert_eq!((ok.errors, ok.warnings), (0, 0), "{}", ok.output);
+        // Alone, b.weir does not know `pay`.
+        let bad = check_files(&[d.join("b.weir")], Format::Text).unwrap();
+        assert_eq!(bad.errors, 1);
+        let first = bad.output.lines().next().unwrap();
+        assert!(first.ends_with("b.weir:1:25: error: unknown stream `pay`; no streams exist yet (CREATE STREAM first)"), "{first}");
+        assert!(
+            bad.output.contains("\n    |                         ^^^\n"),
+            "{}",
+            bad.output
+        );
+        // JSON: one array.
+        let json = check_files(&[d.join("b.weir")], Format::Json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json.output).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(v[0]["line"], 1);
+        assert_eq!(v[0]["column"], 25);
+        assert_eq!(v[0]["end_column"], 28);
+        assert_eq!(v[0]["severity"], "error");
+        // A warning alone does not fail.
+        std::fs::write(d.join("c.weir"), "CREATE RULE w AS FROM pay PATTERN (x);\n").unwrap();
+        let warn = check_files(&[d.join("a.weir"), d.join("c.weir")], Format::Text).unwrap();
+        assert_eq!((warn.errors, warn.warnings), (0, 1));
+        assert!(warn.output.contains("warning: rule `w` has no WITHIN"));
+        let json = check_files(&[d.join("a.weir")], Format::Json).unwrap();
+        assert_eq!(json.output.trim(), "[]");
     }
 
     #[test]

@@ -898,7 +898,7 @@ impl Cx<'_> {
             }
         }
         let arg = &args[0];
-        let ExprKind::Path(parts) = &arg.kind else {
+        let ExprKind::Path(_) = &arg.kind else {
             let example = if n == "prev" {
                 "PREV(amount)"
             } else {
@@ -910,19 +910,6 @@ impl Cx<'_> {
             );
             return None;
         };
-        let root_is_var = self
-            .vars
-            .is_some_and(|v| parts.len() > 1 && v.known(&parts[0].name));
-        if n != "prev" && !root_is_var && self.place == Place::Define {
-            self.err(
-                arg.span,
-                format!(
-                    "{upper} in DEFINE needs a pattern variable's column, like {upper}(v.{})",
-                    parts.last().map_or("col", |p| p.name.as_str())
-                ),
-            );
-            return None;
-        }
         self.expr(arg, fl)
     }
 

@@ -326,9 +326,12 @@ impl Catalog {
             }
         }
         let (input_def, input_derived) = match input {
-            Some(i) => (self.entries[i].output.clone(), self.entries[i].derived),
+            Some(i) => (
+                self.entries[i].output.clone(),
+                Some(self.entries[i].derived),
+            ),
             // Unknown input: check the rest against a schemaless stand-in.
-            None => (stand_in(from_of(s).unwrap_or("")), true),
+            None => (stand_in(from_of(s).unwrap_or("")), None),
         };
         let (output, plan) = check_statement(s, &input_def, input_derived, diags);
         let entry = Entry {
@@ -387,7 +390,7 @@ impl Catalog {
                     continue;
                 }
                 let Some(src) = self.get(from) else { continue };
-                let (input, derived) = (src.output.clone(), src.derived);
+                let (input, derived) = (src.output.clone(), Some(src.derived));
                 let mut scratch = Vec::new();
                 let (output, plan) = check_statement(&e.statement, &input, derived, &mut scratch);
                 if let Some(err) = scratch.iter().find(|d| d.is_error()) {
@@ -538,10 +541,12 @@ fn out_type(t: Ty) -> DataType {
 }
 
 /// Check one CREATE against its input stream; returns its output stream and plan.
+/// `input_derived`: whether the input is another statement's output; `None` when the
+/// input is unknown (already reported; checks that depend on it are skipped).
 fn check_statement(
     s: &Statement,
     input: &StreamDef,
-    input_derived: bool,
+    input_derived: Option<bool>,
     diags: &mut Vec<Diagnostic>,
 ) -> (StreamDef, Plan) {
     match &s.kind {
@@ -745,7 +750,7 @@ fn var_error(v: &Ident, vars: &Vars, diags: &mut Vec<Diagnostic>) -> bool {
 fn check_rule(
     r: &CreateRule,
     input: &StreamDef,
-    input_derived: bool,
+    input_derived: Option<bool>,
     diags: &mut Vec<Diagnostic>,
 ) -> (StreamDef, RulePlan) {
     let mut present = Vec::new();
@@ -838,7 +843,7 @@ fn check_rule(
     }
 
     // ORDER BY
-    if let Some(o) = &r.order_by {
+    if let (Some(o), Some(input_derived)) = (&r.order_by, input_derived) {
         match &input.event_time {
             Some(et) if *et == o.name => {}
             Some(et) => diags.push(Diagnostic::error(

@@ -426,6 +426,20 @@ fn ident_inner(i: &str, allow_reserved: bool, quiet: bool) -> PResult<'_, Ident>
         return quoted_ident(t);
     }
     match word(t) {
+        Some((_, rest)) if rest.starts_with(|c: char| !c.is_ascii() && c.is_alphanumeric()) => {
+            let len = t
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(t.len());
+            hard(
+                t,
+                len,
+                format!(
+                    "identifier `{}` has a non-ASCII letter: write it in double quotes, \"{}\"",
+                    abbreviate(&t[..len]),
+                    abbreviate(&t[..len])
+                ),
+            )
+        }
         Some((w, rest)) if allow_reserved || !is_reserved(w) => Ok((
             rest,
             Ident {

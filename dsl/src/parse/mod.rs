@@ -171,8 +171,12 @@ fn to_diag(src: &str, e: nom::Err<PErr>) -> Diagnostic {
         return Diagnostic::error(Span::new(start, start + len), msg);
     }
     let (rem, expected) = lex::furthest().unwrap_or((e.rem, Vec::new()));
-    let start = src.len() - rem;
+    let mut start = src.len() - rem;
     let (found, len) = lex::describe_token(&src[start..]);
+    if start == src.len() {
+        // Point just after the last token rather than at the (invisible) end of the file.
+        start = src[..start].trim_end().len();
+    }
     let msg = if expected.is_empty() {
         format!("syntax error at {found}")
     } else {
