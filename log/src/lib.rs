@@ -1,0 +1,36 @@
+//! weir's embedded log: the durable, partitioned, append-only source of truth that every
+//! write (events and statements alike) goes to before the engine applies it.
+//!
+//! - [`Log`]: topics of partitions; each partition is a sequence of segment files of
+//!   CRC32C-checked batches with dense offsets, a sparse offset index, an fsync policy
+//!   ([`FsyncPolicy`]) with group commit, recovery that cuts torn tails, and retention.
+//! - [`Position`]: the opaque, monotonically increasing position token of a write.
+//! - [`CheckpointStore`]: atomic, checksummed, versioned snapshots of worker state with
+//!   the input offsets they cover.
+//!
+//! Operators' documentation: `docs/durability.md`.
+
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod checkpoint;
+mod config;
+mod error;
+mod format;
+mod log;
+mod partition;
+mod position;
+mod segment;
+
+pub use checkpoint::{Checkpoint, CheckpointStore};
+pub use config::{FsyncPolicy, LogConfig, Retention, Verify, Visibility};
+pub use error::{Error, Result};
+pub use format::{Record, BATCH_HEADER, RECORD_HEADER};
+pub use log::{Appended, Log, LogIter};
+pub use partition::{Cut, PartitionRecovery, PartitionStats};
+pub use position::Position;
+
+/// Topic holding statements (CREATE/DROP): the catalog is rebuilt by replaying it.
+pub const STATEMENTS_TOPIC: &str = "statements";
+/// Topic holding output records.
+pub const OUTPUTS_TOPIC: &str = "outputs";

@@ -1,0 +1,258 @@
+//! Document and query analysis: Unicode words (UAX #29), lowercase, accents folded, with
+//! token positions and byte offsets into the original text. Same rules as
+//! [`dsl::query::tokenize`] (queries), without a per-token allocation.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_segmentation::UnicodeSegmentation;
+
+/// One token: byte range in the original text and in [`Analyzed::norm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenSpan {
+    pub start: u32,
+    pub end: u32,
+    nstart: u32,
+    nend: u32,
+}
+
+/// An analyzed field: its tokens in order (position = index).
+#[derive(Debug, Clone, Default)]
+pub struct Analyzed {
+    norm: String,
+    pub tokens: Vec<TokenSpan>,
+}
+
+/// Append the normalized form of `word` (lowercase, accents folded) to `out`.
+pub fn normalize_into(word: &str, out: &mut String) {
+    if word.is_ascii() {
+        out.extend(word.bytes().map(|b| b.to_ascii_lowercase() as char));
+        return;
+    }
+    let lower = word.to_lowercase();
+    let folded: String = lower
+        .nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .collect();
+    out.extend(folded.nfc());
+}
+
+impl Analyzed {
+    /// Analyze `text`. Texts longer than `u32::MAX` bytes are cut there.
+    pub fn new(text: &str) -> Self {
+        let mut a = Analyzed::default();
+        a.reset(text);
+        a
+    }
+
+    /// Re-analyze into this buffer (keeps the allocations).
+    pub fn reset(&mut self, text: &str) {
+        self.norm.clear();
+        self.tokens.clear();
+        let text = if text.len() > u32::MAX as usize {
+            let mut cut = u32::MAX as usize;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            &text[..cut]
+        } else {
+            text
+        };
+        if text.is_ascii() {
+            self.ascii_words(text);
+            return;
+        }
+        for (start, w) in text.unicode_word_indices() {
+            let nstart = self.norm.len();
+            normalize_into(w, &mut self.norm);
+            if self.norm.len() == nstart {
+                continue;
+            }
+            self.tokens.push(TokenSpan {
+                start: start as u32,
+                end: (start + w.len()) as u32,
+                nstart: nstart as u32,
+                nend: self.norm.len() as u32,
+            });
+        }
+    }
+
+    /// UAX #29 words of an ASCII text (the same as `unicode_word_indices`, checked by a
+    /// property test): letters/digits/`_` join; `: . '` join two letters; `, ; . '` join two
+    /// digits; a run counts as a word when it has a letter or digit.
+    fn ascii_words(&mut self, text: &str) {
+        let b = text.as_bytes();
+        let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let mut i = 0;
+        while i < b.len() {
+            if !word(b[i]) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            let mut alnum = false;
+            loop {
+                while i < b.len() && word(b[i]) {
+                    alnum |= b[i] != b'_';
+                    i += 1;
+                }
+                if i + 1 < b.len() && word(b[i + 1]) {
+                    let (p, c, n) = (b[i - 1], b[i], b[i + 1]);
+                    let letters = p.is_ascii_alphabetic() && n.is_ascii_alphabetic();
+                    let digits = p.is_ascii_digit() && n.is_ascii_digit();
+                    if (letters && matches!(c, b':' | b'.' | b'\''))
+                        || (digits && matches!(c, b',' | b';' | b'.' | b'\''))
+                    {
+                        i += 1;
+                        continue;
+                    }
+                }
+                break;
+            }
+            if alnum {
+                let nstart = self.norm.len();
+                self.norm
+                    .extend(b[start..i].iter().map(|c| c.to_ascii_lowercase() as char));
+                self.tokens.push(TokenSpan {
+                    start: start as u32,
+                    end: i as u32,
+                    nstart: nstart as u32,
+                    nend: self.norm.len() as u32,
+                });
+            }
+        }
+    }
+
+    /// The normalized text of token `i`.
+    pub fn term(&self, i: usize) -> &str {
+        let t = &self.tokens[i];
+        &self.norm[t.nstart as usize..t.nend as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+/// Optimal-string-alignment edit distance (insert, delete, substitute, swap adjacent) over
+/// chars, or `None` when it exceeds `max`.
+pub fn edit_distance_within(a: &str, b: &str, max: usize) -> Option<usize> {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a.len().abs_diff(b.len()) > max {
+        return None;
+    }
+    let (n, m) = (a.len(), b.len());
+    let mut prev2 = vec![0usize; m + 1];
+    let mut prev: Vec<usize> = (0..=m).collect();
+    let mut cur = vec![0usize; m + 1];
+    for i in 1..=n {
+        cur[0] = i;
+        let mut row_min = cur[0];
+        for j in 1..=m {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(prev2[j - 2] + 1);
+            }
+            cur[j] = v;
+            row_min = row_min.min(v);
+        }
+        if row_min > max {
+            return None;
+        }
+        std::mem::swap(&mut prev2, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    let d = prev[m];
+    (d <= max).then_some(d)
+}
+
+/// Regex text (whole-token match) for a wildcard pattern: `?` one char, `*` any run.
+pub fn wildcard_regex(pattern: &str) -> String {
+    let mut re = String::from("^(?s:");
+    for c in pattern.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => {
+                let mut buf = [0u8; 4];
+                re.push_str(&regex_syntax_escape(c.encode_utf8(&mut buf)));
+            }
+        }
+    }
+    re.push_str(")$");
+    re
+}
+
+/// Regex text (whole-token match) for a user regex.
+pub fn token_regex(pattern: &str) -> String {
+    format!("^(?:{pattern})$")
+}
+
+fn regex_syntax_escape(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_and_folding() {
+        let a = Analyzed::new("Le Café, l'ÉTÉ — acme's 3.5 Zürich");
+        let terms: Vec<&str> = (0..a.len()).map(|i| a.term(i)).collect();
+        assert_eq!(terms, ["le", "cafe", "l'ete", "acme's", "3.5", "zurich"]);
+        let t = a.tokens[1];
+        assert_eq!(
+            &"Le Café, l'ÉTÉ — acme's 3.5 Zürich"[t.start as usize..t.end as usize],
+            "Café"
+        );
+    }
+
+    #[test]
+    fn same_as_query_analysis() {
+        for s in [
+            "Ünïcödé wörds, İstanbul ß ﬁne",
+            "ＡＢＣ x_y a:b 1,000.5",
+            "naïve café",
+        ] {
+            let a = Analyzed::new(s);
+            let mine: Vec<String> = (0..a.len()).map(|i| a.term(i).to_string()).collect();
+            let q: Vec<String> = dsl::query::tokenize(s).map(|(_, _, t)| t).collect();
+            assert_eq!(mine, q, "{s}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_fast_path_equals_uax29(s in "[aZ09_:.',; \\-]{0,40}") {
+            let a = Analyzed::new(&s);
+            let mine: Vec<(usize, usize)> =
+                a.tokens.iter().map(|t| (t.start as usize, t.end as usize)).collect();
+            let want: Vec<(usize, usize)> =
+                s.unicode_word_indices().map(|(i, w)| (i, i + w.len())).collect();
+            proptest::prop_assert_eq!(mine, want);
+        }
+    }
+
+    #[test]
+    fn edit_distance() {
+        assert_eq!(edit_distance_within("acme", "acme", 2), Some(0));
+        assert_eq!(edit_distance_within("acme", "acne", 2), Some(1));
+        assert_eq!(edit_distance_within("acme", "came", 1), Some(1));
+        assert_eq!(edit_distance_within("acme", "ac", 2), Some(2));
+        assert_eq!(edit_distance_within("acme", "a", 2), None);
+        assert_eq!(edit_distance_within("kitten", "sitting", 2), None);
+        assert_eq!(edit_distance_within("kitten", "sitting", 3), Some(3));
+    }
+}

@@ -1,0 +1,1238 @@
+//! The presearcher index and the verifier.
+//!
+//! Registration compiles a query into a compact [`Node`] tree over interned term ids and
+//! picks its *anchors*: a set of terms (or patterns, or equality values) at least one of
+//! which every matching document must contain. AND → the cheapest child's anchors (longer
+//! terms are taken as rarer); OR → the union of all branches; NOT → nothing; a query with no
+//! anchor goes to the always-check list. Patterns (prefix, wildcard, regex, fuzzy) are
+//! registered once per distinct pattern and tested against the document's own distinct
+//! terms: prefixes by hash look-up of the term's prefixes, wildcards and regexes by small
+//! multi-pattern DFAs grouped by their literal first characters, fuzzy terms by a
+//! deletion-neighbourhood index then an exact edit-distance check.
+
+use super::analysis::{edit_distance_within, token_regex, wildcard_regex, Analyzed};
+use super::{Document, Highlights, SearchError, SearchSpec};
+use dsl::query::Query;
+use regex_automata::meta::Regex;
+use regex_automata::{Input, MatchKind, PatternSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::sync::Arc;
+
+/// Wildcard/regex patterns per compiled DFA.
+const SHARD_CAP: usize = 64;
+
+/// Bounds on what can be registered.
+#[derive(Debug, Clone)]
+pub struct SearchLimits {
+    /// Most stored searches at once.
+    pub max_searches: usize,
+    /// Longest query (canonical text, bytes).
+    pub max_query_bytes: usize,
+    /// Most leaf clauses in one query.
+    pub max_clauses: usize,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        SearchLimits {
+            max_searches: 2_000_000,
+            max_query_bytes: dsl::query::MAX_QUERY_BYTES,
+            max_clauses: dsl::query::MAX_CLAUSES,
+        }
+    }
+}
+
+/// Counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    pub searches: usize,
+    /// Registrations refused (limits, bad queries).
+    pub rejected: u64,
+    /// Searches on the always-check list (no anchor).
+    pub always_checked: usize,
+    /// Distinct patterns (prefix / wildcard / regex / fuzzy).
+    pub patterns: usize,
+    pub docs: u64,
+    /// Candidate searches verified, over all documents.
+    pub verified: u64,
+}
+
+/// One search that matched a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub search: Arc<str>,
+    pub highlights: Highlights,
+}
+
+#[derive(Debug, Clone)]
+enum Node {
+    Term { f: u16, t: u32 },
+    Phrase { f: u16, ts: Box<[u32]>, slop: u32 },
+    Multi { f: u16, m: u32 },
+    And(Box<[Node]>),
+    Or(Box<[Node]>),
+    Not(Box<Node>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum Anchor {
+    Term(u16, u32),
+    Multi(u32),
+    Eq(u16, u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum MultiKind {
+    Prefix(Box<str>),
+    Wildcard(Box<str>),
+    Regex(Box<str>),
+    Fuzzy(Box<str>, u8),
+}
+
+struct MultiEntry {
+    field: u16,
+    kind: MultiKind,
+    refs: u32,
+    /// Slots anchored on this pattern.
+    post: Vec<u32>,
+}
+
+struct Stored<R> {
+    name: Arc<str>,
+    node: Node,
+    equals: Box<[(u16, Box<[u32]>)]>,
+    residual: Option<R>,
+    /// `None`: on the always-check list.
+    anchors: Option<Box<[Anchor]>>,
+}
+
+struct Shard {
+    ids: Vec<u32>,
+    live: usize,
+    re: Option<Regex>,
+}
+
+#[derive(Default)]
+struct FieldInfo {
+    name: Box<str>,
+    text_refs: usize,
+    eq_refs: usize,
+    prefixes: FxHashMap<Box<str>, u32>,
+    /// Bit `n` set: some prefix of `n` bytes (bit 63: 63 or more).
+    prefix_lens: u64,
+    /// First 4 bytes of every prefix of 4+ bytes, with counts.
+    prefix_heads: FxHashMap<u32, u32>,
+    groups: FxHashMap<Box<str>, Vec<Shard>>,
+    fuzzy: FxHashMap<Box<str>, Vec<u32>>,
+    fuzzy_by_distance: [usize; 3],
+}
+
+/// FxHash of a term (used for both the interner and the per-document grouping).
+fn term_hash(s: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+/// Interned strings with reference counts, looked up by a precomputed hash.
+#[derive(Default)]
+struct Interner {
+    ids: FxHashMap<u64, u32>,
+    /// Strings whose hash slot is held by another string (practically never used).
+    collide: FxHashMap<Box<str>, u32>,
+    strs: Vec<(Box<str>, u32)>,
+    free: Vec<u32>,
+}
+
+impl Interner {
+    fn get(&self, s: &str) -> Option<u32> {
+        self.get_h(s, term_hash(s))
+    }
+    fn get_h(&self, s: &str, h: u64) -> Option<u32> {
+        match self.ids.get(&h) {
+            Some(&id) if &*self.strs[id as usize].0 == s => Some(id),
+            _ if self.collide.is_empty() => None,
+            _ => self.collide.get(s).copied(),
+        }
+    }
+    fn acquire(&mut self, s: &str) -> u32 {
+        let h = term_hash(s);
+        if let Some(id) = self.get_h(s, h) {
+            self.strs[id as usize].1 += 1;
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.strs[id as usize] = (s.into(), 1);
+                id
+            }
+            None => {
+                self.strs.push((s.into(), 1));
+                (self.strs.len() - 1) as u32
+            }
+        };
+        if let std::collections::hash_map::Entry::Vacant(e) = self.ids.entry(h) {
+            e.insert(id);
+        } else {
+            self.collide.insert(s.into(), id);
+        }
+        id
+    }
+    fn release(&mut self, id: u32) {
+        let e = &mut self.strs[id as usize];
+        e.1 -= 1;
+        if e.1 == 0 {
+            let s = std::mem::take(&mut e.0);
+            let h = term_hash(&s);
+            if self.ids.get(&h) == Some(&id) {
+                self.ids.remove(&h);
+            } else {
+                self.collide.remove(&s);
+            }
+            self.free.push(id);
+        }
+    }
+    fn str(&self, id: u32) -> &str {
+        &self.strs[id as usize].0
+    }
+    fn capacity(&self) -> usize {
+        self.strs.len()
+    }
+}
+
+#[derive(Default)]
+struct Scratch {
+    analyzed: Vec<(u16, Analyzed)>,
+    order: Vec<u32>,
+    pos_buf: Vec<u32>,
+    /// Per field id, per term id: (doc stamp, start, end) into `pos_buf`.
+    ranges: Vec<Vec<(u32, u32, u32)>>,
+    pairs: Vec<(u64, u32)>,
+    multi_pairs: Vec<(u32, u32, u32)>,
+    multi_ranges: FxHashMap<u32, (u32, u32)>,
+    fired: Vec<u32>,
+    candidates: Vec<u32>,
+    seen: Vec<u32>,
+    stamp: u32,
+    marks: Vec<(u16, u32)>,
+    patset: Option<PatternSet>,
+    variants: FxHashSet<String>,
+}
+
+/// Many stored searches, matched against one document at a time.
+pub struct SearchIndex<R = ()> {
+    limits: SearchLimits,
+    by_name: FxHashMap<Arc<str>, u32>,
+    slots: Vec<Option<Stored<R>>>,
+    free: Vec<u32>,
+    fields: Vec<FieldInfo>,
+    field_ids: FxHashMap<Box<str>, u16>,
+    terms: Interner,
+    /// Per term id: (field, slots anchored on that term in that field).
+    term_post: Vec<Vec<(u16, Vec<u32>)>>,
+    eq_post: FxHashMap<(u16, u32), Vec<u32>>,
+    multis: Vec<Option<MultiEntry>>,
+    multi_free: Vec<u32>,
+    multi_ids: FxHashMap<(u16, MultiKind), u32>,
+    always: Vec<u32>,
+    stats: SearchStats,
+    scratch: Scratch,
+}
+
+impl<R> Default for SearchIndex<R> {
+    fn default() -> Self {
+        Self::new(SearchLimits::default())
+    }
+}
+
+fn term_cost(s: &str) -> u32 {
+    100 / s.chars().count().max(1) as u32 + 1
+}
+
+fn head4(s: &str) -> u32 {
+    let b = s.as_bytes();
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn wildcard_key(pattern: &str) -> Box<str> {
+    pattern
+        .chars()
+        .take_while(|c| *c != '*' && *c != '?')
+        .take(2)
+        .collect::<String>()
+        .into()
+}
+
+fn deletions(s: &str, k: usize, out: &mut FxHashSet<String>) {
+    out.clear();
+    out.insert(s.to_string());
+    let mut frontier = vec![s.to_string()];
+    for _ in 0..k {
+        let mut next = Vec::new();
+        for w in &frontier {
+            for (i, c) in w.char_indices() {
+                let mut v = String::with_capacity(w.len());
+                v.push_str(&w[..i]);
+                v.push_str(&w[i + c.len_utf8()..]);
+                if out.insert(v.clone()) {
+                    next.push(v);
+                }
+            }
+        }
+        frontier = next;
+    }
+}
+
+fn build_regex(patterns: &[String]) -> Result<Regex, String> {
+    Regex::builder()
+        .configure(Regex::config().match_kind(MatchKind::All))
+        .build_many(patterns)
+        .map_err(|e| e.to_string())
+}
+
+fn multi_regex(kind: &MultiKind) -> Option<String> {
+    match kind {
+        MultiKind::Wildcard(p) => Some(wildcard_regex(p)),
+        MultiKind::Regex(p) => Some(token_regex(p)),
+        _ => None,
+    }
+}
+
+impl<R> SearchIndex<R> {
+    pub fn new(limits: SearchLimits) -> Self {
+        SearchIndex {
+            limits,
+            by_name: FxHashMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            fields: Vec::new(),
+            field_ids: FxHashMap::default(),
+            terms: Interner::default(),
+            term_post: Vec::new(),
+            eq_post: FxHashMap::default(),
+            multis: Vec::new(),
+            multi_free: Vec::new(),
+            multi_ids: FxHashMap::default(),
+            always: Vec::new(),
+            stats: SearchStats::default(),
+            scratch: Scratch::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn stats(&self) -> SearchStats {
+        let mut s = self.stats.clone();
+        s.searches = self.by_name.len();
+        s.always_checked = self.always.len();
+        s.patterns = self.multi_ids.len();
+        s
+    }
+
+    // ───────────────────────── registration ─────────────────────────
+
+    /// Add a search, or replace the one with the same name. Takes effect for the next
+    /// document. On error nothing changes (an existing search of that name stays).
+    pub fn add(&mut self, name: &str, spec: SearchSpec<R>) -> Result<(), SearchError> {
+        let r = self.validate(name, &spec);
+        if let Err(e) = r {
+            self.stats.rejected += 1;
+            return Err(e);
+        }
+        self.remove(name);
+        let node = self.compile(&spec.query);
+        let mut equals = Vec::new();
+        for (f, vals) in &spec.equals {
+            let fid = self.field_id(f);
+            self.fields[fid as usize].eq_refs += 1;
+            let ids: Box<[u32]> = vals.iter().map(|v| self.terms.acquire(v)).collect();
+            equals.push((fid, ids));
+        }
+        let anchors = self.pick_anchors(&node, &equals);
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(None);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        match &anchors {
+            None => self.always.push(slot),
+            Some(list) => {
+                for a in list.iter() {
+                    match *a {
+                        Anchor::Term(f, t) => {
+                            let t = t as usize;
+                            if self.term_post.len() <= t {
+                                self.term_post.resize_with(t + 1, Vec::new);
+                            }
+                            let per = &mut self.term_post[t];
+                            match per.iter_mut().find(|(g, _)| *g == f) {
+                                Some((_, v)) => v.push(slot),
+                                None => per.push((f, vec![slot])),
+                            }
+                        }
+                        Anchor::Eq(f, v) => self.eq_post.entry((f, v)).or_default().push(slot),
+                        Anchor::Multi(m) => {
+                            if let Some(e) = self.multis[m as usize].as_mut() {
+                                e.post.push(slot)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let name: Arc<str> = name.into();
+        self.by_name.insert(name.clone(), slot);
+        self.slots[slot as usize] = Some(Stored {
+            name,
+            node,
+            equals: equals.into_boxed_slice(),
+            residual: spec.residual,
+            anchors,
+        });
+        Ok(())
+    }
+
+    /// Drop a search; returns whether it existed. Takes effect for the next document.
+    pub fn remove(&mut self, name: &str) -> bool {
+        let Some(slot) = self.by_name.remove(name) else {
+            return false;
+        };
+        let Some(st) = self.slots[slot as usize].take() else {
+            return false;
+        };
+        fn unlist(v: &mut Vec<u32>, slot: u32) {
+            if let Some(i) = v.iter().position(|&s| s == slot) {
+                v.swap_remove(i);
+            }
+        }
+        match &st.anchors {
+            None => unlist(&mut self.always, slot),
+            Some(list) => {
+                for a in list.iter() {
+                    match *a {
+                        Anchor::Term(f, t) => {
+                            if let Some(per) = self.term_post.get_mut(t as usize) {
+                                if let Some(i) = per.iter().position(|(g, _)| *g == f) {
+                                    unlist(&mut per[i].1, slot);
+                                    if per[i].1.is_empty() {
+                                        per.swap_remove(i);
+                                        if per.is_empty() {
+                                            *per = Vec::new();
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        Anchor::Eq(f, t) => {
+                            if let Some(v) = self.eq_post.get_mut(&(f, t)) {
+                                unlist(v, slot);
+                                if v.is_empty() {
+                                    self.eq_post.remove(&(f, t));
+                                }
+                            }
+                        }
+                        Anchor::Multi(m) => {
+                            if let Some(e) = self.multis[m as usize].as_mut() {
+                                unlist(&mut e.post, slot)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.release_node(&st.node);
+        for (f, vals) in st.equals.iter() {
+            self.fields[*f as usize].eq_refs -= 1;
+            for v in vals.iter() {
+                self.terms.release(*v);
+            }
+        }
+        self.free.push(slot);
+        true
+    }
+
+    fn validate(&self, name: &str, spec: &SearchSpec<R>) -> Result<(), SearchError> {
+        let q = &spec.query;
+        if q.is_negative_only() {
+            return Err(SearchError::NegativeOnly);
+        }
+        let clauses = q.clause_count();
+        if clauses > self.limits.max_clauses {
+            return Err(SearchError::QueryTooLarge {
+                what: "clauses",
+                size: clauses,
+                limit: self.limits.max_clauses,
+            });
+        }
+        let bytes = q.to_string().len();
+        if bytes > self.limits.max_query_bytes {
+            return Err(SearchError::QueryTooLarge {
+                what: "bytes",
+                size: bytes,
+                limit: self.limits.max_query_bytes,
+            });
+        }
+        if !self.by_name.contains_key(name) && self.by_name.len() >= self.limits.max_searches {
+            return Err(SearchError::TooManySearches {
+                limit: self.limits.max_searches,
+            });
+        }
+        if spec.equals.len() > u16::MAX as usize / 2 {
+            return Err(SearchError::Empty("too many equality filters".into()));
+        }
+        if self.fields.len() > u16::MAX as usize - 64 {
+            return Err(SearchError::Empty("too many distinct field names".into()));
+        }
+        self.validate_node(q)
+    }
+
+    fn validate_node(&self, q: &Query) -> Result<(), SearchError> {
+        match q {
+            Query::And(cs) | Query::Or(cs) => {
+                if cs.is_empty() {
+                    return Err(SearchError::Empty("empty AND/OR".into()));
+                }
+                cs.iter().try_for_each(|c| self.validate_node(c))
+            }
+            Query::Not(c) => self.validate_node(c),
+            leaf => {
+                if leaf.field().is_none() {
+                    return Err(SearchError::MissingField(leaf.to_string()));
+                }
+                let re = match leaf {
+                    Query::Phrase { terms, .. } if terms.is_empty() => {
+                        return Err(SearchError::Empty("empty phrase".into()))
+                    }
+                    Query::Term { term, .. } if term.is_empty() => {
+                        return Err(SearchError::Empty("empty term".into()))
+                    }
+                    Query::Prefix { prefix, .. } if prefix.is_empty() => {
+                        return Err(SearchError::Empty("empty prefix".into()))
+                    }
+                    Query::Wildcard { pattern, .. } => wildcard_regex(pattern),
+                    Query::Regex { pattern, .. } => token_regex(pattern),
+                    _ => return Ok(()),
+                };
+                build_regex(&[re])
+                    .map(|_| ())
+                    .map_err(|message| SearchError::BadPattern {
+                        pattern: leaf.to_string(),
+                        message,
+                    })
+            }
+        }
+    }
+
+    fn field_id(&mut self, name: &str) -> u16 {
+        if let Some(&id) = self.field_ids.get(name) {
+            return id;
+        }
+        let id = self.fields.len() as u16;
+        self.fields.push(FieldInfo {
+            name: name.into(),
+            ..FieldInfo::default()
+        });
+        self.field_ids.insert(name.into(), id);
+        id
+    }
+
+    fn compile(&mut self, q: &Query) -> Node {
+        match q {
+            Query::And(cs) => Node::And(cs.iter().map(|c| self.compile(c)).collect()),
+            Query::Or(cs) => Node::Or(cs.iter().map(|c| self.compile(c)).collect()),
+            Query::Not(c) => Node::Not(Box::new(self.compile(c))),
+            leaf => {
+                let f = self.field_id(leaf.field().unwrap_or(""));
+                self.fields[f as usize].text_refs += 1;
+                match leaf {
+                    Query::Term { term, .. } => Node::Term {
+                        f,
+                        t: self.terms.acquire(term),
+                    },
+                    Query::Phrase { terms, slop, .. } => Node::Phrase {
+                        f,
+                        ts: terms.iter().map(|t| self.terms.acquire(t)).collect(),
+                        slop: slop.unwrap_or(0),
+                    },
+                    Query::Prefix { prefix, .. } => {
+                        self.multi(f, MultiKind::Prefix(prefix.as_str().into()))
+                    }
+                    Query::Wildcard { pattern, .. } => {
+                        self.multi(f, MultiKind::Wildcard(pattern.as_str().into()))
+                    }
+                    Query::Regex { pattern, .. } => {
+                        self.multi(f, MultiKind::Regex(pattern.as_str().into()))
+                    }
+                    Query::Fuzzy { term, distance, .. } => self.multi(
+                        f,
+                        MultiKind::Fuzzy(term.as_str().into(), (*distance).min(2)),
+                    ),
+                    _ => Node::Or(Box::new([])),
+                }
+            }
+        }
+    }
+
+    fn multi(&mut self, f: u16, kind: MultiKind) -> Node {
+        let key = (f, kind);
+        if let Some(&m) = self.multi_ids.get(&key) {
+            if let Some(e) = self.multis[m as usize].as_mut() {
+                e.refs += 1;
+            }
+            return Node::Multi { f, m };
+        }
+        let (f, kind) = key;
+        let m = match self.multi_free.pop() {
+            Some(m) => m,
+            None => {
+                self.multis.push(None);
+                (self.multis.len() - 1) as u32
+            }
+        };
+        let info = &mut self.fields[f as usize];
+        match &kind {
+            MultiKind::Prefix(p) => {
+                info.prefixes.insert(p.clone(), m);
+                info.prefix_lens |= 1u64 << p.len().min(63);
+                if p.len() >= 4 {
+                    *info.prefix_heads.entry(head4(p)).or_default() += 1;
+                }
+            }
+            MultiKind::Fuzzy(t, d) => {
+                let mut vs = FxHashSet::default();
+                deletions(t, *d as usize, &mut vs);
+                for v in vs {
+                    info.fuzzy.entry(v.into()).or_default().push(m);
+                }
+                info.fuzzy_by_distance[*d as usize] += 1;
+            }
+            MultiKind::Wildcard(_) | MultiKind::Regex(_) => {
+                let gkey = match &kind {
+                    MultiKind::Wildcard(p) => wildcard_key(p),
+                    _ => "".into(),
+                };
+                let group = info.groups.entry(gkey).or_default();
+                let need_new = match group.last() {
+                    Some(s) => s.ids.len() >= SHARD_CAP,
+                    None => true,
+                };
+                if need_new {
+                    group.push(Shard {
+                        ids: Vec::new(),
+                        live: 0,
+                        re: None,
+                    });
+                }
+                if let Some(shard) = group.last_mut() {
+                    shard.ids.push(m);
+                    shard.live += 1;
+                }
+                // Rebuilt below once the entry exists.
+            }
+        }
+        let rebuild = matches!(kind, MultiKind::Wildcard(_) | MultiKind::Regex(_));
+        let gkey = match &kind {
+            MultiKind::Wildcard(p) => Some(wildcard_key(p)),
+            MultiKind::Regex(_) => Some("".into()),
+            _ => None,
+        };
+        self.multis[m as usize] = Some(MultiEntry {
+            field: f,
+            kind: kind.clone(),
+            refs: 1,
+            post: Vec::new(),
+        });
+        self.multi_ids.insert((f, kind), m);
+        if rebuild {
+            if let Some(gkey) = gkey {
+                let n = self.fields[f as usize]
+                    .groups
+                    .get(&gkey)
+                    .map_or(0, |g| g.len());
+                if n > 0 {
+                    self.rebuild_shard(f, &gkey, n - 1);
+                }
+            }
+        }
+        Node::Multi { f, m }
+    }
+
+    fn rebuild_shard(&mut self, f: u16, gkey: &str, i: usize) {
+        let multis = &self.multis;
+        let Some(group) = self.fields[f as usize].groups.get_mut(gkey) else {
+            return;
+        };
+        let Some(shard) = group.get_mut(i) else {
+            return;
+        };
+        shard.ids.retain(|&m| m != u32::MAX);
+        let pats: Vec<String> = shard
+            .ids
+            .iter()
+            .filter_map(|&m| {
+                multis[m as usize]
+                    .as_ref()
+                    .and_then(|e| multi_regex(&e.kind))
+            })
+            .collect();
+        // Each pattern compiled alone at validation; together they compile too (the
+        // builder's limits are per regex, well above SHARD_CAP small patterns).
+        shard.re = build_regex(&pats).ok();
+        shard.live = shard.ids.len();
+    }
+
+    fn release_node(&mut self, n: &Node) {
+        match n {
+            Node::Term { f, t } => {
+                self.fields[*f as usize].text_refs -= 1;
+                self.terms.release(*t);
+            }
+            Node::Phrase { f, ts, .. } => {
+                self.fields[*f as usize].text_refs -= 1;
+                ts.iter().for_each(|t| self.terms.release(*t));
+            }
+            Node::Multi { f, m } => {
+                self.fields[*f as usize].text_refs -= 1;
+                self.release_multi(*m);
+            }
+            Node::And(cs) | Node::Or(cs) => cs.iter().for_each(|c| self.release_node(c)),
+            Node::Not(c) => self.release_node(c),
+        }
+    }
+
+    fn release_multi(&mut self, m: u32) {
+        let Some(e) = self.multis[m as usize].as_mut() else {
+            return;
+        };
+        e.refs -= 1;
+        if e.refs > 0 {
+            return;
+        }
+        let Some(e) = self.multis[m as usize].take() else {
+            return;
+        };
+        self.multi_free.push(m);
+        let f = e.field;
+        let info = &mut self.fields[f as usize];
+        match &e.kind {
+            MultiKind::Prefix(p) => {
+                info.prefixes.remove(p);
+                if p.len() >= 4 {
+                    if let Some(c) = info.prefix_heads.get_mut(&head4(p)) {
+                        *c -= 1;
+                        if *c == 0 {
+                            info.prefix_heads.remove(&head4(p));
+                        }
+                    }
+                }
+                info.prefix_lens = info
+                    .prefixes
+                    .keys()
+                    .fold(0, |acc, p| acc | 1u64 << p.len().min(63));
+            }
+            MultiKind::Fuzzy(t, d) => {
+                let mut vs = FxHashSet::default();
+                deletions(t, *d as usize, &mut vs);
+                for v in vs {
+                    if let Some(list) = info.fuzzy.get_mut(v.as_str()) {
+                        list.retain(|&x| x != m);
+                        if list.is_empty() {
+                            info.fuzzy.remove(v.as_str());
+                        }
+                    }
+                }
+                info.fuzzy_by_distance[*d as usize] -= 1;
+            }
+            MultiKind::Wildcard(_) | MultiKind::Regex(_) => {
+                let gkey = match &e.kind {
+                    MultiKind::Wildcard(p) => wildcard_key(p),
+                    _ => "".into(),
+                };
+                let mut rebuild = None;
+                if let Some(group) = info.groups.get_mut(&gkey) {
+                    for (i, shard) in group.iter_mut().enumerate() {
+                        if let Some(j) = shard.ids.iter().position(|&x| x == m) {
+                            shard.ids[j] = u32::MAX;
+                            shard.live -= 1;
+                            if shard.live > 0 && shard.live * 2 < shard.ids.len() {
+                                rebuild = Some(i);
+                            }
+                            break;
+                        }
+                    }
+                    group.retain(|s| s.live > 0);
+                    if group.is_empty() {
+                        info.groups.remove(&gkey);
+                    }
+                }
+                if let Some(i) = rebuild {
+                    self.rebuild_shard(f, &gkey, i);
+                }
+            }
+        }
+        self.multi_ids.remove(&(f, e.kind));
+    }
+
+    fn anchors_of(&self, n: &Node) -> Option<(u32, Vec<Anchor>)> {
+        match n {
+            Node::Term { f, t } => {
+                Some((term_cost(self.terms.str(*t)), vec![Anchor::Term(*f, *t)]))
+            }
+            Node::Phrase { f, ts, .. } => ts
+                .iter()
+                .map(|t| (term_cost(self.terms.str(*t)), *t))
+                .min()
+                .map(|(c, t)| (c, vec![Anchor::Term(*f, t)])),
+            Node::Multi { m, .. } => {
+                let e = self.multis[*m as usize].as_ref()?;
+                let cost = match &e.kind {
+                    MultiKind::Prefix(p) => term_cost(p) + 30,
+                    MultiKind::Wildcard(p) => {
+                        100 / (p.chars().filter(|c| *c != '*' && *c != '?').count() as u32 + 1) + 40
+                    }
+                    MultiKind::Regex(_) => 80,
+                    MultiKind::Fuzzy(..) => 60,
+                };
+                Some((cost, vec![Anchor::Multi(*m)]))
+            }
+            Node::And(cs) => cs
+                .iter()
+                .filter_map(|c| self.anchors_of(c))
+                .min_by_key(|(c, _)| *c),
+            Node::Or(cs) => {
+                let mut cost = 0u32;
+                let mut all = Vec::new();
+                for c in cs.iter() {
+                    let (k, mut a) = self.anchors_of(c)?;
+                    cost = cost.saturating_add(k);
+                    all.append(&mut a);
+                }
+                if all.is_empty() {
+                    return None;
+                }
+                Some((cost, all))
+            }
+            Node::Not(_) => None,
+        }
+    }
+
+    fn pick_anchors(&self, node: &Node, equals: &[(u16, Box<[u32]>)]) -> Option<Box<[Anchor]>> {
+        let mut best = self.anchors_of(node);
+        for (f, vals) in equals {
+            if vals.is_empty() {
+                continue;
+            }
+            let cost = 70u32.saturating_mul(vals.len() as u32);
+            if !matches!(&best, Some((c, _)) if *c <= cost) {
+                best = Some((cost, vals.iter().map(|v| Anchor::Eq(*f, *v)).collect()));
+            }
+        }
+        best.map(|(_, mut a)| {
+            a.sort_unstable();
+            a.dedup();
+            a.into_boxed_slice()
+        })
+    }
+
+    // ───────────────────────── matching ─────────────────────────
+
+    /// Match one document against every stored search. `residual` is called for the
+    /// searches that have a residual condition, after everything else of theirs matched.
+    /// Hits come in registration-slot order.
+    pub fn match_document(
+        &mut self,
+        doc: &Document<'_>,
+        residual: &mut dyn FnMut(&str, &R) -> bool,
+    ) -> Vec<Hit> {
+        self.stats.docs += 1;
+        let Self {
+            fields,
+            terms,
+            term_post,
+            eq_post,
+            multis,
+            always,
+            slots,
+            scratch: s,
+            stats,
+            ..
+        } = self;
+        s.stamp = s.stamp.wrapping_add(1);
+        if s.stamp == 0 {
+            s.seen.iter_mut().for_each(|x| *x = 0);
+            s.ranges
+                .iter_mut()
+                .for_each(|r| r.iter_mut().for_each(|x| x.0 = 0));
+            s.stamp = 1;
+        }
+        if s.seen.len() < slots.len() {
+            s.seen.resize(slots.len(), 0);
+        }
+        s.candidates.clear();
+        s.pos_buf.clear();
+        s.multi_pairs.clear();
+        s.multi_ranges.clear();
+        let stamp = s.stamp;
+        let add = |list: &[u32], seen: &mut Vec<u32>, cands: &mut Vec<u32>| {
+            for &slot in list {
+                if seen[slot as usize] != stamp {
+                    seen[slot as usize] = stamp;
+                    cands.push(slot);
+                }
+            }
+        };
+
+        // Analyze the text fields anyone looks at.
+        let mut used = 0;
+        for (fid, info) in fields.iter().enumerate() {
+            if info.text_refs == 0 {
+                continue;
+            }
+            let Some(text) = doc.get(&info.name) else {
+                continue;
+            };
+            if used == s.analyzed.len() {
+                s.analyzed.push((0, Analyzed::default()));
+            }
+            s.analyzed[used].0 = fid as u16;
+            s.analyzed[used].1.reset(text);
+            used += 1;
+        }
+        for k in 0..used {
+            let (fid, a) = &s.analyzed[k];
+            let fid = *fid;
+            let info = &fields[fid as usize];
+            let has_multi =
+                !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty();
+            // Group equal terms: sort (hash, position) pairs, split runs of equal hashes
+            // (a run with a hash collision is sorted by text).
+            s.pairs.clear();
+            s.pairs
+                .extend((0..a.len()).map(|i| (term_hash(a.term(i)), i as u32)));
+            s.pairs.sort_unstable();
+            s.order.clear();
+            s.order.extend(s.pairs.iter().map(|p| p.1));
+            let mut run = 0;
+            let mut collided = false;
+            while run < s.pairs.len() {
+                let h = s.pairs[run].0;
+                let mut run_end = run + 1;
+                while run_end < s.pairs.len() && s.pairs[run_end].0 == h {
+                    run_end += 1;
+                }
+                let t0 = a.term(s.order[run] as usize);
+                if run_end - run > 1
+                    && s.order[run + 1..run_end]
+                        .iter()
+                        .any(|&p| a.term(p as usize) != t0)
+                {
+                    collided = true;
+                    s.order[run..run_end].sort_unstable_by(|&x, &y| {
+                        a.term(x as usize).cmp(a.term(y as usize)).then(x.cmp(&y))
+                    });
+                }
+                run = run_end;
+            }
+            if s.ranges.len() <= fid as usize {
+                s.ranges.resize_with(fid as usize + 1, Vec::new);
+            }
+            if s.ranges[fid as usize].len() < terms.capacity() {
+                s.ranges[fid as usize].resize(terms.capacity(), (0, 0, 0));
+            }
+            let mut i = 0;
+            while i < s.order.len() {
+                let t = a.term(s.order[i] as usize);
+                let h = s.pairs[i].0;
+                let mut j = i + 1;
+                while j < s.order.len()
+                    && s.pairs[j].0 == h
+                    && (!collided || a.term(s.order[j] as usize) == t)
+                {
+                    j += 1;
+                }
+                let start = s.pos_buf.len() as u32;
+                s.pos_buf.extend_from_slice(&s.order[i..j]);
+                let end = s.pos_buf.len() as u32;
+                if let Some(tid) = terms.get_h(t, h) {
+                    s.ranges[fid as usize][tid as usize] = (stamp, start, end);
+                    if let Some(per) = term_post.get(tid as usize) {
+                        if let Some((_, list)) = per.iter().find(|(g, _)| *g == fid) {
+                            add(list, &mut s.seen, &mut s.candidates);
+                        }
+                    }
+                }
+                if has_multi {
+                    s.fired.clear();
+                    // Prefixes.
+                    if info.prefix_lens != 0 {
+                        // Prefixes of 4+ bytes only when the term's first 4 bytes begin one.
+                        let long_ok = t.len() >= 4 && info.prefix_heads.contains_key(&head4(t));
+                        for (bi, _) in t
+                            .char_indices()
+                            .skip(1)
+                            .chain(std::iter::once((t.len(), ' ')))
+                        {
+                            if bi >= 4 && !long_ok {
+                                break;
+                            }
+                            let bit = 1u64 << bi.min(63);
+                            if info.prefix_lens & bit != 0 || bi >= 63 {
+                                if let Some(&m) = info.prefixes.get(&t[..bi]) {
+                                    s.fired.push(m);
+                                }
+                            }
+                        }
+                    }
+                    // Wildcards / regexes, by literal first characters.
+                    if !info.groups.is_empty() {
+                        let mut keys: [&str; 3] = ["", "", ""];
+                        let mut it = t.char_indices().map(|(i, c)| i + c.len_utf8());
+                        let one = it.next().unwrap_or(0);
+                        let two = it.next().unwrap_or(one);
+                        keys[1] = &t[..one];
+                        keys[2] = &t[..two];
+                        let nkeys = if two == one { 2 } else { 3 };
+                        for key in &keys[..nkeys] {
+                            let Some(group) = info.groups.get(*key) else {
+                                continue;
+                            };
+                            for shard in group {
+                                let Some(re) = &shard.re else { continue };
+                                let ps = s.patset.get_or_insert_with(|| PatternSet::new(SHARD_CAP));
+                                ps.clear();
+                                re.which_overlapping_matches(&Input::new(t), ps);
+                                if ps.is_empty() {
+                                    continue;
+                                }
+                                for pid in ps.iter() {
+                                    if let Some(&m) = shard.ids.get(pid.as_usize()) {
+                                        if m != u32::MAX {
+                                            s.fired.push(m);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // Fuzzy.
+                    if !info.fuzzy.is_empty() {
+                        let k = if info.fuzzy_by_distance[2] > 0 { 2 } else { 1 };
+                        deletions(t, k, &mut s.variants);
+                        for v in s.variants.iter() {
+                            if let Some(list) = info.fuzzy.get(v.as_str()) {
+                                for &m in list {
+                                    if let Some(MultiEntry {
+                                        kind: MultiKind::Fuzzy(w, d),
+                                        ..
+                                    }) = multis[m as usize].as_ref()
+                                    {
+                                        if edit_distance_within(t, w, *d as usize).is_some() {
+                                            s.fired.push(m);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    s.fired.sort_unstable();
+                    s.fired.dedup();
+                    for &m in &s.fired {
+                        s.multi_pairs.push((m, start, end));
+                    }
+                }
+                i = j;
+            }
+        }
+        // Pattern positions: concatenate each pattern's term ranges, sorted.
+        s.multi_pairs.sort_unstable();
+        let mut i = 0;
+        while i < s.multi_pairs.len() {
+            let m = s.multi_pairs[i].0;
+            let start = s.pos_buf.len();
+            while i < s.multi_pairs.len() && s.multi_pairs[i].0 == m {
+                let (_, a, b) = s.multi_pairs[i];
+                s.pos_buf.extend_from_within(a as usize..b as usize);
+                i += 1;
+            }
+            s.pos_buf[start..].sort_unstable();
+            s.multi_ranges
+                .insert(m, (start as u32, s.pos_buf.len() as u32));
+            if let Some(e) = multis[m as usize].as_ref() {
+                add(&e.post, &mut s.seen, &mut s.candidates);
+            }
+        }
+        // Equality filters.
+        for (fid, info) in fields.iter().enumerate() {
+            if info.eq_refs == 0 {
+                continue;
+            }
+            if let Some(v) = doc.get(&info.name) {
+                if let Some(vid) = terms.get(v) {
+                    if let Some(list) = eq_post.get(&(fid as u16, vid)) {
+                        add(list, &mut s.seen, &mut s.candidates);
+                    }
+                }
+            }
+        }
+        add(always, &mut s.seen, &mut s.candidates);
+
+        // Verify.
+        s.candidates.sort_unstable();
+        stats.verified += s.candidates.len() as u64;
+        let mut hits = Vec::new();
+        let ctx = Ctx {
+            pos_buf: &s.pos_buf,
+            ranges: &s.ranges,
+            stamp,
+            multi_ranges: &s.multi_ranges,
+        };
+        for &slot in &s.candidates {
+            let Some(st) = slots[slot as usize].as_ref() else {
+                continue;
+            };
+            let eq_ok = st.equals.iter().all(|(f, vals)| {
+                doc.get(&fields[*f as usize].name)
+                    .and_then(|v| terms.get(v))
+                    .is_some_and(|vid| vals.contains(&vid))
+            });
+            if !eq_ok {
+                continue;
+            }
+            s.marks.clear();
+            if !ctx.eval(&st.node, &mut s.marks) {
+                continue;
+            }
+            if let Some(r) = &st.residual {
+                if !residual(&st.name, r) {
+                    continue;
+                }
+            }
+            s.marks.sort_unstable();
+            s.marks.dedup();
+            let mut highlights = Highlights::new();
+            for &(f, p) in &s.marks {
+                let Some((_, a)) = s.analyzed[..used].iter().find(|(x, _)| *x == f) else {
+                    continue;
+                };
+                let tok = a.tokens[p as usize];
+                highlights
+                    .entry(fields[f as usize].name.to_string())
+                    .or_default()
+                    .push((tok.start as usize, tok.end as usize));
+            }
+            hits.push(Hit {
+                search: st.name.clone(),
+                highlights,
+            });
+        }
+        hits
+    }
+}
+
+struct Ctx<'a> {
+    pos_buf: &'a [u32],
+    ranges: &'a [Vec<(u32, u32, u32)>],
+    stamp: u32,
+    multi_ranges: &'a FxHashMap<u32, (u32, u32)>,
+}
+
+impl Ctx<'_> {
+    fn term(&self, f: u16, t: u32) -> &[u32] {
+        match self.ranges.get(f as usize).and_then(|r| r.get(t as usize)) {
+            Some(&(st, a, b)) if st == self.stamp => &self.pos_buf[a as usize..b as usize],
+            _ => &[],
+        }
+    }
+
+    fn eval(&self, n: &Node, marks: &mut Vec<(u16, u32)>) -> bool {
+        match n {
+            Node::Term { f, t } => {
+                let ps = self.term(*f, *t);
+                marks.extend(ps.iter().map(|&p| (*f, p)));
+                !ps.is_empty()
+            }
+            Node::Multi { f, m } => {
+                let ps = match self.multi_ranges.get(m) {
+                    Some(&(a, b)) => &self.pos_buf[a as usize..b as usize],
+                    None => &[],
+                };
+                marks.extend(ps.iter().map(|&p| (*f, p)));
+                !ps.is_empty()
+            }
+            Node::Phrase { f, ts, slop } => {
+                let lists: Vec<&[u32]> = ts.iter().map(|t| self.term(*f, *t)).collect();
+                if lists.iter().any(|l| l.is_empty()) {
+                    return false;
+                }
+                let n = ts.len() as u32;
+                let mut any = false;
+                let mut chain = Vec::with_capacity(ts.len());
+                'start: for &p1 in lists[0] {
+                    chain.clear();
+                    chain.push(p1);
+                    let mut prev = p1;
+                    for l in &lists[1..] {
+                        let i = l.partition_point(|&p| p <= prev);
+                        match l.get(i) {
+                            Some(&p) => {
+                                // Too far already: later starts can still work.
+                                if p - p1 + 1 > n + slop {
+                                    continue 'start;
+                                }
+                                chain.push(p);
+                                prev = p;
+                            }
+                            None => break 'start,
+                        }
+                    }
+                    if prev - p1 + 1 - n <= *slop {
+                        any = true;
+                        marks.extend(chain.iter().map(|&p| (*f, p)));
+                    }
+                }
+                any
+            }
+            Node::And(cs) => {
+                let mark = marks.len();
+                for c in cs.iter() {
+                    if !self.eval(c, marks) {
+                        marks.truncate(mark);
+                        return false;
+                    }
+                }
+                true
+            }
+            Node::Or(cs) => {
+                let mut any = false;
+                for c in cs.iter() {
+                    let mark = marks.len();
+                    if self.eval(c, marks) {
+                        any = true;
+                    } else {
+                        marks.truncate(mark);
+                    }
+                }
+                any
+            }
+            Node::Not(c) => {
+                let mark = marks.len();
+                let r = self.eval(c, marks);
+                marks.truncate(mark);
+                !r
+            }
+        }
+    }
+}

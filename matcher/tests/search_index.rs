@@ -1,0 +1,330 @@
+#![allow(clippy::unwrap_used)]
+//! Stored searches: operator case files (hits and highlight byte ranges), the presearcher
+//! index against the naive evaluator (differential proptest), limits, and add/drop under load.
+
+use dsl::query::parse_query;
+use matcher::search::{
+    naive, Document, Highlights, SearchError, SearchIndex, SearchLimits, SearchSpec,
+};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use std::collections::BTreeMap;
+
+fn cases() -> u32 {
+    if std::env::var("WEIR_LONG_TESTS").is_ok() {
+        2000
+    } else {
+        96
+    }
+}
+
+fn parse_expected(s: &str) -> Option<Highlights> {
+    if s == "-" {
+        return None;
+    }
+    let mut h = Highlights::new();
+    for part in s.split(';') {
+        let (f, ranges) = part.split_once('=').expect("field=ranges");
+        let v = ranges
+            .split(',')
+            .map(|r| {
+                let (a, b) = r.split_once('-').expect("a-b");
+                (a.parse().expect("start"), b.parse().expect("end"))
+            })
+            .collect();
+        h.insert(f.to_string(), v);
+    }
+    Some(h)
+}
+
+#[test]
+fn operator_case_file() {
+    let text = include_str!("data/search/cases.txt");
+    let mut n = 0;
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cols.len(), 4, "bad case line: {line}");
+        let (q, title, body, want) = (cols[0], cols[1], cols[2], parse_expected(cols[3]));
+        let doc = Document::new().with("title", title).with("body", body);
+        // Index path.
+        let mut idx: SearchIndex = SearchIndex::default();
+        idx.add("s", SearchSpec::matches("body", q).expect(q))
+            .expect(q);
+        let hits = idx.match_document(&doc, &mut |_, _| true);
+        let got = hits.into_iter().next().map(|h| h.highlights);
+        assert_eq!(got, want, "index, query {q}");
+        // Naive path.
+        let query = parse_query(q).expect(q).with_default_field("body");
+        assert_eq!(naive::evaluate(&query, &doc), want, "naive, query {q}");
+        n += 1;
+    }
+    assert!(n >= 40, "only {n} cases");
+}
+
+#[test]
+fn equality_filters_and_residual() {
+    let mut idx: SearchIndex<u32> = SearchIndex::default();
+    idx.add(
+        "en_acme",
+        SearchSpec::matches("body", "acme")
+            .unwrap()
+            .with_equals("lang", &["en"]),
+    )
+    .unwrap();
+    idx.add(
+        "src",
+        SearchSpec::matches("body", "acme OR NOT x")
+            .unwrap()
+            .with_equals("source", &["reuters", "ap"]),
+    )
+    .unwrap();
+    idx.add(
+        "resid",
+        SearchSpec::matches("body", "acme")
+            .unwrap()
+            .with_residual(7),
+    )
+    .unwrap();
+    let mut names = |d: &Document<'_>, allow: bool| {
+        let mut v: Vec<String> = idx
+            .match_document(d, &mut |_, r: &u32| allow && *r == 7)
+            .into_iter()
+            .map(|h| h.search.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    let d = Document::new()
+        .with("body", "acme")
+        .with("lang", "en")
+        .with("source", "ap");
+    assert_eq!(names(&d, true), ["en_acme", "resid", "src"]);
+    assert_eq!(names(&d, false), ["en_acme", "src"]);
+    let d = Document::new()
+        .with("body", "acme")
+        .with("lang", "fr")
+        .with("source", "afp");
+    assert_eq!(names(&d, true), ["resid"]);
+    let d = Document::new()
+        .with("body", "nothing")
+        .with("source", "reuters");
+    assert_eq!(names(&d, true), ["src"]);
+}
+
+#[test]
+fn limits_and_errors() {
+    let mut idx: SearchIndex = SearchIndex::new(SearchLimits {
+        max_searches: 2,
+        max_query_bytes: 40,
+        max_clauses: 4,
+    });
+    idx.add("a", SearchSpec::matches("body", "a").unwrap())
+        .unwrap();
+    idx.add("b", SearchSpec::matches("body", "b").unwrap())
+        .unwrap();
+    let e = idx
+        .add("c", SearchSpec::matches("body", "c").unwrap())
+        .unwrap_err();
+    assert_eq!(e, SearchError::TooManySearches { limit: 2 });
+    assert!(e.to_string().contains("too many stored searches"));
+    // Replacing an existing one is fine at the limit.
+    idx.add("b", SearchSpec::matches("body", "bb").unwrap())
+        .unwrap();
+    let e = idx
+        .add("a", SearchSpec::matches("body", "a b c d e").unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SearchError::QueryTooLarge {
+                what: "clauses",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = idx
+        .add(
+            "a",
+            SearchSpec::matches(
+                "body",
+                "abcdefghijklmnopqrstuvwxyz OR abcdefghijklmnopqrstuvwxyz",
+            )
+            .unwrap(),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(e, SearchError::QueryTooLarge { what: "bytes", .. }),
+        "{e}"
+    );
+    let e = idx
+        .add("a", SearchSpec::matches("body", "-x").unwrap())
+        .unwrap_err();
+    assert_eq!(e, SearchError::NegativeOnly);
+    let e = idx
+        .add("a", SearchSpec::new(parse_query("x").unwrap()))
+        .unwrap_err();
+    assert!(matches!(e, SearchError::MissingField(_)));
+    assert_eq!(idx.stats().rejected, 5);
+    // Failed replacements left "a" in place.
+    let d = Document::new().with("body", "a");
+    assert_eq!(idx.match_document(&d, &mut |_, _| true).len(), 1);
+    assert!(SearchSpec::<()>::matches("body", "\"open").is_err());
+}
+
+// ───────────────────────── differential ─────────────────────────
+
+const VOCAB: &[&str] = &[
+    "acme", "Acme", "ACME", "corp", "recall", "recalls", "recalled", "lawsuit", "café", "cafe",
+    "Café", "naïve", "naive", "storm", "a", "b", "acne", "came", "acme's", "zürich", "Zurich",
+];
+const SEPS: &[&str] = &[" ", " ", " ", ", ", ". ", " — ", "-", " (", ") ", "!\n"];
+
+fn text() -> impl Strategy<Value = String> {
+    prop::collection::vec(
+        (prop::sample::select(VOCAB), prop::sample::select(SEPS)),
+        0..24,
+    )
+    .prop_map(|ws| ws.into_iter().map(|(w, s)| format!("{w}{s}")).collect())
+}
+
+fn leaf() -> impl Strategy<Value = String> {
+    let w = || prop::sample::select(VOCAB);
+    prop_oneof![
+        4 => w().prop_map(|w| w.to_string()),
+        2 => (w(), w()).prop_map(|(a, b)| format!("\"{a} {b}\"")),
+        2 => (w(), w(), 0u32..4).prop_map(|(a, b, n)| format!("\"{a} {b}\"~{n}")),
+        1 => (w(), w(), w(), 0u32..4).prop_map(|(a, b, c, n)| format!("\"{a} {b} {c}\"~{n}")),
+        1 => prop::sample::select(vec!["rec*", "ac*", "caf*", "zü*", "a*", "recall*"]).prop_map(String::from),
+        1 => prop::sample::select(vec!["rec?ll", "re*ed", "*me", "c?f?", "?", "a*e*"]).prop_map(String::from),
+        1 => prop::sample::select(vec!["/recall(s|ed)?/", "/ac.e/", "/[a-c]+/", "/.*'s/"]).prop_map(String::from),
+        1 => (w(), 1u8..=2).prop_map(|(w, d)| format!("{}~{d}", w.replace('\'', ""))),
+        2 => (prop::sample::select(vec!["title", "body"]), w()).prop_map(|(f, w)| format!("{f}:{w}")),
+    ]
+}
+
+fn query_text() -> impl Strategy<Value = String> {
+    leaf().prop_recursive(3, 12, 3, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} AND {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} OR {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} OR {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} -{b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("+{a} AND NOT {b}")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("({a}) OR NOT ({b})")),
+        ]
+    })
+}
+
+type Answer = BTreeMap<String, Highlights>;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn index_equals_naive(
+        queries in prop::collection::vec(query_text(), 1..24),
+        docs in prop::collection::vec((text(), text()), 1..8),
+    ) {
+        let mut idx: SearchIndex = SearchIndex::default();
+        let mut parsed = Vec::new();
+        for (i, q) in queries.iter().enumerate() {
+            let name = format!("q{i}");
+            let query = match parse_query(q) {
+                Ok(x) => x.with_default_field("body"),
+                Err(e) => panic!("generated query {q} does not parse: {e}"),
+            };
+            match idx.add(&name, SearchSpec::new(query.clone())) {
+                Ok(()) => parsed.push((name, query)),
+                Err(SearchError::NegativeOnly) => prop_assert!(query.is_negative_only()),
+                Err(e) => panic!("{q}: {e}"),
+            }
+        }
+        for (title, body) in &docs {
+            let doc = Document::new().with("title", title).with("body", body);
+            let got: Answer = idx
+                .match_document(&doc, &mut |_, _| true)
+                .into_iter()
+                .map(|h| (h.search.to_string(), h.highlights))
+                .collect();
+            let want: Answer = parsed
+                .iter()
+                .filter_map(|(n, q)| naive::evaluate(q, &doc).map(|h| (n.clone(), h)))
+                .collect();
+            prop_assert_eq!(got, want, "title={:?} body={:?}", title, body);
+        }
+    }
+}
+
+/// Interleave adds, replaces and drops with documents; after every change the index must
+/// answer exactly what the naive evaluator gives for the searches live at that point.
+#[test]
+fn register_and_drop_under_load() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let qs = query_text();
+    let ts = text();
+    let mut idx: SearchIndex = SearchIndex::default();
+    let mut live: BTreeMap<String, dsl::query::Query> = BTreeMap::new();
+    let steps = if std::env::var("WEIR_LONG_TESTS").is_ok() {
+        20_000
+    } else {
+        2_000
+    };
+    let mut hits_seen = 0usize;
+    for step in 0..steps {
+        let r: f64 = rng.gen();
+        if r < 0.35 {
+            let name = format!("s{}", rng.gen_range(0..60));
+            let q = qs.new_tree(&mut runner).unwrap().current();
+            let query = parse_query(&q).unwrap().with_default_field("body");
+            match idx.add(&name, SearchSpec::new(query.clone())) {
+                Ok(()) => {
+                    live.insert(name, query);
+                }
+                Err(SearchError::NegativeOnly) => {}
+                Err(e) => panic!("{q}: {e}"),
+            }
+        } else if r < 0.55 {
+            let name = format!("s{}", rng.gen_range(0..60));
+            assert_eq!(
+                idx.remove(&name),
+                live.remove(&name).is_some(),
+                "step {step}"
+            );
+        } else {
+            let (title, body) = (
+                ts.new_tree(&mut runner).unwrap().current(),
+                ts.new_tree(&mut runner).unwrap().current(),
+            );
+            let doc = Document::new().with("title", &title).with("body", &body);
+            let got: Answer = idx
+                .match_document(&doc, &mut |_, _| true)
+                .into_iter()
+                .map(|h| (h.search.to_string(), h.highlights))
+                .collect();
+            let want: Answer = live
+                .iter()
+                .filter_map(|(n, q)| naive::evaluate(q, &doc).map(|h| (n.clone(), h)))
+                .collect();
+            hits_seen += want.len();
+            assert_eq!(got, want, "step {step}: doc {body:?}");
+        }
+        assert_eq!(idx.len(), live.len());
+    }
+    assert!(
+        hits_seen > 100,
+        "the load test produced too few hits ({hits_seen}) to mean anything"
+    );
+    // Everything dropped → nothing left anywhere.
+    for name in live.keys() {
+        assert!(idx.remove(name));
+    }
+    let s = idx.stats();
+    assert_eq!((s.searches, s.patterns, s.always_checked), (0, 0, 0));
+}
