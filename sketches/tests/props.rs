@@ -100,6 +100,10 @@ proptest! {
         let j = serde_json::to_string(&st).unwrap();
         let back: Vec<sketches::accumulator::Accumulator> = serde_json::from_str(&j).unwrap();
         prop_assert_eq!(&back, &st);
+        for a in &st {
+            let back = sketches::accumulator::Accumulator::from_bytes(&a.to_bytes()).unwrap();
+            prop_assert_eq!(&back, a);
+        }
         let pc = postcard::to_allocvec(&st).unwrap();
         let back: Vec<sketches::accumulator::Accumulator> = postcard::from_bytes(&pc).unwrap();
         prop_assert_eq!(&back, &st);
