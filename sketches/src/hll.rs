@@ -17,7 +17,15 @@ use std::hash::Hash;
 /// Precision of the sparse representation.
 const PP: u32 = 25;
 const MAX_SPARSE_RANK: u32 = 64 - PP + 1; // 40
+/// The insert buffer is merged into the sorted list when it reaches
+/// `max(BUF_LEN, list.len() / 4)` entries: amortised merge cost stays ~4 moves per insert
+/// and the buffer adds at most 25 % to the list's memory.
 const BUF_LEN: usize = 64;
+
+#[inline]
+fn buf_limit(list_len: usize) -> usize {
+    BUF_LEN.max(list_len / 4)
+}
 
 pub const MIN_PRECISION: u8 = 4;
 pub const MAX_PRECISION: u8 = 18;
@@ -109,9 +117,9 @@ impl Hll {
                     }
                 }
             }
-            Repr::Sparse { buf, .. } => {
+            Repr::Sparse { buf, list } => {
                 buf.push(sparse_entry(h));
-                if buf.len() >= BUF_LEN {
+                if buf.len() >= buf_limit(list.len()) {
                     self.flush();
                 }
             }
@@ -318,7 +326,8 @@ impl Sketch for Hll {
                     // Linear merge of the two sorted lists; buffers go through a flush.
                     *my_list = merge_sorted(my_list, list);
                     my_buf.extend_from_slice(buf);
-                    let force = my_buf.len() >= BUF_LEN || my_list.len() * 4 > self_m(p);
+                    let force =
+                        my_buf.len() >= buf_limit(my_list.len()) || my_list.len() * 4 > self_m(p);
                     if force {
                         self.flush();
                     }
@@ -354,7 +363,10 @@ impl Sketch for Hll {
             }
             Repr::Sparse { list, buf } => {
                 let ok = |e: &u32| (e & 63) >= 1 && (e & 63) <= MAX_SPARSE_RANK && e >> 31 == 0;
-                if !list.iter().all(ok) || !buf.iter().all(ok) || buf.len() > BUF_LEN {
+                if !list.iter().all(ok)
+                    || !buf.iter().all(ok)
+                    || buf.len() > buf_limit(list.len()).max(self.m())
+                {
                     return Err(SketchError::Decode("bad HLL sparse entry".into()));
                 }
                 if list
