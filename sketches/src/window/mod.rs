@@ -553,6 +553,49 @@ where
         Ok(acc.map(|s| (span, s)))
     }
 
+    /// The current (not yet closed) contents of the latest window of `group` that contains
+    /// `at`: for TUMBLING/HOPPING the window starting at the last ADVANCE boundary ≤ `at`,
+    /// for SESSION the open session covering `at`, for SLIDING the same as
+    /// [`Windowed::query_sliding`]. `None` if nothing is held there.
+    pub fn peek_open(&mut self, group: &K, at: Ts) -> Result<Option<(Span, S)>, SketchError> {
+        match self.config.kind {
+            WindowKind::Sliding { .. } => self.query_sliding(group, at),
+            WindowKind::Session { gap } => Ok(self.groups.get(group).and_then(|g| {
+                g.sessions
+                    .iter()
+                    .find(|s| s.start <= at && at < s.last_event.saturating_add(gap))
+                    .map(|s| {
+                        let span = Span {
+                            start: s.start,
+                            end: s.last_event.saturating_add(gap),
+                        };
+                        (span, s.state.clone())
+                    })
+            })),
+            kind => {
+                let Some((_, size, advance)) = kind.pane_geometry() else {
+                    return Ok(None);
+                };
+                let Some(g) = self.groups.get(group) else {
+                    return Ok(None);
+                };
+                let start = at.div_euclid(advance) * advance;
+                let span = Span {
+                    start,
+                    end: start.saturating_add(size),
+                };
+                let mut acc: Option<S> = None;
+                for (_, p) in g.panes.range(span.start..span.end) {
+                    match &mut acc {
+                        None => acc = Some(p.state.clone()),
+                        Some(a) => a.merge_from(&p.state)?,
+                    }
+                }
+                Ok(acc.map(|s| (span, s)))
+            }
+        }
+    }
+
     /// SLIDING: [`Windowed::query_sliding`] for every group with data, ordered by group.
     pub fn sliding_snapshot(&mut self, at: Ts) -> Result<Vec<(K, Span, S)>, SketchError> {
         let mut keys: Vec<K> = self.groups.keys().cloned().collect();

@@ -138,6 +138,27 @@ fn sliding_queries() {
 }
 
 #[test]
+fn peek_open_windows() {
+    let g = "a".to_string();
+    let mut win = w(WindowKind::Hopping {
+        size: 10,
+        advance: 5,
+    });
+    for ts in [1, 6, 12] {
+        add(&mut win, "a", ts);
+    }
+    let p = win.peek_open(&g, 7).unwrap().unwrap();
+    assert_eq!((p.0.start, p.0.end, p.1 .0), (5, 15, vec![6, 12]));
+    assert!(win.peek_open(&"zz".to_string(), 7).unwrap().is_none());
+    let mut s = w(WindowKind::Session { gap: 10 });
+    add(&mut s, "a", 3);
+    add(&mut s, "a", 8);
+    let p = s.peek_open(&g, 15).unwrap().unwrap();
+    assert_eq!((p.0.start, p.0.end, p.1 .0), (3, 18, vec![3, 8]));
+    assert!(s.peek_open(&g, 18).unwrap().is_none());
+}
+
+#[test]
 fn sliding_default_pane() {
     assert_eq!(
         WindowKind::sliding(3_600_000),
