@@ -8,8 +8,9 @@
 //! - **Sliding** `(SIZE d)`: no window closes; the caller asks for "the last `d` up to time
 //!   `t`" with [`Windowed::query_sliding`], answered from panes (width chosen by the
 //!   caller, default `d / 60`) rounded up to the pane boundary: `[ceil(t) − d, ceil(t))`.
-//!   Blocks of 8 aligned panes are pre-merged and cached, so a query merges at most
-//!   `d/(8·pane) + 14` partial states instead of `d/pane`.
+//!   Blocks of 8 aligned panes are pre-merged (when the watermark passes the block's end,
+//!   or on first use) and cached, so a query merges at most `d/(8·pane) + 14` partial
+//!   states instead of `d/pane`.
 //! - **Session** `(GAP g)`: each event opens `[t, t + g)`; overlapping sessions of a group
 //!   merge (an out-of-order event can bridge two sessions). A session `[start, last + g)`
 //!   closes when the watermark reaches `last + g`.
@@ -352,8 +353,9 @@ where
                 update(&mut pane.state);
                 pane.last_event = pane.last_event.max(ts);
                 if matches!(kind, WindowKind::Sliding { .. }) {
-                    g.blocks.remove(&block_start(p, pane_w));
-                    Some(sliding_expiry(p, pane_w, size, self.config.retention))
+                    let b = block_start(p, pane_w);
+                    g.blocks.remove(&b);
+                    Some(b.saturating_add(BLOCK_PANES * pane_w))
                 } else {
                     // Earliest window containing this pane.
                     let s_min = (p - size).div_euclid(advance) * advance + advance;
@@ -468,10 +470,43 @@ where
                     g.panes.remove(&p);
                     g.blocks.remove(&block_start(p, pane));
                 }
-                g.panes
+                // Pre-merge blocks the watermark has passed (their panes can no longer
+                // change) while all their panes are still held, so queries find them ready.
+                let bw = BLOCK_PANES * pane;
+                let mut next_block_end: Option<Ts> = None;
+                let mut last_b: Option<Ts> = None;
+                let starts: Vec<Ts> = g.panes.keys().map(|&p| block_start(p, pane)).collect();
+                for b in starts {
+                    if last_b == Some(b) {
+                        continue;
+                    }
+                    last_b = Some(b);
+                    let end = b.saturating_add(bw);
+                    if end > wm {
+                        next_block_end = Some(next_block_end.map_or(end, |n: Ts| n.min(end)));
+                        continue;
+                    }
+                    if g.blocks.contains_key(&b) || sliding_expiry(b, pane, size, retention) <= wm {
+                        continue;
+                    }
+                    let mut acc: Option<S> = None;
+                    for (_, p) in g.panes.range(b..end) {
+                        match &mut acc {
+                            None => acc = Some(p.state.clone()),
+                            Some(a) => a.merge_from(&p.state)?,
+                        }
+                    }
+                    g.blocks.insert(b, acc);
+                }
+                let expiry = g
+                    .panes
                     .keys()
                     .next()
-                    .map(|&p| sliding_expiry(p, pane, size, retention))
+                    .map(|&p| sliding_expiry(p, pane, size, retention));
+                match (expiry, next_block_end) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             }
             kind => {
                 let Some((pane_w, size, advance)) = kind.pane_geometry() else {

@@ -429,4 +429,53 @@ proptest! {
             events.push((t, 0));
         }
     }
+
+    /// With the watermark advancing (blocks pre-merged eagerly, panes evicted past
+    /// size + retention), queries still equal a brute-force filter of the applied events.
+    #[test]
+    fn sliding_with_watermark_matches_reference(
+        events in prop::collection::vec((0i64..600, 0u8..2), 0..120),
+        pane in prop::sample::select(vec![1i64, 2, 5]),
+        n in 1i64..40,
+        delay in 0i64..20,
+        retention in 0i64..50,
+        query_every in 1usize..10,
+    ) {
+        let size = pane * n;
+        let mut cfg = WindowConfig::new(WindowKind::Sliding { size, pane });
+        cfg.retention = retention;
+        let mut win: Windowed<String, Ev> = Windowed::new(cfg, Ev::default()).unwrap();
+        let mut applied: Vec<(i64, u8)> = Vec::new();
+        let mut max_ts = i64::MIN;
+        for (i, (ts, g)) in events.iter().enumerate() {
+            if let AddOutcome::Applied = win.add(&format!("g{g}"), *ts, push(*ts)).unwrap() {
+                applied.push((*ts, *g));
+                max_ts = max_ts.max(*ts);
+            }
+            win.advance_watermark(max_ts - delay).unwrap();
+            if i % query_every == 0 {
+                let wm = max_ts - delay;
+                // Queries that reach no further back than the retained range.
+                for at in [wm, wm + 3, max_ts, wm - retention] {
+                    let end = ceil_to(at, pane);
+                    if end - size + pane + size + retention <= wm {
+                        continue;
+                    }
+                    for g in ["g0", "g1"] {
+                        let got = win.query_sliding(&g.to_string(), at).unwrap();
+                        let mut want: Vec<i64> = applied
+                            .iter()
+                            .filter(|(t, h)| format!("g{h}") == g && *t >= end - size && *t < end)
+                            .map(|(t, _)| *t)
+                            .collect();
+                        want.sort_unstable();
+                        match got {
+                            Some((_, s)) => prop_assert_eq!(s.0, want, "at={} wm={}", at, wm),
+                            None => prop_assert!(want.is_empty(), "at={} wm={} want={:?}", at, wm, want),
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
