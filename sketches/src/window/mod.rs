@@ -731,34 +731,54 @@ fn add_to_session<S: AggState>(
     gap: i64,
     update: impl FnOnce(&mut S),
 ) -> Result<(), SketchError> {
-    let mut state = prototype.clone();
-    update(&mut state);
-    let mut start = ts;
-    let mut last = ts;
     // Sessions overlapping [ts, ts + gap): s.start < ts + gap && ts < s.last + gap.
-    let mut i = 0;
-    while i < g.sessions.len() {
-        let s = &g.sessions[i];
-        if s.start < ts.saturating_add(gap) && ts < s.last_event.saturating_add(gap) {
-            let s = g.sessions.remove(i);
-            let mut merged = s.state;
-            merged.merge_from(&state)?;
-            state = merged;
-            start = start.min(s.start);
-            last = last.max(s.last_event);
-        } else {
-            i += 1;
+    let overlaps =
+        |s: &Session<S>| s.start < ts.saturating_add(gap) && ts < s.last_event.saturating_add(gap);
+    let hits: Vec<usize> = (0..g.sessions.len())
+        .filter(|&i| overlaps(&g.sessions[i]))
+        .collect();
+    match hits.as_slice() {
+        [] => {
+            // A new session.
+            let mut state = prototype.clone();
+            update(&mut state);
+            let pos = g.sessions.partition_point(|s| s.start < ts);
+            g.sessions.insert(
+                pos,
+                Session {
+                    start: ts,
+                    last_event: ts,
+                    state,
+                },
+            );
+        }
+        &[i] => {
+            // The common case: extend one session in place.
+            let s = &mut g.sessions[i];
+            update(&mut s.state);
+            s.last_event = s.last_event.max(ts);
+            if ts < s.start {
+                // Out of order but not late: starts stay sorted since sessions are
+                // disjoint and this one did not reach its neighbour.
+                s.start = ts;
+            }
+        }
+        &[first, ..] => {
+            // The event bridges several sessions: merge them into the first.
+            let mut merged = g.sessions.remove(first);
+            for &i in hits[1..].iter().rev() {
+                let s = g.sessions.remove(i - 1);
+                merged.state.merge_from(&s.state)?;
+                merged.start = merged.start.min(s.start);
+                merged.last_event = merged.last_event.max(s.last_event);
+            }
+            update(&mut merged.state);
+            merged.start = merged.start.min(ts);
+            merged.last_event = merged.last_event.max(ts);
+            let pos = g.sessions.partition_point(|s| s.start < merged.start);
+            g.sessions.insert(pos, merged);
         }
     }
-    let pos = g.sessions.partition_point(|s| s.start < start);
-    g.sessions.insert(
-        pos,
-        Session {
-            start,
-            last_event: last,
-            state,
-        },
-    );
     Ok(())
 }
 
