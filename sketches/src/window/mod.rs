@@ -645,13 +645,9 @@ where
     }
 
     /// Retained closed windows of a group, oldest first.
-    pub fn closed_windows<'a>(
-        &'a self,
-        group: &'a K,
-    ) -> impl Iterator<Item = &'a Closed<K, S>> + 'a {
+    pub fn closed_windows(&self, group: &K) -> impl Iterator<Item = &Closed<K, S>> + '_ {
         self.closed
-            .iter()
-            .filter(move |((k, _), _)| k == group)
+            .range((group.clone(), Ts::MIN)..=(group.clone(), Ts::MAX))
             .map(|(_, c)| c)
     }
 
