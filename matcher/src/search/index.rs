@@ -19,7 +19,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 /// Wildcard/regex patterns per compiled DFA.
-const SHARD_CAP: usize = 64;
+const SHARD_CAP: usize = 256;
+/// Wildcards are grouped by up to this many literal leading characters.
+const WILD_KEY_CHARS: usize = 4;
 
 /// Bounds on what can be registered.
 #[derive(Debug, Clone)]
@@ -110,6 +112,8 @@ struct Shard {
     ids: Vec<u32>,
     live: usize,
     re: Option<Regex>,
+    /// Patterns changed since `re` was built; rebuilt before the next document.
+    dirty: bool,
 }
 
 #[derive(Default)]
@@ -122,34 +126,61 @@ struct FieldInfo {
     prefix_lens: u64,
     /// First 4 bytes of every prefix of 4+ bytes, with counts.
     prefix_heads: FxHashMap<u32, u32>,
-    groups: FxHashMap<Box<str>, Vec<Shard>>,
+    /// Wildcard/regex DFAs by (token length in chars, or ANY_LEN) then literal leading
+    /// characters: a `?`-only wildcard can only match tokens of its own length.
+    groups: FxHashMap<u32, FxHashMap<Box<str>, Vec<Shard>>>,
+    /// Patterns per key length (in chars), for any-length [0] and fixed-length [1] groups.
+    key_lens: [[usize; WILD_KEY_CHARS + 1]; 2],
     fuzzy: FxHashMap<Box<str>, Vec<u32>>,
     fuzzy_by_distance: [usize; 3],
 }
 
-/// FxHash of a term (used for both the interner and the per-document grouping).
+/// Terms are identified by a 64-bit keyed hash (aHash with per-process random keys, so
+/// collisions cannot be crafted): a document term is taken to be a stored term when their
+/// hashes are equal, without comparing text (a false match needs a 64-bit collision).
 fn term_hash(s: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(s.as_bytes());
-    h.finish()
+    static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(ahash::RandomState::new).hash_one(s)
 }
+
+/// Hasher for keys that are already hashes.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// Interned strings with reference counts, looked up by a precomputed hash.
 #[derive(Default)]
 struct Interner {
-    ids: FxHashMap<u64, u32>,
-    /// Strings whose hash slot is held by another string (practically never used).
+    ids: IdMap<u32>,
+    /// Strings whose hash is held by another string (never seen in practice; such a
+    /// term is matched through its text at registration only).
     collide: FxHashMap<Box<str>, u32>,
     strs: Vec<(Box<str>, u32)>,
     free: Vec<u32>,
 }
 
 impl Interner {
-    fn get(&self, s: &str) -> Option<u32> {
-        self.get_h(s, term_hash(s))
+    /// Document-time look-up by hash only.
+    fn get_h(&self, h: u64) -> Option<u32> {
+        self.ids.get(&h).copied()
     }
-    fn get_h(&self, s: &str, h: u64) -> Option<u32> {
+    fn get(&self, s: &str) -> Option<u32> {
+        self.get_h(term_hash(s))
+    }
+    fn get_exact(&self, s: &str, h: u64) -> Option<u32> {
         match self.ids.get(&h) {
             Some(&id) if &*self.strs[id as usize].0 == s => Some(id),
             _ if self.collide.is_empty() => None,
@@ -158,7 +189,7 @@ impl Interner {
     }
     fn acquire(&mut self, s: &str) -> u32 {
         let h = term_hash(s);
-        if let Some(id) = self.get_h(s, h) {
+        if let Some(id) = self.get_exact(s, h) {
             self.strs[id as usize].1 += 1;
             return id;
         }
@@ -236,6 +267,7 @@ pub struct SearchIndex<R = ()> {
     multi_free: Vec<u32>,
     multi_ids: FxHashMap<(u16, MultiKind), u32>,
     always: Vec<u32>,
+    dirty_shards: bool,
     stats: SearchStats,
     scratch: Scratch,
 }
@@ -255,13 +287,26 @@ fn head4(s: &str) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn wildcard_key(pattern: &str) -> Box<str> {
-    pattern
-        .chars()
-        .take_while(|c| *c != '*' && *c != '?')
-        .take(2)
-        .collect::<String>()
-        .into()
+const ANY_LEN: u32 = u32::MAX;
+
+/// Group key of a wildcard or regex: (fixed token length or ANY_LEN, literal leading chars).
+fn group_key(kind: &MultiKind) -> (u32, Box<str>) {
+    match kind {
+        MultiKind::Wildcard(p) => {
+            let len = if p.contains('*') {
+                ANY_LEN
+            } else {
+                p.chars().count() as u32
+            };
+            let key: String = p
+                .chars()
+                .take_while(|c| *c != '*' && *c != '?')
+                .take(WILD_KEY_CHARS)
+                .collect();
+            (len, key.into())
+        }
+        _ => (ANY_LEN, "".into()),
+    }
 }
 
 fn deletions(s: &str, k: usize, out: &mut FxHashSet<String>) {
@@ -315,6 +360,7 @@ impl<R> SearchIndex<R> {
             multi_free: Vec::new(),
             multi_ids: FxHashMap::default(),
             always: Vec::new(),
+            dirty_shards: false,
             stats: SearchStats::default(),
             scratch: Scratch::default(),
         }
@@ -620,11 +666,9 @@ impl<R> SearchIndex<R> {
                 info.fuzzy_by_distance[*d as usize] += 1;
             }
             MultiKind::Wildcard(_) | MultiKind::Regex(_) => {
-                let gkey = match &kind {
-                    MultiKind::Wildcard(p) => wildcard_key(p),
-                    _ => "".into(),
-                };
-                let group = info.groups.entry(gkey).or_default();
+                let (lk, gkey) = group_key(&kind);
+                info.key_lens[usize::from(lk != ANY_LEN)][gkey.chars().count()] += 1;
+                let group = info.groups.entry(lk).or_default().entry(gkey).or_default();
                 let need_new = match group.last() {
                     Some(s) => s.ids.len() >= SHARD_CAP,
                     None => true,
@@ -634,21 +678,18 @@ impl<R> SearchIndex<R> {
                         ids: Vec::new(),
                         live: 0,
                         re: None,
+                        dirty: true,
                     });
                 }
                 if let Some(shard) = group.last_mut() {
                     shard.ids.push(m);
                     shard.live += 1;
+                    shard.dirty = true;
                 }
+                self.dirty_shards = true;
                 // Rebuilt below once the entry exists.
             }
         }
-        let rebuild = matches!(kind, MultiKind::Wildcard(_) | MultiKind::Regex(_));
-        let gkey = match &kind {
-            MultiKind::Wildcard(p) => Some(wildcard_key(p)),
-            MultiKind::Regex(_) => Some("".into()),
-            _ => None,
-        };
         self.multis[m as usize] = Some(MultiEntry {
             field: f,
             kind: kind.clone(),
@@ -656,42 +697,33 @@ impl<R> SearchIndex<R> {
             post: Vec::new(),
         });
         self.multi_ids.insert((f, kind), m);
-        if rebuild {
-            if let Some(gkey) = gkey {
-                let n = self.fields[f as usize]
-                    .groups
-                    .get(&gkey)
-                    .map_or(0, |g| g.len());
-                if n > 0 {
-                    self.rebuild_shard(f, &gkey, n - 1);
-                }
-            }
-        }
         Node::Multi { f, m }
     }
 
-    fn rebuild_shard(&mut self, f: u16, gkey: &str, i: usize) {
+    /// Rebuild the DFAs of the shards whose patterns changed (compacting dropped ones).
+    fn rebuild_dirty(&mut self) {
         let multis = &self.multis;
-        let Some(group) = self.fields[f as usize].groups.get_mut(gkey) else {
-            return;
-        };
-        let Some(shard) = group.get_mut(i) else {
-            return;
-        };
-        shard.ids.retain(|&m| m != u32::MAX);
-        let pats: Vec<String> = shard
-            .ids
-            .iter()
-            .filter_map(|&m| {
-                multis[m as usize]
-                    .as_ref()
-                    .and_then(|e| multi_regex(&e.kind))
-            })
-            .collect();
-        // Each pattern compiled alone at validation; together they compile too (the
-        // builder's limits are per regex, well above SHARD_CAP small patterns).
-        shard.re = build_regex(&pats).ok();
-        shard.live = shard.ids.len();
+        for info in &mut self.fields {
+            for group in info.groups.values_mut().flat_map(|g| g.values_mut()) {
+                for shard in group.iter_mut().filter(|s| s.dirty) {
+                    shard.ids.retain(|&m| m != u32::MAX);
+                    let pats: Vec<String> = shard
+                        .ids
+                        .iter()
+                        .filter_map(|&m| {
+                            multis[m as usize]
+                                .as_ref()
+                                .and_then(|e| multi_regex(&e.kind))
+                        })
+                        .collect();
+                    // Each pattern compiled alone at validation; together they compile too.
+                    shard.re = build_regex(&pats).ok();
+                    shard.live = shard.ids.len();
+                    shard.dirty = false;
+                }
+            }
+        }
+        self.dirty_shards = false;
     }
 
     fn release_node(&mut self, n: &Node) {
@@ -757,29 +789,32 @@ impl<R> SearchIndex<R> {
                 info.fuzzy_by_distance[*d as usize] -= 1;
             }
             MultiKind::Wildcard(_) | MultiKind::Regex(_) => {
-                let gkey = match &e.kind {
-                    MultiKind::Wildcard(p) => wildcard_key(p),
-                    _ => "".into(),
-                };
-                let mut rebuild = None;
-                if let Some(group) = info.groups.get_mut(&gkey) {
-                    for (i, shard) in group.iter_mut().enumerate() {
+                let (lk, gkey) = group_key(&e.kind);
+                let mut rebuild = false;
+                info.key_lens[usize::from(lk != ANY_LEN)][gkey.chars().count()] -= 1;
+                let by_len = info.groups.entry(lk).or_default();
+                if let Some(group) = by_len.get_mut(&gkey) {
+                    for shard in group.iter_mut() {
                         if let Some(j) = shard.ids.iter().position(|&x| x == m) {
                             shard.ids[j] = u32::MAX;
                             shard.live -= 1;
                             if shard.live > 0 && shard.live * 2 < shard.ids.len() {
-                                rebuild = Some(i);
+                                rebuild = true;
+                                shard.dirty = true;
                             }
                             break;
                         }
                     }
                     group.retain(|s| s.live > 0);
                     if group.is_empty() {
-                        info.groups.remove(&gkey);
+                        by_len.remove(&gkey);
                     }
                 }
-                if let Some(i) = rebuild {
-                    self.rebuild_shard(f, &gkey, i);
+                if by_len.is_empty() {
+                    info.groups.remove(&lk);
+                }
+                if rebuild {
+                    self.dirty_shards = true;
                 }
             }
         }
@@ -858,6 +893,9 @@ impl<R> SearchIndex<R> {
         residual: &mut dyn FnMut(&str, &R) -> bool,
     ) -> Vec<Hit> {
         self.stats.docs += 1;
+        if self.dirty_shards {
+            self.rebuild_dirty();
+        }
         let Self {
             fields,
             terms,
@@ -925,27 +963,6 @@ impl<R> SearchIndex<R> {
             s.pairs.sort_unstable();
             s.order.clear();
             s.order.extend(s.pairs.iter().map(|p| p.1));
-            let mut run = 0;
-            let mut collided = false;
-            while run < s.pairs.len() {
-                let h = s.pairs[run].0;
-                let mut run_end = run + 1;
-                while run_end < s.pairs.len() && s.pairs[run_end].0 == h {
-                    run_end += 1;
-                }
-                let t0 = a.term(s.order[run] as usize);
-                if run_end - run > 1
-                    && s.order[run + 1..run_end]
-                        .iter()
-                        .any(|&p| a.term(p as usize) != t0)
-                {
-                    collided = true;
-                    s.order[run..run_end].sort_unstable_by(|&x, &y| {
-                        a.term(x as usize).cmp(a.term(y as usize)).then(x.cmp(&y))
-                    });
-                }
-                run = run_end;
-            }
             if s.ranges.len() <= fid as usize {
                 s.ranges.resize_with(fid as usize + 1, Vec::new);
             }
@@ -957,16 +974,13 @@ impl<R> SearchIndex<R> {
                 let t = a.term(s.order[i] as usize);
                 let h = s.pairs[i].0;
                 let mut j = i + 1;
-                while j < s.order.len()
-                    && s.pairs[j].0 == h
-                    && (!collided || a.term(s.order[j] as usize) == t)
-                {
+                while j < s.order.len() && s.pairs[j].0 == h {
                     j += 1;
                 }
                 let start = s.pos_buf.len() as u32;
                 s.pos_buf.extend_from_slice(&s.order[i..j]);
                 let end = s.pos_buf.len() as u32;
-                if let Some(tid) = terms.get_h(t, h) {
+                if let Some(tid) = terms.get_h(h) {
                     s.ranges[fid as usize][tid as usize] = (stamp, start, end);
                     if let Some(per) = term_post.get(tid as usize) {
                         if let Some((_, list)) = per.iter().find(|(g, _)| *g == fid) {
@@ -998,32 +1012,25 @@ impl<R> SearchIndex<R> {
                     }
                     // Wildcards / regexes, by literal first characters.
                     if !info.groups.is_empty() {
-                        let mut keys: [&str; 3] = ["", "", ""];
-                        let mut it = t.char_indices().map(|(i, c)| i + c.len_utf8());
-                        let one = it.next().unwrap_or(0);
-                        let two = it.next().unwrap_or(one);
-                        keys[1] = &t[..one];
-                        keys[2] = &t[..two];
-                        let nkeys = if two == one { 2 } else { 3 };
-                        for key in &keys[..nkeys] {
-                            let Some(group) = info.groups.get(*key) else {
-                                continue;
-                            };
-                            for shard in group {
-                                let Some(re) = &shard.re else { continue };
-                                let ps = s.patset.get_or_insert_with(|| PatternSet::new(SHARD_CAP));
-                                ps.clear();
-                                re.which_overlapping_matches(&Input::new(t), ps);
-                                if ps.is_empty() {
+                        let tl = if t.is_ascii() {
+                            t.len()
+                        } else {
+                            t.chars().count()
+                        } as u32;
+                        let ends = std::iter::once(0)
+                            .chain(t.char_indices().map(|(i, c)| i + c.len_utf8()))
+                            .take(WILD_KEY_CHARS + 1);
+                        for (k, end) in ends.enumerate() {
+                            for (which, lk) in [(0, ANY_LEN), (1, tl)] {
+                                if info.key_lens[which][k] == 0 {
                                     continue;
                                 }
-                                for pid in ps.iter() {
-                                    if let Some(&m) = shard.ids.get(pid.as_usize()) {
-                                        if m != u32::MAX {
-                                            s.fired.push(m);
-                                        }
-                                    }
-                                }
+                                let Some(group) =
+                                    info.groups.get(&lk).and_then(|g| g.get(&t[..end]))
+                                else {
+                                    continue;
+                                };
+                                run_group(group, t, &mut s.patset, &mut s.fired);
                             }
                         }
                     }
@@ -1142,6 +1149,26 @@ impl<R> SearchIndex<R> {
     }
 }
 
+/// Run one group's DFAs on a token; push the pattern ids that match whole.
+fn run_group(group: &[Shard], t: &str, patset: &mut Option<PatternSet>, fired: &mut Vec<u32>) {
+    for shard in group {
+        let Some(re) = &shard.re else { continue };
+        let ps = patset.get_or_insert_with(|| PatternSet::new(SHARD_CAP));
+        ps.clear();
+        re.which_overlapping_matches(&Input::new(t), ps);
+        if ps.is_empty() {
+            continue;
+        }
+        for pid in ps.iter() {
+            if let Some(&m) = shard.ids.get(pid.as_usize()) {
+                if m != u32::MAX {
+                    fired.push(m);
+                }
+            }
+        }
+    }
+}
+
 struct Ctx<'a> {
     pos_buf: &'a [u32],
     ranges: &'a [Vec<(u32, u32, u32)>],
@@ -1173,35 +1200,35 @@ impl Ctx<'_> {
                 !ps.is_empty()
             }
             Node::Phrase { f, ts, slop } => {
-                let lists: Vec<&[u32]> = ts.iter().map(|t| self.term(*f, *t)).collect();
-                if lists.iter().any(|l| l.is_empty()) {
+                if ts.iter().any(|t| self.term(*f, *t).is_empty()) {
                     return false;
                 }
                 let n = ts.len() as u32;
                 let mut any = false;
-                let mut chain = Vec::with_capacity(ts.len());
-                'start: for &p1 in lists[0] {
-                    chain.clear();
-                    chain.push(p1);
+                'start: for &p1 in self.term(*f, ts[0]) {
+                    let chain_mark = marks.len();
+                    marks.push((*f, p1));
                     let mut prev = p1;
-                    for l in &lists[1..] {
+                    for t in &ts[1..] {
+                        let l = self.term(*f, *t);
                         let i = l.partition_point(|&p| p <= prev);
                         match l.get(i) {
+                            // Too far already: a later start can still work.
+                            Some(&p) if p - p1 + 1 > n + slop => {
+                                marks.truncate(chain_mark);
+                                continue 'start;
+                            }
                             Some(&p) => {
-                                // Too far already: later starts can still work.
-                                if p - p1 + 1 > n + slop {
-                                    continue 'start;
-                                }
-                                chain.push(p);
+                                marks.push((*f, p));
                                 prev = p;
                             }
-                            None => break 'start,
+                            None => {
+                                marks.truncate(chain_mark);
+                                break 'start;
+                            }
                         }
                     }
-                    if prev - p1 + 1 - n <= *slop {
-                        any = true;
-                        marks.extend(chain.iter().map(|&p| (*f, p)));
-                    }
+                    any = true;
                 }
                 any
             }
