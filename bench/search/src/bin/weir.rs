@@ -1,4 +1,4 @@
-//! weir DIR [MAX_QUERIES]: registers DIR/queries.tsv in one SearchIndex, matches every
+//! weir DIR [MAX_QUERIES] [all|terms] [MAX_DOCS]: registers DIR/queries.tsv in one SearchIndex, matches every
 //! document of DIR/docs.tsv on one thread; prints registration time, bytes per stored
 //! query (live heap growth), docs/s, p50/p99 per-document latency and hits.
 use matcher::search::{Document, SearchIndex, SearchSpec};
@@ -47,7 +47,9 @@ fn main() {
         .filter(|r| !term_only || r[2] == "1")
         .take(maxq)
         .collect();
-    let docs = read_tsv(&format!("{dir}/docs.tsv"));
+    let maxd: usize = a.get(4).map_or(usize::MAX, |s| s.parse().unwrap());
+    let mut docs = read_tsv(&format!("{dir}/docs.tsv"));
+    docs.truncate(maxd);
     let before = LIVE.load(Ordering::Relaxed);
     let t = Instant::now();
     let mut idx: SearchIndex = SearchIndex::default();
