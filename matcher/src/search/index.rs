@@ -161,30 +161,45 @@ impl std::hash::Hasher for IdHasher {
 }
 type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// A stored term: its id and the searches anchored on it (slot, field), kept in the hash
+/// table's bucket so a document term costs one look-up.
+struct TermSlot {
+    id: u32,
+    post: Vec<(u32, u16)>,
+}
+
 /// Interned strings with reference counts, looked up by a precomputed hash.
 #[derive(Default)]
 struct Interner {
-    ids: IdMap<u32>,
+    ids: IdMap<TermSlot>,
     /// Strings whose hash is held by another string (never seen in practice; such a
-    /// term is matched through its text at registration only).
+    /// term cannot be told apart from the other at document time).
     collide: FxHashMap<Box<str>, u32>,
+    collide_post: FxHashMap<u32, Vec<(u32, u16)>>,
     strs: Vec<(Box<str>, u32)>,
     free: Vec<u32>,
 }
 
 impl Interner {
     /// Document-time look-up by hash only.
-    fn get_h(&self, h: u64) -> Option<u32> {
-        self.ids.get(&h).copied()
+    fn get_h(&self, h: u64) -> Option<&TermSlot> {
+        self.ids.get(&h)
     }
     fn get(&self, s: &str) -> Option<u32> {
-        self.get_h(term_hash(s))
+        self.get_h(term_hash(s)).map(|t| t.id)
     }
     fn get_exact(&self, s: &str, h: u64) -> Option<u32> {
         match self.ids.get(&h) {
-            Some(&id) if &*self.strs[id as usize].0 == s => Some(id),
+            Some(t) if &*self.strs[t.id as usize].0 == s => Some(t.id),
             _ if self.collide.is_empty() => None,
             _ => self.collide.get(s).copied(),
+        }
+    }
+    fn post_mut(&mut self, id: u32) -> &mut Vec<(u32, u16)> {
+        let h = term_hash(&self.strs[id as usize].0);
+        match self.ids.get_mut(&h) {
+            Some(t) if t.id == id => &mut t.post,
+            _ => self.collide_post.entry(id).or_default(),
         }
     }
     fn acquire(&mut self, s: &str) -> u32 {
@@ -204,7 +219,10 @@ impl Interner {
             }
         };
         if let std::collections::hash_map::Entry::Vacant(e) = self.ids.entry(h) {
-            e.insert(id);
+            e.insert(TermSlot {
+                id,
+                post: Vec::new(),
+            });
         } else {
             self.collide.insert(s.into(), id);
         }
@@ -216,19 +234,17 @@ impl Interner {
         if e.1 == 0 {
             let s = std::mem::take(&mut e.0);
             let h = term_hash(&s);
-            if self.ids.get(&h) == Some(&id) {
+            if self.ids.get(&h).is_some_and(|t| t.id == id) {
                 self.ids.remove(&h);
             } else {
                 self.collide.remove(&s);
+                self.collide_post.remove(&id);
             }
             self.free.push(id);
         }
     }
     fn str(&self, id: u32) -> &str {
         &self.strs[id as usize].0
-    }
-    fn capacity(&self) -> usize {
-        self.strs.len()
     }
 }
 
@@ -237,8 +253,9 @@ struct Scratch {
     analyzed: Vec<(u16, Analyzed)>,
     order: Vec<u32>,
     pos_buf: Vec<u32>,
-    /// Per field id, per term id: (doc stamp, start, end) into `pos_buf`.
-    ranges: Vec<Vec<(u32, u32, u32)>>,
+    /// This document's stored terms: open-addressing table of (term id + 1, field, start,
+    /// end into `pos_buf`); small enough to stay in cache.
+    local: Vec<(u32, u16, u32, u32)>,
     pairs: Vec<(u64, u32)>,
     multi_pairs: Vec<(u32, u32, u32)>,
     multi_ranges: FxHashMap<u32, (u32, u32)>,
@@ -261,7 +278,6 @@ pub struct SearchIndex<R = ()> {
     field_ids: FxHashMap<Box<str>, u16>,
     terms: Interner,
     /// Per term id: (field, slots anchored on that term in that field).
-    term_post: Vec<Vec<(u16, Vec<u32>)>>,
     eq_post: FxHashMap<(u16, u32), Vec<u32>>,
     multis: Vec<Option<MultiEntry>>,
     multi_free: Vec<u32>,
@@ -278,8 +294,14 @@ impl<R> Default for SearchIndex<R> {
     }
 }
 
+/// Estimated selectivity of a term from its length alone (longer words are rarer; each
+/// two more characters halve it). Costs add up over OR branches; AND takes the cheapest.
+fn len_cost(chars: usize) -> u32 {
+    (1u32 << 13) >> (chars.min(24) / 2)
+}
+
 fn term_cost(s: &str) -> u32 {
-    100 / s.chars().count().max(1) as u32 + 1
+    len_cost(s.chars().count())
 }
 
 fn head4(s: &str) -> u32 {
@@ -354,7 +376,6 @@ impl<R> SearchIndex<R> {
             fields: Vec::new(),
             field_ids: FxHashMap::default(),
             terms: Interner::default(),
-            term_post: Vec::new(),
             eq_post: FxHashMap::default(),
             multis: Vec::new(),
             multi_free: Vec::new(),
@@ -418,17 +439,7 @@ impl<R> SearchIndex<R> {
             Some(list) => {
                 for a in list.iter() {
                     match *a {
-                        Anchor::Term(f, t) => {
-                            let t = t as usize;
-                            if self.term_post.len() <= t {
-                                self.term_post.resize_with(t + 1, Vec::new);
-                            }
-                            let per = &mut self.term_post[t];
-                            match per.iter_mut().find(|(g, _)| *g == f) {
-                                Some((_, v)) => v.push(slot),
-                                None => per.push((f, vec![slot])),
-                            }
-                        }
+                        Anchor::Term(f, t) => self.terms.post_mut(t).push((slot, f)),
                         Anchor::Eq(f, v) => self.eq_post.entry((f, v)).or_default().push(slot),
                         Anchor::Multi(m) => {
                             if let Some(e) = self.multis[m as usize].as_mut() {
@@ -470,15 +481,11 @@ impl<R> SearchIndex<R> {
                 for a in list.iter() {
                     match *a {
                         Anchor::Term(f, t) => {
-                            if let Some(per) = self.term_post.get_mut(t as usize) {
-                                if let Some(i) = per.iter().position(|(g, _)| *g == f) {
-                                    unlist(&mut per[i].1, slot);
-                                    if per[i].1.is_empty() {
-                                        per.swap_remove(i);
-                                        if per.is_empty() {
-                                            *per = Vec::new();
-                                        }
-                                    }
+                            let v = self.terms.post_mut(t);
+                            if let Some(i) = v.iter().position(|&(q, g)| q == slot && g == f) {
+                                v.swap_remove(i);
+                                if v.is_empty() {
+                                    *v = Vec::new();
                                 }
                             }
                         }
@@ -834,12 +841,13 @@ impl<R> SearchIndex<R> {
             Node::Multi { m, .. } => {
                 let e = self.multis[*m as usize].as_ref()?;
                 let cost = match &e.kind {
-                    MultiKind::Prefix(p) => term_cost(p) + 30,
+                    MultiKind::Prefix(p) => term_cost(p).saturating_mul(2),
                     MultiKind::Wildcard(p) => {
-                        100 / (p.chars().filter(|c| *c != '*' && *c != '?').count() as u32 + 1) + 40
+                        len_cost(p.chars().filter(|c| *c != '*' && *c != '?').count())
+                            .saturating_mul(4)
                     }
-                    MultiKind::Regex(_) => 80,
-                    MultiKind::Fuzzy(..) => 60,
+                    MultiKind::Regex(_) => len_cost(0),
+                    MultiKind::Fuzzy(t, d) => len_cost(t.chars().count()).saturating_mul(2 << *d),
                 };
                 Some((cost, vec![Anchor::Multi(*m)]))
             }
@@ -870,7 +878,7 @@ impl<R> SearchIndex<R> {
             if vals.is_empty() {
                 continue;
             }
-            let cost = 70u32.saturating_mul(vals.len() as u32);
+            let cost = len_cost(2).saturating_mul(vals.len() as u32);
             if !matches!(&best, Some((c, _)) if *c <= cost) {
                 best = Some((cost, vals.iter().map(|v| Anchor::Eq(*f, *v)).collect()));
             }
@@ -899,7 +907,6 @@ impl<R> SearchIndex<R> {
         let Self {
             fields,
             terms,
-            term_post,
             eq_post,
             multis,
             always,
@@ -911,9 +918,6 @@ impl<R> SearchIndex<R> {
         s.stamp = s.stamp.wrapping_add(1);
         if s.stamp == 0 {
             s.seen.iter_mut().for_each(|x| *x = 0);
-            s.ranges
-                .iter_mut()
-                .for_each(|r| r.iter_mut().for_each(|x| x.0 = 0));
             s.stamp = 1;
         }
         if s.seen.len() < slots.len() {
@@ -949,6 +953,11 @@ impl<R> SearchIndex<R> {
             s.analyzed[used].1.reset(text);
             used += 1;
         }
+        // Every inserted term is a distinct token, so the table never fills.
+        let ntok: usize = s.analyzed[..used].iter().map(|(_, a)| a.len()).sum();
+        s.local.clear();
+        s.local
+            .resize((ntok * 2).next_power_of_two().max(16), (0, 0, 0, 0));
         for k in 0..used {
             let (fid, a) = &s.analyzed[k];
             let fid = *fid;
@@ -963,12 +972,6 @@ impl<R> SearchIndex<R> {
             s.pairs.sort_unstable();
             s.order.clear();
             s.order.extend(s.pairs.iter().map(|p| p.1));
-            if s.ranges.len() <= fid as usize {
-                s.ranges.resize_with(fid as usize + 1, Vec::new);
-            }
-            if s.ranges[fid as usize].len() < terms.capacity() {
-                s.ranges[fid as usize].resize(terms.capacity(), (0, 0, 0));
-            }
             let mut i = 0;
             while i < s.order.len() {
                 let t = a.term(s.order[i] as usize);
@@ -980,11 +983,12 @@ impl<R> SearchIndex<R> {
                 let start = s.pos_buf.len() as u32;
                 s.pos_buf.extend_from_slice(&s.order[i..j]);
                 let end = s.pos_buf.len() as u32;
-                if let Some(tid) = terms.get_h(h) {
-                    s.ranges[fid as usize][tid as usize] = (stamp, start, end);
-                    if let Some(per) = term_post.get(tid as usize) {
-                        if let Some((_, list)) = per.iter().find(|(g, _)| *g == fid) {
-                            add(list, &mut s.seen, &mut s.candidates);
+                if let Some(slot) = terms.get_h(h) {
+                    local_insert(&mut s.local, slot.id, fid, start, end);
+                    for &(q, g) in &slot.post {
+                        if g == fid && s.seen[q as usize] != stamp {
+                            s.seen[q as usize] = stamp;
+                            s.candidates.push(q);
                         }
                     }
                 }
@@ -1102,8 +1106,7 @@ impl<R> SearchIndex<R> {
         let mut hits = Vec::new();
         let ctx = Ctx {
             pos_buf: &s.pos_buf,
-            ranges: &s.ranges,
-            stamp,
+            local: &s.local,
             multi_ranges: &s.multi_ranges,
         };
         for &slot in &s.candidates {
@@ -1149,6 +1152,19 @@ impl<R> SearchIndex<R> {
     }
 }
 
+fn local_hash(t: u32, f: u16) -> usize {
+    (t.wrapping_mul(0x9E37_79B9) ^ u32::from(f).wrapping_mul(0x85EB_CA6B)) as usize
+}
+
+fn local_insert(local: &mut [(u32, u16, u32, u32)], t: u32, f: u16, start: u32, end: u32) {
+    let mask = local.len() - 1;
+    let mut i = local_hash(t, f) & mask;
+    while local[i].0 != 0 {
+        i = (i + 1) & mask;
+    }
+    local[i] = (t + 1, f, start, end);
+}
+
 /// Run one group's DFAs on a token; push the pattern ids that match whole.
 fn run_group(group: &[Shard], t: &str, patset: &mut Option<PatternSet>, fired: &mut Vec<u32>) {
     for shard in group {
@@ -1171,16 +1187,23 @@ fn run_group(group: &[Shard], t: &str, patset: &mut Option<PatternSet>, fired: &
 
 struct Ctx<'a> {
     pos_buf: &'a [u32],
-    ranges: &'a [Vec<(u32, u32, u32)>],
-    stamp: u32,
+    local: &'a [(u32, u16, u32, u32)],
     multi_ranges: &'a FxHashMap<u32, (u32, u32)>,
 }
 
 impl Ctx<'_> {
     fn term(&self, f: u16, t: u32) -> &[u32] {
-        match self.ranges.get(f as usize).and_then(|r| r.get(t as usize)) {
-            Some(&(st, a, b)) if st == self.stamp => &self.pos_buf[a as usize..b as usize],
-            _ => &[],
+        let mask = self.local.len() - 1;
+        let mut i = local_hash(t, f) & mask;
+        loop {
+            let (k, g, a, b) = self.local[i];
+            if k == 0 {
+                return &[];
+            }
+            if k == t + 1 && g == f {
+                return &self.pos_buf[a as usize..b as usize];
+            }
+            i = (i + 1) & mask;
         }
     }
 
