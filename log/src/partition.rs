@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use crate::config::{FsyncPolicy, LogConfig, Verify, Visibility};
+use crate::config::{FsyncPolicy, LogConfig, Retention, Verify, Visibility};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{self, Record};
 use crate::segment::{parse_segment_name, sync_dir, Segment, NO_TS};
@@ -60,6 +60,7 @@ pub(crate) struct Partition {
     pub id: u32,
     dir: PathBuf,
     cfg: Arc<LogConfig>,
+    retention: Retention,
     writer: Mutex<Writer>,
     segments: RwLock<Vec<Arc<Segment>>>,
     written_end: AtomicU64,
@@ -112,6 +113,7 @@ impl Partition {
         topic: &str,
         id: u32,
         cfg: Arc<LogConfig>,
+        retention: Retention,
     ) -> Result<(Partition, PartitionRecovery)> {
         std::fs::create_dir_all(dir).at(dir)?;
         let mut bases = Vec::new();
@@ -285,6 +287,7 @@ impl Partition {
             id,
             dir: dir.to_path_buf(),
             cfg,
+            retention,
             writer: Mutex::new(Writer {
                 active,
                 buf: Vec::new(),
@@ -598,7 +601,7 @@ impl Partition {
 
     /// Deletes old segments outside the retention bounds; returns how many were deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        let r = self.cfg.retention;
+        let r = self.retention;
         if r.max_bytes.is_none() && r.max_age.is_none() {
             return Ok(0);
         }
