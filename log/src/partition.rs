@@ -123,6 +123,10 @@ impl Partition {
             let Some(name) = name.to_str() else { continue };
             if let Some(base) = parse_segment_name(name) {
                 bases.push(base);
+            } else if name.ends_with(".idx.tmp") {
+                // Left by a crash while sealing an index; the index is rebuilt if needed.
+                let p = entry.path();
+                std::fs::remove_file(&p).at(&p)?;
             }
         }
         bases.sort_unstable();
@@ -427,12 +431,14 @@ impl Partition {
         if self.cfg.fsync != FsyncPolicy::Never {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             old.file.sync_data().at(&old.path)?;
+            old.seal_index()?;
+        } else {
+            old.close_index();
         }
         let seg = Arc::new(Segment::create(&self.dir, old_end)?);
         if self.cfg.fsync != FsyncPolicy::Never {
             sync_dir(&self.dir)?;
         }
-        old.close_index();
         self.segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
