@@ -229,7 +229,10 @@ impl Log {
         for entry in std::fs::read_dir(&topics_dir).at(&topics_dir)? {
             let entry = entry.at(&topics_dir)?;
             if let Some(name) = entry.file_name().to_str() {
-                if validate_name(name).is_ok() && entry.path().join("topic.meta").exists() {
+                if name.starts_with(".deleted-") {
+                    let p = entry.path();
+                    std::fs::remove_dir_all(&p).at(&p)?;
+                } else if validate_name(name).is_ok() && entry.path().join("topic.meta").exists() {
                     names.push(name.to_string());
                 }
             }
@@ -373,6 +376,41 @@ impl Log {
             .unwrap_or_else(|e| e.into_inner())
             .extend(reports);
         Ok(())
+    }
+
+    /// Deletes a topic and all its data (for example after `DROP STREAM`). Readers that
+    /// are in the middle of a read finish it; later calls get `UnknownTopic`. Returns
+    /// false if the topic did not exist.
+    pub fn delete_topic(&self, name: &str) -> Result<bool> {
+        validate_name(name)?;
+        let _g = self
+            .inner
+            .create_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let removed = self
+            .inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if removed.is_none() {
+            return Ok(false);
+        }
+        let topics_dir = self.inner.dir.join("topics");
+        let tdir = topics_dir.join(name);
+        // Rename first (atomic), so a crash never leaves a half-deleted topic that
+        // would be opened again; `.deleted-*` directories are removed at open.
+        let trash = topics_dir.join(format!(".deleted-{name}-{}", now_ms()));
+        std::fs::rename(&tdir, &trash).at(&tdir)?;
+        sync_dir(&topics_dir)?;
+        std::fs::remove_dir_all(&trash).at(&trash)?;
+        self.inner
+            .recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r| r.topic != name);
+        Ok(true)
     }
 
     /// Topics and their partition counts.
