@@ -8,6 +8,11 @@
 //! - [`CheckpointStore`]: atomic, checksummed, versioned snapshots of worker state with
 //!   the input offsets they cover.
 //!
+//! Modules, in the order data flows through them: `config` (policies) → `log` (topics,
+//! the background thread) → `partition` (single writer, group commit, recovery,
+//! retention) → `segment` (one file + its sparse index, scans and reads) → `format`
+//! (batch and record frames, CRC32C). `position` and `checkpoint` sit beside them.
+//!
 //! Operators' documentation: `docs/durability.md`.
 
 #![forbid(unsafe_code)]
