@@ -12,6 +12,8 @@
 //! multisets. Rules reading FROM another rule get that rule's output records as input,
 //! ordered by `ts`.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use dsl::ast::StatementKind;

@@ -3,6 +3,8 @@
 //! order. Random patterns × random DEFINEs × random event sequences × every AFTER MATCH.
 //! `WEIR_LONG_TESTS=1` runs many more cases.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;
@@ -33,6 +35,10 @@ impl Rng {
 
 const VARS: [&str; 3] = ["A", "B", "C"];
 
+fn pv(r: &mut Rng) -> &'static str {
+    VARS[r.below(3) as usize]
+}
+
 fn nullable(p: &Pattern) -> bool {
     match p {
         Pattern::Var(_) => false,
@@ -46,7 +52,7 @@ fn nullable(p: &Pattern) -> bool {
 fn gen_pattern(r: &mut Rng, depth: u32) -> Pattern {
     let leaf = depth == 0 || r.chance(35);
     if leaf {
-        return var(*r.pick(&VARS));
+        return var(pv(r));
     }
     match r.below(5) {
         0 | 1 => {
@@ -55,7 +61,7 @@ fn gen_pattern(r: &mut Rng, depth: u32) -> Pattern {
             // absence between two terms
             if r.chance(20) {
                 let at = 1 + r.below(n as u64 - 1) as usize;
-                xs.insert(at, absent(*r.pick(&VARS)));
+                xs.insert(at, absent(pv(r)));
             }
             seq(xs)
         }
@@ -64,7 +70,7 @@ fn gen_pattern(r: &mut Rng, depth: u32) -> Pattern {
         _ => {
             let mut inner = gen_pattern(r, depth - 1);
             if nullable(&inner) {
-                inner = var(*r.pick(&VARS));
+                inner = var(pv(r));
             }
             let (min, max) = *r.pick(&[
                 (0, None),
@@ -134,7 +140,7 @@ fn gen_case(seed: u64) -> Option<Case> {
     }
     let mut pattern = gen_pattern(&mut r, 3);
     if nullable(&pattern) {
-        pattern = seq(vec![pattern, var(*r.pick(&VARS))]);
+        pattern = seq(vec![pattern, var(pv(&mut r))]);
     }
     let mut within = if r.chance(40) {
         Some(2 + r.below(8))
@@ -152,7 +158,7 @@ fn gen_case(seed: u64) -> Option<Case> {
         if matches!(xs.last(), Some(Pattern::Absent(_))) {
             xs.pop();
         }
-        xs.push(absent(*r.pick(&VARS)));
+        xs.push(absent(pv(&mut r)));
         pattern = seq(xs);
     }
     let mut defines = Vec::new();

@@ -7,8 +7,8 @@
 use nom::Err;
 
 use super::lex::{
-    attempt, cut, fail, field_name, hard, ident, is_reserved, kw, kw_q, labelled, number,
-    string_lit, sym, sym_q, tok_start, word, Depth, Exp, PResult,
+    attempt, cut, fail, field_name, hard, ident, is_reserved, kw, kw_q, labelled, number, record,
+    string_lit, sym, sym_q, tok_start, word, Depth, Exp, PErr, PResult,
 };
 use super::limits::{MAX_EXPR_HEIGHT, MAX_LIST_ITEMS};
 use crate::ast::{BinaryOp, Expr, ExprKind, Ident, Literal, Span, UnaryOp};
@@ -23,7 +23,7 @@ pub(crate) fn expr(i: &str) -> PResult<'_, Expr> {
 
 fn expr_h(i: &str) -> H<'_> {
     let _d = Depth::enter(i, "expression")?;
-    or_expr(i)
+    climb(i, P_OR)
 }
 
 fn node(
@@ -43,6 +43,7 @@ fn node(
     Ok((Expr { kind, span }, h))
 }
 
+#[inline(never)]
 fn binary(
     op: BinaryOp,
     l: (Expr, usize),
@@ -63,224 +64,220 @@ fn binary(
     )
 }
 
-fn or_expr(i: &str) -> H<'_> {
-    let (mut i, mut l) = and_expr(i)?;
-    while let Some((r, _)) = attempt(kw_q("OR")(i))? {
-        let (r, rhs) = cut(and_expr(r))?;
-        l = binary(BinaryOp::Or, l, rhs, i)?;
+const P_OR: u8 = 1;
+const P_AND: u8 = 2;
+const P_NOT: u8 = 3;
+const P_CMP: u8 = 4;
+const P_ADD: u8 = 5;
+const P_MUL: u8 = 6;
+
+/// An infix or postfix operator.
+#[derive(Clone, Copy)]
+enum Op {
+    Bin(BinaryOp),
+    IsNull,
+    In,
+    Between,
+    Like,
+}
+
+/// Precedence climbing: parse operators of precedence `min` and above. One small frame per
+/// level keeps deep (but allowed) nesting well inside a 1 MiB stack, even in debug builds.
+fn climb(i: &str, min: u8) -> H<'_> {
+    let (mut i, mut l) = prefix(i, min)?;
+    while let Some((r, op, prec, negated)) = peek_op(i)? {
+        if prec < min {
+            break;
+        }
+        let (r, e) = match op {
+            Op::Bin(b) => apply_bin(l, i, r, b, prec)?,
+            _ => apply(l, i, r, op, negated)?,
+        };
+        l = e;
         i = r;
     }
     Ok((i, l))
 }
 
-fn and_expr(i: &str) -> H<'_> {
-    let (mut i, mut l) = not_expr(i)?;
-    while let Some((r, _)) = attempt(kw_q("AND")(i))? {
-        let (r, rhs) = cut(not_expr(r))?;
-        l = binary(BinaryOp::And, l, rhs, i)?;
-        i = r;
-    }
-    Ok((i, l))
-}
+/// `(input after the operator, operator, precedence, negated)`.
+type OpAt<'a> = (&'a str, Op, u8, bool);
 
-fn not_expr(i: &str) -> H<'_> {
-    if let Some((r, sp)) = attempt(kw_q("NOT")(i))? {
-        let _d = Depth::enter(r, "expression")?;
-        let (r2, (e, h)) = cut(not_expr(r))?;
-        let full = sp.to(e.span);
-        let n = node(
-            ExprKind::Unary {
-                op: UnaryOp::Not,
-                expr: Box::new(e),
-            },
-            full,
-            h + 1,
-            r,
-        )?;
-        return Ok((r2, n));
-    }
-    cmp_expr(i)
-}
-
-fn cmp_op(i: &str) -> PResult<'_, BinaryOp> {
-    for (s, op) in [
-        ("<=", BinaryOp::LtEq),
-        (">=", BinaryOp::GtEq),
-        ("<>", BinaryOp::NotEq),
-        ("!=", BinaryOp::NotEq),
-        ("=", BinaryOp::Eq),
-        ("<", BinaryOp::Lt),
-        (">", BinaryOp::Gt),
-        ("~", BinaryOp::RegexMatch),
+/// The operator at `i`, if any.
+#[inline(never)]
+fn peek_op(i: &str) -> Result<Option<OpAt<'_>>, Err<PErr>> {
+    let t = tok_start(i)?;
+    for (s, op, p) in [
+        ("<=", BinaryOp::LtEq, P_CMP),
+        (">=", BinaryOp::GtEq, P_CMP),
+        ("<>", BinaryOp::NotEq, P_CMP),
+        ("!=", BinaryOp::NotEq, P_CMP),
+        ("=", BinaryOp::Eq, P_CMP),
+        ("<", BinaryOp::Lt, P_CMP),
+        (">", BinaryOp::Gt, P_CMP),
+        ("~", BinaryOp::RegexMatch, P_CMP),
+        ("+", BinaryOp::Add, P_ADD),
+        ("-", BinaryOp::Sub, P_ADD),
+        ("*", BinaryOp::Mul, P_MUL),
+        ("/", BinaryOp::Div, P_MUL),
+        ("%", BinaryOp::Mod, P_MUL),
     ] {
-        if let Some((r, _)) = attempt(sym_q(s)(i))? {
-            return Ok((r, op));
-        }
-    }
-    if let Some((r, _)) = attempt(kw_q("MATCHES")(i))? {
-        return Ok((r, BinaryOp::Matches));
-    }
-    super::lex::miss(i)
-}
-
-fn cmp_expr(i: &str) -> H<'_> {
-    let (mut i, mut l) = add_expr(i)?;
-    loop {
-        if let Some((r, op)) = attempt(cmp_op(i))? {
-            let (r, rhs) = cut(add_expr(r))?;
-            l = binary(op, l, rhs, i)?;
-            i = r;
-            continue;
-        }
-        if let Some((r, _)) = attempt(kw_q("IS")(i))? {
-            let (r, neg) = match attempt(kw("NOT")(r))? {
-                Some((r, _)) => (r, true),
-                None => (r, false),
-            };
-            let (r, nsp) = cut(kw("NULL")(r))?;
-            let sp = l.0.span.to(nsp);
-            let h = l.1 + 1;
-            l = node(
-                ExprKind::IsNull {
-                    expr: Box::new(l.0),
-                    negated: neg,
-                },
-                sp,
-                h,
-                i,
-            )?;
-            i = r;
-            continue;
-        }
-        let (r, negated) = match attempt(kw_q("NOT")(i))? {
-            Some((r, _)) => (r, true),
-            None => (i, false),
-        };
-        if let Some((r, _)) = attempt(if negated { kw("IN")(r) } else { kw_q("IN")(r) })? {
-            let (r, _) = cut(sym("(")(r))?;
-            let (r, (list, lh)) = cut(expr_list(r))?;
-            let (r, csp) = cut(sym(")")(r))?;
-            let sp = l.0.span.to(csp);
-            let h = l.1.max(lh) + 1;
-            l = node(
-                ExprKind::InList {
-                    expr: Box::new(l.0),
-                    list,
-                    negated,
-                },
-                sp,
-                h,
-                i,
-            )?;
-            i = r;
-            continue;
-        }
-        if let Some((r, _)) = attempt(if negated {
-            kw("BETWEEN")(r)
-        } else {
-            kw_q("BETWEEN")(r)
-        })? {
-            let (r, low) = cut(add_expr(r))?;
-            let (r, _) = cut(kw("AND")(r))?;
-            let (r, high) = cut(add_expr(r))?;
-            let sp = l.0.span.to(high.0.span);
-            let h = l.1.max(low.1).max(high.1) + 1;
-            l = node(
-                ExprKind::Between {
-                    expr: Box::new(l.0),
-                    low: Box::new(low.0),
-                    high: Box::new(high.0),
-                    negated,
-                },
-                sp,
-                h,
-                i,
-            )?;
-            i = r;
-            continue;
-        }
-        if let Some((r, _)) = attempt(if negated {
-            kw("LIKE")(r)
-        } else {
-            kw_q("LIKE")(r)
-        })? {
-            let (r, pat) = cut(add_expr(r))?;
-            let sp = l.0.span.to(pat.0.span);
-            let h = l.1.max(pat.1) + 1;
-            l = node(
-                ExprKind::Like {
-                    expr: Box::new(l.0),
-                    pattern: Box::new(pat.0),
-                    negated,
-                },
-                sp,
-                h,
-                i,
-            )?;
-            i = r;
-            continue;
-        }
-        break;
-    }
-    Ok((i, l))
-}
-
-fn add_expr(i: &str) -> H<'_> {
-    let (mut i, mut l) = mul_expr(i)?;
-    loop {
-        let op = if let Some((r, _)) = attempt(sym_q("+")(i))? {
-            (r, BinaryOp::Add)
-        } else if let Some((r, _)) = attempt(sym_q("-")(i))? {
-            if r.starts_with('>') {
-                break;
+        if let Some(r) = t.strip_prefix(s) {
+            if s == "-" && r.starts_with('>') {
+                return Ok(None);
             }
-            (r, BinaryOp::Sub)
-        } else {
-            break;
-        };
-        let (r, rhs) = cut(mul_expr(op.0))?;
-        l = binary(op.1, l, rhs, i)?;
-        i = r;
+            return Ok(Some((r, Op::Bin(op), p, false)));
+        }
     }
-    Ok((i, l))
+    let Some((w, r)) = word(t) else {
+        return Ok(None);
+    };
+    let up = w.to_ascii_uppercase();
+    Ok(match up.as_str() {
+        "OR" => Some((r, Op::Bin(BinaryOp::Or), P_OR, false)),
+        "AND" => Some((r, Op::Bin(BinaryOp::And), P_AND, false)),
+        "MATCHES" => Some((r, Op::Bin(BinaryOp::Matches), P_CMP, false)),
+        "IS" => Some((r, Op::IsNull, P_CMP, false)),
+        "IN" => Some((r, Op::In, P_CMP, false)),
+        "BETWEEN" => Some((r, Op::Between, P_CMP, false)),
+        "LIKE" => Some((r, Op::Like, P_CMP, false)),
+        "NOT" => {
+            // `x NOT IN / BETWEEN / LIKE`; any other NOT ends the expression.
+            let t2 = tok_start(r)?;
+            let next = word(t2).map(|(w2, r2)| (w2.to_ascii_uppercase(), r2));
+            match next {
+                Some((w2, r2)) if w2 == "IN" => Some((r2, Op::In, P_CMP, true)),
+                Some((w2, r2)) if w2 == "BETWEEN" => Some((r2, Op::Between, P_CMP, true)),
+                Some((w2, r2)) if w2 == "LIKE" => Some((r2, Op::Like, P_CMP, true)),
+                _ => {
+                    record(t2, Exp::Kw("IN"));
+                    record(t2, Exp::Kw("BETWEEN"));
+                    record(t2, Exp::Kw("LIKE"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    })
 }
 
-fn mul_expr(i: &str) -> H<'_> {
-    let (mut i, mut l) = unary_expr(i)?;
-    loop {
-        let op = if let Some((r, _)) = attempt(sym_q("*")(i))? {
-            (r, BinaryOp::Mul)
-        } else if let Some((r, _)) = attempt(sym_q("/")(i))? {
-            (r, BinaryOp::Div)
-        } else if let Some((r, _)) = attempt(sym_q("%")(i))? {
-            (r, BinaryOp::Mod)
-        } else {
-            break;
-        };
-        let (r, rhs) = cut(unary_expr(op.0))?;
-        l = binary(op.1, l, rhs, i)?;
-        i = r;
+/// Build the node for postfix operator `op` whose left operand is `l`; `at` is where the
+/// operator starts, `r` the input after it.
+fn apply<'a>(l: (Expr, usize), at: &'a str, r: &'a str, op: Op, negated: bool) -> H<'a> {
+    match op {
+        Op::Bin(_) => Ok((r, l)),
+        Op::IsNull => apply_is_null(l, at, r),
+        Op::In => apply_in(l, at, r, negated),
+        Op::Between => apply_between(l, at, r, negated),
+        Op::Like => apply_like(l, at, r, negated),
     }
-    Ok((i, l))
+}
+
+#[inline(never)]
+fn apply_is_null<'a>(l: (Expr, usize), at: &'a str, r: &'a str) -> H<'a> {
+    let (r, neg) = match attempt(kw("NOT")(r))? {
+        Some((r, _)) => (r, true),
+        None => (r, false),
+    };
+    let (r, nsp) = cut(kw("NULL")(r))?;
+    let sp = l.0.span.to(nsp);
+    let h = l.1 + 1;
+    let kind = ExprKind::IsNull {
+        expr: Box::new(l.0),
+        negated: neg,
+    };
+    Ok((r, node(kind, sp, h, at)?))
+}
+
+#[inline(never)]
+fn apply_in<'a>(l: (Expr, usize), at: &'a str, r: &'a str, negated: bool) -> H<'a> {
+    let (r, _) = cut(sym("(")(r))?;
+    let (r, (list, lh)) = cut(expr_list(r))?;
+    let (r, csp) = cut(labelled(r, "`,` or `)` in the IN list", sym(")")))?;
+    let sp = l.0.span.to(csp);
+    let h = l.1.max(lh) + 1;
+    let kind = ExprKind::InList {
+        expr: Box::new(l.0),
+        list,
+        negated,
+    };
+    Ok((r, node(kind, sp, h, at)?))
+}
+
+#[inline(never)]
+fn apply_between<'a>(l: (Expr, usize), at: &'a str, r: &'a str, negated: bool) -> H<'a> {
+    let (r, low) = cut(climb(r, P_ADD))?;
+    let (r, _) = cut(kw("AND")(r))?;
+    let (r, high) = cut(climb(r, P_ADD))?;
+    let sp = l.0.span.to(high.0.span);
+    let h = l.1.max(low.1).max(high.1) + 1;
+    let kind = ExprKind::Between {
+        expr: Box::new(l.0),
+        low: Box::new(low.0),
+        high: Box::new(high.0),
+        negated,
+    };
+    Ok((r, node(kind, sp, h, at)?))
+}
+
+#[inline(never)]
+fn apply_like<'a>(l: (Expr, usize), at: &'a str, r: &'a str, negated: bool) -> H<'a> {
+    let (r, pat) = cut(climb(r, P_ADD))?;
+    let sp = l.0.span.to(pat.0.span);
+    let h = l.1.max(pat.1) + 1;
+    let kind = ExprKind::Like {
+        expr: Box::new(l.0),
+        pattern: Box::new(pat.0),
+        negated,
+    };
+    Ok((r, node(kind, sp, h, at)?))
+}
+
+/// `l op rhs` for a binary operator of precedence `prec` (left-associative).
+#[inline(never)]
+fn apply_bin<'a>(l: (Expr, usize), at: &'a str, r: &'a str, op: BinaryOp, prec: u8) -> H<'a> {
+    let (r, rhs) = cut(climb(r, prec + 1))?;
+    Ok((r, binary(op, l, rhs, at)?))
+}
+
+/// Prefix `NOT` (when the level allows it), then unary minus, then a primary.
+fn prefix(i: &str, min: u8) -> H<'_> {
+    if min <= P_NOT {
+        if let Some((r, sp)) = attempt(kw_q("NOT")(i))? {
+            return not_rest(r, sp);
+        }
+    }
+    unary_expr(i)
+}
+
+#[inline(never)]
+fn not_rest(r: &str, sp: Span) -> H<'_> {
+    let _d = Depth::enter(r, "expression")?;
+    let (r2, (e, h)) = cut(climb(r, P_NOT))?;
+    let full = sp.to(e.span);
+    let kind = ExprKind::Unary {
+        op: UnaryOp::Not,
+        expr: Box::new(e),
+    };
+    Ok((r2, node(kind, full, h + 1, r)?))
 }
 
 fn unary_expr(i: &str) -> H<'_> {
     if let Some((r, sp)) = attempt(sym_q("-")(i))? {
-        let _d = Depth::enter(r, "expression")?;
-        let (r2, (e, h)) = cut(unary_expr(r))?;
-        let full = sp.to(e.span);
-        let n = node(
-            ExprKind::Unary {
-                op: UnaryOp::Neg,
-                expr: Box::new(e),
-            },
-            full,
-            h + 1,
-            r,
-        )?;
-        return Ok((r2, n));
+        return neg_rest(r, sp);
     }
     primary(i)
+}
+
+#[inline(never)]
+fn neg_rest(r: &str, sp: Span) -> H<'_> {
+    let _d = Depth::enter(r, "expression")?;
+    let (r2, (e, h)) = cut(unary_expr(r))?;
+    let full = sp.to(e.span);
+    let kind = ExprKind::Unary {
+        op: UnaryOp::Neg,
+        expr: Box::new(e),
+    };
+    Ok((r2, node(kind, full, h + 1, r)?))
 }
 
 /// `e, e, ...` (at least one, at most [`MAX_LIST_ITEMS`]); returns the max height.
@@ -323,12 +320,7 @@ fn primary(i: &str) -> H<'_> {
         return fail(t, Exp::Label("an expression"));
     };
     if c == '(' {
-        let (r, _) = sym("(")(t)?;
-        let (r, (mut e, h)) = cut(expr_h(r))?;
-        let (r, csp) = cut(sym(")")(r))?;
-        // Parentheses have no node; widen the span to cover them.
-        e.span = super::lex::span(t, r).to(csp);
-        return Ok((r, (e, h)));
+        return paren(t);
     }
     if c == '\'' {
         let (r, (s, sp)) = string_lit(t)?;
@@ -367,6 +359,17 @@ fn primary(i: &str) -> H<'_> {
     path(t, first, r)
 }
 
+#[inline(never)]
+fn paren(t: &str) -> H<'_> {
+    let (r, _) = sym("(")(t)?;
+    let (r, (mut e, h)) = cut(expr_h(r))?;
+    let (r, csp) = cut(labelled(r, "`)`", sym(")")))?;
+    // Parentheses have no node; widen the span to cover them.
+    e.span = super::lex::span(t, r).to(csp);
+    Ok((r, (e, h)))
+}
+
+#[inline(never)]
 fn call<'a>(start: &'a str, name: Ident, i: &'a str) -> H<'a> {
     let mut args = Vec::new();
     let mut h = 0;
@@ -413,6 +416,7 @@ fn call<'a>(start: &'a str, name: Ident, i: &'a str) -> H<'a> {
     }
 }
 
+#[inline(never)]
 fn path<'a>(start: &'a str, first: Ident, i: &'a str) -> H<'a> {
     let mut parts = vec![first];
     let mut i = i;
@@ -442,6 +446,7 @@ fn path<'a>(start: &'a str, first: Ident, i: &'a str) -> H<'a> {
     node(ExprKind::Path(parts), sp, 1, start).map(|n| (i, n))
 }
 
+#[inline(never)]
 fn case_expr(t: &str) -> H<'_> {
     let (r, _) = kw("CASE")(t)?;
     let mut h = 0;

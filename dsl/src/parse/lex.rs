@@ -161,9 +161,13 @@ pub(crate) fn miss<'a, O>(i: &'a str) -> PResult<'a, O> {
 
 /// A hard error at `i` covering `len` bytes: reported as is, never backtracked over.
 pub(crate) fn hard<'a, O>(i: &'a str, len: usize, msg: impl Into<String>) -> PResult<'a, O> {
+    let mut len = len.min(i.len());
+    while !i.is_char_boundary(len) {
+        len += 1;
+    }
     Err(Err::Failure(PErr {
         rem: i.len(),
-        hard: Some((len.min(i.len()), msg.into())),
+        hard: Some((len, msg.into())),
     }))
 }
 
@@ -426,6 +430,20 @@ fn ident_inner(i: &str, allow_reserved: bool, quiet: bool) -> PResult<'_, Ident>
         return quoted_ident(t);
     }
     match word(t) {
+        Some((_, rest)) if rest.starts_with(|c: char| !c.is_ascii() && c.is_alphanumeric()) => {
+            let len = t
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(t.len());
+            hard(
+                t,
+                len,
+                format!(
+                    "identifier `{}` has a non-ASCII letter: write it in double quotes, \"{}\"",
+                    abbreviate(&t[..len]),
+                    abbreviate(&t[..len])
+                ),
+            )
+        }
         Some((w, rest)) if allow_reserved || !is_reserved(w) => Ok((
             rest,
             Ident {

@@ -74,8 +74,9 @@ pub fn parse_statements(src: &str) -> (Vec<Statement>, Vec<Diagnostic>) {
         }
         let scan = scan_statement(src, pos);
         if scan.end - pos > limits::MAX_STATEMENT_BYTES {
+            let first = rest.chars().next().map_or(0, char::len_utf8);
             diags.push(Diagnostic::error(
-                Span::new(pos, pos + 1),
+                Span::new(pos, pos + first),
                 format!(
                     "statement too long ({} bytes; the limit is {} bytes)",
                     scan.end - pos,
@@ -171,8 +172,12 @@ fn to_diag(src: &str, e: nom::Err<PErr>) -> Diagnostic {
         return Diagnostic::error(Span::new(start, start + len), msg);
     }
     let (rem, expected) = lex::furthest().unwrap_or((e.rem, Vec::new()));
-    let start = src.len() - rem;
+    let mut start = src.len() - rem;
     let (found, len) = lex::describe_token(&src[start..]);
+    if start == src.len() {
+        // Point just after the last token rather than at the (invisible) end of the file.
+        start = src[..start].trim_end().len();
+    }
     let msg = if expected.is_empty() {
         format!("syntax error at {found}")
     } else {

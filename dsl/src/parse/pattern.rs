@@ -98,7 +98,7 @@ fn term<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
         let (r, _) = cut(labelled(r, "`)` to close the group", sym(")")))?;
         (r, p)
     } else {
-        match attempt(ident(t))? {
+        match attempt(ident_q(t))? {
             Some((r, v)) => {
                 count_term(t, n)?;
                 (r, Pattern::Var(v))

@@ -1,6 +1,11 @@
 //! Test helpers: a plain backtracking reference of batch MATCH_RECOGNIZE, a driver for the
 //! streaming engine, and AST builders.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::too_many_arguments,
+    clippy::type_complexity,
+    clippy::if_same_then_else
+)]
 
 use dsl::ast::*;
 use dsl::plan::{LatePolicy, StreamDef};
