@@ -691,3 +691,50 @@ fn corrupt_tail_is_cut_and_the_service_starts() {
     assert!(buf.contains("ok"));
     let _ = &s.data;
 }
+
+#[test]
+fn metric_open_windows_and_approx_set_membership() {
+    let d = tmpdir("metrics");
+    let s = start(&d, &["--partitions", "2"]);
+    let (st, v) = post(
+        &s,
+        "/v1/statements",
+        "CREATE STREAM logins (user STRING, ip STRING, ts TIMESTAMP) WITH (event_time = 'ts', key = 'user');
+         CREATE METRIC ips AS SELECT user, COUNT(*) AS n, APPROX_SET(ip) AS seen
+           FROM logins GROUP BY user WINDOW TUMBLING (SIZE 1 HOUR);",
+    );
+    assert_eq!(st, 200, "{v}");
+    let evs = json!([
+        {"user": "u1", "ip": "1.1.1.1", "ts": 1000},
+        {"user": "u1", "ip": "2.2.2.2", "ts": 2000},
+        {"user": "u2", "ip": "3.3.3.3", "ts": 3000},
+    ]);
+    let (_, v) = post(&s, "/v1/streams/logins/events", &evs.to_string());
+    let pos = v["position"].as_str().unwrap().to_string();
+    let (st, v) = get(&s, &format!("/v1/metrics/ips?group.user=u1&after={pos}"));
+    assert_eq!(st, 200, "{v}");
+    let w = v["windows"].as_array().unwrap();
+    assert_eq!(w.len(), 1, "{v}");
+    assert_eq!(w[0]["final"], false);
+    assert_eq!(w[0]["values"]["n"], 2);
+    assert_eq!(w[0]["group"]["user"], "u1");
+    let ask = |user: &str, ip: &str| {
+        let (st, v) = get(
+            &s,
+            &format!(
+                "/v1/metrics/ips/contains?column=seen&value={ip}&group.user={user}&after={pos}"
+            ),
+        );
+        assert_eq!(st, 200, "{v}");
+        v["maybe"].as_bool().unwrap()
+    };
+    assert!(ask("u1", "1.1.1.1"));
+    assert!(ask("u1", "2.2.2.2"));
+    assert!(!ask("u1", "3.3.3.3"));
+    assert!(ask("u2", "3.3.3.3"));
+    assert_eq!(get(&s, "/v1/metrics/ips/contains?value=x").0, 400);
+    assert_eq!(
+        get(&s, "/v1/metrics/nope/contains?column=seen&value=x").0,
+        404
+    );
+}

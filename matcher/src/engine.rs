@@ -1014,6 +1014,50 @@ impl Engine {
         Ok(report)
     }
 
+    fn metric_mut(&mut self, metric: &str) -> Option<(Arc<MetricPlan>, &mut MetricState)> {
+        self.streams.values_mut().find_map(|st| {
+            st.metrics
+                .iter_mut()
+                .find(|(p, _)| &*p.name == metric)
+                .map(|(p, s)| (p.clone(), s))
+        })
+    }
+
+    /// The GROUP BY column names of a metric.
+    pub fn metric_groups(&self, metric: &str) -> Option<Vec<String>> {
+        self.streams.values().find_map(|st| {
+            st.metrics
+                .iter()
+                .find(|(p, _)| &*p.name == metric)
+                .map(|(p, _)| p.group_names().to_vec())
+        })
+    }
+
+    /// The open window of a metric's group holding `at` (`"final": false`); see
+    /// [`MetricPlan::peek`].
+    pub fn metric_open_window(
+        &mut self,
+        metric: &str,
+        group: &[Json],
+        at: Option<i64>,
+    ) -> Option<OutputRecord> {
+        let (plan, state) = self.metric_mut(metric)?;
+        plan.peek(state, group, at)
+    }
+
+    /// APPROX_SET membership in a metric's open window; see [`MetricPlan::might_contain`].
+    pub fn metric_contains(
+        &mut self,
+        metric: &str,
+        group: &[Json],
+        at: Option<i64>,
+        alias: &str,
+        value: &Json,
+    ) -> Option<bool> {
+        let (plan, state) = self.metric_mut(metric)?;
+        plan.might_contain(state, group, at, alias, value)
+    }
+
     /// The current watermark of a stream.
     pub fn watermark(&self, stream: &str) -> Option<i64> {
         self.streams.get(stream).map(|s| s.watermark)

@@ -97,6 +97,52 @@ fn item_name(e: &Expr) -> String {
 }
 
 impl MetricPlan {
+    /// The open (not final) window of a group holding `at` (default: the newest event
+    /// time seen), as a record with `"final": false`. `group` = the GROUP BY values.
+    pub fn peek(
+        &self,
+        state: &mut MetricState,
+        group: &[Json],
+        at: Option<i64>,
+    ) -> Option<OutputRecord> {
+        let key = Json::Array(group.to_vec()).to_string();
+        let at = at.or(state.max_ts)?;
+        let (span, accs) = state.windows.peek_open(&key, at).ok()??;
+        Some(self.record(&key, span.start, span.end, &accs, false))
+    }
+
+    /// APPROX_SET membership: `Some(maybe)` for the aggregate named `alias` in the window
+    /// of `group` holding `at`; `None` when there is no such window or aggregate.
+    pub fn might_contain(
+        &self,
+        state: &mut MetricState,
+        group: &[Json],
+        at: Option<i64>,
+        alias: &str,
+        value: &Json,
+    ) -> Option<bool> {
+        let i = self.aliases.iter().position(|a| a == alias)?;
+        let key = Json::Array(group.to_vec()).to_string();
+        let at = at.or(state.max_ts)?;
+        let (_, accs) = state.windows.peek_open(&key, at).ok()??;
+        let v = match value {
+            Json::String(x) => Value::String(x.clone()),
+            Json::Bool(b) => Value::Bool(*b),
+            Json::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(0.0)),
+            },
+            Json::Null => Value::Null,
+            other => Value::String(other.to_string()),
+        };
+        with_sk_value(&v, |sv| accs.get(i)?.might_contain(sv))
+    }
+
+    /// Names of the GROUP BY columns, in order.
+    pub fn group_names(&self) -> &[String] {
+        &self.group_names
+    }
+
     /// Compiles a checked `CREATE METRIC` reading `input`.
     pub fn compile(
         m: &CreateMetric,

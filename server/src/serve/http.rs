@@ -42,6 +42,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/outputs/stream", get(sse_outputs))
         .route("/v1/ws", get(ws_upgrade))
         .route("/v1/metrics/{metric}", get(get_metric))
+        .route("/v1/metrics/{metric}/contains", get(get_contains))
         .route("/metrics", get(prometheus))
         .route(
             "/healthz",
@@ -299,14 +300,12 @@ async fn wait_after(
     }
 }
 
+/// (records with their offsets, next cursor, missed range).
+type OutputsRead = (Vec<(u64, Json)>, u64, Option<(u64, u64)>);
+
 /// Records from `cursor` on (matching `names`), at most `limit`. Returns (records, next
 /// cursor, missed range).
-fn read_outputs(
-    s: &Shared,
-    names: &[String],
-    cursor: u64,
-    limit: usize,
-) -> (Vec<(u64, Json)>, u64, Option<(u64, u64)>) {
+fn read_outputs(s: &Shared, names: &[String], cursor: u64, limit: usize) -> OutputsRead {
     let start = s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0);
     let mut missed = None;
     let mut at = cursor;
@@ -584,6 +583,7 @@ async fn get_metric(
         .filter_map(|(k, v)| k.strip_prefix("group.").map(|c| (c.to_string(), v.clone())))
         .collect();
     let s2 = s.clone();
+    let metric2 = metric.clone();
     let windows = blocking(move || {
         let mut cursor = s2.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0);
         let mut out = Vec::new();
@@ -596,7 +596,7 @@ async fn get_metric(
             for (_, v) in recs {
                 let ok_group = groups.iter().all(|(c, want)| match v["group"].get(c) {
                     Some(Json::String(x)) => x == want,
-                    Some(other) => other.to_string() == *want,
+                    Some(other) => serde_json::from_str::<Json>(want).is_ok_and(|w| w == *other),
                     None => false,
                 });
                 let start = v["window"]["start"].as_str().and_then(|t| parse_ts(t).ok());
@@ -613,7 +613,132 @@ async fn get_metric(
         out
     })
     .await?;
+    let mut windows = windows;
+    // The open window (final = false) from the engines, when every group column is given.
+    if let Some(cands) = group_candidates(&s, &metric2, &q).await? {
+        let at = to;
+        let s2 = s.clone();
+        let m = metric2.clone();
+        let open = blocking(move || {
+            s2.ask_all(move |e| {
+                cands
+                    .iter()
+                    .find_map(|g| e.metric_open_window(&m, g, at.map(|t| t - 1)))
+                    .map(|r| r.to_json())
+            })
+        })
+        .await?;
+        for w in open.into_iter().flatten() {
+            if !windows
+                .iter()
+                .any(|x| x["window"] == w["window"] && x["group"] == w["group"])
+            {
+                windows.push(w);
+            }
+        }
+    }
     Ok(axum::Json(json!({"windows": windows})).into_response())
+}
+
+/// Every typing of the `group.<col>` values (string, or the JSON the text parses as) in
+/// GROUP BY order; `None` unless every group column is given.
+async fn group_candidates(
+    s: &Arc<Shared>,
+    metric: &str,
+    q: &HashMap<String, String>,
+) -> Result<Option<Vec<Vec<Json>>>, ApiError> {
+    let s2 = s.clone();
+    let m = metric.to_string();
+    let names = blocking(move || s2.ask_all(move |e| e.metric_groups(&m))).await?;
+    let Some(Some(names)) = names.into_iter().next() else {
+        return Ok(None);
+    };
+    let mut cands: Vec<Vec<Json>> = vec![Vec::new()];
+    for n in &names {
+        let Some(v) = q.get(&format!("group.{n}")) else {
+            return Ok(None);
+        };
+        let mut options = vec![Json::String(v.clone())];
+        if let Ok(j) = serde_json::from_str::<Json>(v) {
+            if !j.is_string() {
+                options.push(j);
+            }
+        }
+        cands = cands
+            .into_iter()
+            .flat_map(|c| {
+                options.iter().map(move |o| {
+                    let mut c = c.clone();
+                    c.push(o.clone());
+                    c
+                })
+            })
+            .collect();
+    }
+    Ok(Some(cands))
+}
+
+/// APPROX_SET membership in the open window of a group (`group.<col>=v`, every group
+/// column), holding `at` (default: the newest event).
+async fn get_contains(
+    State(s): St,
+    Path(metric): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let cur = s.current();
+    match cur.catalog.get(&metric) {
+        Some(e) if e.kind == dsl::ast::ObjectKind::Metric => {}
+        _ => {
+            return Err(ApiError::new(
+                404,
+                "unknown_metric",
+                format!("no METRIC named `{metric}`"),
+            ))
+        }
+    }
+    let wait_ms: u64 = num(&q, "wait_ms")?.unwrap_or(5000).min(60_000);
+    wait_after(&s, parse_after(&q)?, wait_ms).await?;
+    let column = q.get("column").cloned().ok_or_else(|| {
+        ApiError::new(
+            400,
+            "missing_parameter",
+            "`column` (the APPROX_SET alias) is required",
+        )
+    })?;
+    let value = q
+        .get("value")
+        .cloned()
+        .ok_or_else(|| ApiError::new(400, "missing_parameter", "`value` is required"))?;
+    let at = q.get("at").map(|v| parse_ts(v)).transpose()?;
+    let cands = group_candidates(&s, &metric, &q)
+        .await?
+        .unwrap_or_else(|| vec![Vec::new()]);
+    let mut values = vec![Json::String(value.clone())];
+    if let Ok(j) = serde_json::from_str::<Json>(&value) {
+        if !j.is_string() {
+            values.push(j);
+        }
+    }
+    let s2 = s.clone();
+    let answers = blocking(move || {
+        s2.ask_all(move |e| {
+            let mut found = None;
+            for g in &cands {
+                for v in &values {
+                    match e.metric_contains(&metric, g, at, &column, v) {
+                        Some(true) => return Some(true),
+                        Some(false) => found = Some(false),
+                        None => {}
+                    }
+                }
+            }
+            found
+        })
+    })
+    .await?;
+    let window = answers.iter().any(Option::is_some);
+    let maybe = answers.iter().any(|a| *a == Some(true));
+    Ok(axum::Json(json!({"maybe": maybe, "window_found": window})).into_response())
 }
 
 fn parse_ts(v: &str) -> Result<i64, ApiError> {

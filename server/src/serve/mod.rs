@@ -127,6 +127,7 @@ pub fn open(
         versions: RwLock::new(Arc::new(versions)),
         streams: RwLock::new(HashMap::new()),
         ingest_lock: RwLock::new(()),
+        commands: (0..workers).map(|_| Mutex::new(Vec::new())).collect(),
         progress: (0..workers)
             .map(|_| Mutex::new(Default::default()))
             .collect(),

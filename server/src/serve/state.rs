@@ -116,7 +116,12 @@ pub struct Progress {
     pub stream_counters: Vec<(String, [u64; 6])>,
 }
 
+/// A question for a worker's engine, run between batches on the worker thread.
+pub type Command = Box<dyn FnOnce(&mut matcher::engine::Engine) + Send>;
+
 pub struct Shared {
+    /// Pending commands per worker.
+    pub commands: Vec<Mutex<Vec<Command>>>,
     pub log: Arc<Log>,
     pub checkpoints: CheckpointStore,
     pub settings: Settings,
@@ -162,6 +167,36 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned()
+    }
+
+    /// Runs `f` on every worker's engine and collects the answers (5 s timeout each).
+    pub fn ask_all<T: Send + 'static>(
+        &self,
+        f: impl Fn(&mut matcher::engine::Engine) -> T + Send + Sync + 'static,
+    ) -> Vec<T> {
+        let f = Arc::new(f);
+        let (tx, rx) = std::sync::mpsc::channel();
+        for q in &self.commands {
+            let tx = tx.clone();
+            let f = f.clone();
+            q.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Box::new(move |e| {
+                    let _ = tx.send(f(e));
+                }));
+        }
+        drop(tx);
+        self.wake_workers();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut out = Vec::new();
+        while out.len() < self.commands.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(v) => out.push(v),
+                Err(_) => break,
+            }
+        }
+        out
     }
 
     pub fn wake_workers(&self) {

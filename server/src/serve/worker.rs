@@ -187,9 +187,8 @@ impl Worker {
         let new = &versions[self.version_idx + 1];
         let snap = self.engine.snapshot();
         let mut engine = build_engine(new, self.partition);
-        let unchanged = |name: &str| {
-            old.texts.get(name).is_some() && old.texts.get(name) == new.texts.get(name)
-        };
+        let unchanged =
+            |name: &str| old.texts.contains_key(name) && old.texts.get(name) == new.texts.get(name);
         match engine.restore(snap, &unchanged) {
             Ok(rep) => {
                 self.shared
@@ -407,6 +406,15 @@ impl Worker {
                 .wake_seq
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
+            let cmds: Vec<_> = self
+                .shared
+                .commands
+                .get(self.partition as usize)
+                .map(|q| std::mem::take(&mut *q.lock().unwrap_or_else(|e| e.into_inner())))
+                .unwrap_or_default();
+            for c in cmds {
+                c(&mut self.engine);
+            }
             let versions = self.shared.versions();
             let n = self.step(&versions);
             self.publish(&versions);
