@@ -737,7 +737,7 @@ async fn get_contains(
     })
     .await?;
     let window = answers.iter().any(Option::is_some);
-    let maybe = answers.iter().any(|a| *a == Some(true));
+    let maybe = answers.contains(&Some(true));
     Ok(axum::Json(json!({"maybe": maybe, "window_found": window})).into_response())
 }
 
