@@ -239,7 +239,11 @@ fn statements_events_outputs_and_read_your_writes() {
         text.contains("weir_engine_events_total{stream=\"pay\",outcome=\"accepted\"} 4"),
         "{text}"
     );
-    assert_eq!(get(&s, "/openapi.json").0, 200);
+    let (st, api) = get(&s, "/openapi.json");
+    assert_eq!(st, 200);
+    for path in ["/v1/statements", "/v1/statements/{name}", "/v1/streams/{stream}/events", "/v1/outputs", "/v1/outputs/stream", "/v1/ws", "/v1/metrics/{metric}", "/v1/metrics/{metric}/contains", "/metrics", "/healthz", "/readyz", "/openapi.json"] {
+        assert!(api["paths"].get(path).is_some(), "openapi.json lacks {path}");
+    }
     assert_eq!(get(&s, "/healthz").0, 200);
 }
 

@@ -1,0 +1,252 @@
+//! `weir serve` benchmark (loopback only, bounded loops):
+//! 1. HTTP NDJSON ingest events/s (fsync always) with the example rules loaded;
+//! 2. latency from POST of an event to its match on a WebSocket at a steady rate;
+//! 3. recovery time per GB of log (no checkpoint: full replay).
+//!
+//! Run: `cargo bench -p server --bench serve_bench` (env: BENCH_SECS, BENCH_RATE,
+//! BENCH_RECOVERY_EVENTS).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const BENCH_RULES: &str = "
+CREATE STREAM ticks (id STRING, v FLOAT, sent INT, ts TIMESTAMP)
+  WITH (event_time = 'ts', max_delay = '0 seconds', key = 'id');
+CREATE RULE spike AS FROM ticks PARTITION BY id
+  PATTERN (big) DEFINE big AS v > 100
+  MEASURES big.sent AS sent;
+";
+
+fn env_u64(k: &str, d: u64) -> u64 {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path, args: &[&str]) -> (Server, Duration) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let t0 = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", &listen, "--data"])
+        .arg(data)
+        .args(args)
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let s = Server { child, base: format!("http://{listen}"), port };
+    loop {
+        if let Ok(r) = ureq::get(&format!("{}/readyz", s.base)).call() {
+            if r.status() == 200 {
+                return (s, t0.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+fn payments_batch(start: u64, n: u64) -> String {
+    let mut s = String::with_capacity(n as usize * 140);
+    for i in start..start + n {
+        let e = json!({"card_id": format!("card{}", i % 5000), "account_id": format!("a{}", i % 900),
+            "merchant": "m", "amount": if i % 13 == 0 { 700.0 } else { 1.0 + (i % 40) as f64 },
+            "currency": "EUR", "country": if i % 2 == 0 { "FR" } else { "DE" }, "ts": i as i64 * 10});
+        s.push_str(&e.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-bench-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn ingest_throughput(secs: u64) {
+    let d = dir("ingest");
+    let rules = root().join("rules");
+    let (s, _) = start(&d, &["--rules", rules.to_str().unwrap(), "--partitions", "2", "--fsync", "always"]);
+    let url = format!("{}/v1/streams/payments/events", s.base);
+    let total = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let batch = 5000;
+    let t0 = Instant::now();
+    let hs: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (url, total, stop) = (url.clone(), total.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = t * 1_000_000_000;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = payments_batch(i, batch);
+                    i += batch;
+                    match ureq::post(&url).set("Content-Type", "application/x-ndjson").send_string(&body) {
+                        Ok(r) => {
+                            let v: Value = r.into_json().unwrap();
+                            total.fetch_add(v["accepted"].as_u64().unwrap(), Ordering::Relaxed);
+                        }
+                        Err(ureq::Error::Status(429, _)) => std::thread::sleep(Duration::from_millis(50)),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+    let el = t0.elapsed().as_secs_f64();
+    let n = total.load(Ordering::Relaxed);
+    println!("ingest: {n} events in {el:.2} s = {:.0} events/s (NDJSON, 5000/request, 4 clients, fsync always, 2 partitions, example rules)", n as f64 / el);
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn latency(secs: u64, rate: u64) {
+    let d = dir("latency");
+    let rules = d.join("bench.weir");
+    std::fs::write(&rules, BENCH_RULES).unwrap();
+    let (s, _) = start(&d, &["--rules", rules.to_str().unwrap(), "--partitions", "2", "--fsync", "always"]);
+    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
+    ws.send(tungstenite::Message::Text(json!({"type": "subscribe", "names": ["spike"], "cursor": 0}).to_string().into())).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    // 4 senders, each posting every 4 ms: rate/250 events per request.
+    let senders = 4u64;
+    let period = Duration::from_millis(4);
+    let per_req = (rate * period.as_millis() as u64 / 1000 / senders).max(1);
+    let url = format!("{}/v1/streams/ticks/events", s.base);
+    let hs: Vec<_> = (0..senders)
+        .map(|t| {
+            let (url, stop, sent) = (url.clone(), stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut next = Instant::now();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let mut body = String::new();
+                    let ts = now_us() as i64 / 1000;
+                    for k in 0..per_req {
+                        // One "big" event per request (its match is timed).
+                        let v = if k == 0 { 500.0 } else { 1.0 };
+                        let e = json!({"id": format!("k{t}-{}", i % 64), "v": v, "sent": now_us(), "ts": ts});
+                        body.push_str(&e.to_string());
+                        body.push('\n');
+                        i += 1;
+                    }
+                    ureq::post(&url).set("Content-Type", "application/x-ndjson").send_string(&body).unwrap();
+                    sent.fetch_add(per_req, Ordering::Relaxed);
+                    next += period;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        next = now;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    let warmup = Duration::from_secs(1);
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Ok(tungstenite::Message::Text(t)) = ws.read() {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap();
+            if let Some(s) = v["record"]["fields"]["sent"].as_u64() {
+                if t0.elapsed() > warmup {
+                    lat.push(now_us().saturating_sub(s));
+                }
+            }
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().unwrap();
+    }
+    let el = t0.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    println!(
+        "latency: offered {:.0} events/s, {} matches timed; POST→WebSocket p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        sent.load(Ordering::Relaxed) as f64 / el,
+        lat.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let m = e.metadata().unwrap();
+            n += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+        }
+    }
+    n
+}
+
+fn recovery(events: u64) {
+    let d = dir("recovery");
+    let rules = root().join("rules");
+    let args = ["--rules", rules.to_str().unwrap(), "--partitions", "2", "--fsync", "never", "--checkpoint-secs", "86000"];
+    let (s, _) = start(&d, &args);
+    let url = format!("{}/v1/streams/payments/events", s.base);
+    let mut i = 0;
+    while i < events {
+        ureq::post(&url).set("Content-Type", "application/x-ndjson").send_string(&payments_batch(i, 10_000)).unwrap();
+        i += 10_000;
+    }
+    drop(s); // SIGKILL: no shutdown checkpoint, so the restart replays everything.
+    let bytes = dir_bytes(&d.join("log"));
+    let (_s, took) = start(&d, &args);
+    let gb = bytes as f64 / 1e9;
+    println!(
+        "recovery: {events} events, {:.1} MB of log replayed in {:.2} s = {:.1} s per GB",
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        took.as_secs_f64() / gb
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let secs = env_u64("BENCH_SECS", 8);
+    ingest_throughput(secs);
+    latency(secs, env_u64("BENCH_RATE", 50_000));
+    recovery(env_u64("BENCH_RECOVERY_EVENTS", 1_000_000));
+}
