@@ -145,12 +145,16 @@ fn ev(card: &str, amount: f64, ts: i64) -> Value {
 /// Every output record (after the engine applied `after`).
 fn all_outputs(s: &Server, after: &str) -> Vec<Value> {
     let mut out = Vec::new();
+    let mut first = true;
     let mut cursor = 0u64;
     loop {
-        let (st, v) = get(
-            s,
-            &format!("/v1/outputs?cursor={cursor}&limit=1000&after={after}&wait_ms=20000"),
-        );
+        // The first read waits for `after`; the others page without waiting.
+        let q = if std::mem::take(&mut first) {
+            format!("after={after}&wait_ms=20000")
+        } else {
+            "wait_ms=0".to_string()
+        };
+        let (st, v) = get(s, &format!("/v1/outputs?cursor={cursor}&limit=1000&{q}"));
         assert_eq!(st, 200, "{v}");
         let recs = v["records"].as_array().unwrap().clone();
         cursor = v["cursor"].as_u64().unwrap();
@@ -217,16 +221,26 @@ fn statements_events_outputs_and_read_your_writes() {
     assert!(t0.elapsed() >= Duration::from_millis(250));
     // A bad position token is a 400.
     assert_eq!(get(&s, "/v1/outputs?after=w1zz").0, 400);
-    // Metric windows: the closed window [0, 10 s) of c1 has 3 events.
+    // Metric windows: the closed window [0, 10 s) of c1 has 3 events; the open one
+    // [60 s, 70 s) has 1 (final = false).
     let (st, v) = get(
         &s,
         &format!("/v1/metrics/per_card?group.card=c1&after={pos}"),
     );
     assert_eq!(st, 200, "{v}");
     let w = v["windows"].as_array().unwrap();
-    assert_eq!(w.len(), 1, "{v}");
-    assert_eq!(w[0]["values"]["n"], 3);
-    assert_eq!(w[0]["final"], true);
+    assert_eq!(w.len(), 2, "{v}");
+    assert_eq!(
+        (w[0]["values"]["n"].clone(), w[0]["final"].clone()),
+        (json!(3), json!(true))
+    );
+    assert_eq!(
+        (w[1]["values"]["n"].clone(), w[1]["final"].clone()),
+        (json!(1), json!(false))
+    );
+    // from/to select windows by overlap.
+    let (_, v) = get(&s, "/v1/metrics/per_card?group.card=c1&from=0&to=10000");
+    assert_eq!(v["windows"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(get(&s, "/v1/metrics/probe").0, 404);
     // Prometheus text has the counters.
     let text = ureq::get(&format!("{}/metrics", s.base))
@@ -241,8 +255,24 @@ fn statements_events_outputs_and_read_your_writes() {
     );
     let (st, api) = get(&s, "/openapi.json");
     assert_eq!(st, 200);
-    for path in ["/v1/statements", "/v1/statements/{name}", "/v1/streams/{stream}/events", "/v1/outputs", "/v1/outputs/stream", "/v1/ws", "/v1/metrics/{metric}", "/v1/metrics/{metric}/contains", "/metrics", "/healthz", "/readyz", "/openapi.json"] {
-        assert!(api["paths"].get(path).is_some(), "openapi.json lacks {path}");
+    for path in [
+        "/v1/statements",
+        "/v1/statements/{name}",
+        "/v1/streams/{stream}/events",
+        "/v1/outputs",
+        "/v1/outputs/stream",
+        "/v1/ws",
+        "/v1/metrics/{metric}",
+        "/v1/metrics/{metric}/contains",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/openapi.json",
+    ] {
+        assert!(
+            api["paths"].get(path).is_some(),
+            "openapi.json lacks {path}"
+        );
     }
     assert_eq!(get(&s, "/healthz").0, 200);
 }
@@ -741,4 +771,57 @@ fn metric_open_windows_and_approx_set_membership() {
         get(&s, "/v1/metrics/nope/contains?column=seen&value=x").0,
         404
     );
+}
+
+#[test]
+fn statement_change_keeps_state_of_unchanged_statements() {
+    let d = tmpdir("change");
+    let s = with_rules(&d, &["--partitions", "1"]);
+    // Two small payments: a partial match of `probe` is pending.
+    let (st, _) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &json!([ev("c1", 1.0, 1000), ev("c1", 2.0, 2000)]).to_string(),
+    );
+    assert_eq!(st, 200);
+    // Replace the metric (the rule is unchanged) and add a search.
+    let (st, v) = post(
+        &s,
+        "/v1/statements",
+        "CREATE OR REPLACE METRIC per_card AS SELECT card, COUNT(*) AS n FROM pay GROUP BY card WINDOW TUMBLING (SIZE 1 MINUTE);",
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["applied"][0]["action"], "replaced");
+    // The big payment completes the match started before the change.
+    let (_, v) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &json!([ev("c1", 900.0, 3000), ev("c1", 1.0, 200_000)]).to_string(),
+    );
+    let pos = v["position"].as_str().unwrap();
+    let (_, v) = get(&s, &format!("/v1/outputs?name=probe&after={pos}"));
+    assert_eq!(v["records"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["records"][0]["fields"]["n"], 2);
+    // The replaced metric restarted: its first window holds only the events after the change.
+    let (_, v) = get(
+        &s,
+        &format!("/v1/metrics/per_card?group.card=c1&after={pos}"),
+    );
+    let w = v["windows"].as_array().unwrap();
+    let fresh: Vec<_> = w
+        .iter()
+        .filter(|x| x["values"].get("total").is_none())
+        .collect();
+    assert_eq!(fresh[0]["values"]["n"], 1, "{v}");
+    let text = ureq::get(&format!("{}/metrics", s.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(text.contains("weir_states_reset_total 1"), "{text}");
+    // After a restart (replay honours the change's position) the outputs are the same.
+    let before = by_id(all_outputs(&s, pos));
+    drop(s);
+    let s = start(&d, &["--partitions", "1"]);
+    assert_eq!(by_id(all_outputs(&s, pos)), before);
 }

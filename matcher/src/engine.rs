@@ -917,7 +917,8 @@ pub struct RestoreReport {
     pub streams_kept: usize,
     /// Rule sets (per stream) and metrics whose state was restored.
     pub states_kept: usize,
-    /// Rule sets and metrics that start empty (changed statements, or incompatible state).
+    /// Rule sets and metrics that had state in the snapshot and start empty (changed
+    /// statements, or incompatible state). New statements are not counted.
     pub states_reset: usize,
 }
 
@@ -977,11 +978,14 @@ impl Engine {
         let mut report = RestoreReport::default();
         let mut snaps = snap.streams;
         for (name, st) in self.streams.iter_mut() {
-            let n_states = usize::from(st.cep.is_some()) + st.metrics.len();
-            let Some(old) = snaps.remove(name).filter(|_| unchanged(name)) else {
-                report.states_reset += n_states;
+            let Some(old) = snaps.remove(name) else {
                 continue;
             };
+            if !unchanged(name) {
+                report.states_reset +=
+                    usize::from(old.cep.is_some() && st.cep.is_some()) + old.metrics.len();
+                continue;
+            }
             report.streams_kept += 1;
             st.max_ts = old.max_ts;
             st.watermark = old.watermark;
@@ -994,20 +998,19 @@ impl Engine {
                         *state = c;
                         report.states_kept += 1;
                     }
-                    _ => report.states_reset += 1,
+                    Some(_) => report.states_reset += 1,
+                    None => {}
                 }
             }
             let mut old_metrics: HashMap<String, MetricState> = old.metrics.into_iter().collect();
             for (plan, state) in st.metrics.iter_mut() {
-                match old_metrics
-                    .remove(&*plan.name)
-                    .filter(|_| unchanged(&plan.name))
-                {
-                    Some(m) => {
+                match old_metrics.remove(&*plan.name) {
+                    Some(m) if unchanged(&plan.name) => {
                         *state = m;
                         report.states_kept += 1;
                     }
-                    None => report.states_reset += 1,
+                    Some(_) => report.states_reset += 1,
+                    None => {}
                 }
             }
         }

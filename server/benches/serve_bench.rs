@@ -24,11 +24,17 @@ CREATE RULE spike AS FROM ticks PARTITION BY id
 ";
 
 fn env_u64(k: &str, d: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 struct Server {
@@ -45,7 +51,11 @@ impl Drop for Server {
 }
 
 fn start(data: &Path, args: &[&str]) -> (Server, Duration) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let listen = format!("127.0.0.1:{port}");
     let t0 = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -57,7 +67,11 @@ fn start(data: &Path, args: &[&str]) -> (Server, Duration) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let s = Server { child, base: format!("http://{listen}"), port };
+    let s = Server {
+        child,
+        base: format!("http://{listen}"),
+        port,
+    };
     loop {
         if let Ok(r) = ureq::get(&format!("{}/readyz", s.base)).call() {
             if r.status() == 200 {
@@ -69,7 +83,10 @@ fn start(data: &Path, args: &[&str]) -> (Server, Duration) {
 }
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 fn payments_batch(start: u64, n: u64) -> String {
@@ -94,7 +111,17 @@ fn dir(name: &str) -> PathBuf {
 fn ingest_throughput(secs: u64) {
     let d = dir("ingest");
     let rules = root().join("rules");
-    let (s, _) = start(&d, &["--rules", rules.to_str().unwrap(), "--partitions", "2", "--fsync", "always"]);
+    let (s, _) = start(
+        &d,
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--partitions",
+            "2",
+            "--fsync",
+            "always",
+        ],
+    );
     let url = format!("{}/v1/streams/payments/events", s.base);
     let total = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -108,12 +135,17 @@ fn ingest_throughput(secs: u64) {
                 while !stop.load(Ordering::Relaxed) {
                     let body = payments_batch(i, batch);
                     i += batch;
-                    match ureq::post(&url).set("Content-Type", "application/x-ndjson").send_string(&body) {
+                    match ureq::post(&url)
+                        .set("Content-Type", "application/x-ndjson")
+                        .send_string(&body)
+                    {
                         Ok(r) => {
                             let v: Value = r.into_json().unwrap();
                             total.fetch_add(v["accepted"].as_u64().unwrap(), Ordering::Relaxed);
                         }
-                        Err(ureq::Error::Status(429, _)) => std::thread::sleep(Duration::from_millis(50)),
+                        Err(ureq::Error::Status(429, _)) => {
+                            std::thread::sleep(Duration::from_millis(50))
+                        }
                         Err(e) => panic!("{e}"),
                     }
                 }
@@ -135,9 +167,24 @@ fn latency(secs: u64, rate: u64) {
     let d = dir("latency");
     let rules = d.join("bench.weir");
     std::fs::write(&rules, BENCH_RULES).unwrap();
-    let (s, _) = start(&d, &["--rules", rules.to_str().unwrap(), "--partitions", "2", "--fsync", "always"]);
+    let (s, _) = start(
+        &d,
+        &[
+            "--rules",
+            rules.to_str().unwrap(),
+            "--partitions",
+            "2",
+            "--fsync",
+            "always",
+        ],
+    );
     let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
-    ws.send(tungstenite::Message::Text(json!({"type": "subscribe", "names": ["spike"], "cursor": 0}).to_string().into())).unwrap();
+    ws.send(tungstenite::Message::Text(
+        json!({"type": "subscribe", "names": ["spike"], "cursor": 0})
+            .to_string()
+            .into(),
+    ))
+    .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
     // 4 senders, each posting every 4 ms: rate/250 events per request.
@@ -194,7 +241,12 @@ fn latency(secs: u64, rate: u64) {
     }
     let el = t0.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0) as f64 / 1000.0;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
+            / 1000.0
+    };
     println!(
         "latency: offered {:.0} events/s, {} matches timed; POST→WebSocket p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         sent.load(Ordering::Relaxed) as f64 / el,
@@ -211,7 +263,11 @@ fn dir_bytes(p: &Path) -> u64 {
     if let Ok(rd) = std::fs::read_dir(p) {
         for e in rd.flatten() {
             let m = e.metadata().unwrap();
-            n += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+            n += if m.is_dir() {
+                dir_bytes(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     n
@@ -220,12 +276,24 @@ fn dir_bytes(p: &Path) -> u64 {
 fn recovery(events: u64) {
     let d = dir("recovery");
     let rules = root().join("rules");
-    let args = ["--rules", rules.to_str().unwrap(), "--partitions", "2", "--fsync", "never", "--checkpoint-secs", "86000"];
+    let args = [
+        "--rules",
+        rules.to_str().unwrap(),
+        "--partitions",
+        "2",
+        "--fsync",
+        "never",
+        "--checkpoint-secs",
+        "86000",
+    ];
     let (s, _) = start(&d, &args);
     let url = format!("{}/v1/streams/payments/events", s.base);
     let mut i = 0;
     while i < events {
-        ureq::post(&url).set("Content-Type", "application/x-ndjson").send_string(&payments_batch(i, 10_000)).unwrap();
+        ureq::post(&url)
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&payments_batch(i, 10_000))
+            .unwrap();
         i += 10_000;
     }
     drop(s); // SIGKILL: no shutdown checkpoint, so the restart replays everything.

@@ -363,13 +363,15 @@ async fn get_outputs(
         .get("name")
         .map(|n| n.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    wait_after(
-        &s,
-        parse_after(&q)?,
-        wait_ms.max(if q.contains_key("after") { 5000 } else { 0 }),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    // `after` waits up to `wait_ms` (5 s when absent); the long poll's wait includes it.
+    let after_ms = if q.contains_key("wait_ms") {
+        wait_ms
+    } else {
+        5000
+    };
+    let t0 = Instant::now();
+    wait_after(&s, parse_after(&q)?, after_ms).await?;
+    let deadline = t0 + Duration::from_millis(wait_ms);
     let mut missed_all = None;
     loop {
         let s2 = s.clone();
