@@ -52,6 +52,10 @@ fn free_port() -> u16 {
 }
 
 fn start(data: &Path, extra: &[&str]) -> Server {
+    start_env(data, extra, &[])
+}
+
+fn start_env(data: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_weir"))
@@ -59,6 +63,7 @@ fn start(data: &Path, extra: &[&str]) -> Server {
         .arg(data)
         .args(extra)
         .env("WEIR_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -824,4 +829,76 @@ fn statement_change_keeps_state_of_unchanged_statements() {
     drop(s);
     let s = start(&d, &["--partitions", "1"]);
     assert_eq!(by_id(all_outputs(&s, pos)), before);
+}
+
+#[test]
+fn config_file_and_environment() {
+    let d = tmpdir("config");
+    let cfg = d.join("weir.toml");
+    std::fs::write(
+        &cfg,
+        "partitions = 3\ntoken = \"from-file\"\nmax_body_bytes = 2000\n",
+    )
+    .unwrap();
+    // The environment overrides the file; flags override both.
+    let s = start_env(
+        &d,
+        &["--config", cfg.to_str().unwrap()],
+        &[("WEIR_MAX_BODY_BYTES", "3000")],
+    );
+    let url = format!("{}/v1/statements", s.base);
+    assert_eq!(
+        call("POST", &url, None, Some(RULES.as_bytes()), None).0,
+        401
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &url,
+            None,
+            Some(RULES.as_bytes()),
+            Some("from-file")
+        )
+        .0,
+        200
+    );
+    let text = ureq::get(&format!("{}/metrics", s.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(
+        text.contains("weir_partition_lag_events{stream=\"pay\",partition=\"2\"}"),
+        "{text}"
+    );
+    let ev_url = format!("{}/v1/streams/pay/events", s.base);
+    let body = format!("[{}]", vec![ev("a", 1.0, 1).to_string(); 70].join(","));
+    assert!(body.len() > 2000 && body.len() < 3000);
+    assert_eq!(
+        call(
+            "POST",
+            &ev_url,
+            None,
+            Some(body.as_bytes()),
+            Some("from-file")
+        )
+        .0,
+        200
+    );
+    // A bad config file stops the start with an error.
+    std::fs::write(&cfg, "partitions = \"many\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--data",
+        ])
+        .arg(&d)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration"));
 }
