@@ -159,7 +159,7 @@ async fn get_statement(State(s): St, Path(name): Path<String>) -> Result<Respons
 }
 
 /// Splits a request body into events (or per-event errors).
-fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Json, String>>, ApiError> {
+fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<super::EventIn>, ApiError> {
     let ndjson = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -175,9 +175,10 @@ fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Json, Str
             }
             out.push(match std::str::from_utf8(line) {
                 Err(e) => Err(format!("not UTF-8 (invalid byte at {})", e.valid_up_to())),
-                Ok(t) => {
-                    serde_json::from_str::<Json>(t).map_err(|e| format!("not valid JSON: {e}"))
-                }
+                // The line is logged as sent (no re-serialization).
+                Ok(t) => serde_json::from_str::<Json>(t)
+                    .map(|v| (v, Some(t.trim().as_bytes().to_vec())))
+                    .map_err(|e| format!("not valid JSON: {e}")),
             });
         }
         return Ok(out);
@@ -202,8 +203,8 @@ fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<Result<Json, Str
         .with("column", json!(e.column()))
     })?;
     match v {
-        Json::Array(a) => Ok(a.into_iter().map(Ok).collect()),
-        o @ Json::Object(_) => Ok(vec![Ok(o)]),
+        Json::Array(a) => Ok(a.into_iter().map(|v| Ok((v, None))).collect()),
+        o @ Json::Object(_) => Ok(vec![Ok((o, None))]),
         other => Err(ApiError::new(
             400,
             "invalid_event",

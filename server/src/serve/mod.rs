@@ -337,6 +337,10 @@ pub fn apply_rule_files(shared: &Shared, texts: &[(String, String)]) -> anyhow::
     Ok(())
 }
 
+/// One event of a request: the parsed JSON and, when available, its text as sent (or
+/// why it could not be parsed).
+pub type EventIn = Result<(Json, Option<Vec<u8>>), String>;
+
 /// One decoded ingest request, ready to append.
 pub struct IngestResult {
     pub accepted: usize,
@@ -348,7 +352,7 @@ pub struct IngestResult {
 pub fn ingest(
     shared: &Shared,
     stream: &str,
-    events: Vec<Result<Json, String>>,
+    events: Vec<EventIn>,
 ) -> Result<IngestResult, ApiError> {
     let _r = shared.ingest_lock.read().unwrap_or_else(|e| e.into_inner());
     let Some(info) = shared.stream_info(stream) else {
@@ -387,7 +391,7 @@ pub fn ingest(
     let mut rejected = Vec::new();
     let mut accepted = 0;
     for (i, ev) in events.into_iter().enumerate() {
-        let ev = match ev {
+        let (ev, raw) = match ev {
             Ok(v) => v,
             Err(e) => {
                 rejected.push(json!({"index": i, "error": e}));
@@ -408,7 +412,7 @@ pub fn ingest(
             }
         }
         let p = partition_of(&ev, info.key.as_deref(), info.partitions);
-        per_part[p as usize].push(ev.to_string().into_bytes());
+        per_part[p as usize].push(raw.unwrap_or_else(|| ev.to_string().into_bytes()));
         accepted += 1;
     }
     // Write every partition's batch, then wait for durability (group commit).
