@@ -40,6 +40,8 @@ pub struct Worker {
     next: HashMap<String, u64>,
     events_since_ckpt: u64,
     last_ckpt: Instant,
+    state_bytes: usize,
+    state_bytes_at: Option<Instant>,
 }
 
 fn build_engine(v: &Version, partition: u32) -> Engine {
@@ -118,7 +120,7 @@ impl Worker {
                 (0, build_engine(&v0, partition), HashMap::new(), 0)
             }
         };
-        let w = Worker {
+        let mut w = Worker {
             shared,
             partition,
             version_idx,
@@ -126,12 +128,14 @@ impl Worker {
             next,
             events_since_ckpt: 0,
             last_ckpt: Instant::now(),
+            state_bytes: 0,
+            state_bytes_at: None,
         };
         w.publish(&versions);
         (w, outputs_from)
     }
 
-    fn publish(&self, versions: &[Arc<Version>]) {
+    fn publish(&mut self, versions: &[Arc<Version>]) {
         let mut applied = Position::new();
         for (t, o) in &self.next {
             applied.set(t, self.partition, *o);
@@ -154,13 +158,22 @@ impl Worker {
                 ));
             }
         }
+        // Walking the state is O(state): refresh its size at most once a second.
+        let refresh = self
+            .state_bytes_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if refresh {
+            self.state_bytes = self.engine.approx_state_bytes();
+            self.state_bytes_at = Some(Instant::now());
+        }
+        let state_bytes = self.state_bytes;
         if let Some(p) = self.shared.progress.get(self.partition as usize) {
             let mut g = p.lock().unwrap_or_else(|e| e.into_inner());
             let last = g.last_checkpoint;
             *g = Progress {
                 applied,
                 last_checkpoint: last,
-                state_bytes: self.engine.approx_state_bytes(),
+                state_bytes,
                 stream_counters: counters,
             };
         }
