@@ -278,9 +278,26 @@ fn dir_bytes(p: &Path) -> u64 {
     n
 }
 
-fn recovery(events: u64) {
+fn ticks_batch(start: u64, n: u64) -> String {
+    let mut s = String::with_capacity(n as usize * 80);
+    for i in start..start + n {
+        let e = json!({"id": format!("k{}", i % 1000), "v": (i % 150) as f64, "sent": 0, "ts": i as i64});
+        s.push_str(&e.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// `example`: the example rules over `payments`; otherwise one simple rule over `ticks`.
+fn recovery(events: u64, example: bool) {
     let d = dir("recovery");
-    let rules = root().join("rules");
+    let rules = if example {
+        root().join("rules")
+    } else {
+        let r = d.join("bench.weir");
+        std::fs::write(&r, BENCH_RULES).unwrap();
+        r
+    };
     let args = [
         "--rules",
         rules.to_str().unwrap(),
@@ -292,21 +309,35 @@ fn recovery(events: u64) {
         "86000",
     ];
     let (s, _) = start(&d, &args);
-    let url = format!("{}/v1/streams/payments/events", s.base);
+    let stream = if example { "payments" } else { "ticks" };
+    let url = format!("{}/v1/streams/{stream}/events", s.base);
     let mut i = 0;
     while i < events {
-        ureq::post(&url)
+        let body = if example {
+            payments_batch(i, 10_000)
+        } else {
+            ticks_batch(i, 10_000)
+        };
+        match ureq::post(&url)
             .set("Content-Type", "application/x-ndjson")
-            .send_string(&payments_batch(i, 10_000))
-            .unwrap();
-        i += 10_000;
+            .send_string(&body)
+        {
+            Ok(_) => i += 10_000,
+            Err(ureq::Error::Status(429, _)) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("{e}"),
+        }
     }
     drop(s); // SIGKILL: no shutdown checkpoint, so the restart replays everything.
     let bytes = dir_bytes(&d.join("log"));
     let (_s, took) = start(&d, &args);
     let gb = bytes as f64 / 1e9;
     println!(
-        "recovery: {events} events, {:.1} MB of log replayed in {:.2} s = {:.1} s per GB",
+        "recovery ({}): {events} events, {:.1} MB of log replayed in {:.2} s = {:.1} s per GB",
+        if example {
+            "example rules, payments"
+        } else {
+            "one simple rule, ticks"
+        },
         bytes as f64 / 1e6,
         took.as_secs_f64(),
         took.as_secs_f64() / gb
@@ -327,6 +358,9 @@ fn main() {
         latency(secs, env_u64("BENCH_RATE", 50_000));
     }
     if only.is_empty() || only == "recovery" {
-        recovery(env_u64("BENCH_RECOVERY_EVENTS", 1_000_000));
+        recovery(env_u64("BENCH_RECOVERY_EVENTS", 1_000_000), false);
+    }
+    if only == "recovery-example" {
+        recovery(env_u64("BENCH_RECOVERY_EVENTS", 1_000_000), true);
     }
 }
