@@ -613,8 +613,9 @@ fn closure(
                     true
                 }
                 // same hash: merge only when the projections are really equal
-                Some(&(n2, l2)) => !projection(rule, nodes, t.node, t.len)
-                    .eq(projection(rule, nodes, n2, l2)),
+                Some(&(n2, l2)) => {
+                    !projection(rule, nodes, t.node, t.len).eq(projection(rule, nodes, n2, l2))
+                }
             },
         };
         if !fresh {
@@ -1300,13 +1301,9 @@ impl PartitionState {
                         .iter()
                         .position(|ks| key_matches(rep, &row, &key, &ks.values))
                     {
-                        Some(i) => {
-                            let ks = bucket.swap_remove(i);
-                            if bucket.is_empty() {
-                                gs.remove(&key.hash);
-                            }
-                            Some(ks)
-                        }
+                        // taken out while processed; the (possibly empty) bucket stays so
+                        // that putting the key back does not allocate
+                        Some(i) => Some(bucket.swap_remove(i)),
                         None => None,
                     }
                 }
@@ -1429,6 +1426,7 @@ impl PartitionState {
                 }
             }
             self.cand_buf = cands;
+            let had = ks.is_some();
             if let Some(mut ks) = ks {
                 ks.rules
                     .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
@@ -1442,7 +1440,11 @@ impl PartitionState {
                         }
                     }
                     gs.entry(key.hash).or_default().push(ks);
+                    continue;
                 }
+            }
+            if had && gs.get(&key.hash).is_some_and(|b| b.is_empty()) {
+                gs.remove(&key.hash);
             }
         }
     }
