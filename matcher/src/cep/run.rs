@@ -227,7 +227,9 @@ impl Scratch {
             self.stamp.iter_mut().for_each(|s| *s = 0);
             self.gen = 1;
         }
-        self.seen.clear();
+        if !self.seen.is_empty() {
+            self.seen.clear();
+        }
     }
 }
 
