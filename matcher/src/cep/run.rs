@@ -1297,20 +1297,14 @@ impl PartitionState {
             }
             let key = row_key(rep, &row);
             let gs = &mut self.groups_state[gi];
-            let mut ks = match gs.get_mut(&key.hash) {
-                Some(bucket) => {
-                    match bucket
-                        .iter()
-                        .position(|ks| key_matches(rep, &row, &key, &ks.values))
-                    {
-                        // taken out while processed; the (possibly empty) bucket stays so
-                        // that putting the key back does not allocate
-                        Some(i) => Some(bucket.swap_remove(i)),
-                        None => None,
-                    }
-                }
-                None => None,
-            };
+            // taken out while processed; the (possibly empty) bucket stays so that putting
+            // the key back does not allocate
+            let mut ks = gs.get_mut(&key.hash).and_then(|bucket| {
+                bucket
+                    .iter()
+                    .position(|ks| key_matches(rep, &row, &key, &ks.values))
+                    .map(|i| bucket.swap_remove(i))
+            });
             if ks.is_none() && cands.is_empty() {
                 self.cand_buf = cands;
                 continue;
