@@ -556,18 +556,18 @@ fn dedup_warnings(diags: &mut Vec<Diagnostic>, from: usize) {
 
 /// The first column of a metric SELECT item that is outside every aggregate and not a
 /// GROUP BY expression.
+fn is_aggregate_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    expr::is_exact_agg(&n) || n.starts_with("approx_")
+}
+
 fn ungrouped_column(e: &Expr, group_by: &[Expr]) -> Option<Span> {
     if group_by.contains(e) {
         return None;
     }
     match &e.kind {
         ExprKind::Path(_) => Some(e.span),
-        ExprKind::Function { name, .. }
-            if expr::is_exact_agg(&name.name.to_ascii_lowercase())
-                || name.name.to_ascii_lowercase().starts_with("approx_") =>
-        {
-            None
-        }
+        ExprKind::Function { name, .. } if is_aggregate_name(&name.name) => None,
         _ => {
             let mut children = Vec::new();
             expr::children(e, &mut children);
@@ -1132,7 +1132,11 @@ fn check_metric(
             defining: None,
             diags,
         };
+        let errors_before = diags.iter().filter(|d| d.is_error()).count();
         let t = cx.check_item(&item.expr);
+        let item_ok = diags.iter().filter(|d| d.is_error()).count() == errors_before;
+        let top_aggregate = matches!(&item.expr.kind, ExprKind::Function { name, .. }
+            if is_aggregate_name(&name.name));
         if has_aggregate(&item.expr) {
             any_aggregate = true;
         }
@@ -1140,6 +1144,20 @@ fn check_metric(
             diags.push(Diagnostic::error(
                 span,
                 "this column is neither in GROUP BY nor inside an aggregate",
+            ));
+        } else if item_ok && !top_aggregate && !m.group_by.contains(&item.expr) {
+            // Each item is one window value or one group key (language decision, matching
+            // the metric engine): no arithmetic over aggregates or group columns.
+            let what = if has_aggregate(&item.expr) {
+                "arithmetic over aggregates"
+            } else {
+                "an expression of GROUP BY columns"
+            };
+            diags.push(Diagnostic::error(
+                item.expr.span,
+                format!(
+                    "a METRIC SELECT item is one aggregate (like SUM(x), whose argument may be an expression) or a GROUP BY column; {what} is not supported"
+                ),
             ));
         }
         match item_name(&item.expr, item.alias.as_ref()) {
