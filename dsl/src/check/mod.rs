@@ -1124,6 +1124,7 @@ fn check_metric(
     }
     let mut any_aggregate = false;
     for item in &m.items {
+        let errors_before = diags.iter().filter(|d| d.is_error()).count();
         let mut cx = Cx {
             stream: input,
             open: input_open,
@@ -1132,7 +1133,6 @@ fn check_metric(
             defining: None,
             diags,
         };
-        let errors_before = diags.iter().filter(|d| d.is_error()).count();
         let t = cx.check_item(&item.expr);
         let item_ok = diags.iter().filter(|d| d.is_error()).count() == errors_before;
         let top_aggregate = matches!(&item.expr.kind, ExprKind::Function { name, .. }
