@@ -343,6 +343,33 @@ impl Accumulator {
     }
 }
 
+impl Sketch for Accumulator {
+    const KIND: u8 = 16;
+
+    fn merge(&mut self, other: &Self) -> Result<(), SketchError> {
+        Accumulator::merge(self, other)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        Accumulator::memory_bytes(self)
+    }
+
+    fn validate(&self) -> Result<(), SketchError> {
+        match self {
+            Accumulator::CountDistinct(h) => h.validate(),
+            Accumulator::Percentile { sketch, fractions } => {
+                if fractions.iter().any(|(_, f)| !(0.0..=1.0).contains(f)) {
+                    return Err(SketchError::Decode("bad percentile fraction".into()));
+                }
+                sketch.validate()
+            }
+            Accumulator::TopK { sketch, .. } => sketch.validate(),
+            Accumulator::Set(b) => b.validate(),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The state a window pane or group holds: anything mergeable and serializable.
 pub trait AggState: Clone + Serialize + serde::de::DeserializeOwned {
     fn merge_from(&mut self, other: &Self) -> Result<(), SketchError>;
