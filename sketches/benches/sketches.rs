@@ -374,7 +374,9 @@ fn hopping() {
 }
 
 fn session() {
-    println!("\n## SESSION (GAP 30 s), 10k groups, events in time order, watermark every 100 events");
+    println!(
+        "\n## SESSION (GAP 30 s), 10k groups, events in time order, watermark every 100 events"
+    );
     let groups = 10_000u64;
     let proto = build_state(&metric_specs(), &SketchOptions::default()).unwrap();
     let mut cfg = WindowConfig::new(WindowKind::Session { gap: 30_000 });
