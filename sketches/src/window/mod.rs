@@ -37,6 +37,11 @@ pub type Ts = i64;
 /// Version of the serialized [`Windowed`] state (checkpoints).
 pub const STATE_VERSION: u32 = 1;
 
+/// Largest accepted window SIZE / ADVANCE / GAP / pane: 2^50 ms (about 35 000 years).
+pub const MAX_DURATION: i64 = 1 << 50;
+/// Accepted event times: ±2^60 ms (about 36 million years around 1970).
+pub const MAX_EVENT_TIME: i64 = 1 << 60;
+
 /// Pre-merged block width for sliding queries, in panes.
 const BLOCK_PANES: i64 = 8;
 
@@ -73,6 +78,17 @@ impl WindowKind {
 
     fn validate(&self) -> Result<(), SketchError> {
         let bad = |m: String| Err(SketchError::InvalidParameter(m));
+        let longest = match *self {
+            WindowKind::Tumbling { size } => size,
+            WindowKind::Hopping { size, advance } => size.max(advance),
+            WindowKind::Sliding { size, pane } => size.max(pane),
+            WindowKind::Session { gap } => gap,
+        };
+        if longest > MAX_DURATION {
+            return bad(format!(
+                "window durations are limited to {MAX_DURATION} ms, got {longest} ms"
+            ));
+        }
         match *self {
             WindowKind::Tumbling { size } if size <= 0 => {
                 bad(format!("window SIZE must be positive, got {size} ms"))
@@ -320,6 +336,11 @@ where
         ts: Ts,
         update: impl FnOnce(&mut S),
     ) -> Result<AddOutcome, SketchError> {
+        if !(-MAX_EVENT_TIME..=MAX_EVENT_TIME).contains(&ts) {
+            return Err(SketchError::InvalidParameter(format!(
+                "event time {ts} ms is outside ±{MAX_EVENT_TIME} ms"
+            )));
+        }
         if let Some(wm) = self.watermark {
             if ts < wm {
                 self.stats.late_events += 1;
@@ -523,7 +544,7 @@ where
                         let mut e = s_min.saturating_add(size);
                         if e <= wm {
                             // First aligned end after wm.
-                            let k = (wm - e).div_euclid(advance) + 1;
+                            let k = wm.saturating_sub(e).div_euclid(advance).saturating_add(1);
                             e = e.saturating_add(k.saturating_mul(advance));
                         }
                         e
@@ -547,6 +568,7 @@ where
         let WindowKind::Sliding { size, pane } = self.config.kind else {
             return Ok(None);
         };
+        let at = at.clamp(-MAX_EVENT_TIME, MAX_EVENT_TIME);
         let end = ceil_to(at, pane);
         let start = end.saturating_sub(size);
         let span = Span { start, end };
@@ -593,6 +615,7 @@ where
     /// for SESSION the open session covering `at`, for SLIDING the same as
     /// [`Windowed::query_sliding`]. `None` if nothing is held there.
     pub fn peek_open(&mut self, group: &K, at: Ts) -> Result<Option<(Span, S)>, SketchError> {
+        let at = at.clamp(-MAX_EVENT_TIME, MAX_EVENT_TIME);
         match self.config.kind {
             WindowKind::Sliding { .. } => self.query_sliding(group, at),
             WindowKind::Session { gap } => Ok(self.groups.get(group).and_then(|g| {

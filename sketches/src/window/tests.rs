@@ -238,6 +238,34 @@ fn retention_keeps_closed_windows_then_evicts() {
 }
 
 #[test]
+fn extreme_times_are_errors_not_panics() {
+    let mut win = w(WindowKind::Hopping {
+        size: 10,
+        advance: 5,
+    });
+    assert!(win.add(&"a".to_string(), i64::MIN, push(0)).is_err());
+    assert!(win.add(&"a".to_string(), i64::MAX, push(0)).is_err());
+    add(&mut win, "a", -3);
+    add(&mut win, "a", 1 << 59);
+    assert_eq!(win.advance_watermark(i64::MAX).unwrap().len(), 4);
+    let mut s = w(WindowKind::Session { gap: 1 << 50 });
+    add(&mut s, "a", 1 << 60);
+    assert_eq!(s.close_all().unwrap().len(), 1);
+    let mut sl = w(WindowKind::Sliding {
+        size: 1 << 40,
+        pane: 1 << 30,
+    });
+    add(&mut sl, "a", -(1 << 60));
+    assert!(sl
+        .query_sliding(&"a".to_string(), i64::MAX)
+        .unwrap()
+        .is_none());
+    assert!(sl.advance_watermark(i64::MAX).unwrap().is_empty());
+    let e = |k| Windowed::<String, Ev>::new(WindowConfig::new(k), Ev::default()).is_err();
+    assert!(e(WindowKind::Tumbling { size: i64::MAX }));
+}
+
+#[test]
 fn bad_configs() {
     let e = |k| Windowed::<String, Ev>::new(WindowConfig::new(k), Ev::default()).is_err();
     assert!(e(WindowKind::Tumbling { size: 0 }));
@@ -475,6 +503,34 @@ proptest! {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Any times, any durations: errors, never panics (overflow checks are on in tests).
+    #[test]
+    fn no_panics_on_extreme_inputs(
+        kind_sel in 0u8..4,
+        d1 in prop_oneof![1i64..100, Just(MAX_DURATION), Just(i64::MAX)],
+        d2 in prop_oneof![1i64..100, Just(MAX_DURATION)],
+        ops in prop::collection::vec((any::<i64>(), prop_oneof![any::<i64>(), -200i64..200], 0u8..4), 0..40),
+        retention in prop_oneof![Just(0i64), Just(i64::MAX), 0i64..100],
+    ) {
+        let kind = match kind_sel {
+            0 => WindowKind::Tumbling { size: d1 },
+            1 => WindowKind::Hopping { size: d1.max(d2), advance: d2.min(d1) },
+            2 => WindowKind::Sliding { size: d1, pane: 1 },
+            _ => WindowKind::Session { gap: d1 },
+        };
+        let mut cfg = WindowConfig::new(kind);
+        cfg.retention = retention;
+        let Ok(mut win) = Windowed::<String, Ev>::new(cfg, Ev::default()) else { return Ok(()) };
+        for (a, b, op) in ops {
+            match op {
+                0 => { let _ = win.add(&"g".to_string(), b, push(b)); }
+                1 => { let _ = win.advance_watermark(a); }
+                2 => { let _ = win.query_sliding(&"g".to_string(), a); let _ = win.peek_open(&"g".to_string(), a); }
+                _ => { let _ = win.close_all(); }
             }
         }
     }
