@@ -568,13 +568,10 @@ fn ungrouped_column(e: &Expr, group_by: &[Expr]) -> Option<Span> {
     match &e.kind {
         ExprKind::Path(_) => Some(e.span),
         ExprKind::Function { name, .. } if is_aggregate_name(&name.name) => None,
-        _ => {
-            let mut children = Vec::new();
-            expr::children(e, &mut children);
-            children
-                .into_iter()
-                .find_map(|c| ungrouped_column(c, group_by))
-        }
+        _ => e
+            .children()
+            .into_iter()
+            .find_map(|c| ungrouped_column(c, group_by)),
     }
 }
 
