@@ -132,16 +132,11 @@ fn parse_case_file(file: &str, text: &str) -> Result<Vec<Case>, String> {
     Ok(cases)
 }
 
-/// Canonical text of statements (None until the printer is merged).
-fn print(statements: &[Statement]) -> Option<String> {
-    let _ = statements;
-    None
-}
-
-#[allow(dead_code)]
-fn print_with_display(statements: &[String]) -> String {
+/// Canonical text of statements: each printed by `Display`, one per line, ending in `;`.
+fn print(statements: &[Statement]) -> String {
     let mut out = String::new();
-    for t in statements {
+    for s in statements {
+        let t = s.to_string();
         let t = t.trim_end();
         out.push_str(t);
         if !t.ends_with(';') {
@@ -211,9 +206,7 @@ fn run(case: &Case) -> Result<(), String> {
         }
     }
     if let Some(Expect::Canonical(want)) = &case.expect {
-        let Some(got) = print(&statements) else {
-            return Err("the canonical printer is not available yet".to_string());
-        };
+        let got = print(&statements);
         if got.trim_end() != want.trim_end() {
             return Err(format!(
                 "canonical text differs:\n--- want\n{want}--- got\n{got}"
@@ -294,4 +287,48 @@ fn the_runner_catches_a_wrong_expectation() {
     )
     .unwrap();
     run(&cases[0]).unwrap();
+}
+
+/// Mangled inputs (every case cut short, or with a piece removed) never make parse or check
+/// panic, and every diagnostic points inside the text and renders.
+#[test]
+fn mangled_cases_never_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let long = std::env::var("WEIR_LONG_TESTS").is_ok();
+    let mut runs = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "case") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        for case in parse_case_file(&name, &text).unwrap() {
+            let src = &case.input;
+            let step = if long { 1 } else { (src.len() / 12).max(1) };
+            let cuts: Vec<usize> = (0..src.len())
+                .step_by(step)
+                .filter(|&i| src.is_char_boundary(i))
+                .collect();
+            for (k, &i) in cuts.iter().enumerate() {
+                let j = cuts.get(k + 1).copied().unwrap_or(src.len());
+                for mangled in [src[..i].to_string(), format!("{}{}", &src[..i], &src[j..])] {
+                    runs += 1;
+                    let diags = Catalog::new().check_source(&mangled);
+                    for d in &diags {
+                        assert!(
+                            d.span.start <= d.span.end && d.span.end <= mangled.len(),
+                            "{}: span {:?} outside {} bytes for {mangled:?}: {}",
+                            case.name,
+                            d.span,
+                            mangled.len(),
+                            d.message
+                        );
+                        let _ = d.render("m.weir", &mangled);
+                    }
+                }
+            }
+        }
+    }
+    assert!(runs > 1000, "{runs}");
 }

@@ -94,7 +94,7 @@ fn shipped_files_cover_what_they_promise() {
     };
     assert_eq!(r.input.name, "card_testing");
     let cols: Vec<&str> = r.input.columns.iter().map(|(c, _)| c.as_str()).collect();
-    assert_eq!(cols, ["card_id", "probes", "amount", "at"]);
+    assert_eq!(cols, ["card_id", "probes", "amount", "at", "ts"]);
     // Every window kind and every sketch appears in dashboards.weir.
     let text = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rules/dashboards.weir"),
@@ -112,4 +112,29 @@ fn shipped_files_cover_what_they_promise() {
     ] {
         assert!(text.contains(word), "dashboards.weir lacks {word}");
     }
+}
+
+/// Every ```sql example of docs/language.md is a complete file that checks clean
+/// (warnings allowed only where the text says so).
+#[test]
+fn language_doc_examples_check_clean() {
+    let doc = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/language.md"),
+    )
+    .unwrap();
+    let mut examples = 0;
+    let mut rest = doc.as_str();
+    while let Some(start) = rest.find("```sql\n") {
+        let body = &rest[start + 7..];
+        let end = body.find("```").unwrap();
+        let src = &body[..end];
+        rest = &body[end + 3..];
+        examples += 1;
+        let (statements, syntax) = dsl::parse::parse_statements(src);
+        assert!(syntax.is_empty(), "{}", render_all(&syntax, "example", src));
+        if let Err(diags) = Catalog::new().apply(&statements) {
+            panic!("{}", render_all(&diags, "example", src));
+        }
+    }
+    assert!(examples >= 10, "only {examples} examples");
 }

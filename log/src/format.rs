@@ -17,6 +17,9 @@ use bytes::Bytes;
 
 /// "WLB1" read as a little-endian u32.
 pub(crate) const BATCH_MAGIC: u32 = u32::from_le_bytes(*b"WLB1");
+/// Largest batch recovery and reads accept from disk: the largest `max_batch_bytes`
+/// allowed, so lowering that setting never turns existing batches into "corrupt" ones.
+pub(crate) const MAX_BATCH_ON_DISK: u64 = 1 << 30;
 /// Size of the batch header.
 pub const BATCH_HEADER: usize = 32;
 /// Size of a record's frame before its payload.
@@ -29,7 +32,8 @@ pub struct Record {
     pub offset: u64,
     /// Append time, milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
-    /// The bytes that were appended.
+    /// The bytes that were appended. Shares the buffer of the read that produced it
+    /// (zero-copy); copy it out if it is kept for long.
     pub payload: Bytes,
 }
 

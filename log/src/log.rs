@@ -8,10 +8,10 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{FsyncPolicy, LogConfig};
+use crate::config::{FsyncPolicy, LogConfig, Retention};
 use crate::error::{Error, IoContext, Result};
 use crate::format::Record;
-use crate::partition::{Partition, PartitionRecovery};
+use crate::partition::{Partition, PartitionRecovery, PartitionStats};
 use crate::position::Position;
 use crate::segment::sync_dir;
 
@@ -25,6 +25,43 @@ pub struct Appended {
     /// True if the records are already durable under the fsync policy (always true
     /// for [`Log::append`]; for [`Log::append_nowait`] call [`Log::wait_durable`]).
     pub durable: bool,
+}
+
+/// Iterator returned by [`Log::iter`]; yields an error once and then ends if a read
+/// fails (for example on corrupt data or an offset removed by retention).
+pub struct LogIter {
+    partition: Arc<Partition>,
+    next: u64,
+    buf: std::collections::VecDeque<Record>,
+    done: bool,
+}
+
+impl Iterator for LogIter {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if let Some(r) = self.buf.pop_front() {
+            return Some(Ok(r));
+        }
+        if self.done {
+            return None;
+        }
+        match self.partition.read(self.next, 1000, 1 << 20) {
+            Ok(recs) if recs.is_empty() => {
+                self.done = true;
+                None
+            }
+            Ok(recs) => {
+                self.next = recs.last().map_or(self.next, |r| r.offset + 1);
+                self.buf.extend(recs);
+                self.buf.pop_front().map(Ok)
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 struct Topic {
@@ -59,6 +96,8 @@ pub struct Log {
     inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
 }
+
+const ALWAYS_SAFETY_SYNC: Duration = Duration::from_secs(1);
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -101,23 +140,62 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-fn read_topic_meta(path: &Path) -> Result<u32> {
+fn topic_meta_text(partitions: u32, retention: Option<Retention>) -> String {
+    let mut t = format!("weir-topic 1\npartitions {partitions}\n");
+    if let Some(r) = retention {
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        t.push_str(&format!(
+            "retention bytes={} age_ms={}\n",
+            opt(r.max_bytes),
+            opt(r.max_age.map(|d| d.as_millis() as u64))
+        ));
+    }
+    t
+}
+
+/// Parses `topic.meta`: partition count and the topic's own retention (None = the
+/// log's default).
+fn read_topic_meta(path: &Path) -> Result<(u32, Option<Retention>)> {
     let text = std::fs::read_to_string(path).at(path)?;
-    let bad = || Error::Corrupt {
+    let bad = |what: &str| Error::Corrupt {
         path: path.to_path_buf(),
         position: 0,
-        reason: "expected 'weir-topic 1' and 'partitions N' lines".into(),
+        reason: format!("topic.meta: {what}"),
     };
     let mut lines = text.lines();
     if lines.next() != Some("weir-topic 1") {
-        return Err(bad());
+        return Err(bad("expected 'weir-topic 1' on the first line"));
     }
-    lines
+    let partitions = lines
         .next()
         .and_then(|l| l.strip_prefix("partitions "))
         .and_then(|n| n.trim().parse::<u32>().ok())
         .filter(|&n| n > 0)
-        .ok_or_else(bad)
+        .ok_or_else(|| bad("expected 'partitions N' on the second line"))?;
+    let mut retention = None;
+    for line in lines {
+        let Some(rest) = line.strip_prefix("retention ") else {
+            continue;
+        };
+        let mut r = Retention::default();
+        for kv in rest.split_whitespace() {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| bad("bad retention line"))?;
+            let v = if v == "-" {
+                None
+            } else {
+                Some(v.parse::<u64>().map_err(|_| bad("bad retention number"))?)
+            };
+            match k {
+                "bytes" => r.max_bytes = v,
+                "age_ms" => r.max_age = v.map(Duration::from_millis),
+                _ => return Err(bad("unknown retention key")),
+            }
+        }
+        retention = Some(r);
+    }
+    Ok((partitions, retention))
 }
 
 impl Log {
@@ -128,7 +206,10 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         let topics_dir = dir.join("topics");
-        std::fs::create_dir_all(&topics_dir).at(&topics_dir)?;
+        if !topics_dir.exists() {
+            std::fs::create_dir_all(&topics_dir).at(&topics_dir)?;
+            sync_dir(&dir)?;
+        }
         let lock_path = dir.join("LOCK");
         let lock_file = File::options()
             .create(true)
@@ -148,7 +229,10 @@ impl Log {
         for entry in std::fs::read_dir(&topics_dir).at(&topics_dir)? {
             let entry = entry.at(&topics_dir)?;
             if let Some(name) = entry.file_name().to_str() {
-                if validate_name(name).is_ok() && entry.path().join("topic.meta").exists() {
+                if name.starts_with(".deleted-") {
+                    let p = entry.path();
+                    std::fs::remove_dir_all(&p).at(&p)?;
+                } else if validate_name(name).is_ok() && entry.path().join("topic.meta").exists() {
                     names.push(name.to_string());
                 }
             }
@@ -156,11 +240,12 @@ impl Log {
         names.sort();
         for name in names {
             let tdir = topics_dir.join(&name);
-            let n = read_topic_meta(&tdir.join("topic.meta"))?;
+            let (n, retention) = read_topic_meta(&tdir.join("topic.meta"))?;
+            let retention = retention.unwrap_or(cfg.retention);
             let mut partitions = Vec::with_capacity(n as usize);
             for p in 0..n {
                 let (part, report) =
-                    Partition::open(&tdir.join(p.to_string()), &name, p, cfg.clone())?;
+                    Partition::open(&tdir.join(p.to_string()), &name, p, cfg.clone(), retention)?;
                 partitions.push(Arc::new(part));
                 recovery.push(report);
             }
@@ -176,10 +261,9 @@ impl Log {
             recovery: Mutex::new(recovery),
             _lock_file: lock_file,
         });
-        let needs_bg = matches!(inner.cfg.fsync, FsyncPolicy::Interval(_))
-            || inner.cfg.retention.max_bytes.is_some()
-            || inner.cfg.retention.max_age.is_some();
-        let background = if needs_bg {
+        // Always started: it applies retention (topics may have their own) and, for
+        // `Interval` and `Always`, fsyncs in the background.
+        let background = {
             let inner2 = inner.clone();
             Some(
                 std::thread::Builder::new()
@@ -190,8 +274,6 @@ impl Log {
                         source: e,
                     })?,
             )
-        } else {
-            None
         };
         Ok(Log { inner, background })
     }
@@ -216,9 +298,30 @@ impl Log {
             .clone()
     }
 
-    /// Creates a topic with `partitions` partitions; succeeds without change if it
-    /// already exists with that many.
+    /// Creates a topic with `partitions` partitions and the log's default retention;
+    /// succeeds without change if it already exists with that many.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        self.create_topic_inner(name, partitions, None)
+    }
+
+    /// Like [`Log::create_topic`], with a retention of its own (stored with the topic).
+    /// The `statements` topic must be kept whole: create it with
+    /// `Retention::default()` (keep everything), since the catalog is rebuilt from it.
+    pub fn create_topic_with_retention(
+        &self,
+        name: &str,
+        partitions: u32,
+        retention: Retention,
+    ) -> Result<()> {
+        self.create_topic_inner(name, partitions, Some(retention))
+    }
+
+    fn create_topic_inner(
+        &self,
+        name: &str,
+        partitions: u32,
+        retention: Option<Retention>,
+    ) -> Result<()> {
         validate_name(name)?;
         if partitions == 0 || partitions > 4096 {
             return Err(Error::InvalidConfig(format!(
@@ -246,15 +349,20 @@ impl Log {
         let mut parts = Vec::with_capacity(partitions as usize);
         let mut reports = Vec::new();
         for p in 0..partitions {
-            let (part, report) =
-                Partition::open(&tdir.join(p.to_string()), name, p, self.inner.cfg.clone())?;
+            let (part, report) = Partition::open(
+                &tdir.join(p.to_string()),
+                name,
+                p,
+                self.inner.cfg.clone(),
+                retention.unwrap_or(self.inner.cfg.retention),
+            )?;
             parts.push(Arc::new(part));
             reports.push(report);
         }
         sync_dir(&tdir)?;
         write_atomic(
             &tdir.join("topic.meta"),
-            format!("weir-topic 1\npartitions {partitions}\n").as_bytes(),
+            topic_meta_text(partitions, retention).as_bytes(),
         )?;
         sync_dir(&self.inner.dir.join("topics"))?;
         self.inner
@@ -268,6 +376,41 @@ impl Log {
             .unwrap_or_else(|e| e.into_inner())
             .extend(reports);
         Ok(())
+    }
+
+    /// Deletes a topic and all its data (for example after `DROP STREAM`). Readers that
+    /// are in the middle of a read finish it; later calls get `UnknownTopic`. Returns
+    /// false if the topic did not exist.
+    pub fn delete_topic(&self, name: &str) -> Result<bool> {
+        validate_name(name)?;
+        let _g = self
+            .inner
+            .create_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let removed = self
+            .inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if removed.is_none() {
+            return Ok(false);
+        }
+        let topics_dir = self.inner.dir.join("topics");
+        let tdir = topics_dir.join(name);
+        // Rename first (atomic), so a crash never leaves a half-deleted topic that
+        // would be opened again; `.deleted-*` directories are removed at open.
+        let trash = topics_dir.join(format!(".deleted-{name}-{}", now_ms()));
+        std::fs::rename(&tdir, &trash).at(&tdir)?;
+        sync_dir(&topics_dir)?;
+        std::fs::remove_dir_all(&trash).at(&trash)?;
+        self.inner
+            .recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r| r.topic != name);
+        Ok(true)
     }
 
     /// Topics and their partition counts.
@@ -329,8 +472,31 @@ impl Log {
         })
     }
 
+    /// Appends one batch to each of several partitions of a topic (one write request
+    /// spread by key), then waits until all are acknowledged under the policy. Returns
+    /// the results in input order. If one partition fails, batches already written to
+    /// other partitions stay written (each partition's batch is atomic on its own).
+    pub fn append_multi(&self, topic: &str, batches: &[(u32, &[&[u8]])]) -> Result<Vec<Appended>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for (partition, records) in batches {
+            out.push((*partition, self.append_nowait(topic, *partition, records)?));
+        }
+        if self.inner.cfg.fsync == FsyncPolicy::Always {
+            for (partition, a) in &out {
+                self.partition(topic, *partition)?
+                    .wait_durable(a.end_offset)?;
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(_, a)| Appended { durable: true, ..a })
+            .collect())
+    }
+
     /// Writes `records` as one batch and returns without waiting for fsync; `durable`
     /// tells whether they already are. Pair with [`Log::wait_durable`] (pipelining).
+    /// Under `Always` with `Durable` visibility, readers see the records once someone
+    /// waited for them (or the background safety fsync, every second, ran).
     pub fn append_nowait(
         &self,
         topic: &str,
@@ -393,6 +559,19 @@ impl Log {
             .read(from_offset, max_records, max_bytes)
     }
 
+    /// Iterates over the records of a partition from `from_offset` to its visible end
+    /// (as of each internal read), e.g. to rebuild the catalog from the `statements`
+    /// topic at start-up. Reads in chunks of up to 1000 records / 1 MiB.
+    pub fn iter(&self, topic: &str, partition: u32, from_offset: u64) -> Result<LogIter> {
+        let p = self.partition(topic, partition)?;
+        Ok(LogIter {
+            partition: p,
+            next: from_offset,
+            buf: std::collections::VecDeque::new(),
+            done: false,
+        })
+    }
+
     /// Blocks until the record at `offset` is readable or `timeout` passes; returns
     /// whether it is readable (for long-polling readers and partition workers).
     pub fn wait_for(
@@ -426,6 +605,12 @@ impl Log {
         Ok(())
     }
 
+    /// fsyncs everything and closes the log, reporting an fsync error that `Drop`
+    /// could only log.
+    pub fn close(self) -> Result<()> {
+        self.sync()
+    }
+
     /// Applies retention now (also done by the background thread); returns the number
     /// of segments deleted.
     pub fn apply_retention(&self) -> Result<usize> {
@@ -435,6 +620,11 @@ impl Log {
     /// Applies retention as if the time were `now_ms` (for tests of time retention).
     pub fn apply_retention_at(&self, now_ms: i64) -> Result<usize> {
         apply_retention(&self.inner, now_ms)
+    }
+
+    /// Counters and offsets of every partition (for metrics).
+    pub fn stats(&self) -> Vec<PartitionStats> {
+        self.all_partitions().iter().map(|p| p.stats()).collect()
     }
 
     /// Number of segment files of a partition.
@@ -466,15 +656,15 @@ fn apply_retention(inner: &Inner, now: i64) -> Result<usize> {
 }
 
 fn background(inner: Arc<Inner>) {
+    // Under `Always` appends sync themselves; the background sync is a safety net for
+    // records written with `append_nowait` that nobody waited for.
     let sync_every = match inner.cfg.fsync {
         FsyncPolicy::Interval(d) => Some(d),
-        _ => None,
+        FsyncPolicy::Always => Some(ALWAYS_SAFETY_SYNC),
+        FsyncPolicy::Never => None,
     };
-    let retention_on =
-        inner.cfg.retention.max_bytes.is_some() || inner.cfg.retention.max_age.is_some();
     let mut next_sync = sync_every.map(|d| Instant::now() + d);
-    let mut next_retention =
-        retention_on.then(|| Instant::now() + inner.cfg.retention_check_interval);
+    let mut next_retention = Some(Instant::now() + inner.cfg.retention_check_interval);
     loop {
         let wake = [next_sync, next_retention].into_iter().flatten().min();
         {

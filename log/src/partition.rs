@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use crate::config::{FsyncPolicy, LogConfig, Verify, Visibility};
+use crate::config::{FsyncPolicy, LogConfig, Retention, Verify, Visibility};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{self, Record};
 use crate::segment::{parse_segment_name, sync_dir, Segment, NO_TS};
@@ -60,6 +60,7 @@ pub(crate) struct Partition {
     pub id: u32,
     dir: PathBuf,
     cfg: Arc<LogConfig>,
+    retention: Retention,
     writer: Mutex<Writer>,
     segments: RwLock<Vec<Arc<Segment>>>,
     written_end: AtomicU64,
@@ -68,6 +69,37 @@ pub(crate) struct Partition {
     sync_cv: Condvar,
     visible_lock: Mutex<()>,
     visible_cv: Condvar,
+    batches: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    fsyncs: AtomicU64,
+}
+
+/// Counters and offsets of one partition (for metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// Earliest retained offset.
+    pub start_offset: u64,
+    /// Next offset to be written.
+    pub end_offset: u64,
+    /// Every offset below this is durable under the policy.
+    pub durable_offset: u64,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Bytes in segment files.
+    pub bytes_on_disk: u64,
+    /// Batches appended since open.
+    pub appended_batches: u64,
+    /// Records appended since open.
+    pub appended_records: u64,
+    /// Encoded bytes appended since open.
+    pub appended_bytes: u64,
+    /// fsync calls since open (group commit makes this smaller than `appended_batches`).
+    pub fsyncs: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -81,6 +113,7 @@ impl Partition {
         topic: &str,
         id: u32,
         cfg: Arc<LogConfig>,
+        retention: Retention,
     ) -> Result<(Partition, PartitionRecovery)> {
         std::fs::create_dir_all(dir).at(dir)?;
         let mut bases = Vec::new();
@@ -90,6 +123,10 @@ impl Partition {
             let Some(name) = name.to_str() else { continue };
             if let Some(base) = parse_segment_name(name) {
                 bases.push(base);
+            } else if name.ends_with(".idx.tmp") {
+                // Left by a crash while sealing an index; the index is rebuilt if needed.
+                let p = entry.path();
+                std::fs::remove_file(&p).at(&p)?;
             }
         }
         bases.sort_unstable();
@@ -148,7 +185,7 @@ impl Partition {
                     let s = seg.scan(
                         last_pos,
                         last_off,
-                        cfg.max_batch_bytes,
+                        format::MAX_BATCH_ON_DISK,
                         cfg.index_interval_bytes,
                         last_pos,
                     )?;
@@ -157,13 +194,24 @@ impl Partition {
                     } else {
                         // Maybe the index is stale rather than the data bad: decide
                         // with a full scan.
-                        let s =
-                            seg.scan(0, base, cfg.max_batch_bytes, cfg.index_interval_bytes, 0)?;
+                        let s = seg.scan(
+                            0,
+                            base,
+                            format::MAX_BATCH_ON_DISK,
+                            cfg.index_interval_bytes,
+                            0,
+                        )?;
                         (s, Vec::new(), true)
                     }
                 }
                 _ => {
-                    let s = seg.scan(0, base, cfg.max_batch_bytes, cfg.index_interval_bytes, 0)?;
+                    let s = seg.scan(
+                        0,
+                        base,
+                        format::MAX_BATCH_ON_DISK,
+                        cfg.index_interval_bytes,
+                        0,
+                    )?;
                     (s, Vec::new(), true)
                 }
             };
@@ -243,6 +291,7 @@ impl Partition {
             id,
             dir: dir.to_path_buf(),
             cfg,
+            retention,
             writer: Mutex::new(Writer {
                 active,
                 buf: Vec::new(),
@@ -255,6 +304,10 @@ impl Partition {
             sync_cv: Condvar::new(),
             visible_lock: Mutex::new(()),
             visible_cv: Condvar::new(),
+            batches: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
         };
         Ok((p, report))
     }
@@ -353,6 +406,10 @@ impl Partition {
             now_ms,
             self.cfg.index_interval_bytes,
         );
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         if buf.capacity() > (4 << 20) {
             *buf = Vec::new();
         }
@@ -372,13 +429,16 @@ impl Partition {
         let old = w.active.clone();
         let old_end = old.end.load(Ordering::Acquire);
         if self.cfg.fsync != FsyncPolicy::Never {
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
             old.file.sync_data().at(&old.path)?;
+            old.seal_index()?;
+        } else {
+            old.close_index();
         }
         let seg = Arc::new(Segment::create(&self.dir, old_end)?);
         if self.cfg.fsync != FsyncPolicy::Never {
             sync_dir(&self.dir)?;
         }
-        old.close_index();
         self.segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -426,6 +486,7 @@ impl Partition {
             }
             (w.active.clone(), self.written_end())
         };
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = seg.file.sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages; the only
             // safe course is to stop and let recovery re-read what is really on disk.
@@ -447,9 +508,18 @@ impl Partition {
     /// fsyncs now if anything written is not yet durable (any policy).
     pub fn sync_now(&self) -> Result<()> {
         if self.cfg.fsync == FsyncPolicy::Never {
-            // `durable_end` already equals `written_end`; still push data to disk.
-            let seg = lock(&self.writer).active.clone();
-            return seg.file.sync_data().at(&seg.path);
+            // `durable_end` already equals `written_end`; still push data to disk
+            // (segments are not synced when rolled under this policy).
+            let segs = self
+                .segments
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for seg in segs {
+                seg.file.sync_data().at(&seg.path)?;
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(());
         }
         self.wait_durable(self.written_end())
     }
@@ -516,7 +586,7 @@ impl Partition {
                 visible,
                 max_records,
                 max_bytes - bytes_so_far,
-                self.cfg.max_batch_bytes,
+                format::MAX_BATCH_ON_DISK,
                 &mut out,
             )?;
             if out.len() > before {
@@ -537,7 +607,7 @@ impl Partition {
 
     /// Deletes old segments outside the retention bounds; returns how many were deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        let r = self.cfg.retention;
+        let r = self.retention;
         if r.max_bytes.is_none() && r.max_age.is_none() {
             return Ok(0);
         }
@@ -574,6 +644,23 @@ impl Partition {
             sync_dir(&self.dir)?;
         }
         Ok(removed.len())
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        PartitionStats {
+            topic: self.topic.clone(),
+            partition: self.id,
+            start_offset: segs.first().map(|s| s.base).unwrap_or(0),
+            end_offset: self.written_end(),
+            durable_offset: self.durable_end(),
+            segments: segs.len(),
+            bytes_on_disk: segs.iter().map(|s| s.size.load(Ordering::Acquire)).sum(),
+            appended_batches: self.batches.load(Ordering::Relaxed),
+            appended_records: self.records.load(Ordering::Relaxed),
+            appended_bytes: self.bytes.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+        }
     }
 
     pub fn segment_count(&self) -> usize {

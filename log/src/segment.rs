@@ -270,6 +270,29 @@ impl Segment {
         Ok(())
     }
 
+    /// Writes the complete index of a sealed segment durably (temp file, fsync, rename;
+    /// the caller fsyncs the directory), so older segments' indexes can be trusted at
+    /// recovery.
+    pub fn seal_index(&self) -> Result<()> {
+        let bytes = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            let mut bytes = Vec::with_capacity(index.len() * 8);
+            for (rel, pos) in index.iter() {
+                bytes.extend_from_slice(&rel.to_le_bytes());
+                bytes.extend_from_slice(&pos.to_le_bytes());
+            }
+            bytes
+        };
+        self.close_index();
+        let tmp = self.idx_path.with_extension("idx.tmp");
+        {
+            let mut f = File::create(&tmp).at(&tmp)?;
+            f.write_all(&bytes).at(&tmp)?;
+            f.sync_data().at(&tmp)?;
+        }
+        std::fs::rename(&tmp, &self.idx_path).at(&self.idx_path)
+    }
+
     /// Closes the index file of a sealed segment.
     pub fn close_index(&self) {
         *self.idx_file.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -338,9 +361,9 @@ impl Segment {
         let size = self.size.load(Ordering::Acquire);
         let mut pos = self.lookup(from);
         let mut bytes_out = 0usize;
-        let chunk = (max_bytes as u64)
-            .saturating_add(64 << 10)
-            .clamp(64 << 10, 4 << 20);
+        // Size reads by the byte limit, or by the record limit at ~256 bytes a record.
+        let want_bytes = (max_bytes as u64).min((max_records as u64).saturating_mul(256));
+        let chunk = want_bytes.saturating_add(16 << 10).clamp(16 << 10, 4 << 20);
         while pos < size && out.len() < max_records && bytes_out < max_bytes {
             let want = chunk.min(size - pos) as usize;
             let mut buf = vec![0u8; want];
@@ -360,6 +383,12 @@ impl Segment {
                     break;
                 }
                 let total = hdr.total_len() as usize;
+                if pos + (at + total) as u64 > size {
+                    return Err(self.corrupt(
+                        pos + at as u64,
+                        "batch runs past the end of the segment".into(),
+                    ));
+                }
                 if buf.len() - at < total {
                     if at == 0 {
                         // One batch larger than the chunk: read exactly it.

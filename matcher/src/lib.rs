@@ -7,7 +7,9 @@
 //! - [`output`]: output records (language §7) and their deterministic ids.
 
 pub mod cep;
+pub mod engine;
 pub mod expr;
+pub mod metric;
 pub mod output;
 pub mod search;
 pub mod value;

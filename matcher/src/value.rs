@@ -471,6 +471,7 @@ pub fn format_timestamp(ms: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use dsl::plan::LatePolicy;

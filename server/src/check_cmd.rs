@@ -21,7 +21,7 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Statement files (`*.weir`) or folders of them.
+    /// Statement files (`*.weir`) or folders of them; `-` reads standard input.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Output format of the diagnostics.
@@ -34,6 +34,10 @@ pub struct Args {
 pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
+        if p.as_os_str() == "-" {
+            out.push(p.clone());
+            continue;
+        }
         let meta =
             std::fs::metadata(p).with_context(|| format!("cannot read `{}`", p.display()))?;
         if meta.is_dir() {
@@ -69,8 +73,15 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn read_text(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("cannot read standard input")?;
+        buf
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?
+    };
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let text = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
@@ -99,7 +110,11 @@ pub fn check_files(files: &[PathBuf], format: Format) -> anyhow::Result<Report> 
     let (mut errors, mut warnings) = (0, 0);
     for f in files {
         let src = read_text(f)?;
-        let name = f.display().to_string();
+        let name = if f.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            f.display().to_string()
+        };
         let diags = catalog.check_source(&src);
         errors += diags.iter().filter(|d| d.is_error()).count();
         warnings += diags.len() - diags.iter().filter(|d| d.is_error()).count();
@@ -185,6 +200,94 @@ mod tests {
         let err = check_files(&[d.join("x.weir")], Format::Text).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains("not UTF-8") && msg.contains(":2:1"), "{msg}");
+    }
+
+    #[test]
+    fn later_files_see_earlier_streams_and_errors_render() {
+        let d = tmp("together");
+        std::fs::write(
+            d.join("a.weir"),
+            "CREATE STREAM pay (card STRING, amount FLOAT, ts TIMESTAMP) WITH (event_time = 'ts');\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("b.weir"),
+            "CREATE RULE big AS FROM pay PATTERN (x) WITHIN 1 MINUTE DEFINE x AS amount > 10;\n",
+        )
+        .unwrap();
+        let ok = check_files(&[d.join("a.weir"), d.join("b.weir")], Format::Text).unwrap();
+        assert_eq!((ok.errors, ok.warnings), (0, 0), "{}", ok.output);
+        // Alone, b.weir does not know `pay`.
+        let bad = check_files(&[d.join("b.weir")], Format::Text).unwrap();
+        assert_eq!(bad.errors, 1);
+        let first = bad.output.lines().next().unwrap();
+        assert!(first.ends_with("b.weir:1:25: error: unknown stream `pay`; no streams exist yet (CREATE STREAM first)"), "{first}");
+        assert!(
+            bad.output.contains("\n    |                         ^^^\n"),
+            "{}",
+            bad.output
+        );
+        // JSON: one array.
+        let json = check_files(&[d.join("b.weir")], Format::Json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json.output).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(v[0]["line"], 1);
+        assert_eq!(v[0]["column"], 25);
+        assert_eq!(v[0]["end_column"], 28);
+        assert_eq!(v[0]["severity"], "error");
+        // A warning alone does not fail.
+        std::fs::write(d.join("c.weir"), "CREATE RULE w AS FROM pay PATTERN (x);\n").unwrap();
+        let warn = check_files(&[d.join("a.weir"), d.join("c.weir")], Format::Text).unwrap();
+        assert_eq!((warn.errors, warn.warnings), (0, 1));
+        assert!(warn.output.contains("warning: rule `w` has no WITHIN"));
+        let json = check_files(&[d.join("a.weir")], Format::Json).unwrap();
+        assert_eq!(json.output.trim(), "[]");
+    }
+
+    /// What `weir check` accepts, the engines compile: every shipped rules file and every
+    /// valid case of the dsl case suite builds a `matcher::engine::Engine`.
+    #[test]
+    fn what_check_accepts_the_engine_compiles() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut inputs: Vec<(String, String)> = Vec::new();
+        for f in collect_files(&[root.join("rules")]).unwrap() {
+            inputs.push((
+                f.display().to_string(),
+                std::fs::read_to_string(&f).unwrap(),
+            ));
+        }
+        for f in std::fs::read_dir(root.join("dsl/tests/cases")).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_none_or(|e| e != "case") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for chunk in text.split("\n=== ").skip(1) {
+                let (name, body) = chunk.split_once('\n').unwrap();
+                let Some(i) = body.find("-- expect") else {
+                    continue;
+                };
+                let expect = &body[i..];
+                if expect.starts_with("-- expect: ") || expect.starts_with("-- expect-warning") {
+                    inputs.push((format!("{}: {name}", f.display()), body[..i].to_string()));
+                }
+            }
+        }
+        assert!(inputs.len() > 80, "{}", inputs.len());
+        let config = matcher::engine::EngineConfig::default();
+        let mut failures = Vec::new();
+        for (name, src) in &inputs {
+            let (statements, syntax) = dsl::parse::parse_statements(src);
+            assert!(syntax.iter().all(|d| !d.is_error()), "{name}");
+            let mut catalog = Catalog::new();
+            catalog
+                .apply(&statements)
+                .unwrap_or_else(|d| panic!("{name}: {d:?}"));
+            if let Err(diags) = matcher::engine::Engine::new(&catalog, 0, &config) {
+                failures.push(format!("{name}:\n{}", render_all(&diags, name, src)));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     #[test]

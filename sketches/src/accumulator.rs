@@ -118,17 +118,17 @@ pub enum Accumulator {
     Sum(Sum),
     Extreme(Extreme),
     Avg(Avg),
-    CountDistinct(Hll),
+    CountDistinct(Box<Hll>),
     Percentile {
-        sketch: DDSketch,
+        sketch: Box<DDSketch>,
         /// (text as written, parsed fraction)
         fractions: Vec<(String, f64)>,
     },
     TopK {
-        sketch: TopK,
+        sketch: Box<TopK>,
         k: u32,
     },
-    Set(Bloom),
+    Set(Box<Bloom>),
 }
 
 impl AccSpec {
@@ -147,7 +147,9 @@ impl AccSpec {
             AccSpec::Min => Accumulator::Extreme(Extreme::new(false)),
             AccSpec::Max => Accumulator::Extreme(Extreme::new(true)),
             AccSpec::Avg => Accumulator::Avg(Avg::default()),
-            AccSpec::CountDistinct => Accumulator::CountDistinct(Hll::new(opts.hll_precision)?),
+            AccSpec::CountDistinct => {
+                Accumulator::CountDistinct(Box::new(Hll::new(opts.hll_precision)?))
+            }
             AccSpec::Percentile { fractions } => {
                 if fractions.is_empty() {
                     return Err(SketchError::InvalidParameter(
@@ -167,10 +169,10 @@ impl AccSpec {
                     fs.push((f.clone(), x));
                 }
                 Accumulator::Percentile {
-                    sketch: DDSketch::with_max_bins(
+                    sketch: Box::new(DDSketch::with_max_bins(
                         opts.percentile_error,
                         opts.percentile_max_bins,
-                    )?,
+                    )?),
                     fractions: fs,
                 }
             }
@@ -185,11 +187,13 @@ impl AccSpec {
                     .unwrap_or_else(|| TopK::default_capacity(*k))
                     .max(*k);
                 Accumulator::TopK {
-                    sketch: TopK::new(cap)?,
+                    sketch: Box::new(TopK::new(cap)?),
                     k: *k,
                 }
             }
-            AccSpec::Set => Accumulator::Set(Bloom::new(opts.bloom_capacity, opts.bloom_fpp)?),
+            AccSpec::Set => {
+                Accumulator::Set(Box::new(Bloom::new(opts.bloom_capacity, opts.bloom_fpp)?))
+            }
         })
     }
 }
@@ -335,6 +339,33 @@ impl Accumulator {
                     .collect(),
             ),
             Accumulator::Set(b) => json!({"approx_count": b.approx_count().round() as u64}),
+        }
+    }
+}
+
+impl Sketch for Accumulator {
+    const KIND: u8 = 16;
+
+    fn merge(&mut self, other: &Self) -> Result<(), SketchError> {
+        Accumulator::merge(self, other)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        Accumulator::memory_bytes(self)
+    }
+
+    fn validate(&self) -> Result<(), SketchError> {
+        match self {
+            Accumulator::CountDistinct(h) => h.validate(),
+            Accumulator::Percentile { sketch, fractions } => {
+                if fractions.iter().any(|(_, f)| !(0.0..=1.0).contains(f)) {
+                    return Err(SketchError::Decode("bad percentile fraction".into()));
+                }
+                sketch.validate()
+            }
+            Accumulator::TopK { sketch, .. } => sketch.validate(),
+            Accumulator::Set(b) => b.validate(),
+            _ => Ok(()),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Num {
     Int(i64),
-    Float(f64),
+    Float(#[serde(with = "crate::serde_f64")] f64),
 }
 
 impl Num {
@@ -43,6 +43,7 @@ pub struct Count(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Sum {
     int: i64,
+    #[serde(with = "crate::serde_f64")]
     float: f64,
     /// A float was added or the integer part overflowed.
     is_float: bool,
@@ -145,6 +146,7 @@ impl Extreme {
 /// AVG as (sum, count).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Avg {
+    #[serde(with = "crate::serde_f64")]
     sum: f64,
     n: u64,
 }

@@ -9,6 +9,36 @@
 //!
 //! The [`window`] module holds event-time windows (tumbling, hopping, sliding, session) over
 //! panes of any mergeable state, grouped by key with a cardinality guard.
+//!
+//! How the METRIC evaluator plugs in (one `Vec<Accumulator>` per group and pane):
+//!
+//! ```
+//! use sketches::accumulator::{build_state, AccSpec, Value};
+//! use sketches::options::SketchOptions;
+//! use sketches::window::{AddOutcome, WindowConfig, WindowKind, Windowed};
+//!
+//! // SELECT COUNT(*), APPROX_COUNT_DISTINCT(user) ... GROUP BY country
+//! // WINDOW TUMBLING (SIZE 1 MINUTE) WITH (hll_precision = '14')
+//! let mut opts = SketchOptions::default();
+//! opts.set("hll_precision", "14").unwrap();
+//! let proto = build_state(&[AccSpec::CountStar, AccSpec::CountDistinct], &opts).unwrap();
+//! let mut windows = Windowed::new(WindowConfig::new(WindowKind::Tumbling { size: 60_000 }), proto).unwrap();
+//!
+//! let country = "US".to_string();
+//! for (ts, user) in [(1_000, "ann"), (2_000, "bob"), (3_000, "ann")] {
+//!     let outcome = windows
+//!         .add(&country, ts, |state| {
+//!             state[0].update(Value::Null);
+//!             state[1].update(Value::Str(user));
+//!         })
+//!         .unwrap();
+//!     assert_eq!(outcome, AddOutcome::Applied); // or Late / GroupDropped: count them
+//! }
+//! let closed = windows.advance_watermark(60_000).unwrap();
+//! assert_eq!(closed.len(), 1);
+//! let values: Vec<_> = closed[0].state.iter().map(|a| a.result_json()).collect();
+//! assert_eq!(values, vec![serde_json::json!(3), serde_json::json!(2)]);
+//! ```
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -92,5 +122,49 @@ pub trait Sketch: Clone + Serialize + DeserializeOwned {
     /// Check invariants after decoding (sizes consistent with parameters, …).
     fn validate(&self) -> Result<(), SketchError> {
         Ok(())
+    }
+}
+
+/// serde for `f64` fields that may hold ±∞/NaN: JSON has no such numbers, so in
+/// human-readable formats they are written as the strings `"inf"`, `"-inf"`, `"nan"`.
+pub(crate) mod serde_f64 {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() && !v.is_finite() {
+            let t = if v.is_nan() {
+                "nan"
+            } else if *v > 0.0 {
+                "inf"
+            } else {
+                "-inf"
+            };
+            t.serialize(s)
+        } else {
+            v.serialize(s)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        N(f64),
+        T(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        if d.is_human_readable() {
+            match NumOrText::deserialize(d)? {
+                NumOrText::N(v) => Ok(v),
+                NumOrText::T(t) => match t.as_str() {
+                    "inf" => Ok(f64::INFINITY),
+                    "-inf" => Ok(f64::NEG_INFINITY),
+                    "nan" => Ok(f64::NAN),
+                    other => Err(serde::de::Error::custom(format!("not a number: {other}"))),
+                },
+            }
+        } else {
+            f64::deserialize(d)
+        }
     }
 }

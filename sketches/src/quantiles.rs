@@ -18,22 +18,69 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ALPHA: f64 = 0.01;
 pub const DEFAULT_MAX_BINS: u32 = 2048;
 
-/// Dense run of bucket counters, `counts[i]` is bucket `offset + i`.
+/// Most non-empty buckets kept in the sparse list before switching to a dense run.
+const SPARSE_MAX: usize = 48;
+
+/// Bucket counters of one sign. Starts sparse (a sorted list of `(bucket, count)`, cheap
+/// for panes with few values spread over a wide range) and becomes a dense run
+/// (`counts[i]` is bucket `offset + i`) past [`SPARSE_MAX`] non-empty buckets.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 struct Store {
+    sparse: Vec<(i32, u64)>,
     offset: i32,
     counts: Vec<u64>,
-    /// Whether any lower buckets were folded into `counts[0]`.
+    /// Whether any lower buckets were folded into the lowest one.
     collapsed: bool,
 }
 
 impl Store {
+    fn is_dense(&self) -> bool {
+        !self.counts.is_empty()
+    }
+
     fn top(&self) -> i32 {
         self.offset + self.counts.len() as i32 - 1
     }
 
-    /// Make room for buckets `lo..=hi`, folding the lowest ones if the range would exceed
-    /// `max_bins`. Returns the lowest bucket index now held.
+    /// Non-empty buckets in ascending order.
+    fn bins(&self) -> Vec<(i32, u64)> {
+        if self.is_dense() {
+            self.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &c)| c != 0)
+                .map(|(i, &c)| (self.offset + i as i32, c))
+                .collect()
+        } else {
+            self.sparse.clone()
+        }
+    }
+
+    fn total(&self) -> Option<u64> {
+        self.counts
+            .iter()
+            .chain(self.sparse.iter().map(|(_, c)| c))
+            .try_fold(0u64, |a, &c| a.checked_add(c))
+    }
+
+    fn densify(&mut self, max_bins: usize) {
+        if self.is_dense() || self.sparse.is_empty() {
+            return;
+        }
+        let sparse = std::mem::take(&mut self.sparse);
+        let lo = sparse[0].0;
+        let hi = sparse[sparse.len() - 1].0;
+        let lo = self.extend_range(lo, hi, max_bins);
+        for (idx, c) in sparse {
+            if idx < lo {
+                self.collapsed = true;
+            }
+            self.counts[(idx.max(lo) - lo) as usize] += c;
+        }
+    }
+
+    /// Dense mode: make room for buckets `lo..=hi`, folding the lowest ones if the range
+    /// would exceed `max_bins`. Returns the lowest bucket index now held.
     fn extend_range(&mut self, lo: i32, hi: i32, max_bins: usize) -> i32 {
         if self.counts.is_empty() {
             let lo = lo.max(hi - max_bins as i32 + 1);
@@ -69,6 +116,18 @@ impl Store {
 
     #[inline]
     fn add(&mut self, idx: i32, n: u64, max_bins: usize) {
+        if !self.is_dense() {
+            match self.sparse.binary_search_by_key(&idx, |&(i, _)| i) {
+                Ok(pos) => self.sparse[pos].1 += n,
+                Err(pos) => {
+                    self.sparse.insert(pos, (idx, n));
+                    if self.sparse.len() > SPARSE_MAX.min(max_bins) {
+                        self.densify(max_bins);
+                    }
+                }
+            }
+            return;
+        }
         let rel = idx.wrapping_sub(self.offset);
         if rel >= 0 && (rel as usize) < self.counts.len() {
             self.counts[rel as usize] += n;
@@ -85,23 +144,65 @@ impl Store {
     }
 
     fn merge(&mut self, other: &Store, max_bins: usize) {
-        if other.counts.is_empty() {
+        self.collapsed |= other.collapsed;
+        if !other.is_dense() && !self.is_dense() {
+            // Both sparse: merge the sorted lists.
+            let (a, b) = (&self.sparse, &other.sparse);
+            let mut out = Vec::with_capacity(a.len() + b.len());
+            let (mut i, mut j) = (0, 0);
+            while i < a.len() || j < b.len() {
+                if j >= b.len() || (i < a.len() && a[i].0 < b[j].0) {
+                    out.push(a[i]);
+                    i += 1;
+                } else if i >= a.len() || b[j].0 < a[i].0 {
+                    out.push(b[j]);
+                    j += 1;
+                } else {
+                    out.push((a[i].0, a[i].1 + b[j].1));
+                    i += 1;
+                    j += 1;
+                }
+            }
+            self.sparse = out;
+            if self.sparse.len() > SPARSE_MAX.min(max_bins) {
+                self.densify(max_bins);
+            }
             return;
         }
-        let lo = self.extend_range(other.offset, other.top(), max_bins);
-        self.collapsed |= other.collapsed;
-        for (i, &c) in other.counts.iter().enumerate() {
-            if c != 0 {
-                let idx = other.offset + i as i32;
+        self.densify(max_bins);
+        if other.is_dense() {
+            let lo = self.extend_range(other.offset, other.top(), max_bins);
+            for (i, &c) in other.counts.iter().enumerate() {
+                if c != 0 {
+                    let idx = other.offset + i as i32;
+                    if idx < lo {
+                        self.collapsed = true;
+                    }
+                    self.counts[(idx.max(lo) - lo) as usize] += c;
+                }
+            }
+        } else if let (Some(&(lo_i, _)), Some(&(hi_i, _))) =
+            (other.sparse.first(), other.sparse.last())
+        {
+            let lo = self.extend_range(lo_i, hi_i, max_bins);
+            for &(idx, c) in &other.sparse {
                 if idx < lo {
                     self.collapsed = true;
                 }
-                let j = (idx.max(lo) - lo) as usize;
-                if let Some(x) = self.counts.get_mut(j) {
-                    *x += c;
-                }
+                self.counts[(idx.max(lo) - lo) as usize] += c;
             }
         }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.counts.capacity() * 8 + self.sparse.capacity() * 16
+    }
+
+    fn valid(&self, max_bins: usize) -> bool {
+        self.counts.len() <= max_bins
+            && self.sparse.len() <= SPARSE_MAX.max(max_bins)
+            && self.sparse.windows(2).all(|w| w[0].0 < w[1].0)
+            && (self.counts.is_empty() || self.sparse.is_empty())
     }
 }
 
@@ -114,15 +215,18 @@ pub struct DDSketch {
     neg: Store,
     zero: u64,
     count: u64,
+    #[serde(with = "crate::serde_f64")]
     min: f64,
+    #[serde(with = "crate::serde_f64")]
     max: f64,
+    #[serde(with = "crate::serde_f64")]
     sum: f64,
     /// `1 / ln γ`, cached (checked against `alpha` on decode).
     inv_ln_gamma: f64,
 }
 
 impl DDSketch {
-    /// `alpha` is the relative accuracy (`percentile_error`, 0 < α < 0.5).
+    /// `alpha` is the relative accuracy (`percentile_error`, 0.0001 ≤ α < 1).
     pub fn new(alpha: f64) -> Result<Self, SketchError> {
         Self::with_max_bins(alpha, DEFAULT_MAX_BINS)
     }
@@ -130,7 +234,7 @@ impl DDSketch {
     pub fn with_max_bins(alpha: f64, max_bins: u32) -> Result<Self, SketchError> {
         if !valid_alpha(alpha) {
             return Err(SketchError::InvalidParameter(format!(
-                "percentile_error must be between 0 and 0.5 (exclusive), got {alpha}"
+                "percentile_error must be at least {MIN_ALPHA} and below 1, got {alpha}"
             )));
         }
         if !(16..=1 << 16).contains(&max_bins) {
@@ -218,22 +322,20 @@ impl DDSketch {
         let value = |i: i32| 2.0 * gamma.powi(i) / (gamma + 1.0);
         let mut seen = 0u64;
         // Negative values: largest magnitude first.
-        for (i, &c) in self.neg.counts.iter().enumerate().rev() {
+        for (i, c) in self.neg.bins().into_iter().rev() {
             seen += c;
             if seen > rank {
-                let v = -value(self.neg.offset + i as i32);
-                return Some(v.clamp(self.min, self.max));
+                return Some((-value(i)).clamp(self.min, self.max));
             }
         }
         seen += self.zero;
         if seen > rank {
             return Some(0.0f64.clamp(self.min, self.max));
         }
-        for (i, &c) in self.pos.counts.iter().enumerate() {
+        for (i, c) in self.pos.bins() {
             seen += c;
             if seen > rank {
-                let v = value(self.pos.offset + i as i32);
-                return Some(v.clamp(self.min, self.max));
+                return Some(value(i).clamp(self.min, self.max));
             }
         }
         Some(self.max)
@@ -251,9 +353,12 @@ impl DDSketch {
 /// Values with smaller magnitude count as zero.
 const MIN_INDEXABLE: f64 = 1e-300;
 
-/// 0 < α < 0.5 (false for NaN).
+/// Smallest accepted α: keeps bucket indexes of every finite double within i32.
+pub const MIN_ALPHA: f64 = 1e-4;
+
+/// MIN_ALPHA ≤ α < 1 (false for NaN).
 fn valid_alpha(a: f64) -> bool {
-    a > 0.0 && a < 0.5
+    (MIN_ALPHA..1.0).contains(&a)
 }
 
 /// Equal up to float text round-trip noise (checkpoints may go through JSON).
@@ -290,7 +395,7 @@ impl Sketch for DDSketch {
     }
 
     fn memory_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + (self.pos.counts.capacity() + self.neg.counts.capacity()) * 8
+        std::mem::size_of::<Self>() + self.pos.heap_bytes() + self.neg.heap_bytes()
     }
 
     fn validate(&self) -> Result<(), SketchError> {
@@ -300,17 +405,14 @@ impl Sketch for DDSketch {
         {
             return Err(SketchError::Decode("bad DDSketch parameters".into()));
         }
-        let n: u64 = self
+        let n = self
             .pos
-            .counts
-            .iter()
-            .chain(&self.neg.counts)
-            .try_fold(self.zero, |a, &c| a.checked_add(c))
+            .total()
+            .zip(self.neg.total())
+            .and_then(|(a, b)| a.checked_add(b)?.checked_add(self.zero))
             .ok_or_else(|| SketchError::Decode("DDSketch count overflow".into()))?;
-        if n != self.count
-            || self.pos.counts.len() > self.max_bins as usize
-            || self.neg.counts.len() > self.max_bins as usize
-        {
+        let mb = self.max_bins as usize;
+        if n != self.count || !self.pos.valid(mb) || !self.neg.valid(mb) {
             return Err(SketchError::Decode("inconsistent DDSketch counts".into()));
         }
         Ok(())
@@ -351,7 +453,7 @@ mod tests {
         for i in 0..10_000 {
             s.add(1.001f64.powi(i) * 1e-6 * (1.0 + i as f64));
         }
-        assert!(s.pos.counts.len() <= 64);
+        assert!(s.pos.counts.len() <= 64 && s.pos.is_dense());
         assert!(s.collapsed());
         let p99 = s.quantile(0.99).unwrap();
         assert!(p99 > 0.0);
@@ -360,7 +462,13 @@ mod tests {
     #[test]
     fn bad_parameters() {
         assert!(DDSketch::new(0.0).is_err());
-        assert!(DDSketch::new(0.5).is_err());
+        assert!(DDSketch::new(1.0).is_err());
+        assert!(DDSketch::new(1e-9).is_err());
+        let mut s = DDSketch::new(MIN_ALPHA).unwrap();
+        for v in [f64::MAX, f64::MIN_POSITIVE, 1e-300, -f64::MAX, 1.0] {
+            s.add(v);
+        }
+        assert_eq!(s.quantile(1.0), Some(f64::MAX));
         assert!(DDSketch::with_max_bins(0.01, 1).is_err());
     }
 }

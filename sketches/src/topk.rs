@@ -11,6 +11,27 @@ use crate::hash::hash_of;
 use crate::{Sketch, SketchError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// The index keys are already well-mixed 64-bit hashes: use them as they are.
+#[derive(Default, Clone, Copy, Debug)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Index = HashMap<u64, u32, BuildHasherDefault<IdHasher>>;
 
 /// An item of a top-k list: a scalar value (floats stored by bit pattern).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -59,7 +80,9 @@ pub struct TopK {
     total: u64,
     entries: Vec<Entry>,
     /// stable hash of item → position in `entries`.
-    index: HashMap<u64, u32>,
+    index: Index,
+    /// `hashes[i]` is the stable hash of `entries[i].item`.
+    hashes: Vec<u64>,
     /// A lower bound on the smallest count (exact after `recompute_min`).
     min_count: u64,
     min_hint: usize,
@@ -77,7 +100,8 @@ impl From<TopKRepr> for TopK {
             capacity: r.capacity,
             total: r.total,
             entries: r.entries,
-            index: HashMap::new(),
+            index: Index::default(),
+            hashes: Vec::new(),
             min_count: 0,
             min_hint: 0,
         };
@@ -109,7 +133,8 @@ impl TopK {
             capacity,
             total: 0,
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: Index::default(),
+            hashes: Vec::new(),
             min_count: 0,
             min_hint: 0,
         })
@@ -130,11 +155,12 @@ impl TopK {
     }
 
     fn reindex(&mut self) {
+        self.hashes = self.entries.iter().map(|e| hash_of(&e.item)).collect();
         self.index = self
-            .entries
+            .hashes
             .iter()
             .enumerate()
-            .map(|(i, e)| (hash_of(&e.item), i as u32))
+            .map(|(i, &h)| (h, i as u32))
             .collect();
         self.recompute_min();
     }
@@ -177,6 +203,7 @@ impl TopK {
         }
         if !self.full() {
             self.index.insert(h, self.entries.len() as u32);
+            self.hashes.push(h);
             self.entries.push(Entry {
                 item,
                 count: weight,
@@ -191,7 +218,8 @@ impl TopK {
         // Replace an item with the minimum count.
         let victim = self.find_min();
         let e = &mut self.entries[victim];
-        let old_h = hash_of(&e.item);
+        let old_h = self.hashes[victim];
+        self.hashes[victim] = h;
         if self.index.get(&old_h) == Some(&(victim as u32)) {
             self.index.remove(&old_h);
         }
@@ -298,6 +326,7 @@ impl Sketch for TopK {
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + strings
             + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+            + self.hashes.capacity() * 8
     }
 
     fn validate(&self) -> Result<(), SketchError> {

@@ -69,6 +69,10 @@ impl Vars {
 
 pub(crate) struct Cx<'a> {
     pub stream: &'a StreamDef,
+    /// Events of the stream may carry fields beyond its columns (a `CREATE STREAM`, or a
+    /// search over one without EMIT): a dotted path with an unknown root then reads an
+    /// undeclared JSON field (a warning), unless the root looks like a typo (an error).
+    pub open: bool,
     pub place: Place,
     pub vars: Option<&'a Vars>,
     /// The DEFINE being checked (its own variable may be referenced even when absent).
@@ -146,6 +150,35 @@ pub(crate) fn has_matches(e: &Expr) -> bool {
         }
     });
     found
+}
+
+/// The direct sub-expressions of `e`, in order.
+pub(crate) fn children<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    match &e.kind {
+        ExprKind::Literal(_) | ExprKind::Path(_) | ExprKind::Wildcard(_) => {}
+        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => out.push(expr),
+        ExprKind::Binary { left, right, .. } => out.extend([&**left, &**right]),
+        ExprKind::InList { expr, list, .. } => {
+            out.push(expr);
+            out.extend(list.iter());
+        }
+        ExprKind::Between {
+            expr, low, high, ..
+        } => out.extend([&**expr, &**low, &**high]),
+        ExprKind::Like { expr, pattern, .. } => out.extend([&**expr, &**pattern]),
+        ExprKind::Case {
+            operand,
+            whens,
+            else_,
+        } => {
+            out.extend(operand.as_deref());
+            for (w, t) in whens {
+                out.extend([w, t]);
+            }
+            out.extend(else_.as_deref());
+        }
+        ExprKind::Function { args, .. } => out.extend(args.iter()),
+    }
 }
 
 /// Pre-order walk over every sub-expression.
@@ -316,17 +349,16 @@ pub(crate) fn check_query(
                 }
                 let at = value.find(&format!("{f}:")).unwrap_or(0);
                 let names: Vec<&str> = stream.columns.iter().map(|(c, _)| c.as_str()).collect();
+                let span = literal_span(lit_span, value, at, at + f.len());
+                let suggestion = did_you_mean(&f, names.iter().copied());
                 let mut msg = format!(
                     "query field `{f}` is not a column of stream `{}`",
                     stream.name
                 );
-                if let Some(m) = did_you_mean(&f, names.iter().copied()) {
+                if let Some(m) = suggestion {
                     msg.push_str(&format!("; did you mean `{m}`?"));
                 }
-                diags.push(Diagnostic::error(
-                    literal_span(lit_span, value, at, at + f.len()),
-                    msg,
-                ));
+                diags.push(Diagnostic::error(span, msg));
             }
         }
     }
@@ -704,15 +736,52 @@ impl Cx<'_> {
         match s.column_type(&first.name) {
             None => {
                 let names: Vec<&str> = s.columns.iter().map(|(c, _)| c.as_str()).collect();
+                let in_body = !after_var && self.vars.is_some() && self.place.in_rule_body();
+                let mut candidates = names.clone();
+                if in_body {
+                    if let Some(v) = self.vars {
+                        candidates.extend(v.present.iter().map(String::as_str));
+                    }
+                }
+                let suggestion = did_you_mean(&first.name, candidates.iter().copied());
+                // A bare undeclared name is an error (it is most often a typo); a dotted
+                // path whose root is undeclared reads an undeclared JSON field (a warning),
+                // unless the root looks like a typo of a column or pattern variable.
+                // In a rule, `x.col` with an unknown `x` is a mistyped pattern variable.
+                let dotted = parts.len() > 1;
+                if self.open && dotted && !in_body && suggestion.is_none() {
+                    let what = if in_body {
+                        "neither a pattern variable nor a declared column"
+                    } else {
+                        "not a declared column"
+                    };
+                    self.diags.push(Diagnostic::warning(
+                        first.span,
+                        format!(
+                            "`{}` is {what} of stream `{}`; `{}` is read as a path into an undeclared JSON field (NULL when absent). Declare `{} JSON` to make it explicit",
+                            first.name,
+                            s.name,
+                            parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("."),
+                            first.name
+                        ),
+                    ));
+                    return None;
+                }
                 let mut msg = format!("unknown column `{}` in stream `{}`", first.name, s.name);
-                if !after_var && self.vars.is_some() && self.place.in_rule_body() {
+                if in_body {
                     msg = format!(
                         "unknown column or pattern variable `{}` (stream `{}`)",
                         first.name, s.name
                     );
                 }
-                if let Some(m) = did_you_mean(&first.name, names.iter().copied()) {
+                if let Some(m) = suggestion {
                     msg.push_str(&format!("; did you mean `{m}`?"));
+                } else if in_body && dotted {
+                    let pv: Vec<&str> = self
+                        .vars
+                        .map(|v| v.present.iter().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    msg.push_str(&format!("; PATTERN has {}", list(&pv)));
                 } else {
                     msg.push_str(&format!("; its columns are {}", list(&names)));
                 }
@@ -898,7 +967,7 @@ impl Cx<'_> {
             }
         }
         let arg = &args[0];
-        let ExprKind::Path(parts) = &arg.kind else {
+        let ExprKind::Path(_) = &arg.kind else {
             let example = if n == "prev" {
                 "PREV(amount)"
             } else {
@@ -910,19 +979,6 @@ impl Cx<'_> {
             );
             return None;
         };
-        let root_is_var = self
-            .vars
-            .is_some_and(|v| parts.len() > 1 && v.known(&parts[0].name));
-        if n != "prev" && !root_is_var && self.place == Place::Define {
-            self.err(
-                arg.span,
-                format!(
-                    "{upper} in DEFINE needs a pattern variable's column, like {upper}(v.{})",
-                    parts.last().map_or("col", |p| p.name.as_str())
-                ),
-            );
-            return None;
-        }
         self.expr(arg, fl)
     }
 

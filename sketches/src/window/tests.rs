@@ -138,6 +138,27 @@ fn sliding_queries() {
 }
 
 #[test]
+fn peek_open_windows() {
+    let g = "a".to_string();
+    let mut win = w(WindowKind::Hopping {
+        size: 10,
+        advance: 5,
+    });
+    for ts in [1, 6, 12] {
+        add(&mut win, "a", ts);
+    }
+    let p = win.peek_open(&g, 7).unwrap().unwrap();
+    assert_eq!((p.0.start, p.0.end, p.1 .0), (5, 15, vec![6, 12]));
+    assert!(win.peek_open(&"zz".to_string(), 7).unwrap().is_none());
+    let mut s = w(WindowKind::Session { gap: 10 });
+    add(&mut s, "a", 3);
+    add(&mut s, "a", 8);
+    let p = s.peek_open(&g, 15).unwrap().unwrap();
+    assert_eq!((p.0.start, p.0.end, p.1 .0), (3, 18, vec![3, 8]));
+    assert!(s.peek_open(&g, 18).unwrap().is_none());
+}
+
+#[test]
 fn sliding_default_pane() {
     assert_eq!(
         WindowKind::sliding(3_600_000),
@@ -214,6 +235,34 @@ fn retention_keeps_closed_windows_then_evicts() {
     win.advance_watermark(30).unwrap();
     assert!(win.closed_window(&g, 0).is_none());
     assert_eq!(win.stats().windows_evicted, 1);
+}
+
+#[test]
+fn extreme_times_are_errors_not_panics() {
+    let mut win = w(WindowKind::Hopping {
+        size: 10,
+        advance: 5,
+    });
+    assert!(win.add(&"a".to_string(), i64::MIN, push(0)).is_err());
+    assert!(win.add(&"a".to_string(), i64::MAX, push(0)).is_err());
+    add(&mut win, "a", -3);
+    add(&mut win, "a", 1 << 59);
+    assert_eq!(win.advance_watermark(i64::MAX).unwrap().len(), 4);
+    let mut s = w(WindowKind::Session { gap: 1 << 50 });
+    add(&mut s, "a", 1 << 60);
+    assert_eq!(s.close_all().unwrap().len(), 1);
+    let mut sl = w(WindowKind::Sliding {
+        size: 1 << 40,
+        pane: 1 << 30,
+    });
+    add(&mut sl, "a", -(1 << 60));
+    assert!(sl
+        .query_sliding(&"a".to_string(), i64::MAX)
+        .unwrap()
+        .is_none());
+    assert!(sl.advance_watermark(i64::MAX).unwrap().is_empty());
+    let e = |k| Windowed::<String, Ev>::new(WindowConfig::new(k), Ev::default()).is_err();
+    assert!(e(WindowKind::Tumbling { size: i64::MAX }));
 }
 
 #[test]
@@ -406,6 +455,83 @@ proptest! {
             let t = (at * 7).rem_euclid(400);
             win.add(&"g0".to_string(), t, push(t)).unwrap();
             events.push((t, 0));
+        }
+    }
+
+    /// With the watermark advancing (blocks pre-merged eagerly, panes evicted past
+    /// size + retention), queries still equal a brute-force filter of the applied events.
+    #[test]
+    fn sliding_with_watermark_matches_reference(
+        events in prop::collection::vec((0i64..600, 0u8..2), 0..120),
+        pane in prop::sample::select(vec![1i64, 2, 5]),
+        n in 1i64..40,
+        delay in 0i64..20,
+        retention in 0i64..50,
+        query_every in 1usize..10,
+    ) {
+        let size = pane * n;
+        let mut cfg = WindowConfig::new(WindowKind::Sliding { size, pane });
+        cfg.retention = retention;
+        let mut win: Windowed<String, Ev> = Windowed::new(cfg, Ev::default()).unwrap();
+        let mut applied: Vec<(i64, u8)> = Vec::new();
+        let mut max_ts = i64::MIN;
+        for (i, (ts, g)) in events.iter().enumerate() {
+            if let AddOutcome::Applied = win.add(&format!("g{g}"), *ts, push(*ts)).unwrap() {
+                applied.push((*ts, *g));
+                max_ts = max_ts.max(*ts);
+            }
+            win.advance_watermark(max_ts - delay).unwrap();
+            if i % query_every == 0 {
+                let wm = max_ts - delay;
+                // Queries that reach no further back than the retained range.
+                for at in [wm, wm + 3, max_ts, wm - retention] {
+                    let end = ceil_to(at, pane);
+                    if end - size + pane + size + retention <= wm {
+                        continue;
+                    }
+                    for g in ["g0", "g1"] {
+                        let got = win.query_sliding(&g.to_string(), at).unwrap();
+                        let mut want: Vec<i64> = applied
+                            .iter()
+                            .filter(|(t, h)| format!("g{h}") == g && *t >= end - size && *t < end)
+                            .map(|(t, _)| *t)
+                            .collect();
+                        want.sort_unstable();
+                        match got {
+                            Some((_, s)) => prop_assert_eq!(s.0, want, "at={} wm={}", at, wm),
+                            None => prop_assert!(want.is_empty(), "at={} wm={} want={:?}", at, wm, want),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Any times, any durations: errors, never panics (overflow checks are on in tests).
+    #[test]
+    fn no_panics_on_extreme_inputs(
+        kind_sel in 0u8..4,
+        d1 in prop_oneof![1i64..100, Just(MAX_DURATION), Just(i64::MAX)],
+        d2 in prop_oneof![1i64..100, Just(MAX_DURATION)],
+        ops in prop::collection::vec((any::<i64>(), prop_oneof![any::<i64>(), -200i64..200], 0u8..4), 0..40),
+        retention in prop_oneof![Just(0i64), Just(i64::MAX), 0i64..100],
+    ) {
+        let kind = match kind_sel {
+            0 => WindowKind::Tumbling { size: d1 },
+            1 => WindowKind::Hopping { size: d1.max(d2), advance: d2.min(d1) },
+            2 => WindowKind::Sliding { size: d1, pane: 1 },
+            _ => WindowKind::Session { gap: d1 },
+        };
+        let mut cfg = WindowConfig::new(kind);
+        cfg.retention = retention;
+        let Ok(mut win) = Windowed::<String, Ev>::new(cfg, Ev::default()) else { return Ok(()) };
+        for (a, b, op) in ops {
+            match op {
+                0 => { let _ = win.add(&"g".to_string(), b, push(b)); }
+                1 => { let _ = win.advance_watermark(a); }
+                2 => { let _ = win.query_sliding(&"g".to_string(), a); let _ = win.peek_open(&"g".to_string(), a); }
+                _ => { let _ = win.close_all(); }
+            }
         }
     }
 }

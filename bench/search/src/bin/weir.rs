@@ -1,0 +1,98 @@
+//! weir DIR [MAX_QUERIES] [all|terms] [MAX_DOCS]: registers DIR/queries.tsv in one SearchIndex, matches every
+//! document of DIR/docs.tsv on one thread; prints registration time, bytes per stored
+//! query (live heap growth), docs/s, p50/p99 per-document latency and hits.
+use matcher::search::{Document, SearchIndex, SearchSpec};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::time::Instant;
+use weir_search_bench::read_tsv;
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
+        System.realloc(p, l, n)
+    }
+}
+#[global_allocator]
+static A: Counting = Counting;
+
+/// CPU time of this thread, seconds.
+fn cpu_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    let dir = &a[1];
+    let maxq: usize = a.get(2).map_or(usize::MAX, |s| s.parse().unwrap());
+    let term_only = a.get(3).is_some_and(|s| s == "terms");
+    let queries: Vec<Vec<String>> = read_tsv(&format!("{dir}/queries.tsv"))
+        .into_iter()
+        .filter(|r| !term_only || r[2] == "1")
+        .take(maxq)
+        .collect();
+    let maxd: usize = a.get(4).map_or(usize::MAX, |s| s.parse().unwrap());
+    let mut docs = read_tsv(&format!("{dir}/docs.tsv"));
+    docs.truncate(maxd);
+    let before = LIVE.load(Ordering::Relaxed);
+    let t = Instant::now();
+    let mut idx: SearchIndex = SearchIndex::default();
+    for r in &queries {
+        let spec = SearchSpec::matches("body", &r[1]).unwrap_or_else(|e| panic!("{}: {e}", r[1]));
+        idx.add(&r[0], spec)
+            .unwrap_or_else(|e| panic!("{}: {e}", r[1]));
+    }
+    let reg = t.elapsed();
+    let bytes = (LIVE.load(Ordering::Relaxed) - before) as f64 / queries.len() as f64;
+    // Warm up on the first docs, then measure all.
+    for r in docs.iter().take(200) {
+        let d = Document::new().with("title", &r[1]).with("body", &r[2]);
+        idx.match_document(&d, &mut |_, _| true);
+    }
+    let mut lat = Vec::with_capacity(docs.len());
+    let mut hits = 0usize;
+    let t = Instant::now();
+    let c0 = cpu_now();
+    for r in &docs {
+        let t0 = Instant::now();
+        let d = Document::new().with("title", &r[1]).with("body", &r[2]);
+        hits += idx.match_document(&d, &mut |_, _| true).len();
+        lat.push(t0.elapsed().as_nanos() as u64);
+    }
+    let el = t.elapsed().as_secs_f64();
+    let cpu = cpu_now() - c0;
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
+    let st = idx.stats();
+    println!(
+        "weir queries={} docs={} register_s={:.2} bytes_per_query={:.0} docs_per_s={:.0} docs_per_cpu_s={:.0} p50_us={:.1} p99_us={:.1} hits={} candidates_per_doc={:.1} always={} patterns={}",
+        queries.len(),
+        docs.len(),
+        reg.as_secs_f64(),
+        bytes,
+        docs.len() as f64 / el,
+        docs.len() as f64 / cpu,
+        pct(0.5),
+        pct(0.99),
+        hits,
+        st.verified as f64 / st.docs as f64,
+        st.always_checked,
+        st.patterns
+    );
+}
