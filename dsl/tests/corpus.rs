@@ -356,6 +356,18 @@ fn every_error_in_a_long_file_is_reported() {
 }
 
 #[test]
+fn a_byte_order_mark_at_the_start_is_ignored() {
+    let (stmts, diags) = parse_statements("\u{feff}CREATE STREAM s (a INT);");
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(stmts[0].span.start, 3);
+    // Anywhere else it is an unexpected character.
+    let (stmts, diags) = parse_statements("CREATE STREAM s (a INT);\u{feff}");
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(diags.len(), 1);
+}
+
+#[test]
 fn error_spans_stay_on_character_boundaries() {
     let deep = format!(
         "CREATE SEARCH s AS FROM x WHERE {}é;",
