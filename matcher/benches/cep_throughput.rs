@@ -381,6 +381,11 @@ fn selective_rules(n: usize) -> Vec<CreateRule> {
 }
 
 fn run(label: &str, rules: Vec<CreateRule>, n: usize, keys: u64) {
+    if let Ok(only) = std::env::var("WEIR_BENCH_ONLY") {
+        if !label.contains(only.as_str()) {
+            return;
+        }
+    }
     let s = stream();
     let cfg = CepConfig::default();
     let t0 = Instant::now();

@@ -120,7 +120,12 @@ fn flink_conformance_cases() {
     let mut dirs: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("rules.weir").exists() && p.join("expected.ndjson").exists())
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                && p.join("rules.weir").exists()
+                && p.join("expected.ndjson").exists()
+        })
         .collect();
     dirs.sort();
     assert!(!dirs.is_empty());
