@@ -25,8 +25,10 @@ fn specs() -> Vec<AccSpec> {
 }
 
 fn new_windows(kind: WindowKind) -> W {
-    let mut o = SketchOptions::default();
-    o.bloom_capacity = 100;
+    let o = SketchOptions {
+        bloom_capacity: 100,
+        ..SketchOptions::default()
+    };
     let mut cfg = WindowConfig::new(kind);
     cfg.retention = 50;
     Windowed::new(cfg, build_state(&specs(), &o).unwrap()).unwrap()

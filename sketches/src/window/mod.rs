@@ -7,7 +7,7 @@
 //!   windows that received at least one event are emitted.
 //! - **Sliding** `(SIZE d)`: no window closes; the caller asks for "the last `d` up to time
 //!   `t`" with [`Windowed::query_sliding`], answered from panes (width chosen by the
-//!   caller, default `d / 60`) rounded up to the pane boundary: `[ceil(t) − d, ceil(t))`.
+//!   caller, default `d / 60`): `[T − d, T)` with `T` the end of the pane holding `t`.
 //!   Blocks of 8 aligned panes are pre-merged (when the watermark passes the block's end,
 //!   or on first use) and cached, so a query merges at most `d/(8·pane) + 14` partial
 //!   states instead of `d/pane`.
@@ -561,15 +561,15 @@ where
         Ok(())
     }
 
-    /// SLIDING: the merged state of `group` over `[ceil(at) − size, ceil(at))`, `ceil`
-    /// rounding `at` up to a pane boundary. `None` if the group has no data there (or the
+    /// SLIDING: the merged state of `group` over `[T − size, T)`, `T` being the end of the
+    /// pane that holds `at` (so events at exactly `at` are included). `None` if the group has no data there (or the
     /// windows are not SLIDING).
     pub fn query_sliding(&mut self, group: &K, at: Ts) -> Result<Option<(Span, S)>, SketchError> {
         let WindowKind::Sliding { size, pane } = self.config.kind else {
             return Ok(None);
         };
         let at = at.clamp(-MAX_EVENT_TIME, MAX_EVENT_TIME);
-        let end = ceil_to(at, pane);
+        let end = sliding_end(at, pane);
         let start = end.saturating_sub(size);
         let span = Span { start, end };
         let Some(g) = self.groups.get_mut(group) else {
@@ -703,6 +703,12 @@ where
             .sum();
         open + closed
     }
+}
+
+/// End of the pane holding `at`: a SLIDING query at `at` covers `[end − size, end)`, so
+/// it always includes events at exactly `at`.
+fn sliding_end(at: Ts, pane: i64) -> Ts {
+    at.div_euclid(pane) * pane + pane
 }
 
 fn ceil_to(t: Ts, w: i64) -> Ts {

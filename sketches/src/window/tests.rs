@@ -126,14 +126,23 @@ fn sliding_queries() {
             .unwrap()
             .map(|(s, e)| (s.start, s.end, e.0))
     };
-    assert_eq!(q(&mut win, 60), Some((0, 60, vec![5, 15])));
+    assert_eq!(q(&mut win, 59), Some((0, 60, vec![5, 15])));
+    assert_eq!(
+        q(&mut win, 60),
+        Some((10, 70, vec![15, 65])),
+        "includes t's pane"
+    );
     assert_eq!(q(&mut win, 61), Some((10, 70, vec![15, 65])));
-    assert_eq!(q(&mut win, 130), None, "[70, 130) holds nothing");
-    assert_eq!(q(&mut win, 131), Some((80, 140, vec![130])));
+    assert_eq!(q(&mut win, 129), None, "[70, 130) holds nothing");
+    assert_eq!(
+        q(&mut win, 130),
+        Some((80, 140, vec![130])),
+        "an event at t counts"
+    );
     // Sliding windows never "close".
     assert!(win.advance_watermark(100).unwrap().is_empty());
     // Panes older than size + retention behind the watermark are evicted.
-    assert_eq!(q(&mut win, 60), None);
+    assert_eq!(q(&mut win, 59), None);
     assert_eq!(add(&mut win, "a", 99), AddOutcome::Late { watermark: 100 });
 }
 
@@ -436,7 +445,7 @@ proptest! {
         for at in queries {
             for g in ["g0", "g1"] {
                 let got = win.query_sliding(&g.to_string(), at).unwrap();
-                let end = ceil_to(at, pane);
+                let end = sliding_end(at, pane);
                 let mut want: Vec<i64> = events
                     .iter()
                     .filter(|(t, h)| format!("g{h}") == g && *t >= end - size && *t < end)
@@ -485,7 +494,7 @@ proptest! {
                 let wm = max_ts - delay;
                 // Queries that reach no further back than the retained range.
                 for at in [wm, wm + 3, max_ts, wm - retention] {
-                    let end = ceil_to(at, pane);
+                    let end = sliding_end(at, pane);
                     if end - size + pane + size + retention <= wm {
                         continue;
                     }
