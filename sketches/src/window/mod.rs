@@ -176,6 +176,18 @@ pub struct Closed<K, S> {
     pub last_event: Ts,
 }
 
+/// What [`Windowed::add_late`] did with a late event (for `late = 'emit'`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateResult<K, S> {
+    /// Added to windows that are still open: their final records will include it.
+    pub applied_open: bool,
+    /// Retained closed windows that now include the event: emit them again, marked late.
+    pub updated: Vec<Closed<K, S>>,
+    /// Closed windows holding the event's time that are no longer retained (or a new
+    /// group past `max_groups`): the event is lost for them.
+    pub missed: u64,
+}
+
 /// What happened to one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AddOutcome {
@@ -389,6 +401,153 @@ where
         }
         self.stats.applied_events += 1;
         Ok(AddOutcome::Applied)
+    }
+
+    /// Apply a *late* event (`ts` < watermark) where that is still possible, for
+    /// `late = 'emit'`: to windows still open (e.g. the later windows of a HOPPING pane,
+    /// an open session it touches, a SLIDING pane still held) and to retained closed
+    /// windows, which are returned updated. An event that is not late is simply added.
+    /// Meant to be called after [`Windowed::add`] reported [`AddOutcome::Late`] (which
+    /// already counted it); this does not count it again.
+    pub fn add_late(
+        &mut self,
+        group: &K,
+        ts: Ts,
+        update: impl FnOnce(&mut S),
+    ) -> Result<LateResult<K, S>, SketchError> {
+        let wm = match self.watermark {
+            Some(wm) if ts < wm => wm,
+            _ => {
+                let outcome = self.add(group, ts, update)?;
+                return Ok(LateResult {
+                    applied_open: outcome == AddOutcome::Applied,
+                    updated: Vec::new(),
+                    missed: (outcome == AddOutcome::GroupDropped) as u64,
+                });
+            }
+        };
+        if !(-MAX_EVENT_TIME..=MAX_EVENT_TIME).contains(&ts) {
+            return Err(SketchError::InvalidParameter(format!(
+                "event time {ts} ms is outside ±{MAX_EVENT_TIME} ms"
+            )));
+        }
+        let mut delta = self.prototype.clone();
+        update(&mut delta);
+        let mut res = LateResult {
+            applied_open: false,
+            updated: Vec::new(),
+            missed: 0,
+        };
+        // Closed windows (start, end) holding ts, and whether an open one exists.
+        let mut closed_spans: Vec<Span> = Vec::new();
+        let mut open_wake: Option<Ts> = None;
+        match self.config.kind {
+            WindowKind::Session { gap } => {
+                let open_hit = self.groups.get(group).is_some_and(|g| {
+                    g.sessions.iter().any(|s| {
+                        s.start < ts.saturating_add(gap) && ts < s.last_event.saturating_add(gap)
+                    })
+                });
+                if open_hit || ts.saturating_add(gap) > wm {
+                    open_wake = Some(ts.saturating_add(gap));
+                } else {
+                    let hits: Vec<Span> = self
+                        .closed_windows(group)
+                        .map(|c| c.span)
+                        .filter(|sp| sp.start < ts.saturating_add(gap) && ts < sp.end)
+                        .collect();
+                    if hits.is_empty() {
+                        res.missed += 1;
+                    }
+                    closed_spans = hits;
+                }
+            }
+            WindowKind::Sliding { size, pane } => {
+                let p = ts.div_euclid(pane) * pane;
+                if sliding_expiry(p, pane, size, self.config.retention) > wm {
+                    open_wake = Some(block_start(p, pane).saturating_add(BLOCK_PANES * pane));
+                } else {
+                    res.missed += 1;
+                }
+            }
+            kind => {
+                let Some((_, size, advance)) = kind.pane_geometry() else {
+                    return Ok(res);
+                };
+                let mut s = ts.div_euclid(advance) * advance;
+                while s.saturating_add(size) > ts {
+                    let end = s.saturating_add(size);
+                    if end > wm {
+                        open_wake = Some(open_wake.map_or(end, |w: Ts| w.min(end)));
+                    } else {
+                        closed_spans.push(Span { start: s, end });
+                    }
+                    s -= advance;
+                }
+            }
+        }
+        // Retained closed windows.
+        for sp in closed_spans {
+            match self.closed.get_mut(&(group.clone(), sp.start)) {
+                Some(c) => {
+                    c.state.merge_from(&delta)?;
+                    c.last_event = c.last_event.max(ts);
+                    res.updated.push(c.clone());
+                }
+                None => res.missed += 1,
+            }
+        }
+        // Still-open windows.
+        if let Some(wake) = open_wake {
+            if !self.groups.contains_key(group) {
+                if self.groups.len() >= self.config.max_groups {
+                    self.stats.dropped_group_events += 1;
+                    res.missed += 1;
+                    return Ok(res);
+                }
+                let mut g = GroupState::new();
+                // Windows that ended before now were handled above, never by closing.
+                g.closed_until = wm;
+                self.groups.insert(group.clone(), g);
+            }
+            let Some(g) = self.groups.get_mut(group) else {
+                return Ok(res);
+            };
+            match self.config.kind {
+                WindowKind::Session { gap } => {
+                    add_to_session(g, &self.prototype, ts, gap, |st| {
+                        // merge_from cannot fail for states built from one prototype.
+                        let _ignored = st.merge_from(&delta);
+                    })?;
+                }
+                kind => {
+                    let Some((pane_w, _, _)) = kind.pane_geometry() else {
+                        return Ok(res);
+                    };
+                    g.closed_until = g.closed_until.max(wm);
+                    let p = ts.div_euclid(pane_w) * pane_w;
+                    match g.panes.get_mut(&p) {
+                        Some(pn) => {
+                            pn.state.merge_from(&delta)?;
+                            pn.last_event = pn.last_event.max(ts);
+                        }
+                        None => {
+                            g.panes.insert(
+                                p,
+                                Pane {
+                                    state: delta,
+                                    last_event: ts,
+                                },
+                            );
+                        }
+                    }
+                    g.blocks.remove(&block_start(p, pane_w));
+                }
+            }
+            register_wakeup(&mut self.wakeups, g, group, wake.max(wm.saturating_add(1)));
+            res.applied_open = true;
+        }
+        Ok(res)
     }
 
     /// Move the watermark to `wm` (ignored if not ahead) and return the windows that
