@@ -12,7 +12,10 @@ overlaps the next variable's (`B? C` with a row satisfying both) gives the short
 in Flink but the longer (preferred) one in SQL and weir; conditions here are disjoint.
 Also: no alternation, no groups, no repeated variable, no
 greedy quantifier as the last element, no PREV, no AVG over INT, no reserved words; event
-times strictly increase (Flink orders ties arbitrarily) and arrive in order.
+times strictly increase (Flink orders ties arbitrarily) and arrive in order. Event times lie on
+a 7 ms grid so that no two rows are exactly a WITHIN length apart: Flink 2.3 treats WITHIN as
+exclusive (last - first < d) although its documentation's example includes a match of exactly
+1 hour; weir follows the language contract (last - first <= d).
 
 Usage: make_flink_cases.py [--python ~/.cache/weir-flink-venv/bin/python] [--cases N]
 """
@@ -63,7 +66,7 @@ def make_case(seed, keys, n_events):
     t = datetime.datetime(2026, 3, 1, tzinfo=datetime.timezone.utc)
     with open(os.path.join(d, "events.ndjson"), "w") as f:
         for _ in range(n_events):
-            t += datetime.timedelta(milliseconds=r.randint(1, 900))
+            t += datetime.timedelta(milliseconds=7 * r.randint(1, 130))
             e = {"k": f"k{r.randrange(keys)}", "act": r.choice(["open", "click", "buy", "close", "fail"]),
                  "amount": r.randint(1, 100), "price": round(r.uniform(1, 50), 2),
                  "ts": t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"}

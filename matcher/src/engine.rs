@@ -182,7 +182,7 @@ fn path_name(e: &Expr) -> Option<String> {
 
 fn contains_matches(e: &Expr) -> bool {
     let mut found = false;
-    walk(e, &mut |x| {
+    e.walk(&mut |x| {
         if let ExprKind::Binary {
             op: BinaryOp::Matches,
             ..
@@ -192,50 +192,6 @@ fn contains_matches(e: &Expr) -> bool {
         }
     });
     found
-}
-
-fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match &e.kind {
-        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => walk(expr, f),
-        ExprKind::Binary { left, right, .. } => {
-            walk(left, f);
-            walk(right, f);
-        }
-        ExprKind::InList { expr, list, .. } => {
-            walk(expr, f);
-            list.iter().for_each(|x| walk(x, f));
-        }
-        ExprKind::Between {
-            expr, low, high, ..
-        } => {
-            walk(expr, f);
-            walk(low, f);
-            walk(high, f);
-        }
-        ExprKind::Like { expr, pattern, .. } => {
-            walk(expr, f);
-            walk(pattern, f);
-        }
-        ExprKind::Case {
-            operand,
-            whens,
-            else_,
-        } => {
-            if let Some(o) = operand {
-                walk(o, f);
-            }
-            for (a, b) in whens {
-                walk(a, f);
-                walk(b, f);
-            }
-            if let Some(x) = else_ {
-                walk(x, f);
-            }
-        }
-        ExprKind::Function { args, .. } => args.iter().for_each(|x| walk(x, f)),
-        _ => {}
-    }
 }
 
 fn string_literal(e: &Expr) -> Option<&str> {

@@ -262,6 +262,14 @@ impl CompiledExpr {
         s
     }
 
+    /// The declared column index when the expression is just a plain column.
+    pub fn as_column(&self) -> Option<usize> {
+        match &self.node {
+            Node::Field(FieldRef::Col(i, rest)) if rest.is_empty() => Some(*i),
+            _ => None,
+        }
+    }
+
     pub fn uses_match_number(&self) -> bool {
         self.uses_match_number
     }

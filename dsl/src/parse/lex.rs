@@ -161,9 +161,13 @@ pub(crate) fn miss<'a, O>(i: &'a str) -> PResult<'a, O> {
 
 /// A hard error at `i` covering `len` bytes: reported as is, never backtracked over.
 pub(crate) fn hard<'a, O>(i: &'a str, len: usize, msg: impl Into<String>) -> PResult<'a, O> {
+    let mut len = len.min(i.len());
+    while !i.is_char_boundary(len) {
+        len += 1;
+    }
     Err(Err::Failure(PErr {
         rem: i.len(),
-        hard: Some((len.min(i.len()), msg.into())),
+        hard: Some((len, msg.into())),
     }))
 }
 

@@ -74,8 +74,9 @@ pub fn parse_statements(src: &str) -> (Vec<Statement>, Vec<Diagnostic>) {
         }
         let scan = scan_statement(src, pos);
         if scan.end - pos > limits::MAX_STATEMENT_BYTES {
+            let first = rest.chars().next().map_or(0, char::len_utf8);
             diags.push(Diagnostic::error(
-                Span::new(pos, pos + 1),
+                Span::new(pos, pos + first),
                 format!(
                     "statement too long ({} bytes; the limit is {} bytes)",
                     scan.end - pos,

@@ -51,6 +51,8 @@ pub struct CepRule {
     pub(crate) after: AfterMatch,
     pub(crate) skip_var: Option<VarId>,
     pub(crate) partition: Vec<CompiledExpr>,
+    /// PARTITION BY as plain column indexes, when it is only plain columns.
+    pub(crate) partition_cols: Option<Vec<usize>>,
     pub(crate) partition_canon: String,
     pub(crate) partition_names: Vec<Arc<str>>,
     pub(crate) measures: Vec<(Arc<str>, CompiledExpr)>,
@@ -477,6 +479,7 @@ impl CepRule {
         // ── first variables (start filter) ──
         let first_vars = first_classify_vars(&prog, &vars);
 
+        let partition_cols: Option<Vec<usize>> = partition.iter().map(|p| p.as_column()).collect();
         Ok(CepRule {
             name: Arc::from(rule.name.name.as_str()),
             stream: stream.name.clone(),
@@ -488,6 +491,7 @@ impl CepRule {
             after,
             skip_var,
             partition,
+            partition_cols,
             partition_canon,
             partition_names,
             measures,

@@ -223,8 +223,15 @@ pub(crate) struct Group {
     pub rules: Vec<u32>,
     /// Rules that might start on any row.
     pub always: Vec<u32>,
-    /// column → literal → rules whose first variables all require `column = literal`.
-    pub index: Vec<(usize, HashMap<run::KeyPart, Vec<u32>>)>,
+    /// Per column: literal → rules whose first variables all require `column = literal`.
+    pub index: Vec<ColumnIndex>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ColumnIndex {
+    pub col: usize,
+    pub strings: HashMap<String, Vec<u32>, run::IdBuild>,
+    pub others: HashMap<run::KeyPart, Vec<u32>, run::IdBuild>,
 }
 
 impl CepRuleSet {
@@ -290,7 +297,7 @@ impl CepRuleSet {
             }
             pred_ids.push(ids);
             // start index
-            let mut required: Option<Vec<(usize, run::KeyPart)>> = Some(Vec::new());
+            let mut required: Option<Vec<(usize, Value)>> = Some(Vec::new());
             match &r.first_vars {
                 None => required = None,
                 Some(vs) => {
@@ -300,7 +307,7 @@ impl CepRuleSet {
                             _ => None,
                         };
                         match (eq, required.as_mut()) {
-                            (Some((c, val)), Some(req)) => req.push((c, run::KeyPart::of(&val))),
+                            (Some((c, val)), Some(req)) => req.push((c, val)),
                             _ => required = None,
                         }
                     }
@@ -308,15 +315,23 @@ impl CepRuleSet {
             }
             match required {
                 Some(req) if !req.is_empty() => {
-                    for (c, kp) in req {
-                        let slot = match group.index.iter().position(|(col, _)| *col == c) {
+                    for (c, val) in req {
+                        let slot = match group.index.iter().position(|ix| ix.col == c) {
                             Some(i) => i,
                             None => {
-                                group.index.push((c, HashMap::new()));
+                                group.index.push(ColumnIndex {
+                                    col: c,
+                                    strings: HashMap::default(),
+                                    others: HashMap::default(),
+                                });
                                 group.index.len() - 1
                             }
                         };
-                        let list = group.index[slot].1.entry(kp).or_default();
+                        let ix = &mut group.index[slot];
+                        let list = match val {
+                            Value::String(s) => ix.strings.entry(s).or_default(),
+                            v => ix.others.entry(run::KeyPart::of(&v)).or_default(),
+                        };
                         if !list.contains(&(ri as u32)) {
                             list.push(ri as u32);
                         }

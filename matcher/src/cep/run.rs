@@ -18,7 +18,7 @@ use dsl::ast::AfterMatch;
 use dsl::plan::LatePolicy;
 use serde::{Deserialize, Serialize};
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Version of the serialized [`PartitionState`].
@@ -117,6 +117,25 @@ impl RuleKey {
 struct KeyState {
     values: Vec<Value>,
     rules: Vec<RuleKey>,
+    /// Deadline of this key's pending timer, if one is in the heap.
+    timer: Option<i64>,
+}
+
+impl KeyState {
+    /// Earliest WITHIN deadline among open searches.
+    fn next_deadline(&self, rules: &CepRuleSet) -> Option<i64> {
+        self.rules
+            .iter()
+            .filter_map(|rk| {
+                let d = rules.rules[rk.rule as usize].within_ms?;
+                rk.searches
+                    .iter()
+                    .filter(|s| !s.done)
+                    .map(|s| s.t0.saturating_add(d))
+                    .min()
+            })
+            .min()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,7 +211,9 @@ impl PredCache {
 struct Scratch {
     stamp: Vec<u32>,
     gen: u32,
-    seen: HashSet<(u32, Vec<u64>)>,
+    /// (pc, projection hash) → (node, len) of the first thread there this step.
+    seen: HashMap<(u32, u64), (u32, u32)>,
+    nlist: Vec<Thread>,
     stack: Vec<u32>,
 }
 
@@ -210,42 +231,91 @@ impl Scratch {
     }
 }
 
+/// Identity hasher for keys that are already hashes.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+
+/// FNV-1a over a canonical encoding of partition-key values (no allocation).
+fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut put = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+    };
+    for v in vals {
+        match v {
+            Value::Null => put(&[0]),
+            Value::Bool(b) => put(&[1, *b as u8]),
+            Value::Int(i) => {
+                put(&[2]);
+                put(&i.to_le_bytes())
+            }
+            Value::Float(f) => {
+                put(&[3]);
+                put(&f.to_bits().to_le_bytes())
+            }
+            Value::String(s) => {
+                put(&[4]);
+                put(s.as_bytes());
+                put(&[0xff])
+            }
+            Value::Timestamp(t) => {
+                put(&[5]);
+                put(&t.to_le_bytes())
+            }
+            Value::Json(j) => {
+                put(&[6]);
+                put(j.to_string().as_bytes());
+                put(&[0xff])
+            }
+        }
+    }
+    h
+}
+
 /// Mutable state of one log partition for one [`CepRuleSet`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionState {
     version: u32,
     partition: u32,
     rule_names: Vec<String>,
-    #[serde(with = "map_as_vec")]
-    groups_state: Vec<HashMap<Vec<KeyPart>, KeyState>>,
+    /// Per rule group: key hash → the keys with that hash (almost always one).
+    groups_state: Vec<HashMap<u64, Vec<KeyState>, IdBuild>>,
+    /// Reorder buffer: rows that arrived in order (the common case, O(1))…
+    reorder_run: VecDeque<Pending>,
+    /// …and rows that arrived out of order.
     reorder: BinaryHeap<Pending>,
     max_ts: Option<i64>,
     watermark: i64,
-    timers: BinaryHeap<Reverse<(i64, u32, Vec<KeyPart>)>>,
+    /// (deadline, group, key hash): wake the key when the watermark passes the deadline.
+    timers: BinaryHeap<Reverse<(i64, u32, u64)>>,
     rule_live: Vec<u64>,
     counters: CepCounters,
     #[serde(skip)]
     cache: PredCache,
     #[serde(skip)]
     scratch: Scratch,
-}
-
-mod map_as_vec {
-    use super::{KeyPart, KeyState};
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::collections::HashMap;
-
-    type M = Vec<HashMap<Vec<KeyPart>, KeyState>>;
-
-    pub fn serialize<S: Serializer>(m: &M, s: S) -> Result<S::Ok, S::Error> {
-        let v: Vec<Vec<(&Vec<KeyPart>, &KeyState)>> =
-            m.iter().map(|g| g.iter().collect()).collect();
-        v.serialize(s)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
-        let v: Vec<Vec<(Vec<KeyPart>, KeyState)>> = Vec::deserialize(d)?;
-        Ok(v.into_iter().map(|g| g.into_iter().collect()).collect())
-    }
+    #[serde(skip)]
+    cand_stamp: Vec<u32>,
+    #[serde(skip)]
+    cand_gen: u32,
+    #[serde(skip)]
+    cand_buf: Vec<u32>,
 }
 
 /// Evaluation context of a DEFINE (current row tentatively mapped to a variable) or of
@@ -469,18 +539,45 @@ fn var_holds(env: &Env, cache: &mut PredCache, v: VarId, ctx: &mut Ctx) -> bool 
     }
 }
 
-fn projection(rule: &CepRule, nodes: &[PNode], mut node: u32, len: u32) -> Vec<u64> {
-    let mut out = Vec::new();
-    let mut pos = len;
-    while node != NONE {
-        pos -= 1;
-        let n = nodes[node as usize];
-        if rule.history[n.var as usize] {
-            out.push(((pos as u64) << 16) | n.var as u64);
+/// The rows of a path that later DEFINEs can read (positions mapped to a variable in
+/// `rule.history`), newest first.
+struct Projection<'a> {
+    rule: &'a CepRule,
+    nodes: &'a [PNode],
+    node: u32,
+    pos: u32,
+}
+
+impl Iterator for Projection<'_> {
+    type Item = (u32, VarId);
+    fn next(&mut self) -> Option<(u32, VarId)> {
+        while self.node != NONE {
+            self.pos -= 1;
+            let n = self.nodes[self.node as usize];
+            self.node = n.parent;
+            if self.rule.history[n.var as usize] {
+                return Some((self.pos, n.var));
+            }
         }
-        node = n.parent;
+        None
     }
-    out
+}
+
+fn projection<'a>(rule: &'a CepRule, nodes: &'a [PNode], node: u32, len: u32) -> Projection<'a> {
+    Projection {
+        rule,
+        nodes,
+        node,
+        pos: len,
+    }
+}
+
+fn projection_hash(rule: &CepRule, nodes: &[PNode], node: u32, len: u32) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (pos, var) in projection(rule, nodes, node, len) {
+        h = (h ^ (((pos as u64) << 16) | var as u64)).wrapping_mul(0x100000001b3);
+    }
+    h
 }
 
 /// Adds `t` (at `t.pc`) and everything reachable from it without consuming a row.
@@ -493,7 +590,7 @@ fn closure(
     entering: bool,
 ) {
     let proj = if rule.path_dependent {
-        Some(projection(rule, nodes, t.node, t.len))
+        Some(projection_hash(rule, nodes, t.node, t.len))
     } else {
         None
     };
@@ -510,7 +607,16 @@ fn closure(
                     true
                 }
             }
-            Some(p) => sc.seen.insert((pc, p.clone())),
+            Some(h) => match sc.seen.get(&(pc, *h)) {
+                None => {
+                    sc.seen.insert((pc, *h), (t.node, t.len));
+                    true
+                }
+                // same hash: merge only when the projections are really equal
+                Some(&(n2, l2)) => {
+                    !projection(rule, nodes, t.node, t.len).eq(projection(rule, nodes, n2, l2))
+                }
+            },
         };
         if !fresh {
             continue;
@@ -603,8 +709,9 @@ impl Search {
         }
         sc.next_step(rule.prog.len());
         let clist = std::mem::take(&mut self.threads);
-        let mut nlist = Vec::with_capacity(clist.len() + 1);
-        for t in clist {
+        let mut nlist = std::mem::take(&mut sc.nlist);
+        nlist.clear();
+        for &t in &clist {
             let (v, absent) = match rule.prog[t.pc as usize] {
                 Inst::Classify(v) => (v, false),
                 Inst::AbsentTail(v) => (v, true),
@@ -650,6 +757,7 @@ impl Search {
             }
         }
         self.threads = nlist;
+        sc.nlist = clist;
         self.normalize(rule);
     }
 }
@@ -804,14 +912,97 @@ fn trim_rows(rk: &mut RuleKey) {
     }
 }
 
+/// The partition key of a row for one rule group: hash, plus owned values when the
+/// PARTITION BY items are expressions rather than plain columns.
+struct RowKey {
+    hash: u64,
+    computed: Option<Vec<Value>>,
+}
+
+fn row_key(rule: &CepRule, row: &Row) -> RowKey {
+    match &rule.partition_cols {
+        Some(cols) => RowKey {
+            hash: hash_values(cols.iter().map(|c| row.get(*c))),
+            computed: None,
+        },
+        None => {
+            let vals: Vec<Value> = rule.partition.iter().map(|p| p.eval(row)).collect();
+            RowKey {
+                hash: hash_values(vals.iter()),
+                computed: Some(vals),
+            }
+        }
+    }
+}
+
+fn key_matches(rule: &CepRule, row: &Row, k: &RowKey, values: &[Value]) -> bool {
+    match (&k.computed, &rule.partition_cols) {
+        (Some(v), _) => v.as_slice() == values,
+        (None, Some(cols)) => cols.iter().zip(values).all(|(c, v)| row.get(*c) == v),
+        (None, None) => false,
+    }
+}
+
+fn key_values(rule: &CepRule, row: &Row, k: &RowKey) -> Vec<Value> {
+    match (&k.computed, &rule.partition_cols) {
+        (Some(v), _) => v.clone(),
+        (None, Some(cols)) => cols.iter().map(|c| row.get(*c).clone()).collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
 impl PartitionState {
+    fn buffered(&self) -> usize {
+        self.reorder_run.len() + self.reorder.len()
+    }
+
+    fn buffer_push(&mut self, p: Pending) {
+        if self
+            .reorder_run
+            .back()
+            .is_none_or(|b| (b.ts, b.offset) <= (p.ts, p.offset))
+        {
+            self.reorder_run.push_back(p);
+        } else {
+            self.reorder.push(p);
+        }
+    }
+
+    fn buffer_min_ts(&self) -> Option<i64> {
+        match (self.reorder_run.front(), self.reorder.peek()) {
+            (Some(a), Some(b)) => Some(a.ts.min(b.ts)),
+            (Some(a), None) => Some(a.ts),
+            (None, Some(b)) => Some(b.ts),
+            (None, None) => None,
+        }
+    }
+
+    fn buffer_pop(&mut self) -> Option<Pending> {
+        let take_run = match (self.reorder_run.front(), self.reorder.peek()) {
+            (Some(a), Some(b)) => (a.ts, a.offset) <= (b.ts, b.offset),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if take_run {
+            self.reorder_run.pop_front()
+        } else {
+            self.reorder.pop()
+        }
+    }
+
+    /// Rows waiting in the reorder buffer.
+    pub fn buffered_rows(&self) -> usize {
+        self.buffered()
+    }
+
     /// Fresh state for log partition `partition`.
     pub fn new(partition: u32, rules: &CepRuleSet) -> PartitionState {
         PartitionState {
             version: STATE_VERSION,
             partition,
             rule_names: rules.rules.iter().map(|r| r.name.to_string()).collect(),
-            groups_state: rules.groups.iter().map(|_| HashMap::new()).collect(),
+            groups_state: rules.groups.iter().map(|_| HashMap::default()).collect(),
+            reorder_run: VecDeque::new(),
             reorder: BinaryHeap::new(),
             max_ts: None,
             watermark: i64::MIN,
@@ -820,6 +1011,9 @@ impl PartitionState {
             counters: CepCounters::default(),
             cache: PredCache::default(),
             scratch: Scratch::default(),
+            cand_stamp: Vec::new(),
+            cand_gen: 0,
+            cand_buf: Vec::new(),
         }
     }
 
@@ -846,26 +1040,34 @@ impl PartitionState {
     /// Counters, with the gauges refreshed.
     pub fn counters(&self) -> CepCounters {
         let mut c = self.counters.clone();
-        c.live_keys = self.groups_state.iter().map(|g| g.len() as u64).sum();
+        c.live_keys = self
+            .groups_state
+            .iter()
+            .flat_map(|g| g.values())
+            .map(|b| b.len() as u64)
+            .sum();
         c.live_partial_matches = self.rule_live.iter().sum();
         c
     }
 
-    /// Approximate bytes held by partial matches and their buffered rows (not counting the
-    /// row contents, which are shared between rules).
+    /// Approximate bytes held by keys, partial matches and their row references (row
+    /// contents are shared between rules and not counted).
     pub fn approx_state_bytes(&self) -> usize {
         use std::mem::size_of;
         let mut total = 0;
         for g in &self.groups_state {
-            for (k, ks) in g {
-                total += size_of::<KeyState>() + k.len() * size_of::<KeyPart>() + 48;
-                total += ks.values.len() * size_of::<Value>();
-                for rk in &ks.rules {
-                    total += size_of::<RuleKey>() + rk.rows.capacity() * size_of::<StoredRow>();
-                    for s in &rk.searches {
-                        total += size_of::<Search>()
-                            + s.nodes.capacity() * size_of::<PNode>()
-                            + s.threads.capacity() * size_of::<Thread>();
+            for b in g.values() {
+                total += 16 + b.capacity() * size_of::<KeyState>();
+                for ks in b {
+                    total += ks.values.capacity() * size_of::<Value>();
+                    total += ks.rules.capacity() * size_of::<RuleKey>();
+                    for rk in &ks.rules {
+                        total += rk.rows.capacity() * size_of::<StoredRow>();
+                        for s in &rk.searches {
+                            total += size_of::<Search>()
+                                + s.nodes.capacity() * size_of::<PNode>()
+                                + s.threads.capacity() * size_of::<Thread>();
+                        }
                     }
                 }
             }
@@ -873,8 +1075,8 @@ impl PartitionState {
         total
     }
 
-    /// Feeds one row (already decoded) with its event time and log offset. Matches that
-    /// become final are appended to `out`.
+    /// Feeds one row (already decoded) with its event time and log offset, with no
+    /// reordering delay and late rows dropped. Final matches are appended to `out`.
     pub fn process(
         &mut self,
         rules: &CepRuleSet,
@@ -912,22 +1114,26 @@ impl PartitionState {
             }
             return;
         }
-        self.reorder.push(Pending {
-            ts: event_time,
-            offset,
-            row,
-        });
         let max = self.max_ts.map_or(event_time, |m| m.max(event_time));
         self.max_ts = Some(max);
         let wm = max.saturating_sub(max_delay_ms.min(i64::MAX as u64) as i64);
+        if self.buffered() == 0 && event_time <= wm {
+            // in order and already releasable: skip the buffer
+            self.engine_row(rules, Arc::new(row), event_time, offset, false, out);
+        } else {
+            self.buffer_push(Pending {
+                ts: event_time,
+                offset,
+                row,
+            });
+        }
         self.advance_watermark(rules, wm, out);
-        while self.reorder.len()
-            > rules
-                .rules
-                .first()
-                .map_or(usize::MAX, |r| r.config.max_reorder_rows)
-        {
-            if let Some(p) = self.reorder.pop() {
+        let cap = rules
+            .rules
+            .first()
+            .map_or(usize::MAX, |r| r.config.max_reorder_rows);
+        while self.buffered() > cap {
+            if let Some(p) = self.buffer_pop() {
                 self.counters.reorder_forced += 1;
                 self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
             }
@@ -941,8 +1147,8 @@ impl PartitionState {
         if wm > self.watermark {
             self.watermark = wm;
         }
-        while self.reorder.peek().is_some_and(|p| p.ts <= self.watermark) {
-            if let Some(p) = self.reorder.pop() {
+        while self.buffer_min_ts().is_some_and(|ts| ts <= self.watermark) {
+            if let Some(p) = self.buffer_pop() {
                 self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
             }
         }
@@ -951,7 +1157,7 @@ impl PartitionState {
 
     /// End of input: releases every buffered row and decides everything still open.
     pub fn finish(&mut self, rules: &CepRuleSet, out: &mut Vec<MatchOutput>) {
-        while let Some(p) = self.reorder.pop() {
+        while let Some(p) = self.buffer_pop() {
             self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
         }
         let mut em = Emit {
@@ -960,11 +1166,12 @@ impl PartitionState {
             counters: &mut self.counters,
         };
         for g in self.groups_state.iter_mut() {
-            // deterministic order: by key
-            let mut keys: Vec<Vec<KeyPart>> = g.keys().cloned().collect();
-            keys.sort();
-            for k in keys {
-                if let Some(mut ks) = g.remove(&k) {
+            // deterministic order: by key hash
+            let mut hashes: Vec<u64> = g.keys().copied().collect();
+            hashes.sort_unstable();
+            for h in hashes {
+                let Some(bucket) = g.remove(&h) else { continue };
+                for mut ks in bucket {
                     for rk in ks.rules.iter_mut() {
                         let rule = &rules.rules[rk.rule as usize];
                         for s in rk.searches.iter_mut() {
@@ -984,35 +1191,56 @@ impl PartitionState {
             if *deadline >= self.watermark {
                 break;
             }
-            let Some(Reverse((_, g, key))) = self.timers.pop() else {
+            let Some(Reverse((deadline, g, h))) = self.timers.pop() else {
                 break;
             };
             let wm = self.watermark;
             let gs = &mut self.groups_state[g as usize];
-            let Some(ks) = gs.get_mut(&key) else { continue };
+            let Some(bucket) = gs.get_mut(&h) else {
+                continue;
+            };
             let mut em = Emit {
                 rules,
                 partition: self.partition,
                 counters: &mut self.counters,
             };
-            for rk in ks.rules.iter_mut() {
-                let rule = &rules.rules[rk.rule as usize];
-                let Some(d) = rule.within_ms else { continue };
-                let before = rk.threads();
-                for s in rk.searches.iter_mut() {
-                    if s.t0.saturating_add(d) < wm {
-                        s.expire(rule);
-                    }
+            let mut rearm = Vec::new();
+            for ks in bucket.iter_mut() {
+                if ks.timer != Some(deadline) {
+                    continue;
                 }
-                resolve(&mut em, rule, rk, &ks.values, out);
-                let after = rk.threads();
-                let live = &mut self.rule_live[rk.rule as usize];
-                *live = (*live + after as u64).saturating_sub(before as u64);
+                ks.timer = None;
+                for rk in ks.rules.iter_mut() {
+                    let rule = &rules.rules[rk.rule as usize];
+                    let Some(d) = rule.within_ms else { continue };
+                    let before = rk.threads();
+                    let mut any = false;
+                    for s in rk.searches.iter_mut() {
+                        if !s.done && s.t0.saturating_add(d) < wm {
+                            s.expire(rule);
+                            any = true;
+                        }
+                    }
+                    if any {
+                        resolve(&mut em, rule, rk, &ks.values, out);
+                    }
+                    let after = rk.threads();
+                    let live = &mut self.rule_live[rk.rule as usize];
+                    *live = (*live + after as u64).saturating_sub(before as u64);
+                }
+                ks.rules
+                    .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
+                if let Some(next) = ks.next_deadline(rules) {
+                    ks.timer = Some(next);
+                    rearm.push(next);
+                }
             }
-            ks.rules
-                .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
-            if ks.rules.is_empty() {
-                gs.remove(&key);
+            bucket.retain(|ks| !ks.rules.is_empty());
+            if bucket.is_empty() {
+                gs.remove(&h);
+            }
+            for d in rearm {
+                self.timers.push(Reverse((d, g, h)));
             }
         }
     }
@@ -1029,6 +1257,9 @@ impl PartitionState {
     ) {
         self.counters.rows += 1;
         self.cache.next_event(rules.n_preds);
+        if self.cand_stamp.len() < rules.rules.len() {
+            self.cand_stamp.resize(rules.rules.len(), 0);
+        }
         let stored = StoredRow {
             row: row.clone(),
             ts,
@@ -1037,18 +1268,53 @@ impl PartitionState {
         };
         for (gi, group) in rules.groups.iter().enumerate() {
             let rep = &rules.rules[group.rules[0] as usize];
-            let values: Vec<Value> = rep.partition.iter().map(|p| p.eval(&*row)).collect();
-            let key: Vec<KeyPart> = values.iter().map(KeyPart::of).collect();
-            // candidate rules that may start here
-            let mut cands: Vec<u32> = group.always.clone();
-            for (col, idx) in &group.index {
-                if let Some(list) = idx.get(&KeyPart::of(row.get(*col))) {
-                    cands.extend_from_slice(list);
+            // candidate rules that may start on this row
+            self.cand_gen = self.cand_gen.wrapping_add(1);
+            if self.cand_gen == 0 {
+                self.cand_stamp.iter_mut().for_each(|s| *s = 0);
+                self.cand_gen = 1;
+            }
+            let gen = self.cand_gen;
+            let mut cands = std::mem::take(&mut self.cand_buf);
+            cands.clear();
+            for &r in &group.always {
+                self.cand_stamp[r as usize] = gen;
+                cands.push(r);
+            }
+            for ix in &group.index {
+                let list = match row.get(ix.col) {
+                    Value::String(s) => ix.strings.get(s.as_str()),
+                    v => ix.others.get(&KeyPart::of(v)),
+                };
+                for &r in list.into_iter().flatten() {
+                    if self.cand_stamp[r as usize] != gen {
+                        self.cand_stamp[r as usize] = gen;
+                        cands.push(r);
+                    }
                 }
             }
+            let key = row_key(rep, &row);
             let gs = &mut self.groups_state[gi];
-            let exists = gs.contains_key(&key);
-            if !exists && cands.is_empty() {
+            let mut ks = match gs.get_mut(&key.hash) {
+                Some(bucket) => {
+                    match bucket
+                        .iter()
+                        .position(|ks| key_matches(rep, &row, &key, &ks.values))
+                    {
+                        Some(i) => {
+                            let ks = bucket.swap_remove(i);
+                            if bucket.is_empty() {
+                                gs.remove(&key.hash);
+                            }
+                            Some(ks)
+                        }
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            if ks.is_none() && cands.is_empty() {
+                self.cand_buf = cands;
                 continue;
             }
             let mut em = Emit {
@@ -1056,63 +1322,68 @@ impl PartitionState {
                 partition: self.partition,
                 counters: &mut self.counters,
             };
-            let ks = gs.entry(key.clone()).or_insert_with(|| KeyState {
-                values: values.clone(),
-                rules: Vec::new(),
-            });
-            let mut timer_needed = false;
-            // existing rule states
-            for rk in ks.rules.iter_mut() {
-                let rule = &rules.rules[rk.rule as usize];
-                let env = Env {
-                    rule,
-                    pred_ids: &rules.pred_ids[rk.rule as usize],
-                };
-                let before = rk.threads();
-                rk.rows.push_back(stored.clone());
-                let idx = rk.next;
-                rk.next += 1;
-                let mn = rk.matches + 1;
-                for s in rk.searches.iter_mut() {
-                    s.step(
-                        &env,
-                        &mut self.cache,
-                        &mut self.scratch,
-                        &rk.rows,
-                        rk.base,
-                        &row,
-                        ts,
-                        mn,
-                    );
+            let mut timer_needed: Option<i64> = None;
+            let mut note_timer = |d: Option<i64>| {
+                if let Some(d) = d {
+                    timer_needed = Some(timer_needed.map_or(d, |x: i64| x.min(d)));
                 }
-                let may_start = cands.contains(&rk.rule);
-                let live = self.rule_live[rk.rule as usize] as usize;
-                if may_start {
-                    if live >= rule.config.max_partial_matches_per_rule {
-                        em.counters.starts_refused += 1;
-                    } else if let Some(s) = start_search(
-                        &env,
-                        &mut self.cache,
-                        &mut self.scratch,
-                        &rk.rows,
-                        rk.base,
-                        &row,
-                        idx,
-                        ts,
-                        mn,
-                    ) {
-                        timer_needed |= rule.within_ms.is_some();
-                        rk.searches.push_back(s);
+            };
+            // existing rule states of this key
+            if let Some(ks) = ks.as_mut() {
+                for rk in ks.rules.iter_mut() {
+                    let rule = &rules.rules[rk.rule as usize];
+                    let env = Env {
+                        rule,
+                        pred_ids: &rules.pred_ids[rk.rule as usize],
+                    };
+                    let before = rk.threads();
+                    rk.rows.push_back(stored.clone());
+                    let idx = rk.next;
+                    rk.next += 1;
+                    let mn = rk.matches + 1;
+                    for s in rk.searches.iter_mut() {
+                        s.step(
+                            &env,
+                            &mut self.cache,
+                            &mut self.scratch,
+                            &rk.rows,
+                            rk.base,
+                            &row,
+                            ts,
+                            mn,
+                        );
                     }
+                    if self.cand_stamp[rk.rule as usize] == gen {
+                        let live = self.rule_live[rk.rule as usize] as usize;
+                        if live >= rule.config.max_partial_matches_per_rule {
+                            em.counters.starts_refused += 1;
+                        } else if let Some(s) = start_search(
+                            &env,
+                            &mut self.cache,
+                            &mut self.scratch,
+                            &rk.rows,
+                            rk.base,
+                            &row,
+                            idx,
+                            ts,
+                            mn,
+                        ) {
+                            note_timer(rule.within_ms);
+                            rk.searches.push_back(s);
+                        }
+                    }
+                    resolve(&mut em, rule, rk, &ks.values, out);
+                    let after = rk.threads();
+                    let l = &mut self.rule_live[rk.rule as usize];
+                    *l = (*l + after as u64).saturating_sub(before as u64);
                 }
-                resolve(&mut em, rule, rk, &ks.values, out);
-                let after = rk.threads();
-                let l = &mut self.rule_live[rk.rule as usize];
-                *l = (*l + after as u64).saturating_sub(before as u64);
             }
             // rules without state for this key
             for &r in &cands {
-                if ks.rules.iter().any(|rk| rk.rule == r) {
+                if ks
+                    .as_ref()
+                    .is_some_and(|ks| ks.rules.iter().any(|rk| rk.rule == r))
+                {
                     continue;
                 }
                 let rule = &rules.rules[r as usize];
@@ -1138,7 +1409,12 @@ impl PartitionState {
                     em.counters.starts_refused += 1;
                     continue;
                 }
-                timer_needed |= rule.within_ms.is_some();
+                note_timer(rule.within_ms);
+                let ks = ks.get_or_insert_with(|| KeyState {
+                    values: key_values(rep, &row, &key),
+                    rules: Vec::new(),
+                    timer: None,
+                });
                 let mut rk = RuleKey {
                     rule: r,
                     rows: VecDeque::from([stored.clone()]),
@@ -1153,22 +1429,20 @@ impl PartitionState {
                     ks.rules.push(rk);
                 }
             }
-            ks.rules
-                .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
-            if ks.rules.is_empty() {
-                gs.remove(&key);
-            } else if timer_needed {
-                // one timer per WITHIN length used by the group's rules
-                let mut ds: Vec<i64> = ks
-                    .rules
-                    .iter()
-                    .filter_map(|rk| rules.rules[rk.rule as usize].within_ms)
-                    .collect();
-                ds.sort_unstable();
-                ds.dedup();
-                for d in ds {
-                    self.timers
-                        .push(Reverse((ts.saturating_add(d), gi as u32, key.clone())));
+            self.cand_buf = cands;
+            if let Some(mut ks) = ks {
+                ks.rules
+                    .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
+                if !ks.rules.is_empty() {
+                    // one pending timer per key: the earliest deadline (re-armed on firing)
+                    if let Some(d) = timer_needed {
+                        let at = ts.saturating_add(d);
+                        if ks.timer.is_none_or(|t| at < t) {
+                            ks.timer = Some(at);
+                            self.timers.push(Reverse((at, gi as u32, key.hash)));
+                        }
+                    }
+                    gs.entry(key.hash).or_default().push(ks);
                 }
             }
         }
