@@ -5,9 +5,11 @@
 //! - `Display` on AST nodes prints canonical text (`print.rs`).
 
 pub mod ast;
+pub mod check;
 pub mod error;
 pub mod parse;
 pub mod plan;
+pub mod print;
 pub mod query;
 
 pub use error::{Diagnostic, Severity};

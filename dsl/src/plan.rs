@@ -20,7 +20,11 @@ pub struct StreamDef {
     pub name: String,
     /// Declared columns in order; undeclared JSON fields remain readable as JSON.
     pub columns: Vec<(String, DataType)>,
-    /// Column that orders the stream; `None` = ingestion time.
+    /// Column that orders the stream; `None` = ingestion time (the time the event was
+    /// appended). The output stream of a rule, search or metric (see
+    /// [`crate::check::Entry::derived`]) has a `ts` TIMESTAMP column holding the output
+    /// record's `ts` and `event_time: Some("ts")` (or `None` when a user column named `ts`
+    /// is not a TIMESTAMP; then it is ordered by the records' time all the same).
     pub event_time: Option<String>,
     /// Watermark = highest event time seen − `max_delay_ms`.
     pub max_delay_ms: u64,
@@ -38,4 +42,19 @@ impl StreamDef {
             .find(|(c, _)| c == name)
             .map(|(_, t)| *t)
     }
+}
+
+/// Accuracy and bounds of a metric (`WITH (...)` after WINDOW); `None` = engine default.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct MetricOptions {
+    /// HyperLogLog++ precision, 4..=18.
+    pub hll_precision: Option<u8>,
+    /// Bloom filter false-positive probability, in (0, 1).
+    pub bloom_fpp: Option<f64>,
+    /// Relative error of the quantile sketch, in (0, 1).
+    pub percentile_error: Option<f64>,
+    /// How long closed windows stay queryable.
+    pub retention_ms: Option<u64>,
+    /// Cardinality guard: most groups per window.
+    pub max_groups: Option<u64>,
 }

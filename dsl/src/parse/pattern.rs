@@ -1,0 +1,231 @@
+//! Row patterns, loosest first: `|` < `->` < juxtaposition < postfix quantifier / prefix `!`.
+//! Parentheses group and leave no node.
+
+use std::cell::Cell;
+
+use super::lex::{
+    attempt, cut, fail, hard, ident, ident_q, labelled, span, sym, sym_q, tok_start, Depth, Exp,
+    PResult,
+};
+use super::limits::{MAX_PATTERN_TERMS, MAX_REPEAT};
+use crate::ast::{Pattern, Span};
+
+/// A whole pattern (the text between `PATTERN (` and `)`).
+pub(crate) fn pattern(i: &str) -> PResult<'_, Pattern> {
+    let terms = Cell::new(0usize);
+    alt_p(i, &terms)
+}
+
+fn alt_p<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
+    let _d = Depth::enter(i, "pattern")?;
+    let (mut i, first) = fby_p(i, n)?;
+    let mut items = vec![first];
+    while let Some((r, _)) = attempt(sym_q("|")(i))? {
+        let (r, p) = cut(fby_p(r, n))?;
+        items.push(p);
+        i = r;
+    }
+    Ok((i, one_or(items, Pattern::Alt)))
+}
+
+fn one_or(mut items: Vec<Pattern>, f: fn(Vec<Pattern>) -> Pattern) -> Pattern {
+    if items.len() == 1 {
+        items.remove(0)
+    } else {
+        f(items)
+    }
+}
+
+fn fby_p<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
+    let (mut i, first) = seq_p(i, n)?;
+    let mut items = vec![first];
+    while let Some((r, _)) = attempt(sym_q("->")(i))? {
+        let (r, p) = cut(seq_p(r, n))?;
+        items.push(p);
+        i = r;
+    }
+    Ok((i, one_or(items, Pattern::FollowedBy)))
+}
+
+fn starts_term(i: &str) -> Result<bool, nom::Err<super::lex::PErr>> {
+    let t = tok_start(i)?;
+    Ok(t.starts_with('(')
+        || t.starts_with('!')
+        || unsupported(t).is_some()
+        || t.starts_with('"')
+        || attempt(ident_q(t))?.is_some())
+}
+
+fn seq_p<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
+    let (mut i, first) = term(i, n)?;
+    let mut items = vec![first];
+    while starts_term(i)? {
+        let (r, p) = term(i, n)?;
+        items.push(p);
+        i = r;
+    }
+    Ok((i, one_or(items, Pattern::Seq)))
+}
+
+fn count_term(t: &str, n: &Cell<usize>) -> Result<(), nom::Err<super::lex::PErr>> {
+    n.set(n.get() + 1);
+    if n.get() > MAX_PATTERN_TERMS {
+        hard::<()>(
+            t,
+            1,
+            format!("pattern too large (the limit is {MAX_PATTERN_TERMS} variables)"),
+        )?;
+    }
+    Ok(())
+}
+
+fn term<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
+    let t = tok_start(i)?;
+    if let Some((r, _)) = attempt(sym_q("!")(t))? {
+        count_term(t, n)?;
+        let (r, v) = cut(labelled(r, "a pattern variable after `!`", ident))?;
+        let q = tok_start(r)?;
+        if q.starts_with(['*', '+', '?', '{']) {
+            return hard(
+                q,
+                1,
+                "a quantifier cannot apply to an absence `!v`; write `(!v)*` if you mean it",
+            );
+        }
+        return Ok((r, Pattern::Absent(v)));
+    }
+    if let Some((len, msg)) = unsupported(t) {
+        return hard(t, len, msg);
+    }
+    let (r, base) = if let Some((r, _)) = attempt(sym_q("(")(t))? {
+        let (r, p) = cut(alt_p(r, n))?;
+        let (r, _) = cut(labelled(r, "`)` to close the group", sym(")")))?;
+        (r, p)
+    } else {
+        match attempt(ident_q(t))? {
+            Some((r, v)) => {
+                count_term(t, n)?;
+                (r, Pattern::Var(v))
+            }
+            None => return fail(t, Exp::Label("a pattern variable or `(`")),
+        }
+    };
+    quantifier(t, r, base)
+}
+
+fn quantifier<'a>(start: &'a str, i: &'a str, base: Pattern) -> PResult<'a, Pattern> {
+    let q = tok_start(i)?;
+    let (r, min, max) = match q.chars().next() {
+        Some('*') => (&q[1..], 0, None),
+        Some('+') => (&q[1..], 1, None),
+        Some('?') => (&q[1..], 0, Some(1)),
+        Some('{') if !q.starts_with("{-") => bounds(q)?,
+        _ => return Ok((i, base)),
+    };
+    let (r, greedy) = match r.strip_prefix('?') {
+        Some(r2) => (r2, false),
+        None => (r, true),
+    };
+    let after = tok_start(r)?;
+    if after.starts_with(['*', '+', '?', '{']) {
+        return hard(
+            after,
+            1,
+            "a quantifier cannot follow another quantifier; wrap the pattern in parentheses",
+        );
+    }
+    let sp: Span = span(start, r);
+    Ok((
+        r,
+        Pattern::Repeat {
+            inner: Box::new(base),
+            min,
+            max,
+            greedy,
+            span: sp,
+        },
+    ))
+}
+
+/// `{n}`, `{n,}`, `{n,m}`, `{,m}` at the start of `q`.
+fn bounds(q: &str) -> Result<(&str, u32, Option<u32>), nom::Err<super::lex::PErr>> {
+    let (r, _) = sym("{")(q)?;
+    let (r, lo) = count(r)?;
+    let (r, comma) = match attempt(sym_q(",")(r))? {
+        Some((r, _)) => (r, true),
+        None => (r, false),
+    };
+    let (r, hi) = if comma { count(r)? } else { (r, lo) };
+    let (r, _) = cut(labelled(r, "`}` to close the repeat count", sym("}")))?;
+    let (min, max) = match (lo, comma, hi) {
+        (Some(n), false, _) => (n, Some(n)),
+        (Some(n), true, None) => (n, None),
+        (None, true, Some(m)) => (0, Some(m)),
+        (Some(n), true, Some(m)) => {
+            if n > m {
+                let (_, ()) = hard(
+                    q,
+                    q.len() - r.len(),
+                    format!("repeat count `{{{n},{m}}}`: the lower bound exceeds the upper bound"),
+                )?;
+            }
+            (n, Some(m))
+        }
+        _ => {
+            let t = tok_start(&q[1..])?;
+            return cut(fail::<()>(
+                t,
+                Exp::Label("a repeat count like `{2}`, `{2,}`, `{2,5}` or `{,5}`"),
+            ))
+            .map(|_| (r, 0, None));
+        }
+    };
+    Ok((r, min, max))
+}
+
+/// An optional repeat bound.
+fn count(i: &str) -> PResult<'_, Option<u32>> {
+    let t = tok_start(i)?;
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Ok((i, None));
+    }
+    let text = &t[..digits];
+    match text.parse::<u32>() {
+        Ok(v) if v <= MAX_REPEAT => Ok((&t[digits..], Some(v))),
+        _ => hard(
+            t,
+            digits,
+            format!(
+                "repeat count `{}` is too large (the limit is {MAX_REPEAT})",
+                super::lex::abbreviate(text)
+            ),
+        ),
+    }
+}
+
+/// SQL pattern syntax that weir does not support (neither does Flink), with a message.
+/// `(span length, message)`.
+fn unsupported(t: &str) -> Option<(usize, &'static str)> {
+    if t.starts_with('^') || t.starts_with('$') {
+        return Some((
+            1,
+            "pattern anchors `^` and `$` are not supported on streams",
+        ));
+    }
+    if t.starts_with("{-") {
+        return Some((
+            2,
+            "pattern exclusion `{- ... -}` is not supported (it needs ALL ROWS PER MATCH)",
+        ));
+    }
+    if let Some((w, rest)) = super::lex::word(t) {
+        if w.eq_ignore_ascii_case("PERMUTE") && rest.trim_start().starts_with('(') {
+            return Some((
+                w.len(),
+                "PERMUTE is not supported; write the orders as alternatives: (A B | B A)",
+            ));
+        }
+    }
+    None
+}

@@ -1,0 +1,672 @@
+//! One partition: an ordered list of segments, a single writer, group commit, recovery
+//! and retention.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use crate::config::{FsyncPolicy, LogConfig, Retention, Verify, Visibility};
+use crate::error::{Error, IoContext, Result};
+use crate::format::{self, Record};
+use crate::segment::{parse_segment_name, sync_dir, Segment, NO_TS};
+
+/// What recovery found and cut in one partition when the log was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRecovery {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// Segments kept.
+    pub segments: usize,
+    /// Earliest retained offset.
+    pub start_offset: u64,
+    /// Next offset to be written (every offset below it is intact).
+    pub end_offset: u64,
+    /// Bytes scanned and checksummed.
+    pub bytes_verified: u64,
+    /// Cuts made because of torn or corrupt data (empty after a clean shutdown).
+    pub cuts: Vec<Cut>,
+}
+
+/// One cut made by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cut {
+    /// The segment file that was truncated.
+    pub segment: PathBuf,
+    /// Byte position of the cut (the first bad byte).
+    pub position: u64,
+    /// Bytes removed from that segment.
+    pub bytes_removed: u64,
+    /// What was wrong at that position.
+    pub reason: String,
+    /// Later segment files deleted because they followed the cut.
+    pub deleted_segments: Vec<PathBuf>,
+}
+
+struct Writer {
+    active: Arc<Segment>,
+    buf: Vec<u8>,
+    failed: Option<String>,
+}
+
+struct SyncState {
+    syncing: bool,
+}
+
+pub(crate) struct Partition {
+    pub topic: String,
+    pub id: u32,
+    dir: PathBuf,
+    cfg: Arc<LogConfig>,
+    retention: Retention,
+    writer: Mutex<Writer>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    written_end: AtomicU64,
+    durable_end: AtomicU64,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    visible_lock: Mutex<()>,
+    visible_cv: Condvar,
+    batches: AtomicU64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    fsyncs: AtomicU64,
+}
+
+/// Counters and offsets of one partition (for metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStats {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: u32,
+    /// Earliest retained offset.
+    pub start_offset: u64,
+    /// Next offset to be written.
+    pub end_offset: u64,
+    /// Every offset below this is durable under the policy.
+    pub durable_offset: u64,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Bytes in segment files.
+    pub bytes_on_disk: u64,
+    /// Batches appended since open.
+    pub appended_batches: u64,
+    /// Records appended since open.
+    pub appended_records: u64,
+    /// Encoded bytes appended since open.
+    pub appended_bytes: u64,
+    /// fsync calls since open (group commit makes this smaller than `appended_batches`).
+    pub fsyncs: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition stored in `dir`.
+    pub fn open(
+        dir: &Path,
+        topic: &str,
+        id: u32,
+        cfg: Arc<LogConfig>,
+        retention: Retention,
+    ) -> Result<(Partition, PartitionRecovery)> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        let mut bases = Vec::new();
+        for entry in std::fs::read_dir(dir).at(dir)? {
+            let entry = entry.at(dir)?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(base) = parse_segment_name(name) {
+                bases.push(base);
+            } else if name.ends_with(".idx.tmp") {
+                // Left by a crash while sealing an index; the index is rebuilt if needed.
+                let p = entry.path();
+                std::fs::remove_file(&p).at(&p)?;
+            }
+        }
+        bases.sort_unstable();
+        let mut report = PartitionRecovery {
+            topic: topic.to_string(),
+            partition: id,
+            segments: 0,
+            start_offset: 0,
+            end_offset: 0,
+            bytes_verified: 0,
+            cuts: Vec::new(),
+        };
+        let mut segments: Vec<Arc<Segment>> = Vec::new();
+        let mut cut_rest = false;
+        let n = bases.len();
+        for (i, &base) in bases.iter().enumerate() {
+            let seg_path = dir.join(crate::segment::segment_file_name(base));
+            if cut_rest {
+                let seg = Segment::open(dir, base)?;
+                seg.delete_files()?;
+                if let Some(c) = report.cuts.last_mut() {
+                    c.deleted_segments.push(seg_path);
+                }
+                continue;
+            }
+            let seg = Segment::open(dir, base)?;
+            let file_len = seg.file_len()?;
+            if let Some(prev) = segments.last() {
+                let prev_end = prev.end.load(Ordering::Acquire);
+                if base != prev_end {
+                    // A hole or an overlap between segments: keep the log dense by
+                    // dropping this segment and everything after it.
+                    let reason = format!(
+                        "segment starts at offset {base} but the previous one ends at {prev_end}"
+                    );
+                    seg.delete_files()?;
+                    report.cuts.push(Cut {
+                        segment: prev.path.clone(),
+                        position: prev.size.load(Ordering::Acquire),
+                        bytes_removed: 0,
+                        reason,
+                        deleted_segments: vec![seg_path],
+                    });
+                    cut_rest = true;
+                    continue;
+                }
+            }
+            let is_last = i + 1 == n;
+            let full = is_last || cfg.verify == Verify::All;
+            let (scan, mut index, rebuilt) = match (full, seg.load_index(file_len)) {
+                (false, Some(idx)) => {
+                    let (last_off, last_pos) = match idx.last() {
+                        Some(&(rel, pos)) => (base + rel as u64, pos as u64),
+                        None => (base, 0),
+                    };
+                    let s = seg.scan(
+                        last_pos,
+                        last_off,
+                        format::MAX_BATCH_ON_DISK,
+                        cfg.index_interval_bytes,
+                        last_pos,
+                    )?;
+                    if s.bad.is_none() {
+                        (s, idx, false)
+                    } else {
+                        // Maybe the index is stale rather than the data bad: decide
+                        // with a full scan.
+                        let s = seg.scan(
+                            0,
+                            base,
+                            format::MAX_BATCH_ON_DISK,
+                            cfg.index_interval_bytes,
+                            0,
+                        )?;
+                        (s, Vec::new(), true)
+                    }
+                }
+                _ => {
+                    let s = seg.scan(
+                        0,
+                        base,
+                        format::MAX_BATCH_ON_DISK,
+                        cfg.index_interval_bytes,
+                        0,
+                    )?;
+                    (s, Vec::new(), true)
+                }
+            };
+            index.extend_from_slice(&scan.index);
+            report.bytes_verified += scan.end_pos - scan.index_start_pos;
+            if let Some((pos, reason)) = &scan.bad {
+                let removed = file_len - pos;
+                tracing::warn!(
+                    topic,
+                    partition = id,
+                    segment = %seg.path.display(),
+                    position = pos,
+                    bytes_removed = removed,
+                    kept_end_offset = scan.end_offset,
+                    reason = %reason,
+                    "log recovery: cutting torn or corrupt data"
+                );
+                seg.truncate(*pos)?;
+                index.retain(|&(_, p)| (p as u64) < *pos);
+                report.cuts.push(Cut {
+                    segment: seg.path.clone(),
+                    position: *pos,
+                    bytes_removed: removed,
+                    reason: reason.clone(),
+                    deleted_segments: Vec::new(),
+                });
+                cut_rest = !is_last;
+            }
+            let last_index_pos = index.last().map(|&(_, p)| p as u64).unwrap_or(0);
+            seg.set_recovered(
+                scan.end_pos,
+                scan.end_offset,
+                scan.first_ts,
+                scan.max_ts,
+                index,
+                last_index_pos,
+            );
+            if rebuilt || is_last || scan.bad.is_some() || !scan.index.is_empty() {
+                seg.write_index_file()?;
+            }
+            segments.push(Arc::new(seg));
+        }
+        if let Some(c) = report.cuts.last() {
+            if !c.deleted_segments.is_empty() {
+                tracing::warn!(
+                    topic,
+                    partition = id,
+                    deleted = ?c.deleted_segments,
+                    "log recovery: deleted segments that followed a cut"
+                );
+            }
+        }
+        if segments.is_empty() {
+            let seg = Segment::create(dir, 0)?;
+            sync_dir(dir)?;
+            segments.push(Arc::new(seg));
+        }
+        // Make what recovery kept durable, so the durable watermark starts at the end.
+        if cfg.fsync != FsyncPolicy::Never {
+            if let Some(last) = segments.last() {
+                last.file.sync_all().at(&last.path)?;
+            }
+            if !report.cuts.is_empty() {
+                sync_dir(dir)?;
+            }
+        }
+        let active = segments
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::InvalidConfig("internal: partition without a segment".into()))?;
+        let end = active.end.load(Ordering::Acquire);
+        report.segments = segments.len();
+        report.start_offset = segments[0].base;
+        report.end_offset = end;
+        let p = Partition {
+            topic: topic.to_string(),
+            id,
+            dir: dir.to_path_buf(),
+            cfg,
+            retention,
+            writer: Mutex::new(Writer {
+                active,
+                buf: Vec::new(),
+                failed: None,
+            }),
+            segments: RwLock::new(segments),
+            written_end: AtomicU64::new(end),
+            durable_end: AtomicU64::new(end),
+            sync: Mutex::new(SyncState { syncing: false }),
+            sync_cv: Condvar::new(),
+            visible_lock: Mutex::new(()),
+            visible_cv: Condvar::new(),
+            batches: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+        };
+        Ok((p, report))
+    }
+
+    fn failed_err(&self, reason: &str) -> Error {
+        Error::PartitionFailed {
+            topic: self.topic.clone(),
+            partition: self.id,
+            reason: reason.to_string(),
+        }
+    }
+
+    pub fn written_end(&self) -> u64 {
+        self.written_end.load(Ordering::Acquire)
+    }
+
+    pub fn durable_end(&self) -> u64 {
+        self.durable_end.load(Ordering::Acquire)
+    }
+
+    pub fn visible_end(&self) -> u64 {
+        match self.cfg.visibility {
+            Visibility::Durable => self.durable_end(),
+            Visibility::Written => self.written_end(),
+        }
+    }
+
+    pub fn start_offset(&self) -> u64 {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .map(|s| s.base)
+            .unwrap_or(0)
+    }
+
+    fn notify_visible(&self) {
+        let _g = lock(&self.visible_lock);
+        self.visible_cv.notify_all();
+    }
+
+    /// Writes one batch; returns (first offset, end offset). Does not wait for fsync.
+    pub fn append(&self, records: &[&[u8]], now_ms: i64) -> Result<(u64, u64)> {
+        let size = format::batch_size(records);
+        if size > self.cfg.max_batch_bytes {
+            return Err(Error::BatchTooLarge {
+                bytes: size,
+                limit: self.cfg.max_batch_bytes,
+            });
+        }
+        let mut w = lock(&self.writer);
+        if let Some(reason) = &w.failed {
+            return Err(self.failed_err(reason));
+        }
+        if records.is_empty() {
+            let end = w.active.end.load(Ordering::Acquire);
+            return Ok((end, end));
+        }
+        let active_size = w.active.size.load(Ordering::Acquire);
+        let too_old = match self.cfg.segment_max_age {
+            Some(age) => {
+                let first = w.active.first_ts.load(Ordering::Acquire);
+                first != NO_TS && now_ms.saturating_sub(first) > age.as_millis() as i64
+            }
+            None => false,
+        };
+        if active_size > 0 && (active_size + size > self.cfg.segment_bytes || too_old) {
+            if let Err(e) = self.roll(&mut w) {
+                w.failed = Some(e.to_string());
+                return Err(e);
+            }
+        }
+        let first = w.active.end.load(Ordering::Acquire);
+        let end = first + records.len() as u64;
+        let Writer { active, buf, .. } = &mut *w;
+        format::encode_batch(buf, first, now_ms, records);
+        let pos = active.size.load(Ordering::Acquire);
+        use std::os::unix::fs::FileExt;
+        if let Err(e) = active.file.write_all_at(buf, pos) {
+            // Remove whatever part of the batch reached the file; if even that fails,
+            // refuse further appends until recovery runs.
+            let reason = format!("write to {} failed: {e}", active.path.display());
+            if active.file.set_len(pos).is_err() {
+                w.failed = Some(reason.clone());
+            }
+            return Err(Error::Io {
+                path: w.active.path.clone(),
+                source: e,
+            });
+        }
+        active.note_batch(
+            pos,
+            buf.len() as u64,
+            first,
+            end,
+            now_ms,
+            self.cfg.index_interval_bytes,
+        );
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if buf.capacity() > (4 << 20) {
+            *buf = Vec::new();
+        }
+        self.written_end.store(end, Ordering::Release);
+        if self.cfg.fsync == FsyncPolicy::Never {
+            self.durable_end.store(end, Ordering::Release);
+        }
+        drop(w);
+        if self.cfg.fsync == FsyncPolicy::Never || self.cfg.visibility == Visibility::Written {
+            self.notify_visible();
+        }
+        Ok((first, end))
+    }
+
+    /// Seals the active segment (fsynced unless the policy is `Never`) and starts a new one.
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let old = w.active.clone();
+        let old_end = old.end.load(Ordering::Acquire);
+        if self.cfg.fsync != FsyncPolicy::Never {
+            self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            old.file.sync_data().at(&old.path)?;
+            old.seal_index()?;
+        } else {
+            old.close_index();
+        }
+        let seg = Arc::new(Segment::create(&self.dir, old_end)?);
+        if self.cfg.fsync != FsyncPolicy::Never {
+            sync_dir(&self.dir)?;
+        }
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(seg.clone());
+        w.active = seg;
+        if self.cfg.fsync != FsyncPolicy::Never {
+            self.durable_end.fetch_max(old_end, Ordering::AcqRel);
+            if self.cfg.visibility == Visibility::Durable {
+                self.notify_visible();
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks until every offset below `target` is durable, sharing fsyncs with other
+    /// waiters (group commit): while one thread runs an fsync the others queue up, and
+    /// the next fsync covers all of their batches at once.
+    pub fn wait_durable(&self, target: u64) -> Result<()> {
+        let mut st = lock(&self.sync);
+        loop {
+            if self.durable_end() >= target {
+                return Ok(());
+            }
+            if !st.syncing {
+                st.syncing = true;
+                drop(st);
+                let r = self.sync_once();
+                st = lock(&self.sync);
+                st.syncing = false;
+                self.sync_cv.notify_all();
+                r?;
+            } else {
+                st = self.sync_cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+
+    /// One fsync of the active segment, advancing the durable watermark to what had been
+    /// written before it started.
+    fn sync_once(&self) -> Result<()> {
+        let (seg, end) = {
+            let w = lock(&self.writer);
+            if let Some(reason) = &w.failed {
+                return Err(self.failed_err(reason));
+            }
+            (w.active.clone(), self.written_end())
+        };
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = seg.file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages; the only
+            // safe course is to stop and let recovery re-read what is really on disk.
+            let reason = format!("fsync of {} failed: {e}", seg.path.display());
+            tracing::error!(topic = %self.topic, partition = self.id, %reason, "log fsync failed");
+            lock(&self.writer).failed = Some(reason);
+            return Err(Error::Io {
+                path: seg.path.clone(),
+                source: e,
+            });
+        }
+        self.durable_end.fetch_max(end, Ordering::AcqRel);
+        if self.cfg.visibility == Visibility::Durable {
+            self.notify_visible();
+        }
+        Ok(())
+    }
+
+    /// fsyncs now if anything written is not yet durable (any policy).
+    pub fn sync_now(&self) -> Result<()> {
+        if self.cfg.fsync == FsyncPolicy::Never {
+            // `durable_end` already equals `written_end`; still push data to disk
+            // (segments are not synced when rolled under this policy).
+            let segs = self
+                .segments
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for seg in segs {
+                seg.file.sync_data().at(&seg.path)?;
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
+            }
+            return Ok(());
+        }
+        self.wait_durable(self.written_end())
+    }
+
+    /// Blocks until a record at `offset` is visible or `timeout` passes; true if visible.
+    pub fn wait_visible(&self, offset: u64, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut g = lock(&self.visible_lock);
+        loop {
+            if self.visible_end() > offset {
+                return true;
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            g = self
+                .visible_cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    pub fn read(&self, from: u64, max_records: usize, max_bytes: usize) -> Result<Vec<Record>> {
+        let visible = self.visible_end();
+        let written = self.written_end();
+        let mut out: Vec<Record> = Vec::new();
+        let mut from = from;
+        if from > written {
+            return Err(Error::OffsetBeyondEnd {
+                topic: self.topic.clone(),
+                partition: self.id,
+                requested: from,
+                end: written,
+            });
+        }
+        let max_records = max_records.max(1);
+        while from < visible && out.len() < max_records {
+            let seg = {
+                let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+                let start = segs.first().map(|s| s.base).unwrap_or(0);
+                if from < start {
+                    return Err(Error::OffsetTruncated {
+                        topic: self.topic.clone(),
+                        partition: self.id,
+                        requested: from,
+                        earliest: start,
+                    });
+                }
+                let i = segs.partition_point(|s| s.base <= from);
+                match i.checked_sub(1).and_then(|i| segs.get(i)) {
+                    Some(s) => s.clone(),
+                    None => break,
+                }
+            };
+            let before = out.len();
+            let bytes_so_far: usize = out.iter().map(|r| r.payload.len()).sum();
+            if bytes_so_far >= max_bytes && !out.is_empty() {
+                break;
+            }
+            seg.read(
+                from,
+                visible,
+                max_records,
+                max_bytes - bytes_so_far,
+                format::MAX_BATCH_ON_DISK,
+                &mut out,
+            )?;
+            if out.len() > before {
+                from = out[out.len() - 1].offset + 1;
+                if out.len() >= max_records {
+                    break;
+                }
+            }
+            let seg_end = seg.end.load(Ordering::Acquire);
+            if from < seg_end {
+                // Stopped inside the segment: a limit was reached.
+                break;
+            }
+            from = from.max(seg_end);
+        }
+        Ok(out)
+    }
+
+    /// Deletes old segments outside the retention bounds; returns how many were deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
+        let r = self.retention;
+        if r.max_bytes.is_none() && r.max_age.is_none() {
+            return Ok(0);
+        }
+        let removed: Vec<Arc<Segment>> = {
+            let mut segs = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            let mut total: u64 = segs.iter().map(|s| s.size.load(Ordering::Acquire)).sum();
+            let mut n = 0;
+            while n + 1 < segs.len() {
+                let s = &segs[n];
+                let size = s.size.load(Ordering::Acquire);
+                let by_size = r.max_bytes.is_some_and(|max| total - size >= max);
+                let by_age = r.max_age.is_some_and(|age| {
+                    let ts = s.max_ts.load(Ordering::Acquire);
+                    ts == NO_TS || now_ms.saturating_sub(ts) > age.as_millis() as i64
+                });
+                if !(by_size || by_age) {
+                    break;
+                }
+                total -= size;
+                n += 1;
+            }
+            segs.drain(..n).collect()
+        };
+        for s in &removed {
+            tracing::info!(
+                topic = %self.topic,
+                partition = self.id,
+                segment = %s.path.display(),
+                "retention: deleting segment"
+            );
+            s.delete_files()?;
+        }
+        if !removed.is_empty() && self.cfg.fsync != FsyncPolicy::Never {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed.len())
+    }
+
+    pub fn stats(&self) -> PartitionStats {
+        let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        PartitionStats {
+            topic: self.topic.clone(),
+            partition: self.id,
+            start_offset: segs.first().map(|s| s.base).unwrap_or(0),
+            end_offset: self.written_end(),
+            durable_offset: self.durable_end(),
+            segments: segs.len(),
+            bytes_on_disk: segs.iter().map(|s| s.size.load(Ordering::Acquire)).sum(),
+            appended_batches: self.batches.load(Ordering::Relaxed),
+            appended_records: self.records.load(Ordering::Relaxed),
+            appended_bytes: self.bytes.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}

@@ -1,0 +1,1517 @@
+//! Run phase: per-partition state, the reorder buffer and the pattern VM.
+//!
+//! Each (key, rule) holds the rows since its oldest open search and a list of *searches*,
+//! one per start row that could begin a match, in start order. A search is a Pike VM over
+//! the rule's program: a list of threads in preference order (greedy before reluctant,
+//! left alternative first); when a thread reaches `Match`, lower-preference threads are
+//! cut and the match is remembered; it is final once no higher-preference thread is left.
+//! Threads only merge when their futures are provably identical (same state and, for rules
+//! whose DEFINEs read earlier rows, the same mapping of those rows to the variables read).
+//! Decided searches are emitted in start order; after a match the AFTER MATCH strategy
+//! decides which later searches survive. This gives exactly batch MATCH_RECOGNIZE's result.
+
+use super::compile::{Inst, VarKind};
+use super::{CepConfig, CepRule, CepRuleSet, MatchOutput};
+use crate::expr::{AggFunc, Context, FieldRef, Nav, VarId};
+use crate::value::{Row, Value};
+use dsl::ast::AfterMatch;
+use dsl::plan::LatePolicy;
+use serde::{Deserialize, Serialize};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Version of the serialized [`PartitionState`].
+pub const STATE_VERSION: u32 = 1;
+
+const NONE: u32 = u32::MAX;
+
+/// A hashable partition-key component.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub(crate) enum KeyPart {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(Box<str>),
+    Ts(i64),
+    Json(Box<str>),
+}
+
+impl KeyPart {
+    pub(crate) fn of(v: &Value) -> KeyPart {
+        match v {
+            Value::Null => KeyPart::Null,
+            Value::Bool(b) => KeyPart::Bool(*b),
+            Value::Int(i) => KeyPart::Int(*i),
+            Value::Float(f) => KeyPart::Float(f.to_bits()),
+            Value::String(s) => KeyPart::Str(s.as_str().into()),
+            Value::Timestamp(t) => KeyPart::Ts(*t),
+            Value::Json(j) => KeyPart::Json(j.to_string().into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredRow {
+    row: Arc<Row>,
+    ts: i64,
+    offset: u64,
+    late: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PNode {
+    var: VarId,
+    parent: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Thread {
+    pc: u32,
+    node: u32,
+    len: u32,
+    /// In a trailing-absence state: the path of the match itself (rows after it are only
+    /// watched).
+    pnode: u32,
+    plen: u32,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Best {
+    node: u32,
+    len: u32,
+    absent_deadline: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Search {
+    start: u64,
+    t0: i64,
+    nodes: Vec<PNode>,
+    threads: Vec<Thread>,
+    best: Option<Best>,
+    done: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RuleKey {
+    rule: u32,
+    rows: VecDeque<StoredRow>,
+    base: u64,
+    next: u64,
+    searches: VecDeque<Search>,
+    matches: u64,
+}
+
+impl RuleKey {
+    fn threads(&self) -> usize {
+        self.searches.iter().map(|s| s.threads.len()).sum()
+    }
+    fn idle(&self, rule: &CepRule) -> bool {
+        self.searches.is_empty() && !(rule.uses_match_number && self.matches > 0)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyState {
+    values: Vec<Value>,
+    rules: Vec<RuleKey>,
+    /// Deadline of this key's pending timer, if one is in the heap.
+    timer: Option<i64>,
+}
+
+impl KeyState {
+    /// Earliest WITHIN deadline among open searches.
+    fn next_deadline(&self, rules: &CepRuleSet) -> Option<i64> {
+        self.rules
+            .iter()
+            .filter_map(|rk| {
+                let d = rules.rules[rk.rule as usize].within_ms?;
+                rk.searches
+                    .iter()
+                    .filter(|s| !s.done)
+                    .map(|s| s.t0.saturating_add(d))
+                    .min()
+            })
+            .min()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Pending {
+    ts: i64,
+    offset: u64,
+    row: Row,
+}
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        self.ts == o.ts && self.offset == o.offset
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> Ordering {
+        // min-heap on (ts, offset)
+        (o.ts, o.offset).cmp(&(self.ts, self.offset))
+    }
+}
+
+/// Counters of one partition (all cumulative except the `live_*` gauges).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CepCounters {
+    /// Rows processed by the matcher.
+    pub rows: u64,
+    /// Late rows dropped (`late = 'drop'`).
+    pub late_dropped: u64,
+    /// Late rows processed anyway (`late = 'emit'`).
+    pub late_emitted: u64,
+    /// Partial matches dropped at `max_partial_matches_per_key` / `max_rows_per_key`.
+    pub partial_matches_dropped: u64,
+    /// Match starts refused at `max_partial_matches_per_rule`.
+    pub starts_refused: u64,
+    /// Rows released from the reorder buffer before the watermark, at `max_reorder_rows`.
+    pub reorder_forced: u64,
+    /// Matches emitted.
+    pub matches: u64,
+    /// Keys with state (gauge).
+    pub live_keys: u64,
+    /// Open partial matches (gauge).
+    pub live_partial_matches: u64,
+}
+
+/// Per-event cache of shared row-only predicate results.
+#[derive(Debug, Default, Clone)]
+struct PredCache {
+    stamp: Vec<u32>,
+    val: Vec<bool>,
+    gen: u32,
+}
+
+impl PredCache {
+    fn next_event(&mut self, n: usize) {
+        if self.stamp.len() < n {
+            self.stamp.resize(n, 0);
+            self.val.resize(n, false);
+        }
+        self.gen = self.gen.wrapping_add(1);
+        if self.gen == 0 {
+            self.stamp.iter_mut().for_each(|s| *s = 0);
+            self.gen = 1;
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Scratch {
+    stamp: Vec<u32>,
+    gen: u32,
+    /// (pc, projection hash) → (node, len) of the first thread there this step.
+    seen: HashMap<(u32, u64), (u32, u32)>,
+    nlist: Vec<Thread>,
+    stack: Vec<u32>,
+}
+
+impl Scratch {
+    fn next_step(&mut self, n: usize) {
+        if self.stamp.len() < n {
+            self.stamp.resize(n, 0);
+        }
+        self.gen = self.gen.wrapping_add(1);
+        if self.gen == 0 {
+            self.stamp.iter_mut().for_each(|s| *s = 0);
+            self.gen = 1;
+        }
+        self.seen.clear();
+    }
+}
+
+/// Identity hasher for keys that are already hashes.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+
+/// FNV-1a over a canonical encoding of partition-key values (no allocation).
+fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut put = |bytes: &[u8]| {
+        for b in bytes {
+            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+        }
+    };
+    for v in vals {
+        match v {
+            Value::Null => put(&[0]),
+            Value::Bool(b) => put(&[1, *b as u8]),
+            Value::Int(i) => {
+                put(&[2]);
+                put(&i.to_le_bytes())
+            }
+            Value::Float(f) => {
+                put(&[3]);
+                put(&f.to_bits().to_le_bytes())
+            }
+            Value::String(s) => {
+                put(&[4]);
+                put(s.as_bytes());
+                put(&[0xff])
+            }
+            Value::Timestamp(t) => {
+                put(&[5]);
+                put(&t.to_le_bytes())
+            }
+            Value::Json(j) => {
+                put(&[6]);
+                put(j.to_string().as_bytes());
+                put(&[0xff])
+            }
+        }
+    }
+    h
+}
+
+/// Mutable state of one log partition for one [`CepRuleSet`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PartitionState {
+    version: u32,
+    partition: u32,
+    rule_names: Vec<String>,
+    /// Per rule group: key hash → the keys with that hash (almost always one).
+    groups_state: Vec<HashMap<u64, Vec<KeyState>, IdBuild>>,
+    /// Reorder buffer: rows that arrived in order (the common case, O(1))…
+    reorder_run: VecDeque<Pending>,
+    /// …and rows that arrived out of order.
+    reorder: BinaryHeap<Pending>,
+    max_ts: Option<i64>,
+    watermark: i64,
+    /// (deadline, group, key hash): wake the key when the watermark passes the deadline.
+    timers: BinaryHeap<Reverse<(i64, u32, u64)>>,
+    rule_live: Vec<u64>,
+    counters: CepCounters,
+    #[serde(skip)]
+    cache: PredCache,
+    #[serde(skip)]
+    scratch: Scratch,
+    #[serde(skip)]
+    cand_stamp: Vec<u32>,
+    #[serde(skip)]
+    cand_gen: u32,
+    #[serde(skip)]
+    cand_buf: Vec<u32>,
+}
+
+/// Evaluation context of a DEFINE (current row tentatively mapped to a variable) or of
+/// MEASURES (the final match).
+struct Ctx<'a> {
+    rows: &'a VecDeque<StoredRow>,
+    base: u64,
+    start: u64,
+    nodes: &'a [PNode],
+    tail: u32,
+    len: u32,
+    cur: Option<(&'a Row, VarId)>,
+    match_number: u64,
+    var_names: &'a [String],
+}
+
+impl Ctx<'_> {
+    fn last_pos(&self) -> Option<u32> {
+        if self.cur.is_some() {
+            Some(self.len)
+        } else {
+            self.len.checked_sub(1)
+        }
+    }
+    fn row_at(&self, pos: u32) -> &Row {
+        if let Some((r, _)) = self.cur {
+            if pos == self.len {
+                return r;
+            }
+        }
+        &self.rows[(self.start + pos as u64 - self.base) as usize].row
+    }
+    /// Visits (pos, var) from the last row of the (tentative) path backwards.
+    fn walk_rev(&self, mut f: impl FnMut(u32, VarId) -> bool) {
+        if let Some((_, v)) = self.cur {
+            if !f(self.len, v) {
+                return;
+            }
+        }
+        let mut node = self.tail;
+        let mut pos = self.len;
+        while node != NONE {
+            pos -= 1;
+            let n = self.nodes[node as usize];
+            if !f(pos, n.var) {
+                return;
+            }
+            node = n.parent;
+        }
+    }
+    fn nth_last(&self, var: Option<VarId>, n: u32) -> Option<u32> {
+        let mut k = 0;
+        let mut found = None;
+        self.walk_rev(|pos, v| {
+            if var.is_none_or(|x| x == v) {
+                if k == n {
+                    found = Some(pos);
+                    return false;
+                }
+                k += 1;
+            }
+            true
+        });
+        found
+    }
+    fn field_at(&self, pos: Option<u32>, field: &FieldRef) -> Value {
+        match pos {
+            Some(p) => field.get(self.row_at(p)),
+            None => Value::Null,
+        }
+    }
+}
+
+fn aggregate(func: AggFunc, vals: &[Value], rows: usize, star: bool) -> Value {
+    match func {
+        AggFunc::Count => {
+            if star {
+                Value::Int(rows as i64)
+            } else {
+                Value::Int(vals.iter().filter(|v| !v.is_null()).count() as i64)
+            }
+        }
+        AggFunc::Sum | AggFunc::Avg => {
+            let mut n = 0i64;
+            let mut isum: Option<i64> = Some(0);
+            let mut fsum = 0f64;
+            let mut all_int = true;
+            for v in vals {
+                match v {
+                    Value::Int(i) => {
+                        isum = isum.and_then(|s| s.checked_add(*i));
+                        fsum += *i as f64;
+                    }
+                    Value::Float(f) => {
+                        all_int = false;
+                        fsum += f;
+                    }
+                    _ => continue,
+                }
+                n += 1;
+            }
+            if n == 0 {
+                return Value::Null;
+            }
+            if func == AggFunc::Avg {
+                Value::Float(fsum / n as f64)
+            } else if all_int {
+                isum.map(Value::Int).unwrap_or(Value::Float(fsum))
+            } else {
+                Value::Float(fsum)
+            }
+        }
+        AggFunc::Min | AggFunc::Max => {
+            let mut best: Option<&Value> = None;
+            for v in vals {
+                if v.is_null() {
+                    continue;
+                }
+                best = match best {
+                    None => Some(v),
+                    Some(b) => match v.sql_cmp(b) {
+                        Some(Ordering::Less) if func == AggFunc::Min => Some(v),
+                        Some(Ordering::Greater) if func == AggFunc::Max => Some(v),
+                        _ => Some(b),
+                    },
+                };
+            }
+            best.cloned().unwrap_or(Value::Null)
+        }
+    }
+}
+
+impl Context for Ctx<'_> {
+    fn row(&self) -> Option<&Row> {
+        self.last_pos().map(|p| self.row_at(p))
+    }
+    fn nav(&self, nav: &Nav) -> Value {
+        match nav {
+            Nav::Last { var, field, n } => self.field_at(self.nth_last(*var, *n), field),
+            Nav::First { var, field, n } => {
+                let mut ps = Vec::new();
+                self.walk_rev(|pos, v| {
+                    if var.is_none_or(|x| x == v) {
+                        ps.push(pos);
+                    }
+                    true
+                });
+                let pos = (ps.len() as u32).checked_sub(n + 1).map(|i| ps[i as usize]);
+                self.field_at(pos, field)
+            }
+            Nav::Prev { var, field, n } => {
+                let anchor = match var {
+                    None => self.last_pos(),
+                    Some(_) => self.nth_last(*var, 0),
+                };
+                self.field_at(anchor.and_then(|a| a.checked_sub(*n)), field)
+            }
+            Nav::Agg { func, var, arg } => {
+                let mut vals = Vec::new();
+                let mut rows = 0usize;
+                self.walk_rev(|pos, v| {
+                    if var.is_none_or(|x| x == v) {
+                        rows += 1;
+                        if let Some(f) = arg {
+                            vals.push(f.get(self.row_at(pos)));
+                        }
+                    }
+                    true
+                });
+                aggregate(*func, &vals, rows, arg.is_none())
+            }
+            Nav::MatchNumber => Value::Int(self.match_number as i64),
+            Nav::Classifier => {
+                let mut var = None;
+                self.walk_rev(|_, v| {
+                    var = Some(v);
+                    false
+                });
+                match var {
+                    Some(v) => Value::String(self.var_names[v as usize].clone()),
+                    None => Value::Null,
+                }
+            }
+        }
+    }
+}
+
+/// Shared read-only pieces a step needs.
+struct Env<'a> {
+    rule: &'a CepRule,
+    pred_ids: &'a [(u32, bool)],
+}
+
+fn var_holds(env: &Env, cache: &mut PredCache, v: VarId, ctx: &mut Ctx) -> bool {
+    match env.rule.vars[v as usize].kind {
+        VarKind::Always => true,
+        VarKind::Def(p) => {
+            let (gid, row_only) = env.pred_ids[p as usize];
+            if row_only {
+                let g = gid as usize;
+                if cache.stamp[g] == cache.gen {
+                    return cache.val[g];
+                }
+                let r = env.rule.preds[p as usize].eval_bool(&*ctx);
+                cache.stamp[g] = cache.gen;
+                cache.val[g] = r;
+                r
+            } else {
+                env.rule.preds[p as usize].eval_bool(&*ctx)
+            }
+        }
+        VarKind::Not(w) => {
+            let saved = ctx.cur;
+            if let Some((r, _)) = ctx.cur {
+                ctx.cur = Some((r, w));
+            }
+            let h = var_holds(env, cache, w, ctx);
+            ctx.cur = saved;
+            !h
+        }
+    }
+}
+
+/// The rows of a path that later DEFINEs can read (positions mapped to a variable in
+/// `rule.history`), newest first.
+struct Projection<'a> {
+    rule: &'a CepRule,
+    nodes: &'a [PNode],
+    node: u32,
+    pos: u32,
+}
+
+impl Iterator for Projection<'_> {
+    type Item = (u32, VarId);
+    fn next(&mut self) -> Option<(u32, VarId)> {
+        while self.node != NONE {
+            self.pos -= 1;
+            let n = self.nodes[self.node as usize];
+            self.node = n.parent;
+            if self.rule.history[n.var as usize] {
+                return Some((self.pos, n.var));
+            }
+        }
+        None
+    }
+}
+
+fn projection<'a>(rule: &'a CepRule, nodes: &'a [PNode], node: u32, len: u32) -> Projection<'a> {
+    Projection {
+        rule,
+        nodes,
+        node,
+        pos: len,
+    }
+}
+
+fn projection_hash(rule: &CepRule, nodes: &[PNode], node: u32, len: u32) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for (pos, var) in projection(rule, nodes, node, len) {
+        h = (h ^ (((pos as u64) << 16) | var as u64)).wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Adds `t` (at `t.pc`) and everything reachable from it without consuming a row.
+fn closure(
+    rule: &CepRule,
+    sc: &mut Scratch,
+    nodes: &[PNode],
+    out: &mut Vec<Thread>,
+    t: Thread,
+    entering: bool,
+) {
+    let proj = if rule.path_dependent {
+        Some(projection_hash(rule, nodes, t.node, t.len))
+    } else {
+        None
+    };
+    sc.stack.clear();
+    sc.stack.push(t.pc);
+    while let Some(pc) = sc.stack.pop() {
+        let fresh = match &proj {
+            None => {
+                let s = &mut sc.stamp[pc as usize];
+                if *s == sc.gen {
+                    false
+                } else {
+                    *s = sc.gen;
+                    true
+                }
+            }
+            Some(h) => match sc.seen.get(&(pc, *h)) {
+                None => {
+                    sc.seen.insert((pc, *h), (t.node, t.len));
+                    true
+                }
+                // same hash: merge only when the projections are really equal
+                Some(&(n2, l2)) => !projection(rule, nodes, t.node, t.len)
+                    .eq(projection(rule, nodes, n2, l2)),
+            },
+        };
+        if !fresh {
+            continue;
+        }
+        match rule.prog[pc as usize] {
+            Inst::Jmp(a) => sc.stack.push(a),
+            Inst::Split(a, b) => {
+                sc.stack.push(b);
+                sc.stack.push(a);
+            }
+            Inst::Classify(_) | Inst::Match => out.push(Thread { pc, ..t }),
+            Inst::AbsentTail(_) => {
+                if entering {
+                    out.push(Thread {
+                        pc,
+                        pnode: t.node,
+                        plen: t.len,
+                        ..t
+                    })
+                } else {
+                    out.push(Thread { pc, ..t })
+                }
+            }
+        }
+    }
+}
+
+impl Search {
+    fn normalize(&mut self, rule: &CepRule) {
+        if let Some(i) = self
+            .threads
+            .iter()
+            .position(|t| rule.prog[t.pc as usize] == Inst::Match)
+        {
+            let t = self.threads[i];
+            self.best = Some(Best {
+                node: t.node,
+                len: t.len,
+                absent_deadline: None,
+            });
+            self.threads.truncate(i);
+        }
+        if self.threads.is_empty() {
+            self.done = true;
+        }
+    }
+
+    /// No more rows can extend this search (WITHIN passed, or end of input): waiting
+    /// absences succeed, everything else dies.
+    fn expire(&mut self, rule: &CepRule) {
+        if self.done {
+            return;
+        }
+        if let Some(t) = self
+            .threads
+            .iter()
+            .find(|t| matches!(rule.prog[t.pc as usize], Inst::AbsentTail(_)))
+        {
+            self.best = Some(Best {
+                node: t.pnode,
+                len: t.plen,
+                absent_deadline: Some(self.t0.saturating_add(rule.within_ms.unwrap_or(0))),
+            });
+        }
+        self.threads.clear();
+        self.done = true;
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        env: &Env,
+        cache: &mut PredCache,
+        sc: &mut Scratch,
+        rows: &VecDeque<StoredRow>,
+        base: u64,
+        row: &Row,
+        ts: i64,
+        match_number: u64,
+    ) {
+        if self.done {
+            return;
+        }
+        let rule = env.rule;
+        if let Some(d) = rule.within_ms {
+            if ts.saturating_sub(self.t0) > d {
+                self.expire(rule);
+                return;
+            }
+        }
+        sc.next_step(rule.prog.len());
+        let clist = std::mem::take(&mut self.threads);
+        let mut nlist = std::mem::take(&mut sc.nlist);
+        nlist.clear();
+        for &t in &clist {
+            let (v, absent) = match rule.prog[t.pc as usize] {
+                Inst::Classify(v) => (v, false),
+                Inst::AbsentTail(v) => (v, true),
+                _ => continue,
+            };
+            let ok = {
+                let mut ctx = Ctx {
+                    rows,
+                    base,
+                    start: self.start,
+                    nodes: &self.nodes,
+                    tail: t.node,
+                    len: t.len,
+                    cur: Some((row, v)),
+                    match_number,
+                    var_names: &rule.var_names,
+                };
+                var_holds(env, cache, v, &mut ctx)
+            };
+            if !ok {
+                continue;
+            }
+            self.nodes.push(PNode {
+                var: v,
+                parent: t.node,
+            });
+            let node = (self.nodes.len() - 1) as u32;
+            if absent {
+                let nt = Thread {
+                    node,
+                    len: t.len + 1,
+                    ..t
+                };
+                closure(rule, sc, &self.nodes, &mut nlist, nt, false);
+            } else {
+                let nt = Thread {
+                    pc: t.pc + 1,
+                    node,
+                    len: t.len + 1,
+                    ..t
+                };
+                closure(rule, sc, &self.nodes, &mut nlist, nt, true);
+            }
+        }
+        self.threads = nlist;
+        sc.nlist = clist;
+        self.normalize(rule);
+    }
+}
+
+fn skip_target(rule: &CepRule, s: &Search, best: &Best) -> u64 {
+    let next = s.start + 1;
+    let positions = |v: VarId| {
+        let mut ps = Vec::new();
+        let mut node = best.node;
+        let mut pos = best.len;
+        while node != NONE {
+            pos -= 1;
+            let n = s.nodes[node as usize];
+            if n.var == v {
+                ps.push(pos);
+            }
+            node = n.parent;
+        }
+        ps
+    };
+    let t = match (&rule.after, rule.skip_var) {
+        (AfterMatch::SkipPastLastRow, _) => s.start + best.len as u64,
+        (AfterMatch::SkipToNextRow, _) => next,
+        (AfterMatch::SkipToFirst(_), Some(v)) => match positions(v).last() {
+            Some(p) => s.start + *p as u64,
+            None => next,
+        },
+        (AfterMatch::SkipToLast(_), Some(v)) => match positions(v).first() {
+            Some(p) => s.start + *p as u64,
+            None => next,
+        },
+        _ => next,
+    };
+    if t <= s.start {
+        next
+    } else {
+        t
+    }
+}
+
+struct Emit<'a> {
+    rules: &'a CepRuleSet,
+    partition: u32,
+    counters: &'a mut CepCounters,
+}
+
+fn emit_match(
+    em: &mut Emit,
+    rule: &CepRule,
+    rk: &RuleKey,
+    key_values: &[Value],
+    s: &Search,
+    best: &Best,
+    out: &mut Vec<MatchOutput>,
+) {
+    let match_number = rk.matches + 1;
+    let ctx = Ctx {
+        rows: &rk.rows,
+        base: rk.base,
+        start: s.start,
+        nodes: &s.nodes,
+        tail: best.node,
+        len: best.len,
+        cur: None,
+        match_number,
+        var_names: &rule.var_names,
+    };
+    let first = &rk.rows[(s.start - rk.base) as usize];
+    let last = &rk.rows[(s.start + best.len as u64 - 1 - rk.base) as usize];
+    let late = (0..best.len as u64).any(|i| rk.rows[(s.start + i - rk.base) as usize].late);
+    let mut fields = Vec::with_capacity(rule.partition_names.len() + rule.measures.len());
+    for (n, v) in rule.partition_names.iter().zip(key_values) {
+        fields.push((n.clone(), v.clone()));
+    }
+    for (n, m) in &rule.measures {
+        fields.push((n.clone(), m.eval(&ctx)));
+    }
+    let absent = best.absent_deadline.is_some();
+    let id = format!(
+        "{}@{}/{}:{}-{}{}",
+        rule.name,
+        rule.stream,
+        em.partition,
+        first.offset,
+        last.offset,
+        if absent { "!" } else { "" }
+    );
+    em.counters.matches += 1;
+    let _ = em.rules;
+    out.push(MatchOutput {
+        rule: rule.name.clone(),
+        id,
+        ts: best.absent_deadline.unwrap_or(last.ts),
+        late,
+        fields,
+        first_offset: first.offset,
+        last_offset: last.offset,
+    });
+}
+
+/// Emits decided searches in start order, applies AFTER MATCH, trims rows, enforces caps.
+fn resolve(
+    em: &mut Emit,
+    rule: &CepRule,
+    rk: &mut RuleKey,
+    key_values: &[Value],
+    out: &mut Vec<MatchOutput>,
+) {
+    rk.searches.retain(|s| !(s.done && s.best.is_none()));
+    while rk.searches.front().is_some_and(|s| s.done) {
+        let Some(s) = rk.searches.pop_front() else {
+            break;
+        };
+        let Some(best) = s.best else { continue };
+        emit_match(em, rule, rk, key_values, &s, &best, out);
+        rk.matches += 1;
+        let target = skip_target(rule, &s, &best);
+        while rk.searches.front().is_some_and(|x| x.start < target) {
+            rk.searches.pop_front();
+        }
+    }
+    // caps
+    let cfg: &CepConfig = &rule.config;
+    let mut threads = rk.threads();
+    while threads > cfg.max_partial_matches_per_key && rk.searches.len() > 1 {
+        if let Some(s) = rk.searches.pop_front() {
+            threads -= s.threads.len();
+            em.counters.partial_matches_dropped += s.threads.len() as u64;
+        }
+    }
+    trim_rows(rk);
+    while rk.rows.len() > cfg.max_rows_per_key && !rk.searches.is_empty() {
+        if let Some(s) = rk.searches.pop_front() {
+            em.counters.partial_matches_dropped += s.threads.len().max(1) as u64;
+        }
+        trim_rows(rk);
+    }
+}
+
+fn trim_rows(rk: &mut RuleKey) {
+    match rk.searches.front() {
+        None => {
+            rk.rows.clear();
+            rk.base = rk.next;
+        }
+        Some(s) => {
+            while rk.base < s.start && !rk.rows.is_empty() {
+                rk.rows.pop_front();
+                rk.base += 1;
+            }
+        }
+    }
+}
+
+/// The partition key of a row for one rule group: hash, plus owned values when the
+/// PARTITION BY items are expressions rather than plain columns.
+struct RowKey {
+    hash: u64,
+    computed: Option<Vec<Value>>,
+}
+
+fn row_key(rule: &CepRule, row: &Row) -> RowKey {
+    match &rule.partition_cols {
+        Some(cols) => RowKey {
+            hash: hash_values(cols.iter().map(|c| row.get(*c))),
+            computed: None,
+        },
+        None => {
+            let vals: Vec<Value> = rule.partition.iter().map(|p| p.eval(row)).collect();
+            RowKey {
+                hash: hash_values(vals.iter()),
+                computed: Some(vals),
+            }
+        }
+    }
+}
+
+fn key_matches(rule: &CepRule, row: &Row, k: &RowKey, values: &[Value]) -> bool {
+    match (&k.computed, &rule.partition_cols) {
+        (Some(v), _) => v.as_slice() == values,
+        (None, Some(cols)) => cols.iter().zip(values).all(|(c, v)| row.get(*c) == v),
+        (None, None) => false,
+    }
+}
+
+fn key_values(rule: &CepRule, row: &Row, k: &RowKey) -> Vec<Value> {
+    match (&k.computed, &rule.partition_cols) {
+        (Some(v), _) => v.clone(),
+        (None, Some(cols)) => cols.iter().map(|c| row.get(*c).clone()).collect(),
+        (None, None) => Vec::new(),
+    }
+}
+
+impl PartitionState {
+    fn buffered(&self) -> usize {
+        self.reorder_run.len() + self.reorder.len()
+    }
+
+    fn buffer_push(&mut self, p: Pending) {
+        if self
+            .reorder_run
+            .back()
+            .is_none_or(|b| (b.ts, b.offset) <= (p.ts, p.offset))
+        {
+            self.reorder_run.push_back(p);
+        } else {
+            self.reorder.push(p);
+        }
+    }
+
+    fn buffer_min_ts(&self) -> Option<i64> {
+        match (self.reorder_run.front(), self.reorder.peek()) {
+            (Some(a), Some(b)) => Some(a.ts.min(b.ts)),
+            (Some(a), None) => Some(a.ts),
+            (None, Some(b)) => Some(b.ts),
+            (None, None) => None,
+        }
+    }
+
+    fn buffer_pop(&mut self) -> Option<Pending> {
+        let take_run = match (self.reorder_run.front(), self.reorder.peek()) {
+            (Some(a), Some(b)) => (a.ts, a.offset) <= (b.ts, b.offset),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if take_run {
+            self.reorder_run.pop_front()
+        } else {
+            self.reorder.pop()
+        }
+    }
+
+    /// Rows waiting in the reorder buffer.
+    pub fn buffered_rows(&self) -> usize {
+        self.buffered()
+    }
+
+    /// Fresh state for log partition `partition`.
+    pub fn new(partition: u32, rules: &CepRuleSet) -> PartitionState {
+        PartitionState {
+            version: STATE_VERSION,
+            partition,
+            rule_names: rules.rules.iter().map(|r| r.name.to_string()).collect(),
+            groups_state: rules.groups.iter().map(|_| HashMap::default()).collect(),
+            reorder_run: VecDeque::new(),
+            reorder: BinaryHeap::new(),
+            max_ts: None,
+            watermark: i64::MIN,
+            timers: BinaryHeap::new(),
+            rule_live: vec![0; rules.rules.len()],
+            counters: CepCounters::default(),
+            cache: PredCache::default(),
+            scratch: Scratch::default(),
+            cand_stamp: Vec::new(),
+            cand_gen: 0,
+            cand_buf: Vec::new(),
+        }
+    }
+
+    /// Checks a restored checkpoint against the rule set it will run with.
+    pub fn check_compatible(&self, rules: &CepRuleSet) -> Result<(), String> {
+        if self.version != STATE_VERSION {
+            return Err(format!(
+                "checkpoint version {} is not supported (expected {STATE_VERSION})",
+                self.version
+            ));
+        }
+        let names: Vec<String> = rules.rules.iter().map(|r| r.name.to_string()).collect();
+        if names != self.rule_names {
+            return Err("the checkpoint was taken with a different rule set".into());
+        }
+        Ok(())
+    }
+
+    /// Current watermark (ms; `i64::MIN` before the first row).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// Counters, with the gauges refreshed.
+    pub fn counters(&self) -> CepCounters {
+        let mut c = self.counters.clone();
+        c.live_keys = self
+            .groups_state
+            .iter()
+            .flat_map(|g| g.values())
+            .map(|b| b.len() as u64)
+            .sum();
+        c.live_partial_matches = self.rule_live.iter().sum();
+        c
+    }
+
+    /// Approximate bytes held by keys, partial matches and their row references (row
+    /// contents are shared between rules and not counted).
+    pub fn approx_state_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let mut total = 0;
+        for g in &self.groups_state {
+            for b in g.values() {
+                total += 16 + b.capacity() * size_of::<KeyState>();
+                for ks in b {
+                    total += ks.values.capacity() * size_of::<Value>();
+                    total += ks.rules.capacity() * size_of::<RuleKey>();
+                    for rk in &ks.rules {
+                        total += rk.rows.capacity() * size_of::<StoredRow>();
+                        for s in &rk.searches {
+                            total += size_of::<Search>()
+                                + s.nodes.capacity() * size_of::<PNode>()
+                                + s.threads.capacity() * size_of::<Thread>();
+                        }
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// Feeds one row (already decoded) with its event time and log offset, with no
+    /// reordering delay and late rows dropped. Final matches are appended to `out`.
+    pub fn process(
+        &mut self,
+        rules: &CepRuleSet,
+        row: Row,
+        event_time: i64,
+        offset: u64,
+        out: &mut Vec<MatchOutput>,
+    ) {
+        self.process_with(rules, row, event_time, offset, 0, LatePolicy::Drop, out)
+    }
+
+    /// Like [`process`](Self::process) with the stream's reorder settings:
+    /// watermark = highest event time − `max_delay_ms`; rows older than the watermark are
+    /// late and handled by `late`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_with(
+        &mut self,
+        rules: &CepRuleSet,
+        row: Row,
+        event_time: i64,
+        offset: u64,
+        max_delay_ms: u64,
+        late: LatePolicy,
+        out: &mut Vec<MatchOutput>,
+    ) {
+        if event_time < self.watermark {
+            match late {
+                LatePolicy::Drop => {
+                    self.counters.late_dropped += 1;
+                }
+                LatePolicy::Emit => {
+                    self.counters.late_emitted += 1;
+                    self.engine_row(rules, Arc::new(row), event_time, offset, true, out);
+                }
+            }
+            return;
+        }
+        let max = self.max_ts.map_or(event_time, |m| m.max(event_time));
+        self.max_ts = Some(max);
+        let wm = max.saturating_sub(max_delay_ms.min(i64::MAX as u64) as i64);
+        if self.buffered() == 0 && event_time <= wm {
+            // in order and already releasable: skip the buffer
+            self.engine_row(rules, Arc::new(row), event_time, offset, false, out);
+        } else {
+            self.buffer_push(Pending {
+                ts: event_time,
+                offset,
+                row,
+            });
+        }
+        self.advance_watermark(rules, wm, out);
+        let cap = rules
+            .rules
+            .first()
+            .map_or(usize::MAX, |r| r.config.max_reorder_rows);
+        while self.buffered() > cap {
+            if let Some(p) = self.buffer_pop() {
+                self.counters.reorder_forced += 1;
+                self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
+            }
+        }
+    }
+
+    /// Moves the watermark forward (it never goes back): releases buffered rows at or below
+    /// it in `(event time, offset)` order and decides partial matches whose WITHIN deadline
+    /// it passed (trailing absences are emitted then).
+    pub fn advance_watermark(&mut self, rules: &CepRuleSet, wm: i64, out: &mut Vec<MatchOutput>) {
+        if wm > self.watermark {
+            self.watermark = wm;
+        }
+        while self.buffer_min_ts().is_some_and(|ts| ts <= self.watermark) {
+            if let Some(p) = self.buffer_pop() {
+                self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
+            }
+        }
+        self.fire_timers(rules, out);
+    }
+
+    /// End of input: releases every buffered row and decides everything still open.
+    pub fn finish(&mut self, rules: &CepRuleSet, out: &mut Vec<MatchOutput>) {
+        while let Some(p) = self.buffer_pop() {
+            self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
+        }
+        let mut em = Emit {
+            rules,
+            partition: self.partition,
+            counters: &mut self.counters,
+        };
+        for g in self.groups_state.iter_mut() {
+            // deterministic order: by key hash
+            let mut hashes: Vec<u64> = g.keys().copied().collect();
+            hashes.sort_unstable();
+            for h in hashes {
+                let Some(bucket) = g.remove(&h) else { continue };
+                for mut ks in bucket {
+                    for rk in ks.rules.iter_mut() {
+                        let rule = &rules.rules[rk.rule as usize];
+                        for s in rk.searches.iter_mut() {
+                            s.expire(rule);
+                        }
+                        resolve(&mut em, rule, rk, &ks.values, out);
+                    }
+                }
+            }
+        }
+        self.timers.clear();
+        self.rule_live.iter_mut().for_each(|x| *x = 0);
+    }
+
+    fn fire_timers(&mut self, rules: &CepRuleSet, out: &mut Vec<MatchOutput>) {
+        while let Some(Reverse((deadline, _, _))) = self.timers.peek() {
+            if *deadline >= self.watermark {
+                break;
+            }
+            let Some(Reverse((deadline, g, h))) = self.timers.pop() else {
+                break;
+            };
+            let wm = self.watermark;
+            let gs = &mut self.groups_state[g as usize];
+            let Some(bucket) = gs.get_mut(&h) else {
+                continue;
+            };
+            let mut em = Emit {
+                rules,
+                partition: self.partition,
+                counters: &mut self.counters,
+            };
+            let mut rearm = Vec::new();
+            for ks in bucket.iter_mut() {
+                if ks.timer != Some(deadline) {
+                    continue;
+                }
+                ks.timer = None;
+                for rk in ks.rules.iter_mut() {
+                    let rule = &rules.rules[rk.rule as usize];
+                    let Some(d) = rule.within_ms else { continue };
+                    let before = rk.threads();
+                    let mut any = false;
+                    for s in rk.searches.iter_mut() {
+                        if !s.done && s.t0.saturating_add(d) < wm {
+                            s.expire(rule);
+                            any = true;
+                        }
+                    }
+                    if any {
+                        resolve(&mut em, rule, rk, &ks.values, out);
+                    }
+                    let after = rk.threads();
+                    let live = &mut self.rule_live[rk.rule as usize];
+                    *live = (*live + after as u64).saturating_sub(before as u64);
+                }
+                ks.rules
+                    .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
+                if let Some(next) = ks.next_deadline(rules) {
+                    ks.timer = Some(next);
+                    rearm.push(next);
+                }
+            }
+            bucket.retain(|ks| !ks.rules.is_empty());
+            if bucket.is_empty() {
+                gs.remove(&h);
+            }
+            for d in rearm {
+                self.timers.push(Reverse((d, g, h)));
+            }
+        }
+    }
+
+    /// One row in event-time order (or a late row under `late = 'emit'`).
+    fn engine_row(
+        &mut self,
+        rules: &CepRuleSet,
+        row: Arc<Row>,
+        ts: i64,
+        offset: u64,
+        late: bool,
+        out: &mut Vec<MatchOutput>,
+    ) {
+        self.counters.rows += 1;
+        self.cache.next_event(rules.n_preds);
+        if self.cand_stamp.len() < rules.rules.len() {
+            self.cand_stamp.resize(rules.rules.len(), 0);
+        }
+        let stored = StoredRow {
+            row: row.clone(),
+            ts,
+            offset,
+            late,
+        };
+        for (gi, group) in rules.groups.iter().enumerate() {
+            let rep = &rules.rules[group.rules[0] as usize];
+            // candidate rules that may start on this row
+            self.cand_gen = self.cand_gen.wrapping_add(1);
+            if self.cand_gen == 0 {
+                self.cand_stamp.iter_mut().for_each(|s| *s = 0);
+                self.cand_gen = 1;
+            }
+            let gen = self.cand_gen;
+            let mut cands = std::mem::take(&mut self.cand_buf);
+            cands.clear();
+            for &r in &group.always {
+                self.cand_stamp[r as usize] = gen;
+                cands.push(r);
+            }
+            for ix in &group.index {
+                let list = match row.get(ix.col) {
+                    Value::String(s) => ix.strings.get(s.as_str()),
+                    v => ix.others.get(&KeyPart::of(v)),
+                };
+                for &r in list.into_iter().flatten() {
+                    if self.cand_stamp[r as usize] != gen {
+                        self.cand_stamp[r as usize] = gen;
+                        cands.push(r);
+                    }
+                }
+            }
+            let key = row_key(rep, &row);
+            let gs = &mut self.groups_state[gi];
+            let mut ks = match gs.get_mut(&key.hash) {
+                Some(bucket) => {
+                    match bucket
+                        .iter()
+                        .position(|ks| key_matches(rep, &row, &key, &ks.values))
+                    {
+                        Some(i) => {
+                            let ks = bucket.swap_remove(i);
+                            if bucket.is_empty() {
+                                gs.remove(&key.hash);
+                            }
+                            Some(ks)
+                        }
+                        None => None,
+                    }
+                }
+                None => None,
+            };
+            if ks.is_none() && cands.is_empty() {
+                self.cand_buf = cands;
+                continue;
+            }
+            let mut em = Emit {
+                rules,
+                partition: self.partition,
+                counters: &mut self.counters,
+            };
+            let mut timer_needed: Option<i64> = None;
+            let mut note_timer = |d: Option<i64>| {
+                if let Some(d) = d {
+                    timer_needed = Some(timer_needed.map_or(d, |x: i64| x.min(d)));
+                }
+            };
+            // existing rule states of this key
+            if let Some(ks) = ks.as_mut() {
+                for rk in ks.rules.iter_mut() {
+                    let rule = &rules.rules[rk.rule as usize];
+                    let env = Env {
+                        rule,
+                        pred_ids: &rules.pred_ids[rk.rule as usize],
+                    };
+                    let before = rk.threads();
+                    rk.rows.push_back(stored.clone());
+                    let idx = rk.next;
+                    rk.next += 1;
+                    let mn = rk.matches + 1;
+                    for s in rk.searches.iter_mut() {
+                        s.step(
+                            &env,
+                            &mut self.cache,
+                            &mut self.scratch,
+                            &rk.rows,
+                            rk.base,
+                            &row,
+                            ts,
+                            mn,
+                        );
+                    }
+                    if self.cand_stamp[rk.rule as usize] == gen {
+                        let live = self.rule_live[rk.rule as usize] as usize;
+                        if live >= rule.config.max_partial_matches_per_rule {
+                            em.counters.starts_refused += 1;
+                        } else if let Some(s) = start_search(
+                            &env,
+                            &mut self.cache,
+                            &mut self.scratch,
+                            &rk.rows,
+                            rk.base,
+                            &row,
+                            idx,
+                            ts,
+                            mn,
+                        ) {
+                            note_timer(rule.within_ms);
+                            rk.searches.push_back(s);
+                        }
+                    }
+                    resolve(&mut em, rule, rk, &ks.values, out);
+                    let after = rk.threads();
+                    let l = &mut self.rule_live[rk.rule as usize];
+                    *l = (*l + after as u64).saturating_sub(before as u64);
+                }
+            }
+            // rules without state for this key
+            for &r in &cands {
+                if ks
+                    .as_ref()
+                    .is_some_and(|ks| ks.rules.iter().any(|rk| rk.rule == r))
+                {
+                    continue;
+                }
+                let rule = &rules.rules[r as usize];
+                let env = Env {
+                    rule,
+                    pred_ids: &rules.pred_ids[r as usize],
+                };
+                let empty = VecDeque::new();
+                let Some(s) = start_search(
+                    &env,
+                    &mut self.cache,
+                    &mut self.scratch,
+                    &empty,
+                    0,
+                    &row,
+                    0,
+                    ts,
+                    1,
+                ) else {
+                    continue;
+                };
+                if self.rule_live[r as usize] as usize >= rule.config.max_partial_matches_per_rule {
+                    em.counters.starts_refused += 1;
+                    continue;
+                }
+                note_timer(rule.within_ms);
+                let ks = ks.get_or_insert_with(|| KeyState {
+                    values: key_values(rep, &row, &key),
+                    rules: Vec::new(),
+                    timer: None,
+                });
+                let mut rk = RuleKey {
+                    rule: r,
+                    rows: VecDeque::from([stored.clone()]),
+                    base: 0,
+                    next: 1,
+                    searches: VecDeque::from([s]),
+                    matches: 0,
+                };
+                resolve(&mut em, rule, &mut rk, &ks.values, out);
+                self.rule_live[r as usize] += rk.threads() as u64;
+                if !rk.idle(rule) {
+                    ks.rules.push(rk);
+                }
+            }
+            self.cand_buf = cands;
+            if let Some(mut ks) = ks {
+                ks.rules
+                    .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
+                if !ks.rules.is_empty() {
+                    // one pending timer per key: the earliest deadline (re-armed on firing)
+                    if let Some(d) = timer_needed {
+                        let at = ts.saturating_add(d);
+                        if ks.timer.is_none_or(|t| at < t) {
+                            ks.timer = Some(at);
+                            self.timers.push(Reverse((at, gi as u32, key.hash)));
+                        }
+                    }
+                    gs.entry(key.hash).or_default().push(ks);
+                }
+            }
+        }
+    }
+}
+
+/// A new search starting at row `idx`; `None` when no thread survives the first row.
+#[allow(clippy::too_many_arguments)]
+fn start_search(
+    env: &Env,
+    cache: &mut PredCache,
+    sc: &mut Scratch,
+    rows: &VecDeque<StoredRow>,
+    base: u64,
+    row: &Row,
+    idx: u64,
+    ts: i64,
+    match_number: u64,
+) -> Option<Search> {
+    let rule = env.rule;
+    // cheap pre-check on the first variables
+    if let Some(first) = &rule.first_vars {
+        let mut ctx = Ctx {
+            rows,
+            base,
+            start: idx,
+            nodes: &[],
+            tail: NONE,
+            len: 0,
+            cur: Some((row, 0)),
+            match_number,
+            var_names: &rule.var_names,
+        };
+        let any = first.iter().any(|v| {
+            ctx.cur = Some((row, *v));
+            var_holds(env, cache, *v, &mut ctx)
+        });
+        if !any {
+            return None;
+        }
+    }
+    let mut s = Search {
+        start: idx,
+        t0: ts,
+        nodes: Vec::new(),
+        threads: Vec::new(),
+        best: None,
+        done: false,
+    };
+    sc.next_step(rule.prog.len());
+    let mut threads = Vec::new();
+    closure(
+        rule,
+        sc,
+        &s.nodes,
+        &mut threads,
+        Thread {
+            pc: 0,
+            node: NONE,
+            len: 0,
+            pnode: NONE,
+            plen: 0,
+        },
+        true,
+    );
+    s.threads = threads;
+    s.step(env, cache, sc, rows, base, row, ts, match_number);
+    if s.done && s.best.is_none() {
+        None
+    } else {
+        Some(s)
+    }
+}

@@ -1,0 +1,900 @@
+//! The engine of one log partition: every statement of a checked catalog, compiled and
+//! fed with events in log order.
+//!
+//! [`Engine::new`] compiles a [`Catalog`] (rules per input stream into one
+//! [`CepRuleSet`], searches into one [`SearchIndex`] per stream, metrics into
+//! [`MetricPlan`]s); [`Engine::ingest`] decodes one event of a stream, decides whether it
+//! is late, and runs it through the rules, searches and metrics reading that stream;
+//! outputs that other statements read `FROM` are fed back in as events of the derived
+//! stream. [`Engine::finish`] ends the input: the watermark moves to the end so pending
+//! absences, greedy tails and open windows are decided.
+//!
+//! ## Time
+//! - Event time = the stream's `event_time` column, or (without one) the ingestion time
+//!   the caller passes.
+//! - Each stream's watermark = highest event time seen − `max_delay`. An event older than
+//!   the watermark is late: `late = 'drop'` counts it (`late_dropped`) and nothing sees it;
+//!   `late = 'emit'` processes it and marks rule and search output `"late": true`.
+//! - A derived stream (the output of a rule, search or metric) is read with
+//!   `late = 'emit'` and the upstream's `max_delay`: outputs of different keys are decided at
+//!   different moments, so they can arrive slightly out of order, and none is dropped.
+
+use crate::cep::{CepConfig, CepRule, CepRuleSet, MatchOutput, PartitionState};
+use crate::expr::{compile, CompiledExpr, Context, FieldRef, Scope};
+use crate::metric::{MetricPlan, MetricState, Outcome};
+use crate::output::{output_id, OutputRecord};
+use crate::search::{naive, Document, Highlights, SearchIndex, SearchLimits, SearchSpec};
+use crate::value::{Row, RowDecoder, Value};
+use dsl::ast::{BinaryOp, DataType, Expr, ExprKind, Literal, SelectItem, StatementKind};
+use dsl::check::{Catalog, Plan};
+use dsl::plan::{LatePolicy, StreamDef};
+use dsl::query::{parse_query, Query};
+use dsl::Diagnostic;
+use serde_json::{Map, Value as Json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Limits of every engine.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub cep: CepConfig,
+    pub search: SearchLimits,
+}
+
+/// Why an event was rejected. Nothing else is affected by a rejected event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestError {
+    UnknownStream { stream: String, known: Vec<String> },
+    Decode(String),
+    MissingEventTime { column: String },
+}
+
+impl std::fmt::Display for IngestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IngestError::UnknownStream { stream, known } => write!(
+                f,
+                "unknown stream `{stream}` (known streams: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+            IngestError::Decode(m) => f.write_str(m),
+            IngestError::MissingEventTime { column } => write!(
+                f,
+                "the event-time column `{column}` is missing or null (the stream is ordered by it)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IngestError {}
+
+/// Counters of one stream in one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamCounters {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub late_dropped: u64,
+    pub late_processed: u64,
+    pub metric_late: u64,
+    pub metric_group_dropped: u64,
+}
+
+/// One search of a stream.
+#[derive(Debug)]
+struct SearchRt {
+    name: Arc<str>,
+    /// The whole WHERE (its MATCHES tests read the results of `matches`).
+    filter: CompiledExpr,
+    /// The MATCHES tests: (field name, query with that default field).
+    tests: Vec<(String, Query)>,
+    /// Evaluated by the index's presearcher (all MATCHES are top-level conjuncts);
+    /// otherwise every event runs the naive evaluator for this search.
+    indexed: bool,
+    emit: Vec<(String, CompiledExpr)>,
+}
+
+/// Residual condition handed to the search index: the index of the search.
+type Residual = usize;
+
+struct StreamRt {
+    def: StreamDef,
+    decoder: RowDecoder,
+    /// Statements that read this stream, by kind.
+    cep: Option<(Arc<CepRuleSet>, PartitionState)>,
+    searches: Vec<SearchRt>,
+    index: SearchIndex<Residual>,
+    /// Field names the searches read, and where.
+    search_fields: Vec<(String, FieldRef)>,
+    metrics: Vec<(Arc<MetricPlan>, MetricState)>,
+    max_ts: Option<i64>,
+    watermark: i64,
+    /// Offsets for derived streams (the position of a record in the derived stream).
+    next_derived_offset: u64,
+    counters: StreamCounters,
+}
+
+impl StreamRt {
+    fn new(def: StreamDef) -> StreamRt {
+        StreamRt {
+            decoder: RowDecoder::new(&def),
+            def,
+            cep: None,
+            searches: Vec::new(),
+            index: SearchIndex::new(SearchLimits::default()),
+            search_fields: Vec::new(),
+            metrics: Vec::new(),
+            max_ts: None,
+            watermark: i64::MIN,
+            next_derived_offset: 0,
+            counters: StreamCounters::default(),
+        }
+    }
+}
+
+/// Every statement of a catalog, running over one log partition.
+pub struct Engine {
+    partition: u32,
+    streams: HashMap<String, StreamRt>,
+    /// Source stream names in catalog order (for error messages).
+    source_names: Vec<String>,
+    /// Names of derived streams (outputs of rules, searches, metrics).
+    derived: HashMap<String, ()>,
+    /// Every stream in catalog order: each after the streams it reads.
+    order: Vec<String>,
+}
+
+fn compile_err(span: dsl::ast::Span, msg: impl Into<String>) -> Diagnostic {
+    Diagnostic::error(span, msg)
+}
+
+/// The top-level conjuncts of an expression.
+fn conjuncts(e: &Expr) -> Vec<&Expr> {
+    match &e.kind {
+        ExprKind::Binary {
+            op: BinaryOp::And,
+            left,
+            right,
+        } => {
+            let mut v = conjuncts(left);
+            v.extend(conjuncts(right));
+            v
+        }
+        _ => vec![e],
+    }
+}
+
+fn path_name(e: &Expr) -> Option<String> {
+    match &e.kind {
+        ExprKind::Path(parts) => Some(
+            parts
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join("."),
+        ),
+        _ => None,
+    }
+}
+
+fn contains_matches(e: &Expr) -> bool {
+    let mut found = false;
+    walk(e, &mut |x| {
+        if let ExprKind::Binary {
+            op: BinaryOp::Matches,
+            ..
+        } = x.kind
+        {
+            found = true;
+        }
+    });
+    found
+}
+
+fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
+    f(e);
+    match &e.kind {
+        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => walk(expr, f),
+        ExprKind::Binary { left, right, .. } => {
+            walk(left, f);
+            walk(right, f);
+        }
+        ExprKind::InList { expr, list, .. } => {
+            walk(expr, f);
+            list.iter().for_each(|x| walk(x, f));
+        }
+        ExprKind::Between {
+            expr, low, high, ..
+        } => {
+            walk(expr, f);
+            walk(low, f);
+            walk(high, f);
+        }
+        ExprKind::Like { expr, pattern, .. } => {
+            walk(expr, f);
+            walk(pattern, f);
+        }
+        ExprKind::Case {
+            operand,
+            whens,
+            else_,
+        } => {
+            if let Some(o) = operand {
+                walk(o, f);
+            }
+            for (a, b) in whens {
+                walk(a, f);
+                walk(b, f);
+            }
+            if let Some(x) = else_ {
+                walk(x, f);
+            }
+        }
+        ExprKind::Function { args, .. } => args.iter().for_each(|x| walk(x, f)),
+        _ => {}
+    }
+}
+
+fn string_literal(e: &Expr) -> Option<&str> {
+    match &e.kind {
+        ExprKind::Literal(Literal::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// `col = 'x'` or `col IN ('x', 'y')` on a string path: (path, values).
+fn equality_filter(e: &Expr) -> Option<(String, Vec<String>)> {
+    match &e.kind {
+        ExprKind::Binary {
+            op: BinaryOp::Eq,
+            left,
+            right,
+        } => {
+            let (p, l) = match (path_name(left), path_name(right)) {
+                (Some(p), _) => (p, right),
+                (None, Some(p)) => (p, left),
+                _ => return None,
+            };
+            Some((p, vec![string_literal(l)?.to_string()]))
+        }
+        ExprKind::InList {
+            expr,
+            list,
+            negated: false,
+        } => {
+            let p = path_name(expr)?;
+            let vals = list
+                .iter()
+                .map(|x| string_literal(x).map(str::to_string))
+                .collect::<Option<Vec<_>>>()?;
+            Some((p, vals))
+        }
+        _ => None,
+    }
+}
+
+fn query_fields(q: &Query, out: &mut Vec<String>) {
+    match q {
+        Query::And(xs) | Query::Or(xs) => xs.iter().for_each(|x| query_fields(x, out)),
+        Query::Not(x) => query_fields(x, out),
+        leaf => {
+            if let Some(f) = leaf.field() {
+                if !out.iter().any(|o| o == f) {
+                    out.push(f.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn field_ref(def: &StreamDef, path: &str) -> FieldRef {
+    let mut parts = path.split('.').map(str::to_string);
+    let first = parts.next().unwrap_or_default();
+    let rest: Vec<String> = parts.collect();
+    match def.columns.iter().position(|(c, _)| *c == first) {
+        Some(i) => FieldRef::Col(i, rest),
+        None => FieldRef::Extra(first, rest),
+    }
+}
+
+/// The stream a derived statement's output is read as.
+fn derived_def(base: &StreamDef, upstream_delay: u64) -> StreamDef {
+    let mut def = base.clone();
+    if !def.columns.iter().any(|(c, _)| c == "ts") {
+        def.columns.push(("ts".into(), DataType::Timestamp));
+    }
+    def.event_time = Some("ts".into());
+    def.max_delay_ms = upstream_delay;
+    def.late = LatePolicy::Emit;
+    def
+}
+
+struct SearchCtx<'a> {
+    row: &'a Row,
+    results: &'a [bool],
+}
+
+impl Context for SearchCtx<'_> {
+    fn row(&self) -> Option<&Row> {
+        Some(self.row)
+    }
+    fn matches(&self, id: usize) -> Value {
+        Value::Bool(self.results.get(id).copied().unwrap_or(false))
+    }
+}
+
+impl Engine {
+    /// Compiles every statement of `catalog` for log partition `partition`.
+    pub fn new(
+        catalog: &Catalog,
+        partition: u32,
+        config: &EngineConfig,
+    ) -> Result<Engine, Vec<Diagnostic>> {
+        let mut streams: HashMap<String, StreamRt> = HashMap::new();
+        let mut source_names = Vec::new();
+        let mut rules: HashMap<String, Vec<CepRule>> = HashMap::new();
+        let mut diags = Vec::new();
+        let mut derived = HashMap::new();
+        let mut order = Vec::new();
+        for entry in catalog.entries() {
+            order.push(entry.name.clone());
+            let input_name = entry.from().map(str::to_string);
+            // The stream this statement reads, as the engine sees it.
+            let input_def = input_name
+                .as_ref()
+                .and_then(|n| streams.get(n))
+                .map(|s| s.def.clone());
+            match (&entry.statement.kind, &entry.plan) {
+                (StatementKind::CreateStream(_), _) => {
+                    source_names.push(entry.name.clone());
+                    streams.insert(entry.name.clone(), StreamRt::new(entry.output.clone()));
+                }
+                (StatementKind::CreateRule(r), Plan::Rule(_)) => {
+                    let Some(input) = input_def else { continue };
+                    match CepRule::compile(r, &input, &config.cep) {
+                        Ok(rule) => {
+                            let out = derived_def(
+                                &rule.output_stream(),
+                                input.max_delay_ms + r.within.map_or(0, |w| w.millis),
+                            );
+                            streams.insert(entry.name.clone(), StreamRt::new(out));
+                            derived.insert(entry.name.clone(), ());
+                            rules.entry(input.name.clone()).or_default().push(rule);
+                        }
+                        Err(e) => diags.push(e.into()),
+                    }
+                }
+                (StatementKind::CreateSearch(s), Plan::Search(_)) => {
+                    let Some(input) = input_def else { continue };
+                    match Self::compile_search(s, &input, &entry.name) {
+                        Ok((rt, spec)) => {
+                            let out = derived_def(&entry.output, input.max_delay_ms);
+                            streams.insert(entry.name.clone(), StreamRt::new(out));
+                            derived.insert(entry.name.clone(), ());
+                            if let Some(st) = streams.get_mut(&input.name) {
+                                let idx = st.searches.len();
+                                for f in rt.tests.iter().flat_map(|(_, q)| {
+                                    let mut v = Vec::new();
+                                    query_fields(q, &mut v);
+                                    v
+                                }) {
+                                    if !st.search_fields.iter().any(|(n, _)| *n == f) {
+                                        st.search_fields.push((f.clone(), field_ref(&input, &f)));
+                                    }
+                                }
+                                if let Some(spec) = spec {
+                                    for (f, _) in &spec.equals {
+                                        if !st.search_fields.iter().any(|(n, _)| n == f) {
+                                            st.search_fields
+                                                .push((f.clone(), field_ref(&input, f)));
+                                        }
+                                    }
+                                    if let Err(e) =
+                                        st.index.add(&entry.name, spec.with_residual(idx))
+                                    {
+                                        diags.push(compile_err(s.filter.span, e.to_string()));
+                                        continue;
+                                    }
+                                }
+                                st.searches.push(rt);
+                            }
+                        }
+                        Err(d) => diags.push(d),
+                    }
+                }
+                (StatementKind::CreateMetric(m), Plan::Metric(mp)) => {
+                    let Some(input) = input_def else { continue };
+                    match MetricPlan::compile(m, &input, &mp.options) {
+                        Ok(plan) => match plan.new_state() {
+                            Ok(state) => {
+                                let out = derived_def(&entry.output, input.max_delay_ms);
+                                streams.insert(entry.name.clone(), StreamRt::new(out));
+                                derived.insert(entry.name.clone(), ());
+                                if let Some(st) = streams.get_mut(&input.name) {
+                                    st.metrics.push((Arc::new(plan), state));
+                                }
+                            }
+                            Err(e) => diags.push(compile_err(e.span, e.message)),
+                        },
+                        Err(e) => diags.push(compile_err(e.span, e.message)),
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (stream, rs) in rules {
+            match CepRuleSet::new(rs) {
+                Ok(set) => {
+                    let set = Arc::new(set);
+                    if let Some(st) = streams.get_mut(&stream) {
+                        let state = PartitionState::new(partition, &set);
+                        st.cep = Some((set, state));
+                    }
+                }
+                Err(e) => diags.push(e.into()),
+            }
+        }
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        Ok(Engine {
+            partition,
+            streams,
+            source_names,
+            derived,
+            order,
+        })
+    }
+
+    fn compile_search(
+        s: &dsl::ast::CreateSearch,
+        input: &StreamDef,
+        name: &str,
+    ) -> Result<(SearchRt, Option<SearchSpec<Residual>>), Diagnostic> {
+        let scope = Scope::plain(input);
+        let filter =
+            compile(&s.filter, &scope).map_err(|e| compile_err(e.span, e.message.clone()))?;
+        let mut tests = Vec::new();
+        for (field, text) in &filter.matches {
+            let fname = match field {
+                FieldRef::Col(i, rest) => {
+                    let mut n = input
+                        .columns
+                        .get(*i)
+                        .map(|c| c.0.clone())
+                        .unwrap_or_default();
+                    for r in rest {
+                        n.push('.');
+                        n.push_str(r);
+                    }
+                    n
+                }
+                FieldRef::Extra(n, rest) => {
+                    let mut n = n.clone();
+                    for r in rest {
+                        n.push('.');
+                        n.push_str(r);
+                    }
+                    n
+                }
+            };
+            let q = parse_query(text)
+                .map_err(|e| compile_err(s.filter.span, format!("invalid query: {e}")))?;
+            tests.push((fname.clone(), q.with_default_field(&fname)));
+        }
+        // Indexable when every MATCHES is a top-level conjunct; the other conjuncts are
+        // equality filters (used by the presearcher) or the residual (evaluated in full).
+        let cs = conjuncts(&s.filter);
+        let matches_top = cs
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.kind,
+                    ExprKind::Binary {
+                        op: BinaryOp::Matches,
+                        ..
+                    }
+                )
+            })
+            .count();
+        let indexed = matches_top == tests.len()
+            && !tests.is_empty()
+            && !cs.iter().any(|c| {
+                !matches!(
+                    c.kind,
+                    ExprKind::Binary {
+                        op: BinaryOp::Matches,
+                        ..
+                    }
+                ) && contains_matches(c)
+            });
+        let spec = if indexed {
+            let query = if tests.len() == 1 {
+                tests[0].1.clone()
+            } else {
+                Query::And(tests.iter().map(|(_, q)| q.clone()).collect())
+            };
+            let mut spec = SearchSpec::new(query);
+            for c in &cs {
+                if let Some((p, vals)) = equality_filter(c) {
+                    spec.equals.push((p, vals));
+                }
+            }
+            Some(spec)
+        } else {
+            None
+        };
+        let emit = s
+            .emit
+            .iter()
+            .map(|SelectItem { expr, alias, .. }| {
+                let name = alias
+                    .as_ref()
+                    .map(|a| a.name.clone())
+                    .or_else(|| match &expr.kind {
+                        ExprKind::Path(p) => p.last().map(|i| i.name.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| expr.to_string());
+                compile(expr, &scope)
+                    .map(|c| (name, c))
+                    .map_err(|e| compile_err(e.span, e.message.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            SearchRt {
+                name: Arc::from(name),
+                filter,
+                tests,
+                indexed,
+                emit,
+            },
+            spec,
+        ))
+    }
+
+    /// The streams events can be written to (declared with CREATE STREAM).
+    pub fn source_streams(&self) -> &[String] {
+        &self.source_names
+    }
+
+    /// Counters of a stream.
+    pub fn counters(&self, stream: &str) -> Option<&StreamCounters> {
+        self.streams.get(stream).map(|s| &s.counters)
+    }
+
+    /// Rows and partial matches held, over all streams (approximate bytes).
+    pub fn approx_state_bytes(&self) -> usize {
+        self.streams
+            .values()
+            .map(|s| s.cep.as_ref().map_or(0, |(_, st)| st.approx_state_bytes()))
+            .sum()
+    }
+
+    /// Feeds one event of `stream` at log `offset`. `ingest_time_ms` is the event time for
+    /// streams without an `event_time` column. Outputs are appended to `out` in a
+    /// deterministic order.
+    pub fn ingest(
+        &mut self,
+        stream: &str,
+        offset: u64,
+        event: &Json,
+        ingest_time_ms: i64,
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<(), IngestError> {
+        if self.derived.contains_key(stream) || !self.streams.contains_key(stream) {
+            return Err(IngestError::UnknownStream {
+                stream: stream.to_string(),
+                known: self.source_names.clone(),
+            });
+        }
+        let mut queue = Vec::new();
+        let st = self
+            .streams
+            .get_mut(stream)
+            .ok_or_else(|| IngestError::UnknownStream {
+                stream: stream.to_string(),
+                known: Vec::new(),
+            })?;
+        let row = st.decoder.decode(event).map_err(|e| {
+            st.counters.rejected += 1;
+            IngestError::Decode(e.to_string())
+        })?;
+        let ts = match &st.def.event_time {
+            Some(col) => match st.decoder.event_time(&row) {
+                Some(t) => t,
+                None => {
+                    st.counters.rejected += 1;
+                    return Err(IngestError::MissingEventTime {
+                        column: col.clone(),
+                    });
+                }
+            },
+            None => ingest_time_ms,
+        };
+        let partition = self.partition;
+        Self::process(st, stream, partition, row, ts, offset, out, &mut queue);
+        self.drain(queue, out);
+        Ok(())
+    }
+
+    /// Feeds the records produced for derived streams to their readers (breadth first).
+    fn drain(&mut self, mut queue: Vec<OutputRecord>, out: &mut Vec<OutputRecord>) {
+        let partition = self.partition;
+        let mut i = 0;
+        while i < queue.len() {
+            let rec = queue[i].clone();
+            i += 1;
+            let name = rec.statement().to_string();
+            let Some(st) = self.streams.get_mut(&name) else {
+                continue;
+            };
+            if st.cep.is_none() && st.searches.is_empty() && st.metrics.is_empty() {
+                continue;
+            }
+            let (fields, ts) = match &rec {
+                OutputRecord::Rule { fields, ts_ms, .. }
+                | OutputRecord::Search { fields, ts_ms, .. } => (fields.clone(), *ts_ms),
+                OutputRecord::Metric {
+                    group,
+                    values,
+                    end_ms,
+                    ..
+                } => {
+                    let mut f = group.clone();
+                    f.extend(values.clone());
+                    (f, *end_ms)
+                }
+            };
+            let mut obj = fields;
+            obj.insert("ts".into(), Json::from(ts));
+            let Ok(row) = st.decoder.decode(&Json::Object(obj)) else {
+                st.counters.rejected += 1;
+                continue;
+            };
+            let offset = st.next_derived_offset;
+            st.next_derived_offset += 1;
+            let mut more = Vec::new();
+            Self::process(st, &name, partition, row, ts, offset, out, &mut more);
+            queue.extend(more);
+        }
+    }
+
+    /// Runs one decoded row through everything reading `stream`.
+    #[allow(clippy::too_many_arguments)]
+    fn process(
+        st: &mut StreamRt,
+        stream: &str,
+        partition: u32,
+        row: Row,
+        ts: i64,
+        offset: u64,
+        out: &mut Vec<OutputRecord>,
+        derived: &mut Vec<OutputRecord>,
+    ) {
+        let late = ts < st.watermark;
+        if late {
+            match st.def.late {
+                LatePolicy::Drop => {
+                    st.counters.late_dropped += 1;
+                    return;
+                }
+                LatePolicy::Emit => st.counters.late_processed += 1,
+            }
+        }
+        st.counters.accepted += 1;
+        st.max_ts = Some(st.max_ts.map_or(ts, |m| m.max(ts)));
+        let wm = st
+            .max_ts
+            .unwrap_or(i64::MIN)
+            .saturating_sub(st.def.max_delay_ms.min(i64::MAX as u64) as i64);
+        st.watermark = st.watermark.max(wm);
+
+        let mut produced = Vec::new();
+        // Searches first: they answer on arrival.
+        if !st.searches.is_empty() {
+            Self::run_searches(st, stream, partition, &row, ts, offset, late, &mut produced);
+        }
+        // Metrics.
+        for (plan, state) in st.metrics.iter_mut() {
+            match plan.add(state, &row, ts) {
+                Outcome::Late => st.counters.metric_late += 1,
+                Outcome::GroupDropped => st.counters.metric_group_dropped += 1,
+                Outcome::Applied | Outcome::Filtered => {}
+            }
+        }
+        // Rules.
+        if let Some((set, state)) = st.cep.as_mut() {
+            let mut matches = Vec::new();
+            state.process_with(
+                set,
+                row,
+                ts,
+                offset,
+                st.def.max_delay_ms,
+                st.def.late,
+                &mut matches,
+            );
+            produced.extend(matches.into_iter().map(rule_record));
+        }
+        let wm = st.watermark;
+        for (plan, state) in st.metrics.iter_mut() {
+            plan.advance_watermark(state, wm, &mut produced);
+        }
+        for r in &produced {
+            derived.push(r.clone());
+        }
+        out.extend(produced);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_searches(
+        st: &mut StreamRt,
+        stream: &str,
+        partition: u32,
+        row: &Row,
+        ts: i64,
+        offset: u64,
+        late: bool,
+        out: &mut Vec<OutputRecord>,
+    ) {
+        // The text of every field the searches read.
+        let texts: Vec<(String, Option<String>)> = st
+            .search_fields
+            .iter()
+            .map(|(n, f)| {
+                let t = match f.get(row) {
+                    Value::String(s) => Some(s),
+                    Value::Null => None,
+                    Value::Json(j) => Some(j.to_string()),
+                    other => Some(other.to_json().to_string()),
+                };
+                (n.clone(), t)
+            })
+            .collect();
+        let mut doc = Document::new();
+        for (n, t) in &texts {
+            if let Some(t) = t {
+                doc.push(n, t);
+            }
+        }
+        let mut hits: Vec<(usize, Highlights)> = Vec::new();
+        // Indexed searches: presearcher + verification; the residual is the whole WHERE
+        // with every MATCHES known to be true.
+        let searches = &st.searches;
+        let all_true = [true; 64];
+        let mut residual = |_: &str, idx: &Residual| -> bool {
+            let s = &searches[*idx];
+            let n = s.tests.len();
+            if n <= all_true.len() {
+                s.filter.eval_bool(&SearchCtx {
+                    row,
+                    results: &all_true[..n],
+                })
+            } else {
+                let v = vec![true; n];
+                s.filter.eval_bool(&SearchCtx { row, results: &v })
+            }
+        };
+        let index_hits = st.index.match_document(&doc, &mut residual);
+        let by_name: HashMap<&str, usize> = st
+            .searches
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (&*s.name, i))
+            .collect();
+        for h in index_hits {
+            if let Some(&i) = by_name.get(&*h.search) {
+                hits.push((i, h.highlights));
+            }
+        }
+        // The others: every MATCHES evaluated, then the WHERE.
+        for (i, s) in st.searches.iter().enumerate() {
+            if s.indexed {
+                continue;
+            }
+            let mut results = Vec::with_capacity(s.tests.len());
+            let mut hl = Highlights::new();
+            for (_, q) in &s.tests {
+                match naive::evaluate(q, &doc) {
+                    Some(h) => {
+                        results.push(true);
+                        for (f, ranges) in h {
+                            hl.entry(f).or_default().extend(ranges);
+                        }
+                    }
+                    None => results.push(false),
+                }
+            }
+            if s.filter.eval_bool(&SearchCtx {
+                row,
+                results: &results,
+            }) {
+                for r in hl.values_mut() {
+                    r.sort_unstable();
+                    r.dedup();
+                }
+                hits.push((i, hl));
+            }
+        }
+        hits.sort_by_key(|(i, _)| *i);
+        for (i, hl) in hits {
+            let s = &st.searches[i];
+            let mut fields = Map::new();
+            if s.emit.is_empty() {
+                for (j, (c, _)) in st.def.columns.iter().enumerate() {
+                    fields.insert(c.clone(), row.get(j).to_json());
+                }
+                for (k, v) in &row.extra {
+                    fields.insert(k.clone(), v.clone());
+                }
+            } else {
+                for (n, e) in &s.emit {
+                    fields.insert(n.clone(), e.eval(row).to_json());
+                }
+            }
+            let mut highlights = Map::new();
+            for (f, ranges) in hl {
+                highlights.insert(
+                    f,
+                    Json::Array(
+                        ranges
+                            .into_iter()
+                            .map(|(a, b)| Json::Array(vec![a.into(), b.into()]))
+                            .collect(),
+                    ),
+                );
+            }
+            out.push(OutputRecord::Search {
+                search: s.name.to_string(),
+                id: output_id(&s.name, stream, partition, offset, 0),
+                ts_ms: ts,
+                fields,
+                highlights,
+                late,
+            });
+        }
+    }
+
+    /// End of input: every stream's watermark moves to the end; pending matches, absences
+    /// and open windows are decided and emitted.
+    pub fn finish(&mut self, out: &mut Vec<OutputRecord>) {
+        // Catalog order: a derived stream comes after everything it reads, so its input
+        // is complete (upstream finished and drained into it) when its turn comes.
+        for name in self.order.clone() {
+            let Some(st) = self.streams.get_mut(&name) else {
+                continue;
+            };
+            let mut produced = Vec::new();
+            if let Some((set, state)) = st.cep.as_mut() {
+                let mut m: Vec<MatchOutput> = Vec::new();
+                state.finish(set, &mut m);
+                produced.extend(m.into_iter().map(rule_record));
+            }
+            for (plan, state) in st.metrics.iter_mut() {
+                plan.finish(state, &mut produced);
+            }
+            if !produced.is_empty() {
+                out.extend(produced.iter().cloned());
+                self.drain(produced, out);
+            }
+        }
+    }
+}
+
+fn rule_record(m: MatchOutput) -> OutputRecord {
+    let mut fields = Map::new();
+    for (k, v) in &m.fields {
+        fields.insert(k.to_string(), v.to_json());
+    }
+    OutputRecord::Rule {
+        rule: m.rule.to_string(),
+        id: m.id,
+        ts_ms: m.ts,
+        fields,
+        late: m.late,
+    }
+}

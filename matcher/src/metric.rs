@@ -1,0 +1,381 @@
+//! METRIC statements (language §6): SELECT items compiled to accumulators, evaluated per
+//! event into event-time windows of mergeable sketches, grouped by key.
+//!
+//! The window machinery (panes, closing on watermark, retention, `max_groups`) is the
+//! `sketches` crate's [`Windowed`]; this module binds a checked `CREATE METRIC` to it:
+//! the WHERE filter, the GROUP BY key, one accumulator per aggregate SELECT item, and the
+//! rendering of closed windows as metric records (§7).
+//!
+//! Decisions where the contract is silent:
+//! - `values` holds the aggregate items by alias (an item without alias is named by its
+//!   canonical text, e.g. `COUNT(*)`); non-aggregate items are GROUP BY columns and appear
+//!   in `group`, named by their alias or column name.
+//! - A late event (older than the watermark) cannot reopen a window that already closed:
+//!   it is counted in `late_events` whatever the stream's `late` policy says.
+//! - SLIDING windows never close by themselves (they are asked about at a time); at the
+//!   end of a `weir run` input one record per group is emitted for the last SIZE up to the
+//!   last event.
+
+use crate::expr::{compile, CompiledExpr, Scope};
+use crate::output::{make_id, OutputRecord};
+use crate::value::{Row, Value};
+use dsl::ast::{CreateMetric, Expr, ExprKind, WindowKind as AstWindow};
+use dsl::plan::{MetricOptions, StreamDef};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+use sketches::accumulator::{build_state, AccSpec, Accumulator, Value as SkValue};
+use sketches::options::SketchOptions;
+use sketches::window::{AddOutcome, Closed, WindowConfig, WindowKind, WindowStats, Windowed};
+use std::sync::Arc;
+
+/// A compiled METRIC: immutable, share it with `Arc`.
+#[derive(Debug)]
+pub struct MetricPlan {
+    pub name: Arc<str>,
+    filter: Option<CompiledExpr>,
+    group_by: Vec<CompiledExpr>,
+    group_names: Vec<String>,
+    /// Per aggregate item: its argument (None for COUNT(*)).
+    args: Vec<Option<CompiledExpr>>,
+    specs: Vec<AccSpec>,
+    aliases: Vec<String>,
+    sketch_options: SketchOptions,
+    window: WindowConfig,
+}
+
+/// Why a METRIC could not be compiled (check has already validated the statement, so this
+/// is rare: bad sketch parameters, an expression the evaluator does not support).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricError {
+    pub span: dsl::ast::Span,
+    pub message: String,
+}
+
+impl std::fmt::Display for MetricError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn agg_name(e: &Expr) -> Option<String> {
+    match &e.kind {
+        ExprKind::Function { name, .. } => {
+            let n = name.name.to_ascii_uppercase();
+            matches!(
+                n.as_str(),
+                "COUNT"
+                    | "SUM"
+                    | "MIN"
+                    | "MAX"
+                    | "AVG"
+                    | "APPROX_COUNT_DISTINCT"
+                    | "APPROX_PERCENTILE"
+                    | "APPROX_TOP_K"
+                    | "APPROX_SET"
+            )
+            .then_some(n)
+        }
+        _ => None,
+    }
+}
+
+fn literal_text(e: &Expr) -> Option<String> {
+    use dsl::ast::Literal;
+    match &e.kind {
+        ExprKind::Literal(Literal::Float(f)) => Some(format!("{f}")),
+        ExprKind::Literal(Literal::Int(i)) => Some(i.to_string()),
+        ExprKind::Literal(Literal::String(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn item_name(e: &Expr) -> String {
+    match &e.kind {
+        ExprKind::Path(parts) => parts.last().map(|p| p.name.clone()).unwrap_or_default(),
+        _ => e.to_string(),
+    }
+}
+
+impl MetricPlan {
+    /// Compiles a checked `CREATE METRIC` reading `input`.
+    pub fn compile(
+        m: &CreateMetric,
+        input: &StreamDef,
+        options: &MetricOptions,
+    ) -> Result<MetricPlan, MetricError> {
+        let scope = Scope::plain(input);
+        let err = |span, message: String| MetricError { span, message };
+        let cx = |e: &Expr| compile(e, &scope).map_err(|x| err(x.span, x.message));
+        let filter = m.filter.as_ref().map(cx).transpose()?;
+        let group_by = m.group_by.iter().map(cx).collect::<Result<Vec<_>, _>>()?;
+        let group_names = m
+            .group_by
+            .iter()
+            .map(|g| {
+                m.items
+                    .iter()
+                    .find(|i| agg_name(&i.expr).is_none() && i.expr == *g)
+                    .and_then(|i| i.alias.as_ref().map(|a| a.name.clone()))
+                    .unwrap_or_else(|| item_name(g))
+            })
+            .collect();
+        let mut args = Vec::new();
+        let mut specs = Vec::new();
+        let mut aliases = Vec::new();
+        for item in &m.items {
+            let Some(fname) = agg_name(&item.expr) else {
+                continue;
+            };
+            let ExprKind::Function { args: fargs, .. } = &item.expr.kind else {
+                continue;
+            };
+            let first = fargs.first();
+            let star = matches!(first.map(|a| &a.kind), Some(ExprKind::Wildcard(_)) | None);
+            let spec = match fname.as_str() {
+                "COUNT" if star => AccSpec::CountStar,
+                "COUNT" => AccSpec::Count,
+                "SUM" => AccSpec::Sum,
+                "MIN" => AccSpec::Min,
+                "MAX" => AccSpec::Max,
+                "AVG" => AccSpec::Avg,
+                "APPROX_COUNT_DISTINCT" => AccSpec::CountDistinct,
+                "APPROX_SET" => AccSpec::Set,
+                "APPROX_PERCENTILE" => AccSpec::Percentile {
+                    fractions: fargs[1..]
+                        .iter()
+                        .map(|a| {
+                            literal_text(a).ok_or_else(|| {
+                                err(a.span, "a percentile must be a number literal".into())
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                },
+                "APPROX_TOP_K" => {
+                    let k = fargs
+                        .get(1)
+                        .and_then(literal_text)
+                        .and_then(|t| t.parse::<u32>().ok())
+                        .ok_or_else(|| {
+                            err(item.expr.span, "APPROX_TOP_K needs a count k ≥ 1".into())
+                        })?;
+                    AccSpec::TopK { k }
+                }
+                _ => continue,
+            };
+            let arg = if star || first.is_none() {
+                None
+            } else {
+                first.map(cx).transpose()?
+            };
+            args.push(arg);
+            specs.push(spec);
+            aliases.push(
+                item.alias
+                    .as_ref()
+                    .map(|a| a.name.clone())
+                    .unwrap_or_else(|| item.expr.to_string()),
+            );
+        }
+        let mut sketch_options = SketchOptions::default();
+        if let Some(p) = options.hll_precision {
+            sketch_options.hll_precision = p;
+        }
+        if let Some(f) = options.bloom_fpp {
+            sketch_options.bloom_fpp = f;
+        }
+        if let Some(e) = options.percentile_error {
+            sketch_options.percentile_error = e;
+        }
+        let ms = |d: &dsl::ast::Duration| d.millis.min(i64::MAX as u64) as i64;
+        let kind = match &m.window.kind {
+            AstWindow::Tumbling { size } => WindowKind::Tumbling { size: ms(size) },
+            AstWindow::Hopping { size, advance } => WindowKind::Hopping {
+                size: ms(size),
+                advance: ms(advance),
+            },
+            AstWindow::Sliding { size } => WindowKind::sliding(ms(size)),
+            AstWindow::Session { gap } => WindowKind::Session { gap: ms(gap) },
+        };
+        let mut window = WindowConfig::new(kind);
+        if let Some(r) = options.retention_ms {
+            window.retention = r.min(i64::MAX as u64) as i64;
+        }
+        if let Some(g) = options.max_groups {
+            window.max_groups = g.min(usize::MAX as u64) as usize;
+        }
+        let plan = MetricPlan {
+            name: Arc::from(m.name.name.as_str()),
+            filter,
+            group_by,
+            group_names,
+            args,
+            specs,
+            aliases,
+            sketch_options,
+            window,
+        };
+        // Fail now, not on the first event, if a sketch parameter is out of range.
+        plan.new_state()?;
+        Ok(plan)
+    }
+
+    /// Empty per-partition state of this metric.
+    pub fn new_state(&self) -> Result<MetricState, MetricError> {
+        let bad = |e: sketches::SketchError| MetricError {
+            span: dsl::ast::Span::default(),
+            message: e.to_string(),
+        };
+        let proto = build_state(&self.specs, &self.sketch_options).map_err(bad)?;
+        Ok(MetricState {
+            windows: Windowed::new(self.window, proto).map_err(bad)?,
+            max_ts: None,
+        })
+    }
+
+    pub fn is_sliding(&self) -> bool {
+        matches!(self.window.kind, WindowKind::Sliding { .. })
+    }
+
+    /// The group key (JSON text of the GROUP BY values) of a row.
+    fn group_key(&self, row: &Row) -> String {
+        let vals: Vec<Json> = self
+            .group_by
+            .iter()
+            .map(|g| g.eval(row).to_json())
+            .collect();
+        Json::Array(vals).to_string()
+    }
+
+    /// Applies one event. Returns what happened (late / group dropped / applied / filtered).
+    pub fn add(&self, state: &mut MetricState, row: &Row, ts: i64) -> Outcome {
+        if let Some(f) = &self.filter {
+            if !f.eval_bool(row) {
+                return Outcome::Filtered;
+            }
+        }
+        let key = self.group_key(row);
+        let vals: Vec<Value> = self
+            .args
+            .iter()
+            .map(|a| a.as_ref().map(|e| e.eval(row)).unwrap_or(Value::Null))
+            .collect();
+        let outcome = state.windows.add(&key, ts, |accs: &mut Vec<Accumulator>| {
+            for (acc, v) in accs.iter_mut().zip(&vals) {
+                with_sk_value(v, |sv| {
+                    acc.update(sv);
+                });
+            }
+        });
+        state.max_ts = Some(state.max_ts.map_or(ts, |m| m.max(ts)));
+        match outcome {
+            Ok(AddOutcome::Applied) => Outcome::Applied,
+            Ok(AddOutcome::Late { .. }) => Outcome::Late,
+            Ok(AddOutcome::GroupDropped) => Outcome::GroupDropped,
+            Err(_) => Outcome::GroupDropped,
+        }
+    }
+
+    /// Moves the watermark; closed windows become final records.
+    pub fn advance_watermark(&self, state: &mut MetricState, wm: i64, out: &mut Vec<OutputRecord>) {
+        if let Ok(closed) = state.windows.advance_watermark(wm) {
+            for c in closed {
+                out.push(self.record(&c.group, c.span.start, c.span.end, &c.state, true));
+            }
+        }
+    }
+
+    /// End of input: closes every window (SLIDING: the last SIZE up to the last event).
+    pub fn finish(&self, state: &mut MetricState, out: &mut Vec<OutputRecord>) {
+        if self.is_sliding() {
+            let Some(max) = state.max_ts else { return };
+            if let Ok(snap) = state.windows.sliding_snapshot(max.saturating_add(1)) {
+                for (group, span, st) in snap {
+                    out.push(self.record(&group, span.start, span.end, &st, true));
+                }
+            }
+            return;
+        }
+        if let Ok(closed) = state.windows.close_all() {
+            for Closed {
+                group, span, state, ..
+            } in closed
+            {
+                out.push(self.record(&group, span.start, span.end, &state, true));
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        group_key: &str,
+        start: i64,
+        end: i64,
+        accs: &[Accumulator],
+        final_: bool,
+    ) -> OutputRecord {
+        let mut group = Map::new();
+        if let Ok(Json::Array(vals)) = serde_json::from_str::<Json>(group_key) {
+            for (n, v) in self.group_names.iter().zip(vals) {
+                group.insert(n.clone(), v);
+            }
+        }
+        let mut values = Map::new();
+        for (alias, acc) in self.aliases.iter().zip(accs) {
+            values.insert(alias.clone(), acc.result_json());
+        }
+        OutputRecord::Metric {
+            metric: self.name.to_string(),
+            id: make_id(&[
+                self.name.as_bytes(),
+                group_key.as_bytes(),
+                &start.to_le_bytes(),
+                &end.to_le_bytes(),
+            ]),
+            start_ms: start,
+            end_ms: end,
+            group,
+            values,
+            final_,
+        }
+    }
+}
+
+/// Per-partition state of one metric (serializable for checkpoints).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricState {
+    windows: Windowed<String, Vec<Accumulator>>,
+    max_ts: Option<i64>,
+}
+
+impl MetricState {
+    pub fn stats(&self) -> WindowStats {
+        self.windows.stats()
+    }
+    pub fn groups(&self) -> usize {
+        self.windows.group_count()
+    }
+}
+
+/// What [`MetricPlan::add`] did with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    Filtered,
+    Late,
+    GroupDropped,
+}
+
+fn with_sk_value<R>(v: &Value, f: impl FnOnce(SkValue<'_>) -> R) -> R {
+    match v {
+        Value::Null => f(SkValue::Null),
+        Value::Bool(b) => f(SkValue::Bool(*b)),
+        Value::Int(i) => f(SkValue::Int(*i)),
+        Value::Float(x) => f(SkValue::Float(*x)),
+        Value::String(s) => f(SkValue::Str(s)),
+        Value::Timestamp(t) => f(SkValue::Int(*t)),
+        Value::Json(j) => {
+            let s = j.to_string();
+            f(SkValue::Str(&s))
+        }
+    }
+}

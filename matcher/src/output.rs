@@ -1,0 +1,226 @@
+//! Output records (language §7) and their deterministic ids.
+//!
+//! Every engine produces [`OutputRecord`]s; the CLI, HTTP, WebSocket and Kafka all print
+//! them with [`OutputRecord::to_json`], so the NDJSON is the same everywhere.
+//!
+//! ## Ids
+//! An id is 32 hex digits: FNV-1a (128 bit) over the statement name, the input stream, the
+//! log partition, the input offset of the row that completed the output and a sequence
+//! number among the outputs of that statement at that offset. The same input log and
+//! statements therefore give the same ids, run after run, so a replay after a crash or a
+//! retry can be de-duplicated downstream by id. For a stream that is itself the output of
+//! another statement, the "offset" is the id of the upstream record.
+
+use serde_json::{Map, Value as Json};
+
+/// One output record, ready to print.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutputRecord {
+    /// A rule's complex event.
+    Rule {
+        rule: String,
+        id: String,
+        ts_ms: i64,
+        fields: Map<String, Json>,
+        late: bool,
+    },
+    /// A stored search's hit.
+    Search {
+        search: String,
+        id: String,
+        ts_ms: i64,
+        fields: Map<String, Json>,
+        /// Per MATCHES field, byte ranges `[start, end)` of the tokens that satisfied it.
+        highlights: Map<String, Json>,
+        late: bool,
+    },
+    /// A metric window's values.
+    Metric {
+        metric: String,
+        id: String,
+        start_ms: i64,
+        end_ms: i64,
+        group: Map<String, Json>,
+        values: Map<String, Json>,
+        final_: bool,
+    },
+}
+
+impl OutputRecord {
+    /// The statement that produced this record.
+    pub fn statement(&self) -> &str {
+        match self {
+            OutputRecord::Rule { rule, .. } => rule,
+            OutputRecord::Search { search, .. } => search,
+            OutputRecord::Metric { metric, .. } => metric,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            OutputRecord::Rule { id, .. }
+            | OutputRecord::Search { id, .. }
+            | OutputRecord::Metric { id, .. } => id,
+        }
+    }
+
+    /// The record as the JSON object of language §7.
+    pub fn to_json(&self) -> Json {
+        let mut m = Map::new();
+        match self {
+            OutputRecord::Rule {
+                rule,
+                id,
+                ts_ms,
+                fields,
+                late,
+            } => {
+                m.insert("rule".into(), rule.clone().into());
+                m.insert("id".into(), id.clone().into());
+                m.insert("ts".into(), format_ts(*ts_ms).into());
+                m.insert("fields".into(), Json::Object(fields.clone()));
+                if *late {
+                    m.insert("late".into(), true.into());
+                }
+            }
+            OutputRecord::Search {
+                search,
+                id,
+                ts_ms,
+                fields,
+                highlights,
+                late,
+            } => {
+                m.insert("search".into(), search.clone().into());
+                m.insert("id".into(), id.clone().into());
+                m.insert("ts".into(), format_ts(*ts_ms).into());
+                m.insert("fields".into(), Json::Object(fields.clone()));
+                m.insert("highlights".into(), Json::Object(highlights.clone()));
+                if *late {
+                    m.insert("late".into(), true.into());
+                }
+            }
+            OutputRecord::Metric {
+                metric,
+                id,
+                start_ms,
+                end_ms,
+                group,
+                values,
+                final_,
+            } => {
+                m.insert("metric".into(), metric.clone().into());
+                m.insert("id".into(), id.clone().into());
+                let mut w = Map::new();
+                w.insert("start".into(), format_ts(*start_ms).into());
+                w.insert("end".into(), format_ts(*end_ms).into());
+                m.insert("window".into(), Json::Object(w));
+                m.insert("group".into(), Json::Object(group.clone()));
+                m.insert("values".into(), Json::Object(values.clone()));
+                m.insert("final".into(), (*final_).into());
+            }
+        }
+        Json::Object(m)
+    }
+
+    /// One NDJSON line (no trailing newline).
+    pub fn to_line(&self) -> String {
+        self.to_json().to_string()
+    }
+}
+
+/// Deterministic 128-bit id (32 hex digits) of a tuple of parts; see the module docs.
+pub fn make_id(parts: &[&[u8]]) -> String {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+    let mut h = OFFSET;
+    for part in parts {
+        // Length-prefix each part so ("ab","c") and ("a","bc") differ.
+        for b in (part.len() as u64).to_le_bytes().iter().chain(part.iter()) {
+            h ^= *b as u128;
+            h = h.wrapping_mul(PRIME);
+        }
+    }
+    format!("{h:032x}")
+}
+
+/// The id of an output of `statement` completed by input `offset` of `stream`/`partition`.
+pub fn output_id(statement: &str, stream: &str, partition: u32, offset: u64, seq: u32) -> String {
+    make_id(&[
+        statement.as_bytes(),
+        stream.as_bytes(),
+        &partition.to_le_bytes(),
+        &offset.to_le_bytes(),
+        &seq.to_le_bytes(),
+    ])
+}
+
+/// Milliseconds since the Unix epoch → `2026-01-01T00:10:00.000Z`.
+pub fn format_ts(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_timestamps() {
+        assert_eq!(format_ts(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_ts(1_767_226_200_000), "2026-01-01T00:10:00.000Z");
+        assert_eq!(format_ts(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(format_ts(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = output_id("r", "s", 0, 7, 0);
+        assert_eq!(a, output_id("r", "s", 0, 7, 0));
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, output_id("r", "s", 0, 7, 1));
+        assert_ne!(a, output_id("r", "s", 1, 7, 0));
+        assert_ne!(a, output_id("r2", "s", 0, 7, 0));
+        assert_ne!(make_id(&[b"ab", b"c"]), make_id(&[b"a", b"bc"]));
+    }
+
+    #[test]
+    fn rule_record_shape() {
+        let mut fields = Map::new();
+        fields.insert("card_id".into(), "c1".into());
+        let r = OutputRecord::Rule {
+            rule: "card_testing".into(),
+            id: "x".into(),
+            ts_ms: 1_767_226_200_000,
+            fields,
+            late: false,
+        };
+        assert_eq!(
+            r.to_line(),
+            r#"{"rule":"card_testing","id":"x","ts":"2026-01-01T00:10:00.000Z","fields":{"card_id":"c1"}}"#
+        );
+    }
+}
