@@ -613,8 +613,9 @@ fn closure(
                     true
                 }
                 // same hash: merge only when the projections are really equal
-                Some(&(n2, l2)) => !projection(rule, nodes, t.node, t.len)
-                    .eq(projection(rule, nodes, n2, l2)),
+                Some(&(n2, l2)) => {
+                    !projection(rule, nodes, t.node, t.len).eq(projection(rule, nodes, n2, l2))
+                }
             },
         };
         if !fresh {
