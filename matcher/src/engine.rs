@@ -81,6 +81,8 @@ pub struct StreamCounters {
     pub late_processed: u64,
     pub metric_late: u64,
     pub metric_group_dropped: u64,
+    /// Events whose time windows cannot represent (beyond ±2^60 ms).
+    pub metric_rejected: u64,
 }
 
 /// One search of a stream.
@@ -659,6 +661,7 @@ impl Engine {
             match plan.add(state, &row, ts) {
                 Outcome::Late => st.counters.metric_late += 1,
                 Outcome::GroupDropped => st.counters.metric_group_dropped += 1,
+                Outcome::Rejected => st.counters.metric_rejected += 1,
                 Outcome::Applied | Outcome::Filtered => {}
             }
         }

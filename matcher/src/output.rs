@@ -44,6 +44,8 @@ pub enum OutputRecord {
         group: Map<String, Json>,
         values: Map<String, Json>,
         final_: bool,
+        /// A retained window re-emitted because a late event changed it (`late = 'emit'`).
+        late: bool,
     },
 }
 
@@ -109,6 +111,7 @@ impl OutputRecord {
                 group,
                 values,
                 final_,
+                late,
             } => {
                 m.insert("metric".into(), metric.clone().into());
                 m.insert("id".into(), id.clone().into());
@@ -119,6 +122,9 @@ impl OutputRecord {
                 m.insert("group".into(), Json::Object(group.clone()));
                 m.insert("values".into(), Json::Object(values.clone()));
                 m.insert("final".into(), (*final_).into());
+                if *late {
+                    m.insert("late".into(), true.into());
+                }
             }
         }
         Json::Object(m)
