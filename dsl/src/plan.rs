@@ -20,10 +20,11 @@ pub struct StreamDef {
     pub name: String,
     /// Declared columns in order; undeclared JSON fields remain readable as JSON.
     pub columns: Vec<(String, DataType)>,
-    /// Column that orders the stream. `None` = ingestion time for a `CREATE STREAM`; for the
-    /// output stream of a rule, search or metric (see [`crate::check::Entry::derived`]) it
-    /// means the output record's `ts` (the event time of the row that completed the output,
-    /// or a metric window's end).
+    /// Column that orders the stream; `None` = ingestion time (the time the event was
+    /// appended). The output stream of a rule, search or metric (see
+    /// [`crate::check::Entry::derived`]) has a `ts` TIMESTAMP column holding the output
+    /// record's `ts` and `event_time: Some("ts")` (or `None` when a user column named `ts`
+    /// is not a TIMESTAMP; then it is ordered by the records' time all the same).
     pub event_time: Option<String>,
     /// Watermark = highest event time seen − `max_delay_ms`.
     pub max_delay_ms: u64,
@@ -56,4 +57,10 @@ pub struct MetricOptions {
     pub retention_ms: Option<u64>,
     /// Cardinality guard: most groups per window.
     pub max_groups: Option<u64>,
+    /// APPROX_SET: items per window the Bloom filter is sized for.
+    pub bloom_capacity: Option<u64>,
+    /// APPROX_PERCENTILE: most buckets per sign of the quantile sketch.
+    pub percentile_max_bins: Option<u64>,
+    /// APPROX_TOP_K: items monitored (default max(10·k, 64)).
+    pub topk_capacity: Option<u64>,
 }

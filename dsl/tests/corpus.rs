@@ -116,6 +116,44 @@ const CORPUS: &[(&str, usize, &[Expect])] = &[
     ),
     ("keywords_case.weir", 4, &[]),
     (
+        "unsupported_patterns.weir",
+        1,
+        &[
+            (1, 34, "PERMUTE is not supported"),
+            (2, 34, "pattern anchors `^` and `$` are not supported"),
+            (3, 38, "pattern anchors"),
+            (4, 34, "pattern exclusion `{- ... -}` is not supported"),
+        ],
+    ),
+    (
+        "clause_order.weir",
+        0,
+        &[
+            (1, 57, "`WITHIN` is out of place: a rule's clauses are expected in the order FROM, PARTITION BY, PATTERN, WITHIN"),
+            (2, 55, "`DEFINE` is out of place"),
+            (3, 63, "`MEASURES` is out of place: a rule's clauses are expected in the order PARTITION BY, ORDER BY, MEASURES"),
+            (4, 81, "`WITHIN` is out of place"),
+            (5, 56, "expected `NEXT ROW`, `FIRST var`, `LAST var` or a pattern variable, found `;`"),
+            (6, 49, "expected `AS name` after the measure expression"),
+            (7, 15, "expected `AS`, found keyword `FROM`"),
+            (8, 33, "expected `(`, found word `A`"),
+        ],
+    ),
+    (
+        "flink_ddl.weir",
+        0,
+        &[
+            (1, 42, "WATERMARK FOR is written as stream options"),
+            (2, 25, "PRIMARY KEY is not supported"),
+            (
+                3,
+                24,
+                "expected a column definition like `amount FLOAT`, found `)`",
+            ),
+            (4, 18, "expected a column definition"),
+        ],
+    ),
+    (
         "bad_tokens.weir",
         0,
         &[
@@ -315,6 +353,41 @@ fn every_error_in_a_long_file_is_reported() {
     let (n, diags) = parse_small_stack(src);
     assert_eq!(n, 0);
     assert_eq!(diags.len(), 1000);
+}
+
+#[test]
+fn a_byte_order_mark_at_the_start_is_ignored() {
+    let (stmts, diags) = parse_statements("\u{feff}CREATE STREAM s (a INT);");
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(stmts[0].span.start, 3);
+    // Anywhere else it is an unexpected character.
+    let (stmts, diags) = parse_statements("CREATE STREAM s (a INT);\u{feff}");
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(diags.len(), 1);
+}
+
+#[test]
+fn error_spans_stay_on_character_boundaries() {
+    let deep = format!(
+        "CREATE SEARCH s AS FROM x WHERE {}é;",
+        "(".repeat(MAX_NESTING_DEPTH + 5)
+    );
+    let cases = [
+        deep,
+        "é;".to_string(),
+        "CREATE STREAM é (a INT);".to_string(),
+        "CREATE RULE r AS FROM s PATTERN (A {é});".to_string(),
+        format!("{};", "é".repeat(MAX_STATEMENT_BYTES)),
+    ];
+    for src in cases {
+        let (_, diags) = parse_small_stack(src.clone());
+        assert!(!diags.is_empty());
+        for d in diags {
+            assert!(src.is_char_boundary(d.span.start) && src.is_char_boundary(d.span.end));
+            assert!(d.span.end > d.span.start, "{d:?}");
+        }
+    }
 }
 
 #[test]

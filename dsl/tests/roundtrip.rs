@@ -518,3 +518,128 @@ fn durations_print_in_the_rule_spelling() {
         "CREATE RULE r AS FROM s PATTERN (a) WITHIN 1500 MILLISECONDS;"
     );
 }
+
+// ───────────────────────────── spans ─────────────────────────────
+
+fn walk<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
+    out.push(e);
+    match &e.kind {
+        ExprKind::Literal(_) | ExprKind::Path(_) | ExprKind::Wildcard(_) => {}
+        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => walk(expr, out),
+        ExprKind::Binary { left, right, .. } => {
+            walk(left, out);
+            walk(right, out);
+        }
+        ExprKind::InList { expr, list, .. } => {
+            walk(expr, out);
+            list.iter().for_each(|x| walk(x, out));
+        }
+        ExprKind::Between {
+            expr, low, high, ..
+        } => {
+            walk(expr, out);
+            walk(low, out);
+            walk(high, out);
+        }
+        ExprKind::Like { expr, pattern, .. } => {
+            walk(expr, out);
+            walk(pattern, out);
+        }
+        ExprKind::Case {
+            operand,
+            whens,
+            else_,
+        } => {
+            operand.iter().for_each(|x| walk(x, out));
+            for (c, v) in whens {
+                walk(c, out);
+                walk(v, out);
+            }
+            else_.iter().for_each(|x| walk(x, out));
+        }
+        ExprKind::Function { args, .. } => args.iter().for_each(|x| walk(x, out)),
+    }
+}
+
+fn statement_exprs(k: &StatementKind) -> Vec<&Expr> {
+    let mut out = Vec::new();
+    match k {
+        StatementKind::CreateRule(r) => {
+            r.partition_by.iter().for_each(|e| walk(e, &mut out));
+            r.measures.iter().for_each(|m| walk(&m.expr, &mut out));
+            r.define.iter().for_each(|d| walk(&d.cond, &mut out));
+        }
+        StatementKind::CreateSearch(s) => {
+            walk(&s.filter, &mut out);
+            s.emit.iter().for_each(|i| walk(&i.expr, &mut out));
+        }
+        StatementKind::CreateMetric(m) => {
+            m.items.iter().for_each(|i| walk(&i.expr, &mut out));
+            m.filter.iter().for_each(|e| walk(e, &mut out));
+            m.group_by.iter().for_each(|e| walk(e, &mut out));
+        }
+        StatementKind::CreateStream(_) | StatementKind::Drop(_) => {}
+    }
+    out
+}
+
+/// Every expression's span covers exactly its text: parsing that text alone gives the
+/// same expression. Durations and statements are checked the same way.
+fn check_spans(src: &str) -> Result<(), TestCaseError> {
+    let (stmts, _) = parse_statements(src);
+    for s in &stmts {
+        let text = &src[s.span.start..s.span.end];
+        prop_assert!(text.ends_with(';'), "{text}");
+        let (again, _) = parse_statements(text);
+        prop_assert_eq!(&again, &vec![s.clone()]);
+        for e in statement_exprs(&s.kind) {
+            let piece = &src[e.span.start..e.span.end];
+            // `*` alone only parses as a call argument.
+            if matches!(e.kind, ExprKind::Wildcard(None)) {
+                prop_assert_eq!(piece, "*");
+                continue;
+            }
+            let back = parse_expr(piece);
+            prop_assert!(back.is_ok(), "{piece:?}: {back:?}");
+            prop_assert_eq!(&back.unwrap(), e, "{}", piece);
+        }
+        if let StatementKind::CreateRule(r) = &s.kind {
+            if let Some(d) = r.within {
+                let piece = &src[d.span.start..d.span.end];
+                prop_assert_eq!(
+                    dsl::parse::parse_duration(piece).map(|x| x.millis),
+                    Ok(d.millis)
+                );
+            }
+            for d in &r.define {
+                prop_assert!(src[d.span.start..d.span.end]
+                    .starts_with(&src[d.var.span.start..d.var.span.end]));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn spans_cover_their_text_in_the_examples() {
+    for src in [
+        include_str!("data/language_doc.weir"),
+        include_str!("data/flink_examples.weir"),
+        include_str!("data/cep_basic_rules.weir"),
+    ] {
+        check_spans(src).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn spans_cover_their_text(k in statement()) {
+        // Spread the printed text over several lines with comments to move offsets around.
+        let text = Statement { kind: k, span: sp() }
+            .to_string()
+            .replacen(" AS ", " /* c */ AS\n  ", 2);
+        check_spans(&format!("-- lead\n\n{text}\n"))?;
+    }
+}

@@ -94,7 +94,7 @@ fn shipped_files_cover_what_they_promise() {
     };
     assert_eq!(r.input.name, "card_testing");
     let cols: Vec<&str> = r.input.columns.iter().map(|(c, _)| c.as_str()).collect();
-    assert_eq!(cols, ["card_id", "probes", "amount", "at"]);
+    assert_eq!(cols, ["card_id", "probes", "amount", "at", "ts"]);
     // Every window kind and every sketch appears in dashboards.weir.
     let text = std::fs::read_to_string(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../rules/dashboards.weir"),

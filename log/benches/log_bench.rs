@@ -33,16 +33,27 @@ fn bench_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).expect("tempdir")
 }
 
-/// Appends `events` 100-byte events in batches of `batch` from `threads` threads (each to
-/// partition 0 of one topic); returns events/s.
+/// Appends `events` 100-byte events in batches of `batch` from `threads` threads, all to
+/// partition 0 of one topic; returns events/s.
 fn append(policy: FsyncPolicy, batch: usize, threads: usize, events: u64) -> f64 {
+    append_parts(policy, batch, threads, 1, events)
+}
+
+/// Like `append`, thread `t` writing to partition `t % partitions`.
+fn append_parts(
+    policy: FsyncPolicy,
+    batch: usize,
+    threads: usize,
+    partitions: u32,
+    events: u64,
+) -> f64 {
     let dir = bench_dir();
     let cfg = LogConfig {
         fsync: policy,
         ..LogConfig::default()
     };
     let log = Arc::new(Log::open(dir.path(), cfg).expect("open"));
-    log.create_topic("bench", 1).expect("topic");
+    log.create_topic("bench", partitions).expect("topic");
     let per_thread = events / threads as u64;
     let start = Instant::now();
     let hs: Vec<_> = (0..threads)
@@ -53,7 +64,8 @@ fn append(policy: FsyncPolicy, batch: usize, threads: usize, events: u64) -> f64
                 let refs: Vec<&[u8]> = evs.iter().map(|e| &e[..]).collect();
                 let mut done = 0;
                 while done < per_thread {
-                    log.append("bench", 0, &refs).expect("append");
+                    log.append("bench", t as u32 % partitions, &refs)
+                        .expect("append");
                     done += batch as u64;
                 }
                 done
@@ -108,6 +120,10 @@ fn main() {
     row(
         "always, batch 100, 8 threads (group commit)",
         append(FsyncPolicy::Always, 100, 8, events / 10),
+    );
+    row(
+        "always, batch 100, 8 threads over 4 partitions",
+        append_parts(FsyncPolicy::Always, 100, 8, 4, events / 10),
     );
     row(
         "always, batch 1, 1 thread",

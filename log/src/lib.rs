@@ -8,6 +8,19 @@
 //! - [`CheckpointStore`]: atomic, checksummed, versioned snapshots of worker state with
 //!   the input offsets they cover.
 //!
+//! Why a small segment log rather than an embedded store (redb, fjall, …): the data is
+//! an append-only sequence read in order, which is exactly what segment files are; an
+//! LSM or B-tree store would add write amplification, compaction and a second recovery
+//! mechanism while still needing our own offsets, batching and group commit on top. The
+//! format here is small enough to verify completely (every batch and record carries a
+//! CRC32C, recovery cuts at the first bad frame), and it is the shape Kafka uses, so the
+//! Kafka mode maps onto the same concepts (topics, partitions, dense offsets).
+//!
+//! Modules, in the order data flows through them: `config` (policies) → `log` (topics,
+//! the background thread) → `partition` (single writer, group commit, recovery,
+//! retention) → `segment` (one file + its sparse index, scans and reads) → `format`
+//! (batch and record frames, CRC32C). `position` and `checkpoint` sit beside them.
+//!
 //! Operators' documentation: `docs/durability.md`.
 
 #![forbid(unsafe_code)]

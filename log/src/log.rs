@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::{FsyncPolicy, LogConfig};
+use crate::config::{FsyncPolicy, LogConfig, Retention};
 use crate::error::{Error, IoContext, Result};
 use crate::format::Record;
 use crate::partition::{Partition, PartitionRecovery, PartitionStats};
@@ -140,23 +140,62 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-fn read_topic_meta(path: &Path) -> Result<u32> {
+fn topic_meta_text(partitions: u32, retention: Option<Retention>) -> String {
+    let mut t = format!("weir-topic 1\npartitions {partitions}\n");
+    if let Some(r) = retention {
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        t.push_str(&format!(
+            "retention bytes={} age_ms={}\n",
+            opt(r.max_bytes),
+            opt(r.max_age.map(|d| d.as_millis() as u64))
+        ));
+    }
+    t
+}
+
+/// Parses `topic.meta`: partition count and the topic's own retention (None = the
+/// log's default).
+fn read_topic_meta(path: &Path) -> Result<(u32, Option<Retention>)> {
     let text = std::fs::read_to_string(path).at(path)?;
-    let bad = || Error::Corrupt {
+    let bad = |what: &str| Error::Corrupt {
         path: path.to_path_buf(),
         position: 0,
-        reason: "expected 'weir-topic 1' and 'partitions N' lines".into(),
+        reason: format!("topic.meta: {what}"),
     };
     let mut lines = text.lines();
     if lines.next() != Some("weir-topic 1") {
-        return Err(bad());
+        return Err(bad("expected 'weir-topic 1' on the first line"));
     }
-    lines
+    let partitions = lines
         .next()
         .and_then(|l| l.strip_prefix("partitions "))
         .and_then(|n| n.trim().parse::<u32>().ok())
         .filter(|&n| n > 0)
-        .ok_or_else(bad)
+        .ok_or_else(|| bad("expected 'partitions N' on the second line"))?;
+    let mut retention = None;
+    for line in lines {
+        let Some(rest) = line.strip_prefix("retention ") else {
+            continue;
+        };
+        let mut r = Retention::default();
+        for kv in rest.split_whitespace() {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| bad("bad retention line"))?;
+            let v = if v == "-" {
+                None
+            } else {
+                Some(v.parse::<u64>().map_err(|_| bad("bad retention number"))?)
+            };
+            match k {
+                "bytes" => r.max_bytes = v,
+                "age_ms" => r.max_age = v.map(Duration::from_millis),
+                _ => return Err(bad("unknown retention key")),
+            }
+        }
+        retention = Some(r);
+    }
+    Ok((partitions, retention))
 }
 
 impl Log {
@@ -190,7 +229,10 @@ impl Log {
         for entry in std::fs::read_dir(&topics_dir).at(&topics_dir)? {
             let entry = entry.at(&topics_dir)?;
             if let Some(name) = entry.file_name().to_str() {
-                if validate_name(name).is_ok() && entry.path().join("topic.meta").exists() {
+                if name.starts_with(".deleted-") {
+                    let p = entry.path();
+                    std::fs::remove_dir_all(&p).at(&p)?;
+                } else if validate_name(name).is_ok() && entry.path().join("topic.meta").exists() {
                     names.push(name.to_string());
                 }
             }
@@ -198,11 +240,12 @@ impl Log {
         names.sort();
         for name in names {
             let tdir = topics_dir.join(&name);
-            let n = read_topic_meta(&tdir.join("topic.meta"))?;
+            let (n, retention) = read_topic_meta(&tdir.join("topic.meta"))?;
+            let retention = retention.unwrap_or(cfg.retention);
             let mut partitions = Vec::with_capacity(n as usize);
             for p in 0..n {
                 let (part, report) =
-                    Partition::open(&tdir.join(p.to_string()), &name, p, cfg.clone())?;
+                    Partition::open(&tdir.join(p.to_string()), &name, p, cfg.clone(), retention)?;
                 partitions.push(Arc::new(part));
                 recovery.push(report);
             }
@@ -218,10 +261,9 @@ impl Log {
             recovery: Mutex::new(recovery),
             _lock_file: lock_file,
         });
-        let needs_bg = inner.cfg.fsync != FsyncPolicy::Never
-            || inner.cfg.retention.max_bytes.is_some()
-            || inner.cfg.retention.max_age.is_some();
-        let background = if needs_bg {
+        // Always started: it applies retention (topics may have their own) and, for
+        // `Interval` and `Always`, fsyncs in the background.
+        let background = {
             let inner2 = inner.clone();
             Some(
                 std::thread::Builder::new()
@@ -232,8 +274,6 @@ impl Log {
                         source: e,
                     })?,
             )
-        } else {
-            None
         };
         Ok(Log { inner, background })
     }
@@ -258,9 +298,30 @@ impl Log {
             .clone()
     }
 
-    /// Creates a topic with `partitions` partitions; succeeds without change if it
-    /// already exists with that many.
+    /// Creates a topic with `partitions` partitions and the log's default retention;
+    /// succeeds without change if it already exists with that many.
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
+        self.create_topic_inner(name, partitions, None)
+    }
+
+    /// Like [`Log::create_topic`], with a retention of its own (stored with the topic).
+    /// The `statements` topic must be kept whole: create it with
+    /// `Retention::default()` (keep everything), since the catalog is rebuilt from it.
+    pub fn create_topic_with_retention(
+        &self,
+        name: &str,
+        partitions: u32,
+        retention: Retention,
+    ) -> Result<()> {
+        self.create_topic_inner(name, partitions, Some(retention))
+    }
+
+    fn create_topic_inner(
+        &self,
+        name: &str,
+        partitions: u32,
+        retention: Option<Retention>,
+    ) -> Result<()> {
         validate_name(name)?;
         if partitions == 0 || partitions > 4096 {
             return Err(Error::InvalidConfig(format!(
@@ -288,15 +349,20 @@ impl Log {
         let mut parts = Vec::with_capacity(partitions as usize);
         let mut reports = Vec::new();
         for p in 0..partitions {
-            let (part, report) =
-                Partition::open(&tdir.join(p.to_string()), name, p, self.inner.cfg.clone())?;
+            let (part, report) = Partition::open(
+                &tdir.join(p.to_string()),
+                name,
+                p,
+                self.inner.cfg.clone(),
+                retention.unwrap_or(self.inner.cfg.retention),
+            )?;
             parts.push(Arc::new(part));
             reports.push(report);
         }
         sync_dir(&tdir)?;
         write_atomic(
             &tdir.join("topic.meta"),
-            format!("weir-topic 1\npartitions {partitions}\n").as_bytes(),
+            topic_meta_text(partitions, retention).as_bytes(),
         )?;
         sync_dir(&self.inner.dir.join("topics"))?;
         self.inner
@@ -310,6 +376,41 @@ impl Log {
             .unwrap_or_else(|e| e.into_inner())
             .extend(reports);
         Ok(())
+    }
+
+    /// Deletes a topic and all its data (for example after `DROP STREAM`). Readers that
+    /// are in the middle of a read finish it; later calls get `UnknownTopic`. Returns
+    /// false if the topic did not exist.
+    pub fn delete_topic(&self, name: &str) -> Result<bool> {
+        validate_name(name)?;
+        let _g = self
+            .inner
+            .create_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let removed = self
+            .inner
+            .topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if removed.is_none() {
+            return Ok(false);
+        }
+        let topics_dir = self.inner.dir.join("topics");
+        let tdir = topics_dir.join(name);
+        // Rename first (atomic), so a crash never leaves a half-deleted topic that
+        // would be opened again; `.deleted-*` directories are removed at open.
+        let trash = topics_dir.join(format!(".deleted-{name}-{}", now_ms()));
+        std::fs::rename(&tdir, &trash).at(&tdir)?;
+        sync_dir(&topics_dir)?;
+        std::fs::remove_dir_all(&trash).at(&trash)?;
+        self.inner
+            .recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r| r.topic != name);
+        Ok(true)
     }
 
     /// Topics and their partition counts.
@@ -562,11 +663,8 @@ fn background(inner: Arc<Inner>) {
         FsyncPolicy::Always => Some(ALWAYS_SAFETY_SYNC),
         FsyncPolicy::Never => None,
     };
-    let retention_on =
-        inner.cfg.retention.max_bytes.is_some() || inner.cfg.retention.max_age.is_some();
     let mut next_sync = sync_every.map(|d| Instant::now() + d);
-    let mut next_retention =
-        retention_on.then(|| Instant::now() + inner.cfg.retention_check_interval);
+    let mut next_retention = Some(Instant::now() + inner.cfg.retention_check_interval);
     loop {
         let wake = [next_sync, next_retention].into_iter().flatten().min();
         {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use crate::config::{FsyncPolicy, LogConfig, Verify, Visibility};
+use crate::config::{FsyncPolicy, LogConfig, Retention, Verify, Visibility};
 use crate::error::{Error, IoContext, Result};
 use crate::format::{self, Record};
 use crate::segment::{parse_segment_name, sync_dir, Segment, NO_TS};
@@ -60,6 +60,7 @@ pub(crate) struct Partition {
     pub id: u32,
     dir: PathBuf,
     cfg: Arc<LogConfig>,
+    retention: Retention,
     writer: Mutex<Writer>,
     segments: RwLock<Vec<Arc<Segment>>>,
     written_end: AtomicU64,
@@ -112,6 +113,7 @@ impl Partition {
         topic: &str,
         id: u32,
         cfg: Arc<LogConfig>,
+        retention: Retention,
     ) -> Result<(Partition, PartitionRecovery)> {
         std::fs::create_dir_all(dir).at(dir)?;
         let mut bases = Vec::new();
@@ -121,6 +123,10 @@ impl Partition {
             let Some(name) = name.to_str() else { continue };
             if let Some(base) = parse_segment_name(name) {
                 bases.push(base);
+            } else if name.ends_with(".idx.tmp") {
+                // Left by a crash while sealing an index; the index is rebuilt if needed.
+                let p = entry.path();
+                std::fs::remove_file(&p).at(&p)?;
             }
         }
         bases.sort_unstable();
@@ -285,6 +291,7 @@ impl Partition {
             id,
             dir: dir.to_path_buf(),
             cfg,
+            retention,
             writer: Mutex::new(Writer {
                 active,
                 buf: Vec::new(),
@@ -424,12 +431,14 @@ impl Partition {
         if self.cfg.fsync != FsyncPolicy::Never {
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             old.file.sync_data().at(&old.path)?;
+            old.seal_index()?;
+        } else {
+            old.close_index();
         }
         let seg = Arc::new(Segment::create(&self.dir, old_end)?);
         if self.cfg.fsync != FsyncPolicy::Never {
             sync_dir(&self.dir)?;
         }
-        old.close_index();
         self.segments
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -598,7 +607,7 @@ impl Partition {
 
     /// Deletes old segments outside the retention bounds; returns how many were deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize> {
-        let r = self.cfg.retention;
+        let r = self.retention;
         if r.max_bytes.is_none() && r.max_age.is_none() {
             return Ok(0);
         }

@@ -270,6 +270,29 @@ impl Segment {
         Ok(())
     }
 
+    /// Writes the complete index of a sealed segment durably (temp file, fsync, rename;
+    /// the caller fsyncs the directory), so older segments' indexes can be trusted at
+    /// recovery.
+    pub fn seal_index(&self) -> Result<()> {
+        let bytes = {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            let mut bytes = Vec::with_capacity(index.len() * 8);
+            for (rel, pos) in index.iter() {
+                bytes.extend_from_slice(&rel.to_le_bytes());
+                bytes.extend_from_slice(&pos.to_le_bytes());
+            }
+            bytes
+        };
+        self.close_index();
+        let tmp = self.idx_path.with_extension("idx.tmp");
+        {
+            let mut f = File::create(&tmp).at(&tmp)?;
+            f.write_all(&bytes).at(&tmp)?;
+            f.sync_data().at(&tmp)?;
+        }
+        std::fs::rename(&tmp, &self.idx_path).at(&self.idx_path)
+    }
+
     /// Closes the index file of a sealed segment.
     pub fn close_index(&self) {
         *self.idx_file.lock().unwrap_or_else(|e| e.into_inner()) = None;

@@ -385,3 +385,29 @@ fn append_multi_spreads_one_request_over_partitions() {
         (Some(1), Some(0), Some(2))
     );
 }
+
+#[test]
+fn delete_topic_removes_data_and_name_can_be_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), small_config()).unwrap();
+        log.create_topic("gone", 2).unwrap();
+        log.create_topic("kept", 1).unwrap();
+        log.append("gone", 1, &[b"x"]).unwrap();
+        log.append("kept", 0, &[b"y"]).unwrap();
+        assert!(log.delete_topic("gone").unwrap());
+        assert!(!log.delete_topic("gone").unwrap());
+        assert!(matches!(
+            log.append("gone", 0, &[b"x"]),
+            Err(Error::UnknownTopic(_))
+        ));
+        assert!(!dir.path().join("topics/gone").exists());
+        // A leftover from a crash in the middle of a delete is cleaned at open.
+        std::fs::create_dir_all(dir.path().join("topics/.deleted-old-1/0")).unwrap();
+    }
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.topics(), vec![("kept".to_string(), 1)]);
+    assert!(!dir.path().join("topics/.deleted-old-1").exists());
+    log.create_topic("gone", 1).unwrap();
+    assert_eq!(log.end_offset("gone", 0).unwrap(), 0);
+}

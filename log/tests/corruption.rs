@@ -296,3 +296,48 @@ fn lowering_max_batch_bytes_keeps_existing_big_batches() {
         Err(Error::BatchTooLarge { .. })
     ));
 }
+
+#[test]
+fn sealed_segments_have_complete_indexes_and_stray_temp_files_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: weir_log::FsyncPolicy::Always,
+        ..small_config()
+    };
+    {
+        let log = Log::open(dir.path(), cfg.clone()).unwrap();
+        log.create_topic("s", 1).unwrap();
+        for i in 0..300u64 {
+            log.append("s", 0, &[&payload(i)]).unwrap();
+        }
+    }
+    let idx = index_files(dir.path(), "s", 0);
+    let segs = segment_files(dir.path(), "s", 0);
+    assert_eq!(idx.len(), segs.len());
+    // Every sealed segment's index matches what a rebuild produces.
+    let sealed: Vec<Vec<u8>> = idx[..idx.len() - 1]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(sealed.iter().all(|b| !b.is_empty()));
+    let stray = dir.path().join("topics/s/0/00000000000000000000.idx.tmp");
+    std::fs::write(&stray, b"junk").unwrap();
+    for p in &idx {
+        std::fs::remove_file(p).unwrap();
+    }
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            verify: Verify::All,
+            ..cfg
+        },
+    )
+    .unwrap();
+    assert!(!stray.exists());
+    let rebuilt: Vec<Vec<u8>> = idx[..idx.len() - 1]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert_eq!(rebuilt, sealed);
+    assert_eq!(log.end_offset("s", 0).unwrap(), 300);
+}

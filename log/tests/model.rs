@@ -6,7 +6,7 @@ use std::fs::OpenOptions;
 
 use common::segment_files;
 use proptest::prelude::*;
-use weir_log::{FsyncPolicy, Log, LogConfig, BATCH_HEADER, RECORD_HEADER};
+use weir_log::{Error, FsyncPolicy, Log, LogConfig, Retention, BATCH_HEADER, RECORD_HEADER};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -15,6 +15,8 @@ enum Op {
     Reopen,
     /// Cut this fraction (1..=255 of 256) of the last batch off the tail, then reopen.
     TearTail(u32, u8),
+    /// Apply size retention (3000 bytes per partition).
+    Retain,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -24,6 +26,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u32..2, any::<u64>(), 1usize..50, 1usize..3000).prop_map(|(p, f, n, b)| Op::Read(p, f, n, b)),
         1 => Just(Op::Reopen),
         1 => (0u32..2, 1u8..=255).prop_map(|(p, f)| Op::TearTail(p, f)),
+        1 => Just(Op::Retain),
     ]
 }
 
@@ -32,6 +35,11 @@ fn cfg() -> LogConfig {
         fsync: FsyncPolicy::Never,
         segment_bytes: 1024,
         index_interval_bytes: 128,
+        retention: Retention {
+            max_bytes: Some(3000),
+            max_age: None,
+        },
+        retention_check_interval: std::time::Duration::from_secs(3600),
         ..LogConfig::default()
     }
 }
@@ -68,8 +76,17 @@ proptest! {
                 }
                 Op::Read(p, from, n, bytes) => {
                     let m = &model[p as usize];
+                    let l = log.as_ref().unwrap();
+                    let start = l.start_offset("t", p).unwrap();
                     let from = from % (m.len() as u64 + 1);
-                    let got = log.as_ref().unwrap().read("t", p, from, n, bytes).unwrap();
+                    if from < start {
+                        match l.read("t", p, from, n, bytes) {
+                            Err(Error::OffsetTruncated { earliest, .. }) => prop_assert_eq!(earliest, start),
+                            other => prop_assert!(false, "expected OffsetTruncated, got {:?}", other),
+                        }
+                        continue;
+                    }
+                    let got = l.read("t", p, from, n, bytes).unwrap();
                     let avail = m.len() as u64 - from;
                     if avail > 0 {
                         prop_assert!(!got.is_empty());
@@ -92,6 +109,22 @@ proptest! {
                     for p in 0..2u32 {
                         prop_assert_eq!(l.end_offset("t", p).unwrap(), model[p as usize].len() as u64);
                         prop_assert!(l.recovery_report().iter().all(|r| r.cuts.is_empty()));
+                    }
+                }
+                Op::Retain => {
+                    let l = log.as_ref().unwrap();
+                    let before: Vec<u64> = (0..2).map(|p| l.start_offset("t", p).unwrap()).collect();
+                    l.apply_retention().unwrap();
+                    for p in 0..2u32 {
+                        let start = l.start_offset("t", p).unwrap();
+                        prop_assert!(start >= before[p as usize]);
+                        prop_assert!(start <= model[p as usize].len() as u64);
+                        let kept: u64 = segment_files(dir.path(), "t", p)
+                            .iter()
+                            .map(|f| std::fs::metadata(f).unwrap().len())
+                            .sum();
+                        prop_assert!(kept >= 3000 || start == before[p as usize],
+                            "retention deleted below the bound: {} bytes kept", kept);
                     }
                 }
                 Op::TearTail(p, frac) => {
@@ -124,10 +157,11 @@ proptest! {
         // Finally everything matches.
         let l = log.as_ref().unwrap();
         for p in 0..2u32 {
-            let all = l.read("t", p, 0, usize::MAX, usize::MAX).unwrap();
-            prop_assert_eq!(all.len(), model[p as usize].len());
-            for (r, m) in all.iter().zip(&model[p as usize]) {
-                prop_assert_eq!(&r.payload[..], &m[..]);
+            let start = l.start_offset("t", p).unwrap();
+            let all = l.read("t", p, start, usize::MAX, usize::MAX).unwrap();
+            prop_assert_eq!(all.len() as u64, model[p as usize].len() as u64 - start);
+            for r in &all {
+                prop_assert_eq!(&r.payload[..], &model[p as usize][r.offset as usize][..]);
             }
         }
     }

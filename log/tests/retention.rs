@@ -142,3 +142,56 @@ fn segments_roll_by_age() {
     log.append("s", 0, &[b"b"]).unwrap();
     assert_eq!(log.segment_count("s", 0).unwrap(), 2);
 }
+
+#[test]
+fn per_topic_retention_keeps_statements_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention: Retention {
+            max_bytes: Some(5000),
+            max_age: Some(Duration::from_secs(60)),
+        },
+        retention_check_interval: Duration::from_secs(3600),
+        ..small_config()
+    };
+    let big = vec![1u8; 900];
+    {
+        let log = Log::open(dir.path(), cfg.clone()).unwrap();
+        log.create_topic("s", 1).unwrap();
+        log.create_topic_with_retention(weir_log::STATEMENTS_TOPIC, 1, Retention::default())
+            .unwrap();
+        log.create_topic_with_retention(
+            "short",
+            1,
+            Retention {
+                max_bytes: Some(2000),
+                max_age: None,
+            },
+        )
+        .unwrap();
+        for _ in 0..60 {
+            for t in ["s", weir_log::STATEMENTS_TOPIC, "short"] {
+                log.append(t, 0, &[&big]).unwrap();
+            }
+        }
+    }
+    // Reopen: the per-topic retention comes back from topic.meta.
+    let log = Log::open(dir.path(), cfg).unwrap();
+    log.apply_retention_at(i64::MAX / 2).unwrap();
+    assert_eq!(log.start_offset(weir_log::STATEMENTS_TOPIC, 0).unwrap(), 0);
+    assert_eq!(
+        log.iter(weir_log::STATEMENTS_TOPIC, 0, 0).unwrap().count(),
+        60
+    );
+    // The default topic lost everything but its active segment (age), "short" too.
+    assert!(log.start_offset("s", 0).unwrap() > 0);
+    assert_eq!(log.segment_count("s", 0).unwrap(), 1);
+    let short_bytes: u64 = segment_files(dir.path(), "short", 0)
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .sum();
+    assert!(
+        (2000..2000 + 4096 + 1024).contains(&short_bytes),
+        "{short_bytes}"
+    );
+}

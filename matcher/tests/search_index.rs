@@ -14,7 +14,7 @@ fn cases() -> u32 {
     if std::env::var("WEIR_LONG_TESTS").is_ok() {
         2000
     } else {
-        96
+        48
     }
 }
 

@@ -21,7 +21,7 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Statement files (`*.weir`) or folders of them.
+    /// Statement files (`*.weir`) or folders of them; `-` reads standard input.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Output format of the diagnostics.
@@ -34,6 +34,10 @@ pub struct Args {
 pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
+        if p.as_os_str() == "-" {
+            out.push(p.clone());
+            continue;
+        }
         let meta =
             std::fs::metadata(p).with_context(|| format!("cannot read `{}`", p.display()))?;
         if meta.is_dir() {
@@ -70,7 +74,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
 }
 
 pub(crate) fn read_text(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let bytes = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .context("cannot read standard input")?;
+        buf
+    } else {
+        std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?
+    };
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let text = String::from_utf8_lossy(&e.as_bytes()[..at]).into_owned();
@@ -99,7 +110,11 @@ pub fn check_files(files: &[PathBuf], format: Format) -> anyhow::Result<Report> 
     let (mut errors, mut warnings) = (0, 0);
     for f in files {
         let src = read_text(f)?;
-        let name = f.display().to_string();
+        let name = if f.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            f.display().to_string()
+        };
         let diags = catalog.check_source(&src);
         errors += diags.iter().filter(|d| d.is_error()).count();
         warnings += diags.len() - diags.iter().filter(|d| d.is_error()).count();
@@ -227,6 +242,52 @@ mod tests {
         assert!(warn.output.contains("warning: rule `w` has no WITHIN"));
         let json = check_files(&[d.join("a.weir")], Format::Json).unwrap();
         assert_eq!(json.output.trim(), "[]");
+    }
+
+    /// What `weir check` accepts, the engines compile: every shipped rules file and every
+    /// valid case of the dsl case suite builds a `matcher::engine::Engine`.
+    #[test]
+    fn what_check_accepts_the_engine_compiles() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut inputs: Vec<(String, String)> = Vec::new();
+        for f in collect_files(&[root.join("rules")]).unwrap() {
+            inputs.push((
+                f.display().to_string(),
+                std::fs::read_to_string(&f).unwrap(),
+            ));
+        }
+        for f in std::fs::read_dir(root.join("dsl/tests/cases")).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_none_or(|e| e != "case") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for chunk in text.split("\n=== ").skip(1) {
+                let (name, body) = chunk.split_once('\n').unwrap();
+                let Some(i) = body.find("-- expect") else {
+                    continue;
+                };
+                let expect = &body[i..];
+                if expect.starts_with("-- expect: ") || expect.starts_with("-- expect-warning") {
+                    inputs.push((format!("{}: {name}", f.display()), body[..i].to_string()));
+                }
+            }
+        }
+        assert!(inputs.len() > 80, "{}", inputs.len());
+        let config = matcher::engine::EngineConfig::default();
+        let mut failures = Vec::new();
+        for (name, src) in &inputs {
+            let (statements, syntax) = dsl::parse::parse_statements(src);
+            assert!(syntax.iter().all(|d| !d.is_error()), "{name}");
+            let mut catalog = Catalog::new();
+            catalog
+                .apply(&statements)
+                .unwrap_or_else(|d| panic!("{name}: {d:?}"));
+            if let Err(diags) = matcher::engine::Engine::new(&catalog, 0, &config) {
+                failures.push(format!("{name}:\n{}", render_all(&diags, name, src)));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
     }
 
     #[test]

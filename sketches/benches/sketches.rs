@@ -10,7 +10,7 @@ use sketches::bloom::Bloom;
 use sketches::hll::Hll;
 use sketches::options::SketchOptions;
 use sketches::quantiles::DDSketch;
-use sketches::topk::{Item, TopK};
+use sketches::topk::{Item, ItemRef, TopK};
 use sketches::window::{WindowConfig, WindowKind, Windowed};
 use sketches::Sketch;
 use std::hint::black_box;
@@ -99,10 +99,10 @@ fn updates() {
     let mut tk = TopK::new(TopK::default_capacity(10)).unwrap();
     let mut i = 0;
     let t = ns_per(words.len(), || {
-        tk.insert(Item::Str(words[i].clone()), 1);
+        tk.insert_ref(ItemRef::Str(&words[i]), 1);
         i += 1;
     });
-    println!("TopK cap=100 insert(string Zipf, incl. clone): {t:.1} ns");
+    println!("TopK cap=100 insert_ref(string Zipf; allocates only for new items): {t:.1} ns");
 
     let specs = metric_specs();
     let mut st = build_state(&specs, &SketchOptions::default()).unwrap();
@@ -242,6 +242,15 @@ fn sliding() {
         load.as_nanos() as f64 / n as f64,
         w.memory_bytes() / 1_000_000
     );
+    // The engine advances the watermark as events arrive: blocks the watermark has passed
+    // get pre-merged then (once per 8 panes per group).
+    let t = Instant::now();
+    w.advance_watermark(60 * minute - 2_000).unwrap();
+    println!(
+        "advance_watermark to 59:58 (pre-merges 7 blocks × {} groups): {:.0} ms",
+        groups + 1,
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     let at = 60 * minute - 1;
     let sample: Vec<u64> = (0..1000u64).map(|i| (i * 7919) % groups).collect();
     let t = Instant::now();
@@ -249,11 +258,17 @@ fn sliding() {
         black_box(w.query_sliding(g, at).unwrap());
     }
     let cold = t.elapsed().as_nanos() as f64 / sample.len() as f64 / 1000.0;
+    let reps: usize = std::env::var("WEIR_BENCH_QUERY_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let t = Instant::now();
-    for g in &sample {
-        black_box(w.query_sliding(g, at).unwrap());
+    for _ in 0..reps {
+        for g in &sample {
+            black_box(w.query_sliding(g, at).unwrap());
+        }
     }
-    let warm = t.elapsed().as_nanos() as f64 / sample.len() as f64 / 1000.0;
+    let warm = t.elapsed().as_nanos() as f64 / (reps * sample.len()) as f64 / 1000.0;
     // Unaligned query time: partial blocks on both edges.
     let at2 = 60 * minute + 30 * minute / 2 + 1;
     let t = Instant::now();
@@ -262,7 +277,7 @@ fn sliding() {
     }
     let unaligned = t.elapsed().as_nanos() as f64 / sample.len() as f64 / 1000.0;
     println!(
-        "query one group (sparse HLLs, 8 events/pane): cold {cold:.1} µs, cached blocks {warm:.1} µs, unaligned {unaligned:.1} µs"
+        "query one group (sparse HLLs, 8 events/pane): first {cold:.1} µs, again {warm:.1} µs, unaligned time {unaligned:.1} µs"
     );
     let reps = 200;
     let t = Instant::now();
@@ -308,10 +323,114 @@ fn naive_sliding() {
     );
 }
 
+fn hopping() {
+    println!(
+        "\n## HOPPING (SIZE 5 min, ADVANCE 1 min), 10k groups, watermark advanced every second"
+    );
+    let minute = 60_000i64;
+    let groups = 10_000u64;
+    let proto = build_state(&metric_specs(), &SketchOptions::default()).unwrap();
+    let mut cfg = WindowConfig::new(WindowKind::Hopping {
+        size: 5 * minute,
+        advance: minute,
+    });
+    cfg.max_groups = 20_000;
+    let mut w: Windowed<u64, Vec<Accumulator>> = Windowed::new(cfg, proto).unwrap();
+    let n = 2_000_000usize;
+    let xs = splitmix(n, 12);
+    let lat = common::lognormal(13, 4096);
+    let span = 20 * minute;
+    let mut closed = 0usize;
+    let mut close_time = std::time::Duration::ZERO;
+    let t0 = Instant::now();
+    for (i, x) in xs.iter().enumerate() {
+        let ts = i as i64 * span / n as i64;
+        let g = x % groups;
+        w.add(&g, ts, |s| {
+            s[0].update(Value::Null);
+            s[1].update(Value::Int((x >> 20) as i64 & 0xfff));
+            s[2].update(Value::Float(lat[i % 4096]));
+        })
+        .unwrap();
+        if i % 100 == 0 {
+            let t = Instant::now();
+            let c = w.advance_watermark(ts - 1000).unwrap();
+            closed += c.len();
+            for c in &c {
+                black_box(c.state[2].result_json());
+            }
+            close_time += t.elapsed();
+        }
+    }
+    let t = Instant::now();
+    closed += w.close_all().unwrap().len();
+    close_time += t.elapsed();
+    let total = t0.elapsed();
+    println!(
+        "{n} events: {:.0} ns/event overall; {closed} windows closed (incl. rendering p50/p99), {:.2} µs per closed window",
+        total.as_nanos() as f64 / n as f64,
+        close_time.as_nanos() as f64 / closed as f64 / 1000.0
+    );
+}
+
+fn session() {
+    println!(
+        "\n## SESSION (GAP 30 s), 10k groups, events in time order, watermark every 100 events"
+    );
+    let groups = 10_000u64;
+    let proto = build_state(&metric_specs(), &SketchOptions::default()).unwrap();
+    let mut cfg = WindowConfig::new(WindowKind::Session { gap: 30_000 });
+    cfg.max_groups = 20_000;
+    let mut w: Windowed<u64, Vec<Accumulator>> = Windowed::new(cfg, proto).unwrap();
+    let n = 2_000_000usize;
+    let xs = splitmix(n, 14);
+    let lat = common::lognormal(15, 4096);
+    // 20 minutes; each group is active in bursts (group = hash of time bucket and slot).
+    let span = 20 * 60_000i64;
+    let mut closed = 0usize;
+    let t0 = Instant::now();
+    for (i, x) in xs.iter().enumerate() {
+        let ts = i as i64 * span / n as i64;
+        let g = (x % 1000) + 1000 * ((ts / 120_000) as u64 % 10);
+        w.add(&g, ts, |s| {
+            s[0].update(Value::Null);
+            s[1].update(Value::Int((x >> 20) as i64 & 0xfff));
+            s[2].update(Value::Float(lat[i % 4096]));
+        })
+        .unwrap();
+        if i % 100 == 0 {
+            closed += w.advance_watermark(ts - 1000).unwrap().len();
+        }
+    }
+    closed += w.close_all().unwrap().len();
+    println!(
+        "{n} events into {groups} groups: {:.0} ns/event overall, {closed} sessions closed",
+        t0.elapsed().as_nanos() as f64 / n as f64
+    );
+}
+
 fn main() {
     println!("sketches bench — {} (release)", env!("CARGO_PKG_VERSION"));
-    updates();
-    sizes_and_merges();
-    sliding();
-    naive_sliding();
+    // `cargo bench -p sketches --bench sketches -- sliding hopping` runs only those parts.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
+    if run("updates") {
+        updates();
+    }
+    if run("sizes") {
+        sizes_and_merges();
+    }
+    if run("sliding") {
+        sliding();
+        naive_sliding();
+    }
+    if run("hopping") {
+        hopping();
+    }
+    if run("session") {
+        session();
+    }
 }

@@ -9,7 +9,7 @@ use crate::hash::StableHasher;
 use crate::hll::Hll;
 use crate::options::SketchOptions;
 use crate::quantiles::DDSketch;
-use crate::topk::{Item, TopK};
+use crate::topk::{Item, ItemRef, TopK};
 use crate::{Sketch, SketchError};
 use serde::{Deserialize, Serialize};
 use std::hash::Hasher;
@@ -63,6 +63,23 @@ impl Value<'_> {
             }
         }
         h.finish()
+    }
+
+    /// The borrowed form used to count top-k items.
+    pub fn to_item_ref(&self) -> ItemRef<'_> {
+        match *self {
+            Value::Null => ItemRef::Null,
+            Value::Bool(b) => ItemRef::Bool(b),
+            Value::Int(i) => ItemRef::Int(i),
+            Value::Float(f) => {
+                if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) {
+                    ItemRef::Int(f as i64)
+                } else {
+                    ItemRef::Float(f.to_bits())
+                }
+            }
+            Value::Str(s) => ItemRef::Str(s),
+        }
     }
 
     /// The owned form stored in top-k lists.
@@ -228,7 +245,7 @@ impl Accumulator {
                 if v == Value::Null {
                     return false;
                 }
-                sketch.insert(v.to_item(), 1);
+                sketch.insert_ref(v.to_item_ref(), 1);
                 true
             }
             Accumulator::Set(b) => {
@@ -339,6 +356,33 @@ impl Accumulator {
                     .collect(),
             ),
             Accumulator::Set(b) => json!({"approx_count": b.approx_count().round() as u64}),
+        }
+    }
+}
+
+impl Sketch for Accumulator {
+    const KIND: u8 = 16;
+
+    fn merge(&mut self, other: &Self) -> Result<(), SketchError> {
+        Accumulator::merge(self, other)
+    }
+
+    fn memory_bytes(&self) -> usize {
+        Accumulator::memory_bytes(self)
+    }
+
+    fn validate(&self) -> Result<(), SketchError> {
+        match self {
+            Accumulator::CountDistinct(h) => h.validate(),
+            Accumulator::Percentile { sketch, fractions } => {
+                if fractions.iter().any(|(_, f)| !(0.0..=1.0).contains(f)) {
+                    return Err(SketchError::Decode("bad percentile fraction".into()));
+                }
+                sketch.validate()
+            }
+            Accumulator::TopK { sketch, .. } => sketch.validate(),
+            Accumulator::Set(b) => b.validate(),
+            _ => Ok(()),
         }
     }
 }

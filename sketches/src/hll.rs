@@ -4,7 +4,7 @@
 //! - Sparse mode for small sets: a sorted list of 32-bit entries at precision 25 (index
 //!   and rank packed), plus a small unsorted insert buffer; estimated by linear counting at
 //!   2^25 buckets, so small counts are practically exact. 4 bytes per distinct entry.
-//! - Dense mode once the sparse list would outgrow the registers: `2^p` one-byte registers
+//! - Dense mode once the sparse list (plus its buffer) would reach the registers' size: `2^p` one-byte registers
 //!   (4096 bytes at p = 12). Merging dense sketches is a byte-wise max (vectorised).
 //!
 //! Relative standard error in dense mode: `1.04 / sqrt(2^p)` (1.63 % at p = 12).
@@ -17,7 +17,15 @@ use std::hash::Hash;
 /// Precision of the sparse representation.
 const PP: u32 = 25;
 const MAX_SPARSE_RANK: u32 = 64 - PP + 1; // 40
+/// The insert buffer is merged into the sorted list when it reaches
+/// `max(BUF_LEN, list.len() / 4)` entries: amortised merge cost stays ~4 moves per insert
+/// and the buffer adds at most 25 % to the list's memory.
 const BUF_LEN: usize = 64;
+
+#[inline]
+fn buf_limit(list_len: usize) -> usize {
+    BUF_LEN.max(list_len / 4)
+}
 
 pub const MIN_PRECISION: u8 = 4;
 pub const MAX_PRECISION: u8 = 18;
@@ -109,9 +117,9 @@ impl Hll {
                     }
                 }
             }
-            Repr::Sparse { buf, .. } => {
+            Repr::Sparse { buf, list } => {
                 buf.push(sparse_entry(h));
-                if buf.len() >= BUF_LEN {
+                if buf.len() >= buf_limit(list.len()) {
                     self.flush();
                 }
             }
@@ -126,10 +134,9 @@ impl Hll {
                 return;
             }
             buf.sort_unstable();
-            let merged = merge_sorted(list, buf);
-            *list = merged;
+            merge_into(list, buf);
             buf.clear();
-            if list.len() * 4 > m {
+            if list.len() > sparse_limit(m) {
                 self.make_dense();
             }
         }
@@ -162,7 +169,7 @@ impl Hll {
                     .filter(|&&i| list.binary_search_by_key(&i, |&e| sparse_idx(e)).is_err())
                     .count();
                 let n = list.len() + new;
-                if n * 4 > self.m() {
+                if n > sparse_limit(self.m()) {
                     // Past the conversion point (the buffer has not been flushed yet):
                     // answer as the dense sketch would, so the estimate depends only on
                     // the set of items, not on when buffers were flushed.
@@ -179,38 +186,46 @@ impl Hll {
     }
 }
 
+/// Most sparse entries before switching to registers: with the insert buffer (≤ 1/4 of
+/// the list) the sparse form then stays below the `m` bytes of the dense form.
+fn sparse_limit(m: usize) -> usize {
+    m * 3 / 16
+}
+
 fn self_m(p: u32) -> usize {
     1usize << p
 }
 
-/// Merge two sorted entry lists, keeping one entry (the highest rank) per sparse index.
-fn merge_sorted(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let mut out: Vec<u32> = Vec::with_capacity(a.len() + b.len());
-    let (mut i, mut j) = (0, 0);
-    let push = |e: u32, out: &mut Vec<u32>| match out.last_mut() {
-        Some(last) if sparse_idx(*last) == sparse_idx(e) => {
-            if e > *last {
-                *last = e;
-            }
-        }
-        _ => out.push(e),
-    };
-    while i < a.len() && j < b.len() {
-        if a[i] <= b[j] {
-            push(a[i], &mut out);
-            i += 1;
+/// Merge the sorted `other` into the sorted `list` in place (back to front, no new
+/// allocation beyond growing `list`), keeping one entry — the highest rank — per index.
+fn merge_into(list: &mut Vec<u32>, other: &[u32]) {
+    if other.is_empty() {
+        return;
+    }
+    let n = list.len();
+    // Exact growth: the sparse form must not hold twice the memory it uses.
+    list.reserve_exact(other.len());
+    list.resize(n + other.len(), 0);
+    let (mut i, mut j, mut k) = (n, other.len(), n + other.len());
+    while j > 0 {
+        if i > 0 && list[i - 1] > other[j - 1] {
+            list[k - 1] = list[i - 1];
+            i -= 1;
         } else {
-            push(b[j], &mut out);
-            j += 1;
+            list[k - 1] = other[j - 1];
+            j -= 1;
         }
+        k -= 1;
     }
-    for &e in &a[i..] {
-        push(e, &mut out);
-    }
-    for &e in &b[j..] {
-        push(e, &mut out);
-    }
-    out
+    // Entries sort by (index, rank): of equal indexes the last is the highest rank.
+    list.dedup_by(|later, kept| {
+        if sparse_idx(*later) == sparse_idx(*kept) {
+            *kept = (*kept).max(*later);
+            true
+        } else {
+            false
+        }
+    });
 }
 
 #[inline]
@@ -316,14 +331,15 @@ impl Sketch for Hll {
                     buf: my_buf,
                 } => {
                     // Linear merge of the two sorted lists; buffers go through a flush.
-                    *my_list = merge_sorted(my_list, list);
+                    merge_into(my_list, list);
                     my_buf.extend_from_slice(buf);
-                    let force = my_buf.len() >= BUF_LEN || my_list.len() * 4 > self_m(p);
+                    let force = my_buf.len() >= buf_limit(my_list.len())
+                        || my_list.len() > sparse_limit(self_m(p));
                     if force {
                         self.flush();
                     }
                     if let Repr::Sparse { list, .. } = &self.repr {
-                        if list.len() * 4 > self_m(p) {
+                        if list.len() > sparse_limit(self_m(p)) {
                             self.make_dense();
                         }
                     }
@@ -354,7 +370,10 @@ impl Sketch for Hll {
             }
             Repr::Sparse { list, buf } => {
                 let ok = |e: &u32| (e & 63) >= 1 && (e & 63) <= MAX_SPARSE_RANK && e >> 31 == 0;
-                if !list.iter().all(ok) || !buf.iter().all(ok) || buf.len() > BUF_LEN {
+                if !list.iter().all(ok)
+                    || !buf.iter().all(ok)
+                    || buf.len() > buf_limit(list.len()).max(self.m())
+                {
                     return Err(SketchError::Decode("bad HLL sparse entry".into()));
                 }
                 if list
@@ -378,6 +397,21 @@ mod tests {
         assert!(Hll::new(3).is_err());
         assert!(Hll::new(19).is_err());
         assert!(Hll::new(12).is_ok());
+    }
+
+    #[test]
+    fn sparse_never_outgrows_dense() {
+        for p in [8u8, 12] {
+            let m = 1usize << p;
+            let mut h = Hll::new(p).unwrap();
+            let mut max = 0;
+            for i in 0..(4 * m as u64) {
+                h.insert(&i);
+                max = max.max(h.memory_bytes());
+            }
+            assert!(!h.is_sparse());
+            assert!(max <= m + 128, "p={p}: sparse form peaked at {max} bytes");
+        }
     }
 
     #[test]

@@ -9,6 +9,36 @@
 //!
 //! The [`window`] module holds event-time windows (tumbling, hopping, sliding, session) over
 //! panes of any mergeable state, grouped by key with a cardinality guard.
+//!
+//! How the METRIC evaluator plugs in (one `Vec<Accumulator>` per group and pane):
+//!
+//! ```
+//! use sketches::accumulator::{build_state, AccSpec, Value};
+//! use sketches::options::SketchOptions;
+//! use sketches::window::{AddOutcome, WindowConfig, WindowKind, Windowed};
+//!
+//! // SELECT COUNT(*), APPROX_COUNT_DISTINCT(user) ... GROUP BY country
+//! // WINDOW TUMBLING (SIZE 1 MINUTE) WITH (hll_precision = '14')
+//! let mut opts = SketchOptions::default();
+//! opts.set("hll_precision", "14").unwrap();
+//! let proto = build_state(&[AccSpec::CountStar, AccSpec::CountDistinct], &opts).unwrap();
+//! let mut windows = Windowed::new(WindowConfig::new(WindowKind::Tumbling { size: 60_000 }), proto).unwrap();
+//!
+//! let country = "US".to_string();
+//! for (ts, user) in [(1_000, "ann"), (2_000, "bob"), (3_000, "ann")] {
+//!     let outcome = windows
+//!         .add(&country, ts, |state| {
+//!             state[0].update(Value::Null);
+//!             state[1].update(Value::Str(user));
+//!         })
+//!         .unwrap();
+//!     assert_eq!(outcome, AddOutcome::Applied); // or Late / GroupDropped: count them
+//! }
+//! let closed = windows.advance_watermark(60_000).unwrap();
+//! assert_eq!(closed.len(), 1);
+//! let values: Vec<_> = closed[0].state.iter().map(|a| a.result_json()).collect();
+//! assert_eq!(values, vec![serde_json::json!(3), serde_json::json!(2)]);
+//! ```
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 

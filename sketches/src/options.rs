@@ -93,6 +93,6 @@ mod tests {
         assert_eq!(o.set("retention", "1 hour"), Ok(false));
         assert!(o.set("hll_precision", "40").is_err());
         assert!(o.set("bloom_fpp", "abc").is_err());
-        assert!(o.set("percentile_error", "0.7").is_err());
+        assert!(o.set("percentile_error", "1.5").is_err());
     }
 }

@@ -86,7 +86,7 @@ fn check_quantiles(name: &str, data: &[f64], alpha: f64) {
 
 #[test]
 fn quantile_error_within_bound() {
-    let n = 200_000;
+    let n = 60_000;
     for alpha in [0.01, 0.02] {
         check_quantiles("uniform", &uniform(1, n), alpha);
         check_quantiles("lognormal", &lognormal(2, n), alpha);
@@ -196,7 +196,7 @@ fn check_topk(t: &TopK, truth: &HashMap<u64, u64>, k: usize) {
 fn topk_recall_on_zipf() {
     let k = 10;
     for (s, seed) in [(1.1, 1u64), (0.9, 2), (1.5, 3)] {
-        let data = zipf(seed, 50_000, s, 300_000);
+        let data = zipf(seed, 20_000, s, 100_000);
         let mut t = TopK::new(TopK::default_capacity(k as u32)).unwrap();
         for &x in &data {
             t.insert(Item::Int(x as i64), 1);

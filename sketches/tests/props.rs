@@ -100,6 +100,10 @@ proptest! {
         let j = serde_json::to_string(&st).unwrap();
         let back: Vec<sketches::accumulator::Accumulator> = serde_json::from_str(&j).unwrap();
         prop_assert_eq!(&back, &st);
+        for a in &st {
+            let back = sketches::accumulator::Accumulator::from_bytes(&a.to_bytes()).unwrap();
+            prop_assert_eq!(&back, a);
+        }
         let pc = postcard::to_allocvec(&st).unwrap();
         let back: Vec<sketches::accumulator::Accumulator> = postcard::from_bytes(&pc).unwrap();
         prop_assert_eq!(&back, &st);
@@ -135,6 +139,41 @@ proptest! {
             let Item::Int(i) = e.item else { unreachable!() };
             let truth = all.iter().filter(|&&x| (x % 20) as i64 == i).count() as u64;
             prop_assert!(e.count >= truth && e.count - e.error <= truth);
+        }
+    }
+
+    /// Exact aggregates: merge(a, b) gives exactly the aggregate of a ∪ b.
+    #[test]
+    fn exact_merge_is_union(a in prop::collection::vec(-1000i64..1000, 0..50), b in prop::collection::vec(-1000i64..1000, 0..50), fl in prop::collection::vec(-10.0f64..10.0, 0..5)) {
+        let specs = vec![AccSpec::CountStar, AccSpec::Count, AccSpec::Sum, AccSpec::Min, AccSpec::Max, AccSpec::Avg];
+        let o = SketchOptions::default();
+        let feed = |xs: &[i64], fs: &[f64]| {
+            let mut st = build_state(&specs, &o).unwrap();
+            for &x in xs {
+                st.iter_mut().for_each(|acc| { acc.update(Value::Int(x)); });
+            }
+            for &f in fs {
+                st.iter_mut().for_each(|acc| { acc.update(Value::Float(f)); });
+            }
+            st
+        };
+        let mut m = feed(&a, &fl);
+        m.merge_from(&feed(&b, &[])).unwrap();
+        let all: Vec<i64> = a.iter().chain(&b).copied().collect();
+        let u = feed(&all, &fl);
+        for (x, y) in m.iter().zip(&u) {
+            let (x, y) = (x.result_json(), y.result_json());
+            match (x.as_f64(), y.as_f64()) {
+                (Some(p), Some(q)) => prop_assert!((p - q).abs() <= 1e-9 * q.abs().max(1.0), "{} vs {}", p, q),
+                _ => prop_assert_eq!(x, y),
+            }
+        }
+        // COUNT(*) counts a NULL row, COUNT(x) and the others skip it.
+        let before: Vec<_> = m.iter().map(|a| a.result_json()).collect();
+        m.iter_mut().for_each(|acc| { acc.update(Value::Null); });
+        prop_assert_eq!(m[0].result_json(), serde_json::json!(all.len() + fl.len() + 1));
+        for i in 1..m.len() {
+            prop_assert_eq!(&m[i].result_json(), &before[i]);
         }
     }
 

@@ -69,6 +69,10 @@ impl Vars {
 
 pub(crate) struct Cx<'a> {
     pub stream: &'a StreamDef,
+    /// Events of the stream may carry fields beyond its columns (a `CREATE STREAM`, or a
+    /// search over one without EMIT): a dotted path with an unknown root then reads an
+    /// undeclared JSON field (a warning), unless the root looks like a typo (an error).
+    pub open: bool,
     pub place: Place,
     pub vars: Option<&'a Vars>,
     /// The DEFINE being checked (its own variable may be referenced even when absent).
@@ -122,7 +126,7 @@ fn comparable(a: Ty, b: Ty) -> bool {
 /// Does the expression contain an aggregate call (COUNT, SUM, …, APPROX_*)?
 pub(crate) fn has_aggregate(e: &Expr) -> bool {
     let mut found = false;
-    walk(e, &mut |x| {
+    e.walk(&mut |x| {
         if let ExprKind::Function { name, .. } = &x.kind {
             let n = name.name.to_ascii_lowercase();
             if is_exact_agg(&n) || is_approx(&n) {
@@ -136,7 +140,7 @@ pub(crate) fn has_aggregate(e: &Expr) -> bool {
 /// Does the expression contain a `MATCHES` test?
 pub(crate) fn has_matches(e: &Expr) -> bool {
     let mut found = false;
-    walk(e, &mut |x| {
+    e.walk(&mut |x| {
         if let ExprKind::Binary {
             op: BinaryOp::Matches,
             ..
@@ -146,51 +150,6 @@ pub(crate) fn has_matches(e: &Expr) -> bool {
         }
     });
     found
-}
-
-/// Pre-order walk over every sub-expression.
-pub(crate) fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match &e.kind {
-        ExprKind::Literal(_) | ExprKind::Path(_) | ExprKind::Wildcard(_) => {}
-        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => walk(expr, f),
-        ExprKind::Binary { left, right, .. } => {
-            walk(left, f);
-            walk(right, f);
-        }
-        ExprKind::InList { expr, list, .. } => {
-            walk(expr, f);
-            list.iter().for_each(|x| walk(x, f));
-        }
-        ExprKind::Between {
-            expr, low, high, ..
-        } => {
-            walk(expr, f);
-            walk(low, f);
-            walk(high, f);
-        }
-        ExprKind::Like { expr, pattern, .. } => {
-            walk(expr, f);
-            walk(pattern, f);
-        }
-        ExprKind::Case {
-            operand,
-            whens,
-            else_,
-        } => {
-            if let Some(o) = operand {
-                walk(o, f);
-            }
-            for (w, t) in whens {
-                walk(w, f);
-                walk(t, f);
-            }
-            if let Some(x) = else_ {
-                walk(x, f);
-            }
-        }
-        ExprKind::Function { args, .. } => args.iter().for_each(|x| walk(x, f)),
-    }
 }
 
 pub(crate) fn is_exact_agg(n: &str) -> bool {
@@ -316,17 +275,16 @@ pub(crate) fn check_query(
                 }
                 let at = value.find(&format!("{f}:")).unwrap_or(0);
                 let names: Vec<&str> = stream.columns.iter().map(|(c, _)| c.as_str()).collect();
+                let span = literal_span(lit_span, value, at, at + f.len());
+                let suggestion = did_you_mean(&f, names.iter().copied());
                 let mut msg = format!(
                     "query field `{f}` is not a column of stream `{}`",
                     stream.name
                 );
-                if let Some(m) = did_you_mean(&f, names.iter().copied()) {
+                if let Some(m) = suggestion {
                     msg.push_str(&format!("; did you mean `{m}`?"));
                 }
-                diags.push(Diagnostic::error(
-                    literal_span(lit_span, value, at, at + f.len()),
-                    msg,
-                ));
+                diags.push(Diagnostic::error(span, msg));
             }
         }
     }
@@ -704,15 +662,52 @@ impl Cx<'_> {
         match s.column_type(&first.name) {
             None => {
                 let names: Vec<&str> = s.columns.iter().map(|(c, _)| c.as_str()).collect();
+                let in_body = !after_var && self.vars.is_some() && self.place.in_rule_body();
+                let mut candidates = names.clone();
+                if in_body {
+                    if let Some(v) = self.vars {
+                        candidates.extend(v.present.iter().map(String::as_str));
+                    }
+                }
+                let suggestion = did_you_mean(&first.name, candidates.iter().copied());
+                // A bare undeclared name is an error (it is most often a typo); a dotted
+                // path whose root is undeclared reads an undeclared JSON field (a warning),
+                // unless the root looks like a typo of a column or pattern variable.
+                // In a rule, `x.col` with an unknown `x` is a mistyped pattern variable.
+                let dotted = parts.len() > 1;
+                if self.open && dotted && !in_body && suggestion.is_none() {
+                    let what = if in_body {
+                        "neither a pattern variable nor a declared column"
+                    } else {
+                        "not a declared column"
+                    };
+                    self.diags.push(Diagnostic::warning(
+                        first.span,
+                        format!(
+                            "`{}` is {what} of stream `{}`; `{}` is read as a path into an undeclared JSON field (NULL when absent). Declare `{} JSON` to make it explicit",
+                            first.name,
+                            s.name,
+                            parts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join("."),
+                            first.name
+                        ),
+                    ));
+                    return None;
+                }
                 let mut msg = format!("unknown column `{}` in stream `{}`", first.name, s.name);
-                if !after_var && self.vars.is_some() && self.place.in_rule_body() {
+                if in_body {
                     msg = format!(
                         "unknown column or pattern variable `{}` (stream `{}`)",
                         first.name, s.name
                     );
                 }
-                if let Some(m) = did_you_mean(&first.name, names.iter().copied()) {
+                if let Some(m) = suggestion {
                     msg.push_str(&format!("; did you mean `{m}`?"));
+                } else if in_body && dotted {
+                    let pv: Vec<&str> = self
+                        .vars
+                        .map(|v| v.present.iter().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    msg.push_str(&format!("; PATTERN has {}", list(&pv)));
                 } else {
                     msg.push_str(&format!("; its columns are {}", list(&names)));
                 }
@@ -1000,7 +995,7 @@ impl Cx<'_> {
         // In a rule, an aggregate reads the rows of one pattern variable.
         if let Some(vars) = self.vars {
             let mut roots = BTreeSet::new();
-            walk(arg, &mut |x| {
+            arg.walk(&mut |x| {
                 if let ExprKind::Path(p) = &x.kind {
                     if p.len() > 1 && vars.known(&p[0].name) {
                         roots.insert(p[0].name.clone());

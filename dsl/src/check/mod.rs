@@ -27,8 +27,11 @@
 //! - All statements share one namespace (a rule's output is a stream named after it).
 //!   Names are case-sensitive; keywords and function names are not.
 //! - In a stream that declares columns, a bare name that is not a declared column is an
-//!   error; a dotted path `payload.user.id` must start at a declared JSON column. A stream
-//!   declared without columns is schemaless: every name is a JSON field.
+//!   error; a dotted path whose root is undeclared reads an undeclared JSON field with a
+//!   warning (outside rules; in a rule `x.col` must start at a variable or column), unless
+//!   the root looks like a typo. The outputs of rules, metrics and searches with EMIT have
+//!   exactly their columns ([`Entry::undeclared_fields`]).
+//! - A dotted path on a declared column needs a JSON column.
 //! - Types are checked where they are known (declared columns, literals); JSON values are
 //!   checked at run time.
 
@@ -58,9 +61,13 @@ pub struct Entry {
     /// The stream this statement defines: the stream itself, or the output of a rule,
     /// search or metric (readable `FROM` by later statements).
     pub output: StreamDef,
-    /// True for the output of a rule, search or metric: its event time is the output
-    /// record's `ts` (`output.event_time` is `None`).
+    /// True for the output of a rule, search or metric. Its columns end with `ts`
+    /// (TIMESTAMP, the output record's time; for a metric, the window's end) unless an
+    /// output column already has that name, and `ts` is its event time.
     pub derived: bool,
+    /// Events of this stream may carry fields beyond `output.columns`, readable as JSON:
+    /// true for a `CREATE STREAM`, and for a search without EMIT over such a stream.
+    pub undeclared_fields: bool,
     pub plan: Plan,
     batch: u64,
 }
@@ -263,7 +270,7 @@ impl Catalog {
         diags: &mut Vec<Diagnostic>,
     ) -> Option<AppliedStatement> {
         let (kind, name, or_replace) = match &s.kind {
-            StatementKind::Drop(d) => return self.drop(s, d, diags),
+            StatementKind::Drop(d) => return self.drop(d, diags),
             StatementKind::CreateStream(c) => (ObjectKind::Stream, &c.name, c.or_replace),
             StatementKind::CreateRule(c) => (ObjectKind::Rule, &c.name, c.or_replace),
             StatementKind::CreateSearch(c) => (ObjectKind::Search, &c.name, c.or_replace),
@@ -325,21 +332,24 @@ impl Catalog {
                 diags.push(self.unknown_name(from, "stream"));
             }
         }
-        let (input_def, input_derived) = match input {
-            Some(i) => (
-                self.entries[i].output.clone(),
-                Some(self.entries[i].derived),
-            ),
+        let (input_def, input_derived, input_open) = match input {
+            Some(i) => {
+                let e = &self.entries[i];
+                (e.output.clone(), Some(e.derived), e.undeclared_fields)
+            }
             // Unknown input: check the rest against a schemaless stand-in.
-            None => (stand_in(from_of(s).unwrap_or("")), None),
+            None => (stand_in(from_of(s).unwrap_or("")), None, true),
         };
-        let (output, plan) = check_statement(s, &input_def, input_derived, diags);
+        let first_new = diags.len();
+        let (output, plan) = check_statement(s, &input_def, input_derived, input_open, diags);
+        dedup_warnings(diags, first_new);
         let entry = Entry {
             name: name.name.clone(),
             kind,
             statement: s.clone(),
             output,
             derived: kind != ObjectKind::Stream,
+            undeclared_fields: undeclared_fields(s, input_open),
             plan,
             batch: self.batch,
         };
@@ -390,9 +400,11 @@ impl Catalog {
                     continue;
                 }
                 let Some(src) = self.get(from) else { continue };
-                let (input, derived) = (src.output.clone(), Some(src.derived));
+                let (input, derived, open) =
+                    (src.output.clone(), Some(src.derived), src.undeclared_fields);
                 let mut scratch = Vec::new();
-                let (output, plan) = check_statement(&e.statement, &input, derived, &mut scratch);
+                let (output, plan) =
+                    check_statement(&e.statement, &input, derived, open, &mut scratch);
                 if let Some(err) = scratch.iter().find(|d| d.is_error()) {
                     diags.push(Diagnostic::error(
                         at,
@@ -403,11 +415,26 @@ impl Catalog {
                             err.message
                         ),
                     ));
+                } else if let Some(w) = scratch.iter().find(|d| {
+                    // Warnings the reader did not have before (e.g. a column it reads was
+                    // removed and is now an undeclared field).
+                    !d.is_error() && !d.message.contains("has no WITHIN")
+                }) {
+                    diags.push(Diagnostic::warning(
+                        at,
+                        format!(
+                            "replacing `{name}` changes {} `{}`: {}",
+                            kind_word(e.kind),
+                            e.name,
+                            w.message
+                        ),
+                    ));
                 }
                 let dep = e.name.clone();
                 let e = &mut self.entries[i];
                 e.output = output;
                 e.plan = plan;
+                e.undeclared_fields = undeclared_fields(&e.statement, open);
                 changed.insert(dep);
                 progressed = true;
             }
@@ -446,11 +473,9 @@ impl Catalog {
 
     fn drop(
         &mut self,
-        s: &Statement,
         d: &crate::ast::Drop,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<AppliedStatement> {
-        let _ = s;
         let Some(i) = self.index_of(&d.name.name) else {
             if d.if_exists {
                 return Some(AppliedStatement {
@@ -513,6 +538,51 @@ impl Catalog {
     }
 }
 
+/// Keep only the first of identical warnings from one statement (a name used many times).
+fn dedup_warnings(diags: &mut Vec<Diagnostic>, from: usize) {
+    let mut seen: Vec<String> = Vec::new();
+    let mut i = from;
+    while i < diags.len() {
+        if !diags[i].is_error() {
+            if seen.contains(&diags[i].message) {
+                diags.remove(i);
+                continue;
+            }
+            seen.push(diags[i].message.clone());
+        }
+        i += 1;
+    }
+}
+
+/// The first column of a metric SELECT item that is outside every aggregate and not a
+/// GROUP BY expression.
+fn is_aggregate_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    expr::is_exact_agg(&n) || n.starts_with("approx_")
+}
+
+fn ungrouped_column(e: &Expr, group_by: &[Expr]) -> Option<Span> {
+    if group_by.contains(e) {
+        return None;
+    }
+    match &e.kind {
+        ExprKind::Path(_) => Some(e.span),
+        ExprKind::Function { name, .. } if is_aggregate_name(&name.name) => None,
+        _ => e
+            .children()
+            .into_iter()
+            .find_map(|c| ungrouped_column(c, group_by)),
+    }
+}
+
+fn undeclared_fields(s: &Statement, input_open: bool) -> bool {
+    match &s.kind {
+        StatementKind::CreateStream(_) => true,
+        StatementKind::CreateSearch(x) => x.emit.is_empty() && input_open,
+        _ => false,
+    }
+}
+
 fn statement_name(s: &Statement) -> Option<&Ident> {
     match &s.kind {
         StatementKind::CreateStream(c) => Some(&c.name),
@@ -547,24 +617,25 @@ fn check_statement(
     s: &Statement,
     input: &StreamDef,
     input_derived: Option<bool>,
+    input_open: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (StreamDef, Plan) {
     match &s.kind {
         StatementKind::CreateStream(c) => (check_stream(c, diags), Plan::Stream),
         StatementKind::CreateRule(r) => {
-            let (out, plan) = check_rule(r, input, input_derived, diags);
-            (out, Plan::Rule(plan))
+            let (out, plan) = check_rule(r, input, input_derived, input_open, diags);
+            (with_record_time(out), Plan::Rule(plan))
         }
         StatementKind::CreateSearch(x) => (
-            check_search(x, input, diags),
+            with_record_time(check_search(x, input, input_open, diags)),
             Plan::Search(SearchPlan {
                 input: input.clone(),
             }),
         ),
         StatementKind::CreateMetric(m) => {
-            let (out, options) = check_metric(m, input, diags);
+            let (out, options) = check_metric(m, input, input_open, diags);
             (
-                out,
+                with_record_time(out),
                 Plan::Metric(MetricPlan {
                     input: input.clone(),
                     options,
@@ -573,6 +644,23 @@ fn check_statement(
         }
         StatementKind::Drop(_) => (stand_in(""), Plan::Stream),
     }
+}
+
+/// Give a derived stream (a rule's, search's or metric's output) its time column: `ts`, the
+/// output record's time, appended unless an output column is already called `ts`; it is the
+/// stream's event time when it is a TIMESTAMP. Late rows are processed (`late = 'emit'`).
+/// The same shape as `matcher::cep::CepRule::output_stream`.
+fn with_record_time(mut out: StreamDef) -> StreamDef {
+    match out.column_type("ts") {
+        None => {
+            out.columns.push(("ts".to_string(), DataType::Timestamp));
+            out.event_time = Some("ts".to_string());
+        }
+        Some(DataType::Timestamp) => out.event_time = Some("ts".to_string()),
+        Some(_) => out.event_time = None,
+    }
+    out.late = crate::plan::LatePolicy::Emit;
+    out
 }
 
 /// Names must be unique; reports the second with a note at the first.
@@ -751,6 +839,7 @@ fn check_rule(
     r: &CreateRule,
     input: &StreamDef,
     input_derived: Option<bool>,
+    input_open: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (StreamDef, RulePlan) {
     let mut present = Vec::new();
@@ -808,6 +897,7 @@ fn check_rule(
     for d in &r.define {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::Define,
             vars: Some(&vars),
             defining: Some(&d.var.name),
@@ -822,6 +912,7 @@ fn check_rule(
     for p in &r.partition_by {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::PartitionBy,
             vars: None,
             defining: None,
@@ -891,6 +982,7 @@ fn check_rule(
     for m in &r.measures {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::Measures,
             vars: Some(&vars),
             defining: None,
@@ -931,9 +1023,15 @@ fn item_name(e: &Expr, alias: Option<&Ident>) -> Option<(String, Span)> {
     }
 }
 
-fn check_search(x: &CreateSearch, input: &StreamDef, diags: &mut Vec<Diagnostic>) -> StreamDef {
+fn check_search(
+    x: &CreateSearch,
+    input: &StreamDef,
+    input_open: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> StreamDef {
     let mut cx = Cx {
         stream: input,
+        open: input_open,
         place: Place::Where,
         vars: None,
         defining: None,
@@ -951,6 +1049,7 @@ fn check_search(x: &CreateSearch, input: &StreamDef, diags: &mut Vec<Diagnostic>
     for item in &x.emit {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::Emit,
             vars: None,
             defining: None,
@@ -981,11 +1080,13 @@ fn check_search(x: &CreateSearch, input: &StreamDef, diags: &mut Vec<Diagnostic>
 fn check_metric(
     m: &CreateMetric,
     input: &StreamDef,
+    input_open: bool,
     diags: &mut Vec<Diagnostic>,
 ) -> (StreamDef, MetricOptions) {
     if let Some(f) = &m.filter {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::Where,
             vars: None,
             defining: None,
@@ -998,6 +1099,7 @@ fn check_metric(
     for g in &m.group_by {
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::GroupBy,
             vars: None,
             defining: None,
@@ -1019,31 +1121,41 @@ fn check_metric(
     }
     let mut any_aggregate = false;
     for item in &m.items {
+        let errors_before = diags.iter().filter(|d| d.is_error()).count();
         let mut cx = Cx {
             stream: input,
+            open: input_open,
             place: Place::MetricItem,
             vars: None,
             defining: None,
             diags,
         };
         let t = cx.check_item(&item.expr);
+        let item_ok = diags.iter().filter(|d| d.is_error()).count() == errors_before;
+        let top_aggregate = matches!(&item.expr.kind, ExprKind::Function { name, .. }
+            if is_aggregate_name(&name.name));
         if has_aggregate(&item.expr) {
             any_aggregate = true;
-        } else if !m.group_by.contains(&item.expr) {
-            let mut bad = None;
-            expr::walk(&item.expr, &mut |e| {
-                if let ExprKind::Path(_) = e.kind {
-                    if bad.is_none() && !m.group_by.contains(e) {
-                        bad = Some(e.span);
-                    }
-                }
-            });
-            if let Some(span) = bad {
-                diags.push(Diagnostic::error(
-                    span,
-                    "this column is neither in GROUP BY nor inside an aggregate",
-                ));
-            }
+        }
+        if let Some(span) = ungrouped_column(&item.expr, &m.group_by) {
+            diags.push(Diagnostic::error(
+                span,
+                "this column is neither in GROUP BY nor inside an aggregate",
+            ));
+        } else if item_ok && !top_aggregate && !m.group_by.contains(&item.expr) {
+            // Each item is one window value or one group key (language decision, matching
+            // the metric engine): no arithmetic over aggregates or group columns.
+            let what = if has_aggregate(&item.expr) {
+                "arithmetic over aggregates"
+            } else {
+                "an expression of GROUP BY columns"
+            };
+            diags.push(Diagnostic::error(
+                item.expr.span,
+                format!(
+                    "a METRIC SELECT item is one aggregate (like SUM(x), whose argument may be an expression) or a GROUP BY column; {what} is not supported"
+                ),
+            ));
         }
         match item_name(&item.expr, item.alias.as_ref()) {
             Some((n, span)) => {

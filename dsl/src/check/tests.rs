@@ -85,7 +85,7 @@ fn rule_output_is_partition_columns_then_measures_with_types() {
     .unwrap();
     let e = c.get("r").unwrap();
     assert!(e.derived);
-    assert_eq!(e.output.event_time, None);
+    assert_eq!(e.output.event_time.as_deref(), Some("ts"));
     assert_eq!(
         e.output.columns,
         [
@@ -96,6 +96,7 @@ fn rule_output_is_partition_columns_then_measures_with_types() {
             ("at".to_string(), DataType::Timestamp),
             ("v".to_string(), DataType::String),
             ("country".to_string(), DataType::String),
+            ("ts".to_string(), DataType::Timestamp),
         ]
     );
     let Plan::Rule(plan) = &e.plan else { panic!() };
@@ -136,6 +137,7 @@ fn metric_output_and_options() {
             ("pcts", DataType::Json),
             ("top", DataType::Json),
             ("seen", DataType::Json),
+            ("ts", DataType::Timestamp),
         ]
     );
     let Plan::Metric(plan) = &e.plan else {
@@ -149,6 +151,7 @@ fn metric_output_and_options() {
             percentile_error: Some(0.05),
             retention_ms: Some(3_600_000),
             max_groups: Some(7),
+            ..MetricOptions::default()
         }
     );
 }
@@ -175,7 +178,37 @@ fn entries_stay_in_dependency_order_after_replace() {
     let err = c
         .apply(&parse("CREATE OR REPLACE STREAM b (x INT);"))
         .unwrap_err();
-    assert!(err[0].message.contains("breaks rule `r`"), "{err:?}");
+    assert!(
+        err[0]
+            .message
+            .contains("replacing `b` breaks rule `r`: unknown column or pattern variable `y`"),
+        "{err:?}"
+    );
+    let err = c
+        .apply(&parse("CREATE OR REPLACE STREAM b (x INT, y STRING);"))
+        .unwrap_err();
+    assert!(
+        err[0]
+            .message
+            .contains("breaks rule `r`: cannot compare STRING with INT"),
+        "{err:?}"
+    );
+    // A reader that reads a path into an undeclared field only gets a warning.
+    c.apply(&parse(
+        "CREATE OR REPLACE STREAM b (x INT, y INT, extra JSON);
+         CREATE METRIC m2 AS SELECT COUNT(*) AS c FROM b WHERE extra.k > 1 WINDOW TUMBLING (SIZE 1 MINUTE);",
+    ))
+    .unwrap();
+    let applied = c
+        .apply(&parse("CREATE OR REPLACE STREAM b (x INT, y INT);"))
+        .unwrap();
+    assert!(
+        applied.warnings[0]
+            .message
+            .contains("replacing `b` changes metric `m2`"),
+        "{:?}",
+        applied.warnings
+    );
 }
 
 #[test]
@@ -211,4 +244,27 @@ fn check_source_is_lenient_and_sorted() {
 #[test]
 fn durations_in_with_are_parsed() {
     assert_eq!(parse_duration("5 seconds"), Ok(5000));
+}
+
+#[test]
+fn derived_streams_get_the_record_time_unless_named() {
+    let mut c = Catalog::new();
+    c.apply(&parse(&format!(
+        "{STREAM}
+         CREATE RULE own_ts AS FROM p PATTERN (a) WITHIN 1 MINUTE MEASURES a.ts AS ts;
+         CREATE RULE int_ts AS FROM p PATTERN (a) WITHIN 1 MINUTE MEASURES a.n AS ts;
+         CREATE SEARCH q AS FROM p WHERE country MATCHES 'fr';
+         CREATE RULE later AS FROM own_ts PATTERN (x y) WITHIN 1 HOUR DEFINE y AS ts > x.ts;"
+    )))
+    .unwrap();
+    let own = &c.get("own_ts").unwrap().output;
+    assert_eq!(own.columns, [("ts".to_string(), DataType::Timestamp)]);
+    assert_eq!(own.event_time.as_deref(), Some("ts"));
+    let int = &c.get("int_ts").unwrap().output;
+    assert_eq!(int.columns, [("ts".to_string(), DataType::Int)]);
+    assert_eq!(int.event_time, None);
+    // A search without EMIT outputs the source columns, whose `ts` is the event time.
+    let q = &c.get("q").unwrap().output;
+    assert_eq!(q.columns.len(), 5);
+    assert_eq!(q.event_time.as_deref(), Some("ts"));
 }

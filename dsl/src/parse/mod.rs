@@ -53,7 +53,8 @@ pub fn parse_statements(src: &str) -> (Vec<Statement>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     lex::reset(src.len());
     lex::take_warnings();
-    let mut pos = 0;
+    // A byte-order mark at the start of a file (some editors write one) is not content.
+    let mut pos = if src.starts_with('\u{feff}') { 3 } else { 0 };
     loop {
         lex::reset(src.len());
         // Skip whitespace, comments and empty statements.
@@ -74,8 +75,9 @@ pub fn parse_statements(src: &str) -> (Vec<Statement>, Vec<Diagnostic>) {
         }
         let scan = scan_statement(src, pos);
         if scan.end - pos > limits::MAX_STATEMENT_BYTES {
+            let first = rest.chars().next().map_or(0, char::len_utf8);
             diags.push(Diagnostic::error(
-                Span::new(pos, pos + 1),
+                Span::new(pos, pos + first),
                 format!(
                     "statement too long ({} bytes; the limit is {} bytes)",
                     scan.end - pos,

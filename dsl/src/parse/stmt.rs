@@ -3,7 +3,7 @@
 use super::expr::expr;
 use super::lex::{
     attempt, cut, fail, hard, ident, ident_q, kw, kw_q, kws, labelled, number, span, string_lit,
-    sym, sym_q, tok_start, warn, word, Exp, PResult,
+    sym, sym_q, tok_start, warn, word, Exp, PResult, Upper,
 };
 use super::limits::MAX_LIST_ITEMS;
 use super::pattern::pattern;
@@ -147,10 +147,28 @@ fn create_stream(i: &str, or_replace: bool) -> PResult<'_, StatementKind> {
 }
 
 fn column_def(i: &str) -> PResult<'_, ColumnDef> {
-    let (r, name) = ident(i)?;
+    let t = tok_start(i)?;
+    if let Some((r, _)) = attempt(kw_q("WATERMARK")(t))? {
+        if attempt(kw_q("FOR")(r))?.is_some() {
+            return hard(
+                t,
+                9,
+                "WATERMARK FOR is written as stream options here: WITH (event_time = 'ts', max_delay = '5 seconds')",
+            );
+        }
+    }
+    if let Some((r, _)) = attempt(kw_q("PRIMARY")(t))? {
+        if attempt(kw_q("KEY")(r))?.is_some() {
+            return hard(
+                t,
+                7,
+                "PRIMARY KEY is not supported; use WITH (key = 'column') for the Kafka key",
+            );
+        }
+    }
+    let (r, name) = ident(t)?;
     let (r, ty) = cut(data_type(r))?;
-    let sp = name.span.to(span(i, r));
-    let sp = Span::new(name.span.start, sp.end);
+    let sp = span(t, r);
     Ok((r, ColumnDef { name, ty, span: sp }))
 }
 
@@ -161,7 +179,7 @@ fn data_type(i: &str) -> PResult<'_, DataType> {
     let Some((w, rest)) = word(t) else {
         return fail(t, Exp::Label(TYPES));
     };
-    let ty = match w.to_ascii_uppercase().as_str() {
+    let ty = match Upper::of(w).as_str() {
         "STRING" | "VARCHAR" | "TEXT" => DataType::String,
         "INT" | "INTEGER" | "BIGINT" | "LONG" => DataType::Int,
         "FLOAT" | "DOUBLE" | "REAL" => DataType::Float,
@@ -258,8 +276,9 @@ fn option_value(i: &str) -> PResult<'_, Literal> {
 const DURATION: &str = "a duration like `10 MINUTES` or `INTERVAL '10' MINUTE`";
 
 fn unit_millis(w: &str) -> Option<u64> {
-    let u = w.to_ascii_uppercase();
-    let u = u.strip_suffix('S').unwrap_or(&u);
+    let u = Upper::of(w);
+    let u = u.as_str();
+    let u = u.strip_suffix('S').unwrap_or(u);
     Some(match u {
         "MILLISECOND" => 1,
         "SECOND" => 1_000,
@@ -432,11 +451,9 @@ fn match_recognize(i: &str, or_replace: bool, name: Ident) -> PResult<'_, Statem
         let (r, _) = kw("PER")(r)?;
         let (r, _) = kw("MATCH")(r)?;
         i = r;
-    } else if let Some((r, sp)) = attempt(kw_q("ALL")(i))? {
-        let t = tok_start(i)?;
-        let _ = r;
+    } else if let Some((_, sp)) = attempt(kw_q("ALL")(i))? {
         return hard(
-            t,
+            tok_start(i)?,
             sp.end - sp.start,
             "ALL ROWS PER MATCH is not supported; use ONE ROW PER MATCH",
         );
@@ -453,6 +470,7 @@ fn match_recognize(i: &str, or_replace: bool, name: Ident) -> PResult<'_, Statem
     }
     let (i, d) = define(i)?;
     rule.define = d;
+    out_of_order(i, MR_ORDER)?;
     let (i, _) = labelled(i, "`)` to close MATCH_RECOGNIZE", sym(")"))?;
     // Optional alias, ignored: `) AS T` or `) T`.
     let i = match attempt(kw("AS")(i))? {
@@ -480,7 +498,41 @@ fn native_rule(i: &str, or_replace: bool, name: Ident) -> PResult<'_, StatementK
     rule.measures = m;
     let (i, a) = after_match(i)?;
     rule.after_match = a;
+    out_of_order(i, NATIVE_ORDER)?;
     Ok((i, StatementKind::CreateRule(rule)))
+}
+
+const NATIVE_ORDER: &str = "FROM, PARTITION BY, PATTERN, WITHIN, DEFINE, MEASURES, AFTER MATCH";
+const MR_ORDER: &str =
+    "PARTITION BY, ORDER BY, MEASURES, ONE ROW PER MATCH, AFTER MATCH, PATTERN, WITHIN, DEFINE";
+
+/// After the last clause: a clause keyword here was written in the wrong place. Say so
+/// instead of "expected `;`".
+fn out_of_order(i: &str, order: &'static str) -> Result<(), nom::Err<super::lex::PErr>> {
+    let t = tok_start(i)?;
+    let Some((w, _)) = word(t) else {
+        return Ok(());
+    };
+    let up = w.to_ascii_uppercase();
+    if [
+        "PARTITION",
+        "ORDER",
+        "PATTERN",
+        "WITHIN",
+        "DEFINE",
+        "MEASURES",
+        "AFTER",
+        "ONE",
+    ]
+    .contains(&up.as_str())
+    {
+        let (_, ()) = hard(
+            t,
+            w.len(),
+            format!("`{up}` is out of place: a rule's clauses are expected in the order {order}"),
+        )?;
+    }
+    Ok(())
 }
 
 fn partition_by(i: &str) -> PResult<'_, Vec<Expr>> {
@@ -600,7 +652,7 @@ fn after_match(i: &str) -> PResult<'_, Option<AfterMatch>> {
         }
     }
     for (k, first) in [("FIRST", true), ("LAST", false)] {
-        if let Some((r2, _)) = attempt(kw(k)(r))? {
+        if let Some((r2, _)) = attempt(kw_q(k)(r))? {
             if let Some((r3, v)) = attempt(ident(r2))? {
                 let a = if first {
                     AfterMatch::SkipToFirst(v)

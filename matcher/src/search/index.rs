@@ -19,7 +19,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use std::sync::Arc;
 
 /// Wildcard/regex patterns per compiled DFA.
-const SHARD_CAP: usize = 64;
+const SHARD_CAP: usize = 256;
+/// Wildcards are grouped by up to this many literal leading characters.
+const WILD_KEY_CHARS: usize = 4;
 
 /// Bounds on what can be registered.
 #[derive(Debug, Clone)]
@@ -110,6 +112,8 @@ struct Shard {
     ids: Vec<u32>,
     live: usize,
     re: Option<Regex>,
+    /// Patterns changed since `re` was built; rebuilt before the next document.
+    dirty: bool,
 }
 
 #[derive(Default)]
@@ -122,43 +126,85 @@ struct FieldInfo {
     prefix_lens: u64,
     /// First 4 bytes of every prefix of 4+ bytes, with counts.
     prefix_heads: FxHashMap<u32, u32>,
-    groups: FxHashMap<Box<str>, Vec<Shard>>,
+    /// Wildcard/regex DFAs by (token length in chars, or ANY_LEN) then literal leading
+    /// characters: a `?`-only wildcard can only match tokens of its own length.
+    groups: FxHashMap<u32, FxHashMap<Box<str>, Vec<Shard>>>,
+    /// Patterns per key length (in chars), for any-length [0] and fixed-length [1] groups.
+    key_lens: [[usize; WILD_KEY_CHARS + 1]; 2],
     fuzzy: FxHashMap<Box<str>, Vec<u32>>,
     fuzzy_by_distance: [usize; 3],
 }
 
-/// FxHash of a term (used for both the interner and the per-document grouping).
+/// Terms are identified by a 64-bit keyed hash (aHash with per-process random keys, so
+/// collisions cannot be crafted): a document term is taken to be a stored term when their
+/// hashes are equal, without comparing text (a false match needs a 64-bit collision).
 fn term_hash(s: &str) -> u64 {
-    use std::hash::Hasher;
-    let mut h = rustc_hash::FxHasher::default();
-    h.write(s.as_bytes());
-    h.finish()
+    static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    KEYS.get_or_init(ahash::RandomState::new).hash_one(s)
+}
+
+/// Hasher for keys that are already hashes.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// A stored term: its id and the searches anchored on it (slot, field), kept in the hash
+/// table's bucket so a document term costs one look-up.
+struct TermSlot {
+    id: u32,
+    post: Vec<(u32, u16)>,
 }
 
 /// Interned strings with reference counts, looked up by a precomputed hash.
 #[derive(Default)]
 struct Interner {
-    ids: FxHashMap<u64, u32>,
-    /// Strings whose hash slot is held by another string (practically never used).
+    ids: IdMap<TermSlot>,
+    /// Strings whose hash is held by another string (never seen in practice; such a
+    /// term cannot be told apart from the other at document time).
     collide: FxHashMap<Box<str>, u32>,
+    collide_post: FxHashMap<u32, Vec<(u32, u16)>>,
     strs: Vec<(Box<str>, u32)>,
     free: Vec<u32>,
 }
 
 impl Interner {
-    fn get(&self, s: &str) -> Option<u32> {
-        self.get_h(s, term_hash(s))
+    /// Document-time look-up by hash only.
+    fn get_h(&self, h: u64) -> Option<&TermSlot> {
+        self.ids.get(&h)
     }
-    fn get_h(&self, s: &str, h: u64) -> Option<u32> {
+    fn get(&self, s: &str) -> Option<u32> {
+        self.get_h(term_hash(s)).map(|t| t.id)
+    }
+    fn get_exact(&self, s: &str, h: u64) -> Option<u32> {
         match self.ids.get(&h) {
-            Some(&id) if &*self.strs[id as usize].0 == s => Some(id),
+            Some(t) if &*self.strs[t.id as usize].0 == s => Some(t.id),
             _ if self.collide.is_empty() => None,
             _ => self.collide.get(s).copied(),
         }
     }
+    fn post_mut(&mut self, id: u32) -> &mut Vec<(u32, u16)> {
+        let h = term_hash(&self.strs[id as usize].0);
+        match self.ids.get_mut(&h) {
+            Some(t) if t.id == id => &mut t.post,
+            _ => self.collide_post.entry(id).or_default(),
+        }
+    }
     fn acquire(&mut self, s: &str) -> u32 {
         let h = term_hash(s);
-        if let Some(id) = self.get_h(s, h) {
+        if let Some(id) = self.get_exact(s, h) {
             self.strs[id as usize].1 += 1;
             return id;
         }
@@ -173,7 +219,10 @@ impl Interner {
             }
         };
         if let std::collections::hash_map::Entry::Vacant(e) = self.ids.entry(h) {
-            e.insert(id);
+            e.insert(TermSlot {
+                id,
+                post: Vec::new(),
+            });
         } else {
             self.collide.insert(s.into(), id);
         }
@@ -185,19 +234,17 @@ impl Interner {
         if e.1 == 0 {
             let s = std::mem::take(&mut e.0);
             let h = term_hash(&s);
-            if self.ids.get(&h) == Some(&id) {
+            if self.ids.get(&h).is_some_and(|t| t.id == id) {
                 self.ids.remove(&h);
             } else {
                 self.collide.remove(&s);
+                self.collide_post.remove(&id);
             }
             self.free.push(id);
         }
     }
     fn str(&self, id: u32) -> &str {
         &self.strs[id as usize].0
-    }
-    fn capacity(&self) -> usize {
-        self.strs.len()
     }
 }
 
@@ -206,8 +253,9 @@ struct Scratch {
     analyzed: Vec<(u16, Analyzed)>,
     order: Vec<u32>,
     pos_buf: Vec<u32>,
-    /// Per field id, per term id: (doc stamp, start, end) into `pos_buf`.
-    ranges: Vec<Vec<(u32, u32, u32)>>,
+    /// This document's stored terms: open-addressing table of (term id + 1, field, start,
+    /// end into `pos_buf`); small enough to stay in cache.
+    local: Vec<(u32, u16, u32, u32)>,
     pairs: Vec<(u64, u32)>,
     multi_pairs: Vec<(u32, u32, u32)>,
     multi_ranges: FxHashMap<u32, (u32, u32)>,
@@ -230,12 +278,12 @@ pub struct SearchIndex<R = ()> {
     field_ids: FxHashMap<Box<str>, u16>,
     terms: Interner,
     /// Per term id: (field, slots anchored on that term in that field).
-    term_post: Vec<Vec<(u16, Vec<u32>)>>,
     eq_post: FxHashMap<(u16, u32), Vec<u32>>,
     multis: Vec<Option<MultiEntry>>,
     multi_free: Vec<u32>,
     multi_ids: FxHashMap<(u16, MultiKind), u32>,
     always: Vec<u32>,
+    dirty_shards: bool,
     stats: SearchStats,
     scratch: Scratch,
 }
@@ -246,8 +294,14 @@ impl<R> Default for SearchIndex<R> {
     }
 }
 
+/// Estimated selectivity of a term from its length alone (longer words are rarer; each
+/// two more characters halve it). Costs add up over OR branches; AND takes the cheapest.
+fn len_cost(chars: usize) -> u32 {
+    (1u32 << 13) >> (chars.min(24) / 2)
+}
+
 fn term_cost(s: &str) -> u32 {
-    100 / s.chars().count().max(1) as u32 + 1
+    len_cost(s.chars().count())
 }
 
 fn head4(s: &str) -> u32 {
@@ -255,13 +309,26 @@ fn head4(s: &str) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn wildcard_key(pattern: &str) -> Box<str> {
-    pattern
-        .chars()
-        .take_while(|c| *c != '*' && *c != '?')
-        .take(2)
-        .collect::<String>()
-        .into()
+const ANY_LEN: u32 = u32::MAX;
+
+/// Group key of a wildcard or regex: (fixed token length or ANY_LEN, literal leading chars).
+fn group_key(kind: &MultiKind) -> (u32, Box<str>) {
+    match kind {
+        MultiKind::Wildcard(p) => {
+            let len = if p.contains('*') {
+                ANY_LEN
+            } else {
+                p.chars().count() as u32
+            };
+            let key: String = p
+                .chars()
+                .take_while(|c| *c != '*' && *c != '?')
+                .take(WILD_KEY_CHARS)
+                .collect();
+            (len, key.into())
+        }
+        _ => (ANY_LEN, "".into()),
+    }
 }
 
 fn deletions(s: &str, k: usize, out: &mut FxHashSet<String>) {
@@ -309,12 +376,12 @@ impl<R> SearchIndex<R> {
             fields: Vec::new(),
             field_ids: FxHashMap::default(),
             terms: Interner::default(),
-            term_post: Vec::new(),
             eq_post: FxHashMap::default(),
             multis: Vec::new(),
             multi_free: Vec::new(),
             multi_ids: FxHashMap::default(),
             always: Vec::new(),
+            dirty_shards: false,
             stats: SearchStats::default(),
             scratch: Scratch::default(),
         }
@@ -372,17 +439,7 @@ impl<R> SearchIndex<R> {
             Some(list) => {
                 for a in list.iter() {
                     match *a {
-                        Anchor::Term(f, t) => {
-                            let t = t as usize;
-                            if self.term_post.len() <= t {
-                                self.term_post.resize_with(t + 1, Vec::new);
-                            }
-                            let per = &mut self.term_post[t];
-                            match per.iter_mut().find(|(g, _)| *g == f) {
-                                Some((_, v)) => v.push(slot),
-                                None => per.push((f, vec![slot])),
-                            }
-                        }
+                        Anchor::Term(f, t) => self.terms.post_mut(t).push((slot, f)),
                         Anchor::Eq(f, v) => self.eq_post.entry((f, v)).or_default().push(slot),
                         Anchor::Multi(m) => {
                             if let Some(e) = self.multis[m as usize].as_mut() {
@@ -424,15 +481,11 @@ impl<R> SearchIndex<R> {
                 for a in list.iter() {
                     match *a {
                         Anchor::Term(f, t) => {
-                            if let Some(per) = self.term_post.get_mut(t as usize) {
-                                if let Some(i) = per.iter().position(|(g, _)| *g == f) {
-                                    unlist(&mut per[i].1, slot);
-                                    if per[i].1.is_empty() {
-                                        per.swap_remove(i);
-                                        if per.is_empty() {
-                                            *per = Vec::new();
-                                        }
-                                    }
+                            let v = self.terms.post_mut(t);
+                            if let Some(i) = v.iter().position(|&(q, g)| q == slot && g == f) {
+                                v.swap_remove(i);
+                                if v.is_empty() {
+                                    *v = Vec::new();
                                 }
                             }
                         }
@@ -620,11 +673,9 @@ impl<R> SearchIndex<R> {
                 info.fuzzy_by_distance[*d as usize] += 1;
             }
             MultiKind::Wildcard(_) | MultiKind::Regex(_) => {
-                let gkey = match &kind {
-                    MultiKind::Wildcard(p) => wildcard_key(p),
-                    _ => "".into(),
-                };
-                let group = info.groups.entry(gkey).or_default();
+                let (lk, gkey) = group_key(&kind);
+                info.key_lens[usize::from(lk != ANY_LEN)][gkey.chars().count()] += 1;
+                let group = info.groups.entry(lk).or_default().entry(gkey).or_default();
                 let need_new = match group.last() {
                     Some(s) => s.ids.len() >= SHARD_CAP,
                     None => true,
@@ -634,21 +685,18 @@ impl<R> SearchIndex<R> {
                         ids: Vec::new(),
                         live: 0,
                         re: None,
+                        dirty: true,
                     });
                 }
                 if let Some(shard) = group.last_mut() {
                     shard.ids.push(m);
                     shard.live += 1;
+                    shard.dirty = true;
                 }
+                self.dirty_shards = true;
                 // Rebuilt below once the entry exists.
             }
         }
-        let rebuild = matches!(kind, MultiKind::Wildcard(_) | MultiKind::Regex(_));
-        let gkey = match &kind {
-            MultiKind::Wildcard(p) => Some(wildcard_key(p)),
-            MultiKind::Regex(_) => Some("".into()),
-            _ => None,
-        };
         self.multis[m as usize] = Some(MultiEntry {
             field: f,
             kind: kind.clone(),
@@ -656,42 +704,41 @@ impl<R> SearchIndex<R> {
             post: Vec::new(),
         });
         self.multi_ids.insert((f, kind), m);
-        if rebuild {
-            if let Some(gkey) = gkey {
-                let n = self.fields[f as usize]
-                    .groups
-                    .get(&gkey)
-                    .map_or(0, |g| g.len());
-                if n > 0 {
-                    self.rebuild_shard(f, &gkey, n - 1);
-                }
-            }
-        }
         Node::Multi { f, m }
     }
 
-    fn rebuild_shard(&mut self, f: u16, gkey: &str, i: usize) {
+    /// Build the pattern automata changed by `add` / `remove` now rather than on the next
+    /// document (after a batch of registrations, to keep that document's latency low).
+    pub fn prepare(&mut self) {
+        if self.dirty_shards {
+            self.rebuild_dirty();
+        }
+    }
+
+    /// Rebuild the DFAs of the shards whose patterns changed (compacting dropped ones).
+    fn rebuild_dirty(&mut self) {
         let multis = &self.multis;
-        let Some(group) = self.fields[f as usize].groups.get_mut(gkey) else {
-            return;
-        };
-        let Some(shard) = group.get_mut(i) else {
-            return;
-        };
-        shard.ids.retain(|&m| m != u32::MAX);
-        let pats: Vec<String> = shard
-            .ids
-            .iter()
-            .filter_map(|&m| {
-                multis[m as usize]
-                    .as_ref()
-                    .and_then(|e| multi_regex(&e.kind))
-            })
-            .collect();
-        // Each pattern compiled alone at validation; together they compile too (the
-        // builder's limits are per regex, well above SHARD_CAP small patterns).
-        shard.re = build_regex(&pats).ok();
-        shard.live = shard.ids.len();
+        for info in &mut self.fields {
+            for group in info.groups.values_mut().flat_map(|g| g.values_mut()) {
+                for shard in group.iter_mut().filter(|s| s.dirty) {
+                    shard.ids.retain(|&m| m != u32::MAX);
+                    let pats: Vec<String> = shard
+                        .ids
+                        .iter()
+                        .filter_map(|&m| {
+                            multis[m as usize]
+                                .as_ref()
+                                .and_then(|e| multi_regex(&e.kind))
+                        })
+                        .collect();
+                    // Each pattern compiled alone at validation; together they compile too.
+                    shard.re = build_regex(&pats).ok();
+                    shard.live = shard.ids.len();
+                    shard.dirty = false;
+                }
+            }
+        }
+        self.dirty_shards = false;
     }
 
     fn release_node(&mut self, n: &Node) {
@@ -757,29 +804,32 @@ impl<R> SearchIndex<R> {
                 info.fuzzy_by_distance[*d as usize] -= 1;
             }
             MultiKind::Wildcard(_) | MultiKind::Regex(_) => {
-                let gkey = match &e.kind {
-                    MultiKind::Wildcard(p) => wildcard_key(p),
-                    _ => "".into(),
-                };
-                let mut rebuild = None;
-                if let Some(group) = info.groups.get_mut(&gkey) {
-                    for (i, shard) in group.iter_mut().enumerate() {
+                let (lk, gkey) = group_key(&e.kind);
+                let mut rebuild = false;
+                info.key_lens[usize::from(lk != ANY_LEN)][gkey.chars().count()] -= 1;
+                let by_len = info.groups.entry(lk).or_default();
+                if let Some(group) = by_len.get_mut(&gkey) {
+                    for shard in group.iter_mut() {
                         if let Some(j) = shard.ids.iter().position(|&x| x == m) {
                             shard.ids[j] = u32::MAX;
                             shard.live -= 1;
                             if shard.live > 0 && shard.live * 2 < shard.ids.len() {
-                                rebuild = Some(i);
+                                rebuild = true;
+                                shard.dirty = true;
                             }
                             break;
                         }
                     }
                     group.retain(|s| s.live > 0);
                     if group.is_empty() {
-                        info.groups.remove(&gkey);
+                        by_len.remove(&gkey);
                     }
                 }
-                if let Some(i) = rebuild {
-                    self.rebuild_shard(f, &gkey, i);
+                if by_len.is_empty() {
+                    info.groups.remove(&lk);
+                }
+                if rebuild {
+                    self.dirty_shards = true;
                 }
             }
         }
@@ -799,12 +849,13 @@ impl<R> SearchIndex<R> {
             Node::Multi { m, .. } => {
                 let e = self.multis[*m as usize].as_ref()?;
                 let cost = match &e.kind {
-                    MultiKind::Prefix(p) => term_cost(p) + 30,
+                    MultiKind::Prefix(p) => term_cost(p).saturating_mul(2),
                     MultiKind::Wildcard(p) => {
-                        100 / (p.chars().filter(|c| *c != '*' && *c != '?').count() as u32 + 1) + 40
+                        len_cost(p.chars().filter(|c| *c != '*' && *c != '?').count())
+                            .saturating_mul(4)
                     }
-                    MultiKind::Regex(_) => 80,
-                    MultiKind::Fuzzy(..) => 60,
+                    MultiKind::Regex(_) => len_cost(0),
+                    MultiKind::Fuzzy(t, d) => len_cost(t.chars().count()).saturating_mul(2 << *d),
                 };
                 Some((cost, vec![Anchor::Multi(*m)]))
             }
@@ -835,7 +886,7 @@ impl<R> SearchIndex<R> {
             if vals.is_empty() {
                 continue;
             }
-            let cost = 70u32.saturating_mul(vals.len() as u32);
+            let cost = len_cost(2).saturating_mul(vals.len() as u32);
             if !matches!(&best, Some((c, _)) if *c <= cost) {
                 best = Some((cost, vals.iter().map(|v| Anchor::Eq(*f, *v)).collect()));
             }
@@ -858,10 +909,12 @@ impl<R> SearchIndex<R> {
         residual: &mut dyn FnMut(&str, &R) -> bool,
     ) -> Vec<Hit> {
         self.stats.docs += 1;
+        if self.dirty_shards {
+            self.rebuild_dirty();
+        }
         let Self {
             fields,
             terms,
-            term_post,
             eq_post,
             multis,
             always,
@@ -873,9 +926,6 @@ impl<R> SearchIndex<R> {
         s.stamp = s.stamp.wrapping_add(1);
         if s.stamp == 0 {
             s.seen.iter_mut().for_each(|x| *x = 0);
-            s.ranges
-                .iter_mut()
-                .for_each(|r| r.iter_mut().for_each(|x| x.0 = 0));
             s.stamp = 1;
         }
         if s.seen.len() < slots.len() {
@@ -911,6 +961,11 @@ impl<R> SearchIndex<R> {
             s.analyzed[used].1.reset(text);
             used += 1;
         }
+        // Every inserted term is a distinct token, so the table never fills.
+        let ntok: usize = s.analyzed[..used].iter().map(|(_, a)| a.len()).sum();
+        s.local.clear();
+        s.local
+            .resize((ntok * 2).next_power_of_two().max(16), (0, 0, 0, 0));
         for k in 0..used {
             let (fid, a) = &s.analyzed[k];
             let fid = *fid;
@@ -925,52 +980,23 @@ impl<R> SearchIndex<R> {
             s.pairs.sort_unstable();
             s.order.clear();
             s.order.extend(s.pairs.iter().map(|p| p.1));
-            let mut run = 0;
-            let mut collided = false;
-            while run < s.pairs.len() {
-                let h = s.pairs[run].0;
-                let mut run_end = run + 1;
-                while run_end < s.pairs.len() && s.pairs[run_end].0 == h {
-                    run_end += 1;
-                }
-                let t0 = a.term(s.order[run] as usize);
-                if run_end - run > 1
-                    && s.order[run + 1..run_end]
-                        .iter()
-                        .any(|&p| a.term(p as usize) != t0)
-                {
-                    collided = true;
-                    s.order[run..run_end].sort_unstable_by(|&x, &y| {
-                        a.term(x as usize).cmp(a.term(y as usize)).then(x.cmp(&y))
-                    });
-                }
-                run = run_end;
-            }
-            if s.ranges.len() <= fid as usize {
-                s.ranges.resize_with(fid as usize + 1, Vec::new);
-            }
-            if s.ranges[fid as usize].len() < terms.capacity() {
-                s.ranges[fid as usize].resize(terms.capacity(), (0, 0, 0));
-            }
             let mut i = 0;
             while i < s.order.len() {
                 let t = a.term(s.order[i] as usize);
                 let h = s.pairs[i].0;
                 let mut j = i + 1;
-                while j < s.order.len()
-                    && s.pairs[j].0 == h
-                    && (!collided || a.term(s.order[j] as usize) == t)
-                {
+                while j < s.order.len() && s.pairs[j].0 == h {
                     j += 1;
                 }
                 let start = s.pos_buf.len() as u32;
                 s.pos_buf.extend_from_slice(&s.order[i..j]);
                 let end = s.pos_buf.len() as u32;
-                if let Some(tid) = terms.get_h(t, h) {
-                    s.ranges[fid as usize][tid as usize] = (stamp, start, end);
-                    if let Some(per) = term_post.get(tid as usize) {
-                        if let Some((_, list)) = per.iter().find(|(g, _)| *g == fid) {
-                            add(list, &mut s.seen, &mut s.candidates);
+                if let Some(slot) = terms.get_h(h) {
+                    local_insert(&mut s.local, slot.id, fid, start, end);
+                    for &(q, g) in &slot.post {
+                        if g == fid && s.seen[q as usize] != stamp {
+                            s.seen[q as usize] = stamp;
+                            s.candidates.push(q);
                         }
                     }
                 }
@@ -998,32 +1024,25 @@ impl<R> SearchIndex<R> {
                     }
                     // Wildcards / regexes, by literal first characters.
                     if !info.groups.is_empty() {
-                        let mut keys: [&str; 3] = ["", "", ""];
-                        let mut it = t.char_indices().map(|(i, c)| i + c.len_utf8());
-                        let one = it.next().unwrap_or(0);
-                        let two = it.next().unwrap_or(one);
-                        keys[1] = &t[..one];
-                        keys[2] = &t[..two];
-                        let nkeys = if two == one { 2 } else { 3 };
-                        for key in &keys[..nkeys] {
-                            let Some(group) = info.groups.get(*key) else {
-                                continue;
-                            };
-                            for shard in group {
-                                let Some(re) = &shard.re else { continue };
-                                let ps = s.patset.get_or_insert_with(|| PatternSet::new(SHARD_CAP));
-                                ps.clear();
-                                re.which_overlapping_matches(&Input::new(t), ps);
-                                if ps.is_empty() {
+                        let tl = if t.is_ascii() {
+                            t.len()
+                        } else {
+                            t.chars().count()
+                        } as u32;
+                        let ends = std::iter::once(0)
+                            .chain(t.char_indices().map(|(i, c)| i + c.len_utf8()))
+                            .take(WILD_KEY_CHARS + 1);
+                        for (k, end) in ends.enumerate() {
+                            for (which, lk) in [(0, ANY_LEN), (1, tl)] {
+                                if info.key_lens[which][k] == 0 {
                                     continue;
                                 }
-                                for pid in ps.iter() {
-                                    if let Some(&m) = shard.ids.get(pid.as_usize()) {
-                                        if m != u32::MAX {
-                                            s.fired.push(m);
-                                        }
-                                    }
-                                }
+                                let Some(group) =
+                                    info.groups.get(&lk).and_then(|g| g.get(&t[..end]))
+                                else {
+                                    continue;
+                                };
+                                run_group(group, t, &mut s.patset, &mut s.fired);
                             }
                         }
                     }
@@ -1095,8 +1114,7 @@ impl<R> SearchIndex<R> {
         let mut hits = Vec::new();
         let ctx = Ctx {
             pos_buf: &s.pos_buf,
-            ranges: &s.ranges,
-            stamp,
+            local: &s.local,
             multi_ranges: &s.multi_ranges,
         };
         for &slot in &s.candidates {
@@ -1142,18 +1160,58 @@ impl<R> SearchIndex<R> {
     }
 }
 
+fn local_hash(t: u32, f: u16) -> usize {
+    (t.wrapping_mul(0x9E37_79B9) ^ u32::from(f).wrapping_mul(0x85EB_CA6B)) as usize
+}
+
+fn local_insert(local: &mut [(u32, u16, u32, u32)], t: u32, f: u16, start: u32, end: u32) {
+    let mask = local.len() - 1;
+    let mut i = local_hash(t, f) & mask;
+    while local[i].0 != 0 {
+        i = (i + 1) & mask;
+    }
+    local[i] = (t + 1, f, start, end);
+}
+
+/// Run one group's DFAs on a token; push the pattern ids that match whole.
+fn run_group(group: &[Shard], t: &str, patset: &mut Option<PatternSet>, fired: &mut Vec<u32>) {
+    for shard in group {
+        let Some(re) = &shard.re else { continue };
+        let ps = patset.get_or_insert_with(|| PatternSet::new(SHARD_CAP));
+        ps.clear();
+        re.which_overlapping_matches(&Input::new(t), ps);
+        if ps.is_empty() {
+            continue;
+        }
+        for pid in ps.iter() {
+            if let Some(&m) = shard.ids.get(pid.as_usize()) {
+                if m != u32::MAX {
+                    fired.push(m);
+                }
+            }
+        }
+    }
+}
+
 struct Ctx<'a> {
     pos_buf: &'a [u32],
-    ranges: &'a [Vec<(u32, u32, u32)>],
-    stamp: u32,
+    local: &'a [(u32, u16, u32, u32)],
     multi_ranges: &'a FxHashMap<u32, (u32, u32)>,
 }
 
 impl Ctx<'_> {
     fn term(&self, f: u16, t: u32) -> &[u32] {
-        match self.ranges.get(f as usize).and_then(|r| r.get(t as usize)) {
-            Some(&(st, a, b)) if st == self.stamp => &self.pos_buf[a as usize..b as usize],
-            _ => &[],
+        let mask = self.local.len() - 1;
+        let mut i = local_hash(t, f) & mask;
+        loop {
+            let (k, g, a, b) = self.local[i];
+            if k == 0 {
+                return &[];
+            }
+            if k == t + 1 && g == f {
+                return &self.pos_buf[a as usize..b as usize];
+            }
+            i = (i + 1) & mask;
         }
     }
 
@@ -1173,35 +1231,35 @@ impl Ctx<'_> {
                 !ps.is_empty()
             }
             Node::Phrase { f, ts, slop } => {
-                let lists: Vec<&[u32]> = ts.iter().map(|t| self.term(*f, *t)).collect();
-                if lists.iter().any(|l| l.is_empty()) {
+                if ts.iter().any(|t| self.term(*f, *t).is_empty()) {
                     return false;
                 }
                 let n = ts.len() as u32;
                 let mut any = false;
-                let mut chain = Vec::with_capacity(ts.len());
-                'start: for &p1 in lists[0] {
-                    chain.clear();
-                    chain.push(p1);
+                'start: for &p1 in self.term(*f, ts[0]) {
+                    let chain_mark = marks.len();
+                    marks.push((*f, p1));
                     let mut prev = p1;
-                    for l in &lists[1..] {
+                    for t in &ts[1..] {
+                        let l = self.term(*f, *t);
                         let i = l.partition_point(|&p| p <= prev);
                         match l.get(i) {
+                            // Too far already: a later start can still work.
+                            Some(&p) if p - p1 + 1 > n + slop => {
+                                marks.truncate(chain_mark);
+                                continue 'start;
+                            }
                             Some(&p) => {
-                                // Too far already: later starts can still work.
-                                if p - p1 + 1 > n + slop {
-                                    continue 'start;
-                                }
-                                chain.push(p);
+                                marks.push((*f, p));
                                 prev = p;
                             }
-                            None => break 'start,
+                            None => {
+                                marks.truncate(chain_mark);
+                                break 'start;
+                            }
                         }
                     }
-                    if prev - p1 + 1 - n <= *slop {
-                        any = true;
-                        marks.extend(chain.iter().map(|&p| (*f, p)));
-                    }
+                    any = true;
                 }
                 any
             }

@@ -7,9 +7,10 @@
 //!   windows that received at least one event are emitted.
 //! - **Sliding** `(SIZE d)`: no window closes; the caller asks for "the last `d` up to time
 //!   `t`" with [`Windowed::query_sliding`], answered from panes (width chosen by the
-//!   caller, default `d / 60`) rounded up to the pane boundary: `[ceil(t) − d, ceil(t))`.
-//!   Blocks of 8 aligned panes are pre-merged and cached, so a query merges at most
-//!   `d/(8·pane) + 14` partial states instead of `d/pane`.
+//!   caller, default `d / 60`): `[T − d, T)` with `T` the end of the pane holding `t`.
+//!   Blocks of 8 aligned panes are pre-merged (when the watermark passes the block's end,
+//!   or on first use) and cached, so a query merges at most `d/(8·pane) + 14` partial
+//!   states instead of `d/pane`.
 //! - **Session** `(GAP g)`: each event opens `[t, t + g)`; overlapping sessions of a group
 //!   merge (an out-of-order event can bridge two sessions). A session `[start, last + g)`
 //!   closes when the watermark reaches `last + g`.
@@ -35,6 +36,11 @@ pub type Ts = i64;
 
 /// Version of the serialized [`Windowed`] state (checkpoints).
 pub const STATE_VERSION: u32 = 1;
+
+/// Largest accepted window SIZE / ADVANCE / GAP / pane: 2^50 ms (about 35 000 years).
+pub const MAX_DURATION: i64 = 1 << 50;
+/// Accepted event times: ±2^60 ms (about 36 million years around 1970).
+pub const MAX_EVENT_TIME: i64 = 1 << 60;
 
 /// Pre-merged block width for sliding queries, in panes.
 const BLOCK_PANES: i64 = 8;
@@ -72,6 +78,17 @@ impl WindowKind {
 
     fn validate(&self) -> Result<(), SketchError> {
         let bad = |m: String| Err(SketchError::InvalidParameter(m));
+        let longest = match *self {
+            WindowKind::Tumbling { size } => size,
+            WindowKind::Hopping { size, advance } => size.max(advance),
+            WindowKind::Sliding { size, pane } => size.max(pane),
+            WindowKind::Session { gap } => gap,
+        };
+        if longest > MAX_DURATION {
+            return bad(format!(
+                "window durations are limited to {MAX_DURATION} ms, got {longest} ms"
+            ));
+        }
         match *self {
             WindowKind::Tumbling { size } if size <= 0 => {
                 bad(format!("window SIZE must be positive, got {size} ms"))
@@ -157,6 +174,18 @@ pub struct Closed<K, S> {
     pub state: S,
     /// Latest event time that went into the window (the record's `ts`).
     pub last_event: Ts,
+}
+
+/// What [`Windowed::add_late`] did with a late event (for `late = 'emit'`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateResult<K, S> {
+    /// Added to windows that are still open: their final records will include it.
+    pub applied_open: bool,
+    /// Retained closed windows that now include the event: emit them again, marked late.
+    pub updated: Vec<Closed<K, S>>,
+    /// Closed windows holding the event's time that are no longer retained (or a new
+    /// group past `max_groups`): the event is lost for them.
+    pub missed: u64,
 }
 
 /// What happened to one event.
@@ -319,6 +348,11 @@ where
         ts: Ts,
         update: impl FnOnce(&mut S),
     ) -> Result<AddOutcome, SketchError> {
+        if !(-MAX_EVENT_TIME..=MAX_EVENT_TIME).contains(&ts) {
+            return Err(SketchError::InvalidParameter(format!(
+                "event time {ts} ms is outside ±{MAX_EVENT_TIME} ms"
+            )));
+        }
         if let Some(wm) = self.watermark {
             if ts < wm {
                 self.stats.late_events += 1;
@@ -352,8 +386,9 @@ where
                 update(&mut pane.state);
                 pane.last_event = pane.last_event.max(ts);
                 if matches!(kind, WindowKind::Sliding { .. }) {
-                    g.blocks.remove(&block_start(p, pane_w));
-                    Some(sliding_expiry(p, pane_w, size, self.config.retention))
+                    let b = block_start(p, pane_w);
+                    g.blocks.remove(&b);
+                    Some(b.saturating_add(BLOCK_PANES * pane_w))
                 } else {
                     // Earliest window containing this pane.
                     let s_min = (p - size).div_euclid(advance) * advance + advance;
@@ -366,6 +401,153 @@ where
         }
         self.stats.applied_events += 1;
         Ok(AddOutcome::Applied)
+    }
+
+    /// Apply a *late* event (`ts` < watermark) where that is still possible, for
+    /// `late = 'emit'`: to windows still open (e.g. the later windows of a HOPPING pane,
+    /// an open session it touches, a SLIDING pane still held) and to retained closed
+    /// windows, which are returned updated. An event that is not late is simply added.
+    /// Meant to be called after [`Windowed::add`] reported [`AddOutcome::Late`] (which
+    /// already counted it); this does not count it again.
+    pub fn add_late(
+        &mut self,
+        group: &K,
+        ts: Ts,
+        update: impl FnOnce(&mut S),
+    ) -> Result<LateResult<K, S>, SketchError> {
+        let wm = match self.watermark {
+            Some(wm) if ts < wm => wm,
+            _ => {
+                let outcome = self.add(group, ts, update)?;
+                return Ok(LateResult {
+                    applied_open: outcome == AddOutcome::Applied,
+                    updated: Vec::new(),
+                    missed: (outcome == AddOutcome::GroupDropped) as u64,
+                });
+            }
+        };
+        if !(-MAX_EVENT_TIME..=MAX_EVENT_TIME).contains(&ts) {
+            return Err(SketchError::InvalidParameter(format!(
+                "event time {ts} ms is outside ±{MAX_EVENT_TIME} ms"
+            )));
+        }
+        let mut delta = self.prototype.clone();
+        update(&mut delta);
+        let mut res = LateResult {
+            applied_open: false,
+            updated: Vec::new(),
+            missed: 0,
+        };
+        // Closed windows (start, end) holding ts, and whether an open one exists.
+        let mut closed_spans: Vec<Span> = Vec::new();
+        let mut open_wake: Option<Ts> = None;
+        match self.config.kind {
+            WindowKind::Session { gap } => {
+                let open_hit = self.groups.get(group).is_some_and(|g| {
+                    g.sessions.iter().any(|s| {
+                        s.start < ts.saturating_add(gap) && ts < s.last_event.saturating_add(gap)
+                    })
+                });
+                if open_hit || ts.saturating_add(gap) > wm {
+                    open_wake = Some(ts.saturating_add(gap));
+                } else {
+                    let hits: Vec<Span> = self
+                        .closed_windows(group)
+                        .map(|c| c.span)
+                        .filter(|sp| sp.start < ts.saturating_add(gap) && ts < sp.end)
+                        .collect();
+                    if hits.is_empty() {
+                        res.missed += 1;
+                    }
+                    closed_spans = hits;
+                }
+            }
+            WindowKind::Sliding { size, pane } => {
+                let p = ts.div_euclid(pane) * pane;
+                if sliding_expiry(p, pane, size, self.config.retention) > wm {
+                    open_wake = Some(block_start(p, pane).saturating_add(BLOCK_PANES * pane));
+                } else {
+                    res.missed += 1;
+                }
+            }
+            kind => {
+                let Some((_, size, advance)) = kind.pane_geometry() else {
+                    return Ok(res);
+                };
+                let mut s = ts.div_euclid(advance) * advance;
+                while s.saturating_add(size) > ts {
+                    let end = s.saturating_add(size);
+                    if end > wm {
+                        open_wake = Some(open_wake.map_or(end, |w: Ts| w.min(end)));
+                    } else {
+                        closed_spans.push(Span { start: s, end });
+                    }
+                    s -= advance;
+                }
+            }
+        }
+        // Retained closed windows.
+        for sp in closed_spans {
+            match self.closed.get_mut(&(group.clone(), sp.start)) {
+                Some(c) => {
+                    c.state.merge_from(&delta)?;
+                    c.last_event = c.last_event.max(ts);
+                    res.updated.push(c.clone());
+                }
+                None => res.missed += 1,
+            }
+        }
+        // Still-open windows.
+        if let Some(wake) = open_wake {
+            if !self.groups.contains_key(group) {
+                if self.groups.len() >= self.config.max_groups {
+                    self.stats.dropped_group_events += 1;
+                    res.missed += 1;
+                    return Ok(res);
+                }
+                let mut g = GroupState::new();
+                // Windows that ended before now were handled above, never by closing.
+                g.closed_until = wm;
+                self.groups.insert(group.clone(), g);
+            }
+            let Some(g) = self.groups.get_mut(group) else {
+                return Ok(res);
+            };
+            match self.config.kind {
+                WindowKind::Session { gap } => {
+                    add_to_session(g, &self.prototype, ts, gap, |st| {
+                        // merge_from cannot fail for states built from one prototype.
+                        let _ignored = st.merge_from(&delta);
+                    })?;
+                }
+                kind => {
+                    let Some((pane_w, _, _)) = kind.pane_geometry() else {
+                        return Ok(res);
+                    };
+                    g.closed_until = g.closed_until.max(wm);
+                    let p = ts.div_euclid(pane_w) * pane_w;
+                    match g.panes.get_mut(&p) {
+                        Some(pn) => {
+                            pn.state.merge_from(&delta)?;
+                            pn.last_event = pn.last_event.max(ts);
+                        }
+                        None => {
+                            g.panes.insert(
+                                p,
+                                Pane {
+                                    state: delta,
+                                    last_event: ts,
+                                },
+                            );
+                        }
+                    }
+                    g.blocks.remove(&block_start(p, pane_w));
+                }
+            }
+            register_wakeup(&mut self.wakeups, g, group, wake.max(wm.saturating_add(1)));
+            res.applied_open = true;
+        }
+        Ok(res)
     }
 
     /// Move the watermark to `wm` (ignored if not ahead) and return the windows that
@@ -468,10 +650,43 @@ where
                     g.panes.remove(&p);
                     g.blocks.remove(&block_start(p, pane));
                 }
-                g.panes
+                // Pre-merge blocks the watermark has passed (their panes can no longer
+                // change) while all their panes are still held, so queries find them ready.
+                let bw = BLOCK_PANES * pane;
+                let mut next_block_end: Option<Ts> = None;
+                let mut last_b: Option<Ts> = None;
+                let starts: Vec<Ts> = g.panes.keys().map(|&p| block_start(p, pane)).collect();
+                for b in starts {
+                    if last_b == Some(b) {
+                        continue;
+                    }
+                    last_b = Some(b);
+                    let end = b.saturating_add(bw);
+                    if end > wm {
+                        next_block_end = Some(next_block_end.map_or(end, |n: Ts| n.min(end)));
+                        continue;
+                    }
+                    if g.blocks.contains_key(&b) || sliding_expiry(b, pane, size, retention) <= wm {
+                        continue;
+                    }
+                    let mut acc: Option<S> = None;
+                    for (_, p) in g.panes.range(b..end) {
+                        match &mut acc {
+                            None => acc = Some(p.state.clone()),
+                            Some(a) => a.merge_from(&p.state)?,
+                        }
+                    }
+                    g.blocks.insert(b, acc);
+                }
+                let expiry = g
+                    .panes
                     .keys()
                     .next()
-                    .map(|&p| sliding_expiry(p, pane, size, retention))
+                    .map(|&p| sliding_expiry(p, pane, size, retention));
+                match (expiry, next_block_end) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             }
             kind => {
                 let Some((pane_w, size, advance)) = kind.pane_geometry() else {
@@ -488,7 +703,7 @@ where
                         let mut e = s_min.saturating_add(size);
                         if e <= wm {
                             // First aligned end after wm.
-                            let k = (wm - e).div_euclid(advance) + 1;
+                            let k = wm.saturating_sub(e).div_euclid(advance).saturating_add(1);
                             e = e.saturating_add(k.saturating_mul(advance));
                         }
                         e
@@ -505,14 +720,15 @@ where
         Ok(())
     }
 
-    /// SLIDING: the merged state of `group` over `[ceil(at) − size, ceil(at))`, `ceil`
-    /// rounding `at` up to a pane boundary. `None` if the group has no data there (or the
+    /// SLIDING: the merged state of `group` over `[T − size, T)`, `T` being the end of the
+    /// pane that holds `at` (so events at exactly `at` are included). `None` if the group has no data there (or the
     /// windows are not SLIDING).
     pub fn query_sliding(&mut self, group: &K, at: Ts) -> Result<Option<(Span, S)>, SketchError> {
         let WindowKind::Sliding { size, pane } = self.config.kind else {
             return Ok(None);
         };
-        let end = ceil_to(at, pane);
+        let at = at.clamp(-MAX_EVENT_TIME, MAX_EVENT_TIME);
+        let end = sliding_end(at, pane);
         let start = end.saturating_sub(size);
         let span = Span { start, end };
         let Some(g) = self.groups.get_mut(group) else {
@@ -553,6 +769,50 @@ where
         Ok(acc.map(|s| (span, s)))
     }
 
+    /// The current (not yet closed) contents of the latest window of `group` that contains
+    /// `at`: for TUMBLING/HOPPING the window starting at the last ADVANCE boundary ≤ `at`,
+    /// for SESSION the open session covering `at`, for SLIDING the same as
+    /// [`Windowed::query_sliding`]. `None` if nothing is held there.
+    pub fn peek_open(&mut self, group: &K, at: Ts) -> Result<Option<(Span, S)>, SketchError> {
+        let at = at.clamp(-MAX_EVENT_TIME, MAX_EVENT_TIME);
+        match self.config.kind {
+            WindowKind::Sliding { .. } => self.query_sliding(group, at),
+            WindowKind::Session { gap } => Ok(self.groups.get(group).and_then(|g| {
+                g.sessions
+                    .iter()
+                    .find(|s| s.start <= at && at < s.last_event.saturating_add(gap))
+                    .map(|s| {
+                        let span = Span {
+                            start: s.start,
+                            end: s.last_event.saturating_add(gap),
+                        };
+                        (span, s.state.clone())
+                    })
+            })),
+            kind => {
+                let Some((_, size, advance)) = kind.pane_geometry() else {
+                    return Ok(None);
+                };
+                let Some(g) = self.groups.get(group) else {
+                    return Ok(None);
+                };
+                let start = at.div_euclid(advance) * advance;
+                let span = Span {
+                    start,
+                    end: start.saturating_add(size),
+                };
+                let mut acc: Option<S> = None;
+                for (_, p) in g.panes.range(span.start..span.end) {
+                    match &mut acc {
+                        None => acc = Some(p.state.clone()),
+                        Some(a) => a.merge_from(&p.state)?,
+                    }
+                }
+                Ok(acc.map(|s| (span, s)))
+            }
+        }
+    }
+
     /// SLIDING: [`Windowed::query_sliding`] for every group with data, ordered by group.
     pub fn sliding_snapshot(&mut self, at: Ts) -> Result<Vec<(K, Span, S)>, SketchError> {
         let mut keys: Vec<K> = self.groups.keys().cloned().collect();
@@ -567,13 +827,9 @@ where
     }
 
     /// Retained closed windows of a group, oldest first.
-    pub fn closed_windows<'a>(
-        &'a self,
-        group: &'a K,
-    ) -> impl Iterator<Item = &'a Closed<K, S>> + 'a {
+    pub fn closed_windows(&self, group: &K) -> impl Iterator<Item = &Closed<K, S>> + '_ {
         self.closed
-            .iter()
-            .filter(move |((k, _), _)| k == group)
+            .range((group.clone(), Ts::MIN)..=(group.clone(), Ts::MAX))
             .map(|(_, c)| c)
     }
 
@@ -606,6 +862,12 @@ where
             .sum();
         open + closed
     }
+}
+
+/// End of the pane holding `at`: a SLIDING query at `at` covers `[end − size, end)`, so
+/// it always includes events at exactly `at`.
+fn sliding_end(at: Ts, pane: i64) -> Ts {
+    at.div_euclid(pane) * pane + pane
 }
 
 fn ceil_to(t: Ts, w: i64) -> Ts {
@@ -653,34 +915,54 @@ fn add_to_session<S: AggState>(
     gap: i64,
     update: impl FnOnce(&mut S),
 ) -> Result<(), SketchError> {
-    let mut state = prototype.clone();
-    update(&mut state);
-    let mut start = ts;
-    let mut last = ts;
     // Sessions overlapping [ts, ts + gap): s.start < ts + gap && ts < s.last + gap.
-    let mut i = 0;
-    while i < g.sessions.len() {
-        let s = &g.sessions[i];
-        if s.start < ts.saturating_add(gap) && ts < s.last_event.saturating_add(gap) {
-            let s = g.sessions.remove(i);
-            let mut merged = s.state;
-            merged.merge_from(&state)?;
-            state = merged;
-            start = start.min(s.start);
-            last = last.max(s.last_event);
-        } else {
-            i += 1;
+    let overlaps =
+        |s: &Session<S>| s.start < ts.saturating_add(gap) && ts < s.last_event.saturating_add(gap);
+    let hits: Vec<usize> = (0..g.sessions.len())
+        .filter(|&i| overlaps(&g.sessions[i]))
+        .collect();
+    match hits.as_slice() {
+        [] => {
+            // A new session.
+            let mut state = prototype.clone();
+            update(&mut state);
+            let pos = g.sessions.partition_point(|s| s.start < ts);
+            g.sessions.insert(
+                pos,
+                Session {
+                    start: ts,
+                    last_event: ts,
+                    state,
+                },
+            );
+        }
+        &[i] => {
+            // The common case: extend one session in place.
+            let s = &mut g.sessions[i];
+            update(&mut s.state);
+            s.last_event = s.last_event.max(ts);
+            if ts < s.start {
+                // Out of order but not late: starts stay sorted since sessions are
+                // disjoint and this one did not reach its neighbour.
+                s.start = ts;
+            }
+        }
+        &[first, ..] => {
+            // The event bridges several sessions: merge them into the first.
+            let mut merged = g.sessions.remove(first);
+            for &i in hits[1..].iter().rev() {
+                let s = g.sessions.remove(i - 1);
+                merged.state.merge_from(&s.state)?;
+                merged.start = merged.start.min(s.start);
+                merged.last_event = merged.last_event.max(s.last_event);
+            }
+            update(&mut merged.state);
+            merged.start = merged.start.min(ts);
+            merged.last_event = merged.last_event.max(ts);
+            let pos = g.sessions.partition_point(|s| s.start < merged.start);
+            g.sessions.insert(pos, merged);
         }
     }
-    let pos = g.sessions.partition_point(|s| s.start < start);
-    g.sessions.insert(
-        pos,
-        Session {
-            start,
-            last_event: last,
-            state,
-        },
-    );
     Ok(())
 }
 

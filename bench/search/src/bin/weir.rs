@@ -1,4 +1,4 @@
-//! weir DIR [MAX_QUERIES]: registers DIR/queries.tsv in one SearchIndex, matches every
+//! weir DIR [MAX_QUERIES] [all|terms] [MAX_DOCS]: registers DIR/queries.tsv in one SearchIndex, matches every
 //! document of DIR/docs.tsv on one thread; prints registration time, bytes per stored
 //! query (live heap growth), docs/s, p50/p99 per-document latency and hits.
 use matcher::search::{Document, SearchIndex, SearchSpec};
@@ -26,6 +26,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// CPU time of this thread, seconds.
+fn cpu_now() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
 fn main() {
     let a: Vec<String> = std::env::args().collect();
     let dir = &a[1];
@@ -36,7 +47,9 @@ fn main() {
         .filter(|r| !term_only || r[2] == "1")
         .take(maxq)
         .collect();
-    let docs = read_tsv(&format!("{dir}/docs.tsv"));
+    let maxd: usize = a.get(4).map_or(usize::MAX, |s| s.parse().unwrap());
+    let mut docs = read_tsv(&format!("{dir}/docs.tsv"));
+    docs.truncate(maxd);
     let before = LIVE.load(Ordering::Relaxed);
     let t = Instant::now();
     let mut idx: SearchIndex = SearchIndex::default();
@@ -45,6 +58,7 @@ fn main() {
         idx.add(&r[0], spec)
             .unwrap_or_else(|e| panic!("{}: {e}", r[1]));
     }
+    idx.prepare();
     let reg = t.elapsed();
     let bytes = (LIVE.load(Ordering::Relaxed) - before) as f64 / queries.len() as f64;
     // Warm up on the first docs, then measure all.
@@ -55,6 +69,7 @@ fn main() {
     let mut lat = Vec::with_capacity(docs.len());
     let mut hits = 0usize;
     let t = Instant::now();
+    let c0 = cpu_now();
     for r in &docs {
         let t0 = Instant::now();
         let d = Document::new().with("title", &r[1]).with("body", &r[2]);
@@ -62,16 +77,18 @@ fn main() {
         lat.push(t0.elapsed().as_nanos() as u64);
     }
     let el = t.elapsed().as_secs_f64();
+    let cpu = cpu_now() - c0;
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
     let st = idx.stats();
     println!(
-        "weir queries={} docs={} register_s={:.2} bytes_per_query={:.0} docs_per_s={:.0} p50_us={:.1} p99_us={:.1} hits={} candidates_per_doc={:.1} always={} patterns={}",
+        "weir queries={} docs={} register_s={:.2} bytes_per_query={:.0} docs_per_s={:.0} docs_per_cpu_s={:.0} p50_us={:.1} p99_us={:.1} hits={} candidates_per_doc={:.1} always={} patterns={}",
         queries.len(),
         docs.len(),
         reg.as_secs_f64(),
         bytes,
         docs.len() as f64 / el,
+        docs.len() as f64 / cpu,
         pct(0.5),
         pct(0.99),
         hits,
