@@ -673,9 +673,10 @@ impl Cx<'_> {
                 // A bare undeclared name is an error (it is most often a typo); a dotted
                 // path whose root is undeclared reads an undeclared JSON field (a warning),
                 // unless the root looks like a typo of a column or pattern variable.
-                // In a rule, `x.col` with an unknown `x` is a mistyped pattern variable.
+                // In a rule the same holds: `x.col` with an unknown `x` that resembles no
+                // pattern variable or column reads the undeclared field `x` (language §1).
                 let dotted = parts.len() > 1;
-                if self.open && dotted && !in_body && suggestion.is_none() {
+                if self.open && dotted && suggestion.is_none() {
                     let what = if in_body {
                         "neither a pattern variable nor a declared column"
                     } else {
