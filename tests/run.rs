@@ -342,3 +342,47 @@ fn shipped_rules_compile_into_the_engine() {
         assert!(err.contains("unknown stream `x`"), "{f}: {err}");
     }
 }
+
+/// `late = 'emit'`: a late event updates the retained window it belongs to, which is
+/// emitted again marked late with a new id; `late = 'drop'` ignores it.
+#[test]
+fn late_events_correct_retained_metric_windows() {
+    let d = tmpdir("late-metric");
+    let stmts = |policy: &str| {
+        format!(
+            "CREATE STREAM s (v INT, ts TIMESTAMP) WITH (event_time = 'ts', late = '{policy}');
+             CREATE METRIC m AS SELECT COUNT(*) AS n, SUM(v) AS total FROM s
+               WINDOW TUMBLING (SIZE 1 MINUTE) WITH (retention = '1 hour');"
+        )
+    };
+    let events = [
+        r#"{"v":1,"ts":0}"#,
+        r#"{"v":2,"ts":30000}"#,
+        r#"{"v":4,"ts":61000}"#,
+        r#"{"v":8,"ts":10000}"#,
+    ]
+    .join("\n");
+    let emit = write(&d, "emit.weir", &stmts("emit"));
+    let out = weir(&["run", "--rules", &emit], Some(&events));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs = records(&out);
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    assert_eq!(recs[0]["values"]["n"], 2);
+    assert!(recs[0].get("late").is_none());
+    assert_eq!(recs[1]["values"]["n"], 3, "corrected window: {recs:?}");
+    assert_eq!(recs[1]["values"]["total"], 11);
+    assert_eq!(recs[1]["late"], true);
+    assert_eq!(recs[1]["window"], recs[0]["window"]);
+    assert_ne!(recs[1]["id"], recs[0]["id"]);
+    assert_eq!(recs[2]["values"]["n"], 1);
+
+    let drop = write(&d, "drop.weir", &stmts("drop"));
+    let out = weir(&["run", "--rules", &drop], Some(&events));
+    let recs = records(&out);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0]["values"]["total"], 3);
+}

@@ -147,6 +147,47 @@ pub struct Expr {
     pub span: Span,
 }
 
+impl Expr {
+    /// The direct sub-expressions, in source order.
+    pub fn children(&self) -> Vec<&Expr> {
+        let mut out: Vec<&Expr> = Vec::new();
+        match &self.kind {
+            ExprKind::Literal(_) | ExprKind::Path(_) | ExprKind::Wildcard(_) => {}
+            ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => out.push(expr),
+            ExprKind::Binary { left, right, .. } => out.extend([&**left, &**right]),
+            ExprKind::InList { expr, list, .. } => {
+                out.push(expr);
+                out.extend(list.iter());
+            }
+            ExprKind::Between {
+                expr, low, high, ..
+            } => out.extend([&**expr, &**low, &**high]),
+            ExprKind::Like { expr, pattern, .. } => out.extend([&**expr, &**pattern]),
+            ExprKind::Case {
+                operand,
+                whens,
+                else_,
+            } => {
+                out.extend(operand.as_deref());
+                for (w, t) in whens {
+                    out.extend([w, t]);
+                }
+                out.extend(else_.as_deref());
+            }
+            ExprKind::Function { args, .. } => out.extend(args.iter()),
+        }
+        out
+    }
+
+    /// Pre-order walk over this expression and every sub-expression.
+    pub fn walk(&self, f: &mut dyn FnMut(&Expr)) {
+        f(self);
+        for c in self.children() {
+            c.walk(f);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum UnaryOp {
     Not,

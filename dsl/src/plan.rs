@@ -57,4 +57,10 @@ pub struct MetricOptions {
     pub retention_ms: Option<u64>,
     /// Cardinality guard: most groups per window.
     pub max_groups: Option<u64>,
+    /// APPROX_SET: items per window the Bloom filter is sized for.
+    pub bloom_capacity: Option<u64>,
+    /// APPROX_PERCENTILE: most buckets per sign of the quantile sketch.
+    pub percentile_max_bins: Option<u64>,
+    /// APPROX_TOP_K: items monitored (default max(10·k, 64)).
+    pub topk_capacity: Option<u64>,
 }

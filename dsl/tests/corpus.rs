@@ -116,6 +116,16 @@ const CORPUS: &[(&str, usize, &[Expect])] = &[
     ),
     ("keywords_case.weir", 4, &[]),
     (
+        "unsupported_patterns.weir",
+        1,
+        &[
+            (1, 34, "PERMUTE is not supported"),
+            (2, 34, "pattern anchors `^` and `$` are not supported"),
+            (3, 38, "pattern anchors"),
+            (4, 34, "pattern exclusion `{- ... -}` is not supported"),
+        ],
+    ),
+    (
         "clause_order.weir",
         0,
         &[
@@ -343,6 +353,18 @@ fn every_error_in_a_long_file_is_reported() {
     let (n, diags) = parse_small_stack(src);
     assert_eq!(n, 0);
     assert_eq!(diags.len(), 1000);
+}
+
+#[test]
+fn a_byte_order_mark_at_the_start_is_ignored() {
+    let (stmts, diags) = parse_statements("\u{feff}CREATE STREAM s (a INT);");
+    assert!(diags.is_empty(), "{diags:?}");
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(stmts[0].span.start, 3);
+    // Anywhere else it is an unexpected character.
+    let (stmts, diags) = parse_statements("CREATE STREAM s (a INT);\u{feff}");
+    assert_eq!(stmts.len(), 1);
+    assert_eq!(diags.len(), 1);
 }
 
 #[test]

@@ -283,32 +283,116 @@ fn selective_rules(n: usize) -> Vec<CreateRule> {
             let m = format!("m{}", i % MERCHANTS);
             let name = format!("s{i}");
             match i % 5 {
-                0 => rule(&name, Pattern::Seq(vec![var("a"), var("b")]), 30,
-                    vec![("a", and(eq("merchant", &m), eq("action", "refund"))), ("b", eq("action", "refund"))], vec![]),
-                1 => rule(&name, Pattern::FollowedBy(vec![var("a"), var("b")]), 60,
-                    vec![("a", and(eq("merchant", &m), and(eq("action", "pay"), bin(BinaryOp::Gt, col("amount"), float(900.0))))),
-                         ("b", and(eq("action", "pay"), bin(BinaryOp::Gt, col("amount"), func("FIRST", vec![col("a.amount")]))))],
-                    vec![("first", col("a.amount")), ("second", col("b.amount"))]),
-                2 => rule(&name, Pattern::Seq(vec![var("a"), rep(var("x"), 0, None, false), var("b")]), 120,
-                    vec![("a", and(eq("merchant", &m), eq("action", "pw_change"))),
-                         ("b", and(eq("action", "pay"), bin(BinaryOp::Gt, col("amount"), float(500.0))))], vec![]),
-                3 => rule(&name, Pattern::Seq(vec![var("a"), rep(var("b"), 2, None, true), var("c")]), 60,
-                    vec![("a", and(eq("merchant", &m), eq("action", "login_fail"))), ("b", eq("action", "login_fail")), ("c", eq("action", "login_ok"))],
-                    vec![("n", func("COUNT", vec![star(Some("b"))]))]),
-                _ => rule(&name, Pattern::Seq(vec![var("a"), var("b")]), 10,
-                    vec![("a", and(eq("merchant", &m), and(eq("country", "NG"), eq("action", "pay")))),
-                         ("b", and(eq("action", "pay"), bin(BinaryOp::NotEq, col("country"), func("FIRST", vec![col("a.country")]))))],
-                    vec![("from", col("a.country")), ("to", col("b.country"))]),
+                0 => rule(
+                    &name,
+                    Pattern::Seq(vec![var("a"), var("b")]),
+                    30,
+                    vec![
+                        ("a", and(eq("merchant", &m), eq("action", "refund"))),
+                        ("b", eq("action", "refund")),
+                    ],
+                    vec![],
+                ),
+                1 => rule(
+                    &name,
+                    Pattern::FollowedBy(vec![var("a"), var("b")]),
+                    60,
+                    vec![
+                        (
+                            "a",
+                            and(
+                                eq("merchant", &m),
+                                and(
+                                    eq("action", "pay"),
+                                    bin(BinaryOp::Gt, col("amount"), float(900.0)),
+                                ),
+                            ),
+                        ),
+                        (
+                            "b",
+                            and(
+                                eq("action", "pay"),
+                                bin(
+                                    BinaryOp::Gt,
+                                    col("amount"),
+                                    func("FIRST", vec![col("a.amount")]),
+                                ),
+                            ),
+                        ),
+                    ],
+                    vec![("first", col("a.amount")), ("second", col("b.amount"))],
+                ),
+                2 => rule(
+                    &name,
+                    Pattern::Seq(vec![var("a"), rep(var("x"), 0, None, false), var("b")]),
+                    120,
+                    vec![
+                        ("a", and(eq("merchant", &m), eq("action", "pw_change"))),
+                        (
+                            "b",
+                            and(
+                                eq("action", "pay"),
+                                bin(BinaryOp::Gt, col("amount"), float(500.0)),
+                            ),
+                        ),
+                    ],
+                    vec![],
+                ),
+                3 => rule(
+                    &name,
+                    Pattern::Seq(vec![var("a"), rep(var("b"), 2, None, true), var("c")]),
+                    60,
+                    vec![
+                        ("a", and(eq("merchant", &m), eq("action", "login_fail"))),
+                        ("b", eq("action", "login_fail")),
+                        ("c", eq("action", "login_ok")),
+                    ],
+                    vec![("n", func("COUNT", vec![star(Some("b"))]))],
+                ),
+                _ => rule(
+                    &name,
+                    Pattern::Seq(vec![var("a"), var("b")]),
+                    10,
+                    vec![
+                        (
+                            "a",
+                            and(
+                                eq("merchant", &m),
+                                and(eq("country", "NG"), eq("action", "pay")),
+                            ),
+                        ),
+                        (
+                            "b",
+                            and(
+                                eq("action", "pay"),
+                                bin(
+                                    BinaryOp::NotEq,
+                                    col("country"),
+                                    func("FIRST", vec![col("a.country")]),
+                                ),
+                            ),
+                        ),
+                    ],
+                    vec![("from", col("a.country")), ("to", col("b.country"))],
+                ),
             }
         })
         .collect()
 }
 
 fn run(label: &str, rules: Vec<CreateRule>, n: usize, keys: u64) {
+    if let Ok(only) = std::env::var("WEIR_BENCH_ONLY") {
+        if !label.contains(only.as_str()) {
+            return;
+        }
+    }
     let s = stream();
     let cfg = CepConfig::default();
     let t0 = Instant::now();
-    let compiled: Vec<CepRule> = rules.iter().map(|r| CepRule::compile(r, &s, &cfg).expect("compile")).collect();
+    let compiled: Vec<CepRule> = rules
+        .iter()
+        .map(|r| CepRule::compile(r, &s, &cfg).expect("compile"))
+        .collect();
     let set = CepRuleSet::new(compiled).expect("set");
     let compile_ms = t0.elapsed().as_secs_f64() * 1000.0;
     let mut st = PartitionState::new(0, &set);
@@ -349,7 +433,11 @@ fn run(label: &str, rules: Vec<CreateRule>, n: usize, keys: u64) {
     let c = st.counters();
     st.finish(&set, &mut out);
     matches += out.len();
-    let per_pm = if peak_pm > 0 { peak_bytes as f64 / peak_pm as f64 } else { 0.0 };
+    let per_pm = if peak_pm > 0 {
+        peak_bytes as f64 / peak_pm as f64
+    } else {
+        0.0
+    };
     println!(
         "{label}: {n} events in {cpu:.2} s CPU ({wall:.2} s wall) = {:.0} events/s per core; {} matches; compile {:.0} ms ({} distinct predicates); \
          peak {} partial matches, {} live keys at end, ~{:.0} bytes per partial match (excl. shared row data); dropped {}",
@@ -367,6 +455,11 @@ fn main() {
         .unwrap_or(if quick { 20_000 } else { 2_000_000 });
     let keys = 100_000;
     run("1 rule, 100k keys", vec![brute_force()], n, keys);
-    run("1,000 selective rules, 100k keys", selective_rules(1000), n, keys);
+    run(
+        "1,000 selective rules, 100k keys",
+        selective_rules(1000),
+        n,
+        keys,
+    );
     run("1,000 dense rules, 100k keys", many_rules(1000), n, keys);
 }

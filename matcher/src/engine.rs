@@ -81,6 +81,8 @@ pub struct StreamCounters {
     pub late_processed: u64,
     pub metric_late: u64,
     pub metric_group_dropped: u64,
+    /// Events whose time windows cannot represent (beyond ±2^60 ms).
+    pub metric_rejected: u64,
 }
 
 /// One search of a stream.
@@ -182,7 +184,7 @@ fn path_name(e: &Expr) -> Option<String> {
 
 fn contains_matches(e: &Expr) -> bool {
     let mut found = false;
-    walk(e, &mut |x| {
+    e.walk(&mut |x| {
         if let ExprKind::Binary {
             op: BinaryOp::Matches,
             ..
@@ -192,50 +194,6 @@ fn contains_matches(e: &Expr) -> bool {
         }
     });
     found
-}
-
-fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match &e.kind {
-        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => walk(expr, f),
-        ExprKind::Binary { left, right, .. } => {
-            walk(left, f);
-            walk(right, f);
-        }
-        ExprKind::InList { expr, list, .. } => {
-            walk(expr, f);
-            list.iter().for_each(|x| walk(x, f));
-        }
-        ExprKind::Between {
-            expr, low, high, ..
-        } => {
-            walk(expr, f);
-            walk(low, f);
-            walk(high, f);
-        }
-        ExprKind::Like { expr, pattern, .. } => {
-            walk(expr, f);
-            walk(pattern, f);
-        }
-        ExprKind::Case {
-            operand,
-            whens,
-            else_,
-        } => {
-            if let Some(o) = operand {
-                walk(o, f);
-            }
-            for (a, b) in whens {
-                walk(a, f);
-                walk(b, f);
-            }
-            if let Some(x) = else_ {
-                walk(x, f);
-            }
-        }
-        ExprKind::Function { args, .. } => args.iter().for_each(|x| walk(x, f)),
-        _ => {}
-    }
 }
 
 fn string_literal(e: &Expr) -> Option<&str> {
@@ -703,6 +661,7 @@ impl Engine {
             match plan.add(state, &row, ts) {
                 Outcome::Late => st.counters.metric_late += 1,
                 Outcome::GroupDropped => st.counters.metric_group_dropped += 1,
+                Outcome::Rejected => st.counters.metric_rejected += 1,
                 Outcome::Applied | Outcome::Filtered => {}
             }
         }

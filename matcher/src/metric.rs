@@ -10,17 +10,19 @@
 //! - `values` holds the aggregate items by alias (an item without alias is named by its
 //!   canonical text, e.g. `COUNT(*)`); non-aggregate items are GROUP BY columns and appear
 //!   in `group`, named by their alias or column name.
-//! - A late event (older than the watermark) cannot reopen a window that already closed:
-//!   it is counted in `late_events` whatever the stream's `late` policy says.
+//! - A late event (older than the watermark) is counted. Under `late = 'drop'` it is
+//!   ignored; under `late = 'emit'` it is added to the windows holding its time that are
+//!   still open or still retained, and each retained closed window it changed is emitted
+//!   again with `"late": true` and a new id (a correction of the earlier record).
 //! - SLIDING windows never close by themselves (they are asked about at a time); at the
-//!   end of a `weir run` input one record per group is emitted for the last SIZE up to the
-//!   last event.
+//!   end of a `weir run` input one record per group is emitted for the last SIZE up to and
+//!   including the pane of the last event.
 
 use crate::expr::{compile, CompiledExpr, Scope};
 use crate::output::{make_id, OutputRecord};
 use crate::value::{Row, Value};
 use dsl::ast::{CreateMetric, Expr, ExprKind, WindowKind as AstWindow};
-use dsl::plan::{MetricOptions, StreamDef};
+use dsl::plan::{LatePolicy, MetricOptions, StreamDef};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 use sketches::accumulator::{build_state, AccSpec, Accumulator, Value as SkValue};
@@ -41,6 +43,9 @@ pub struct MetricPlan {
     aliases: Vec<String>,
     sketch_options: SketchOptions,
     window: WindowConfig,
+    /// The input stream's late policy: with `emit`, a late event still updates the windows
+    /// that hold its time and are retained, and those are emitted again marked late.
+    late: LatePolicy,
 }
 
 /// Why a METRIC could not be compiled (check has already validated the statement, so this
@@ -232,6 +237,15 @@ impl MetricPlan {
         if let Some(e) = options.percentile_error {
             sketch_options.percentile_error = e;
         }
+        if let Some(c) = options.bloom_capacity {
+            sketch_options.bloom_capacity = c;
+        }
+        if let Some(b) = options.percentile_max_bins {
+            sketch_options.percentile_max_bins = b.min(u32::MAX as u64) as u32;
+        }
+        if let Some(c) = options.topk_capacity {
+            sketch_options.topk_capacity = Some(c.min(u32::MAX as u64) as u32);
+        }
         let ms = |d: &dsl::ast::Duration| d.millis.min(i64::MAX as u64) as i64;
         let kind = match &m.window.kind {
             AstWindow::Tumbling { size } => WindowKind::Tumbling { size: ms(size) },
@@ -259,6 +273,7 @@ impl MetricPlan {
             aliases,
             sketch_options,
             window,
+            late: input.late,
         };
         // Fail now, not on the first event, if a sketch parameter is out of range.
         plan.new_state()?;
@@ -275,6 +290,9 @@ impl MetricPlan {
         Ok(MetricState {
             windows: Windowed::new(self.window, proto).map_err(bad)?,
             max_ts: None,
+            late_updates: Vec::new(),
+            late_revision: 0,
+            late_missed: 0,
         })
     }
 
@@ -305,24 +323,46 @@ impl MetricPlan {
             .iter()
             .map(|a| a.as_ref().map(|e| e.eval(row)).unwrap_or(Value::Null))
             .collect();
-        let outcome = state.windows.add(&key, ts, |accs: &mut Vec<Accumulator>| {
+        let update = |accs: &mut Vec<Accumulator>| {
             for (acc, v) in accs.iter_mut().zip(&vals) {
                 with_sk_value(v, |sv| {
                     acc.update(sv);
                 });
             }
-        });
-        state.max_ts = Some(state.max_ts.map_or(ts, |m| m.max(ts)));
+        };
+        let outcome = state.windows.add(&key, ts, update);
         match outcome {
-            Ok(AddOutcome::Applied) => Outcome::Applied,
-            Ok(AddOutcome::Late { .. }) => Outcome::Late,
+            Ok(AddOutcome::Applied) => {
+                state.max_ts = Some(state.max_ts.map_or(ts, |m| m.max(ts)));
+                Outcome::Applied
+            }
+            Ok(AddOutcome::Late { .. }) => {
+                if self.late == LatePolicy::Emit {
+                    if let Ok(r) = state.windows.add_late(&key, ts, update) {
+                        state.late_missed += r.missed;
+                        state.late_updates.extend(r.updated);
+                    }
+                }
+                Outcome::Late
+            }
             Ok(AddOutcome::GroupDropped) => Outcome::GroupDropped,
-            Err(_) => Outcome::GroupDropped,
+            // Event time outside what windows can represent (beyond ±2^60 ms).
+            Err(_) => Outcome::Rejected,
         }
     }
 
     /// Moves the watermark; closed windows become final records.
     pub fn advance_watermark(&self, state: &mut MetricState, wm: i64, out: &mut Vec<OutputRecord>) {
+        // Retained windows updated by late events (`late = 'emit'`), emitted again.
+        for c in std::mem::take(&mut state.late_updates) {
+            state.late_revision += 1;
+            let mut r = self.record(&c.group, c.span.start, c.span.end, &c.state, true);
+            if let OutputRecord::Metric { id, late, .. } = &mut r {
+                *late = true;
+                *id = make_id(&[id.as_bytes(), &state.late_revision.to_le_bytes()]);
+            }
+            out.push(r);
+        }
         if let Ok(closed) = state.windows.advance_watermark(wm) {
             for c in closed {
                 out.push(self.record(&c.group, c.span.start, c.span.end, &c.state, true));
@@ -334,7 +374,7 @@ impl MetricPlan {
     pub fn finish(&self, state: &mut MetricState, out: &mut Vec<OutputRecord>) {
         if self.is_sliding() {
             let Some(max) = state.max_ts else { return };
-            if let Ok(snap) = state.windows.sliding_snapshot(max.saturating_add(1)) {
+            if let Ok(snap) = state.windows.sliding_snapshot(max) {
                 for (group, span, st) in snap {
                     out.push(self.record(&group, span.start, span.end, &st, true));
                 }
@@ -382,6 +422,7 @@ impl MetricPlan {
             group,
             values,
             final_,
+            late: false,
         }
     }
 }
@@ -391,6 +432,15 @@ impl MetricPlan {
 pub struct MetricState {
     windows: Windowed<String, Vec<Accumulator>>,
     max_ts: Option<i64>,
+    /// Closed windows updated by late events, waiting to be emitted again.
+    #[serde(default)]
+    late_updates: Vec<Closed<String, Vec<Accumulator>>>,
+    /// How many late re-emissions so far (makes their ids distinct and deterministic).
+    #[serde(default)]
+    late_revision: u64,
+    /// Late events whose windows were no longer retained (`late = 'emit'`).
+    #[serde(default)]
+    late_missed: u64,
 }
 
 impl MetricState {
@@ -399,6 +449,10 @@ impl MetricState {
     }
     pub fn groups(&self) -> usize {
         self.windows.group_count()
+    }
+    /// Late events whose windows were gone (evicted past retention) under `late = 'emit'`.
+    pub fn late_missed(&self) -> u64 {
+        self.late_missed
     }
 }
 
@@ -409,6 +463,8 @@ pub enum Outcome {
     Filtered,
     Late,
     GroupDropped,
+    /// Event time outside what windows can represent.
+    Rejected,
 }
 
 fn with_sk_value<R>(v: &Value, f: impl FnOnce(SkValue<'_>) -> R) -> R {

@@ -11,6 +11,7 @@
 //! retry can be de-duplicated downstream by id. For a stream that is itself the output of
 //! another statement, the "offset" is the id of the upstream record.
 
+use crate::value::format_timestamp as format_ts;
 use serde_json::{Map, Value as Json};
 
 /// One output record, ready to print.
@@ -43,6 +44,8 @@ pub enum OutputRecord {
         group: Map<String, Json>,
         values: Map<String, Json>,
         final_: bool,
+        /// A retained window re-emitted because a late event changed it (`late = 'emit'`).
+        late: bool,
     },
 }
 
@@ -108,6 +111,7 @@ impl OutputRecord {
                 group,
                 values,
                 final_,
+                late,
             } => {
                 m.insert("metric".into(), metric.clone().into());
                 m.insert("id".into(), id.clone().into());
@@ -118,6 +122,9 @@ impl OutputRecord {
                 m.insert("group".into(), Json::Object(group.clone()));
                 m.insert("values".into(), Json::Object(values.clone()));
                 m.insert("final".into(), (*final_).into());
+                if *late {
+                    m.insert("late".into(), true.into());
+                }
             }
         }
         Json::Object(m)
@@ -153,35 +160,6 @@ pub fn output_id(statement: &str, stream: &str, partition: u32, offset: u64, seq
         &offset.to_le_bytes(),
         &seq.to_le_bytes(),
     ])
-}
-
-/// Milliseconds since the Unix epoch → `2026-01-01T00:10:00.000Z`.
-pub fn format_ts(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]

@@ -414,3 +414,12 @@ fn output_is_reenterable_as_input() {
     assert_eq!(j["fields"]["bv"], 2);
     assert!(j.get("late").is_none());
 }
+
+#[test]
+fn compiled_rules_are_shareable_and_state_is_movable() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<CepRuleSet>();
+    send_sync::<std::sync::Arc<CepRuleSet>>();
+    send::<PartitionState>();
+}

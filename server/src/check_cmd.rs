@@ -244,6 +244,52 @@ mod tests {
         assert_eq!(json.output.trim(), "[]");
     }
 
+    /// What `weir check` accepts, the engines compile: every shipped rules file and every
+    /// valid case of the dsl case suite builds a `matcher::engine::Engine`.
+    #[test]
+    fn what_check_accepts_the_engine_compiles() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut inputs: Vec<(String, String)> = Vec::new();
+        for f in collect_files(&[root.join("rules")]).unwrap() {
+            inputs.push((
+                f.display().to_string(),
+                std::fs::read_to_string(&f).unwrap(),
+            ));
+        }
+        for f in std::fs::read_dir(root.join("dsl/tests/cases")).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_none_or(|e| e != "case") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&f).unwrap();
+            for chunk in text.split("\n=== ").skip(1) {
+                let (name, body) = chunk.split_once('\n').unwrap();
+                let Some(i) = body.find("-- expect") else {
+                    continue;
+                };
+                let expect = &body[i..];
+                if expect.starts_with("-- expect: ") || expect.starts_with("-- expect-warning") {
+                    inputs.push((format!("{}: {name}", f.display()), body[..i].to_string()));
+                }
+            }
+        }
+        assert!(inputs.len() > 80, "{}", inputs.len());
+        let config = matcher::engine::EngineConfig::default();
+        let mut failures = Vec::new();
+        for (name, src) in &inputs {
+            let (statements, syntax) = dsl::parse::parse_statements(src);
+            assert!(syntax.iter().all(|d| !d.is_error()), "{name}");
+            let mut catalog = Catalog::new();
+            catalog
+                .apply(&statements)
+                .unwrap_or_else(|d| panic!("{name}: {d:?}"));
+            if let Err(diags) = matcher::engine::Engine::new(&catalog, 0, &config) {
+                failures.push(format!("{name}:\n{}", render_all(&diags, name, src)));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
     #[test]
     fn empty_folder_is_an_error() {
         let d = tmp("empty");

@@ -10,7 +10,7 @@ use sketches::bloom::Bloom;
 use sketches::hll::Hll;
 use sketches::options::SketchOptions;
 use sketches::quantiles::DDSketch;
-use sketches::topk::{Item, TopK};
+use sketches::topk::{Item, ItemRef, TopK};
 use sketches::window::{WindowConfig, WindowKind, Windowed};
 use sketches::Sketch;
 use std::hint::black_box;
@@ -99,10 +99,10 @@ fn updates() {
     let mut tk = TopK::new(TopK::default_capacity(10)).unwrap();
     let mut i = 0;
     let t = ns_per(words.len(), || {
-        tk.insert(Item::Str(words[i].clone()), 1);
+        tk.insert_ref(ItemRef::Str(&words[i]), 1);
         i += 1;
     });
-    println!("TopK cap=100 insert(string Zipf, incl. clone): {t:.1} ns");
+    println!("TopK cap=100 insert_ref(string Zipf; allocates only for new items): {t:.1} ns");
 
     let specs = metric_specs();
     let mut st = build_state(&specs, &SketchOptions::default()).unwrap();
@@ -373,6 +373,42 @@ fn hopping() {
     );
 }
 
+fn session() {
+    println!(
+        "\n## SESSION (GAP 30 s), 10k groups, events in time order, watermark every 100 events"
+    );
+    let groups = 10_000u64;
+    let proto = build_state(&metric_specs(), &SketchOptions::default()).unwrap();
+    let mut cfg = WindowConfig::new(WindowKind::Session { gap: 30_000 });
+    cfg.max_groups = 20_000;
+    let mut w: Windowed<u64, Vec<Accumulator>> = Windowed::new(cfg, proto).unwrap();
+    let n = 2_000_000usize;
+    let xs = splitmix(n, 14);
+    let lat = common::lognormal(15, 4096);
+    // 20 minutes; each group is active in bursts (group = hash of time bucket and slot).
+    let span = 20 * 60_000i64;
+    let mut closed = 0usize;
+    let t0 = Instant::now();
+    for (i, x) in xs.iter().enumerate() {
+        let ts = i as i64 * span / n as i64;
+        let g = (x % 1000) + 1000 * ((ts / 120_000) as u64 % 10);
+        w.add(&g, ts, |s| {
+            s[0].update(Value::Null);
+            s[1].update(Value::Int((x >> 20) as i64 & 0xfff));
+            s[2].update(Value::Float(lat[i % 4096]));
+        })
+        .unwrap();
+        if i % 100 == 0 {
+            closed += w.advance_watermark(ts - 1000).unwrap().len();
+        }
+    }
+    closed += w.close_all().unwrap().len();
+    println!(
+        "{n} events into {groups} groups: {:.0} ns/event overall, {closed} sessions closed",
+        t0.elapsed().as_nanos() as f64 / n as f64
+    );
+}
+
 fn main() {
     println!("sketches bench — {} (release)", env!("CARGO_PKG_VERSION"));
     // `cargo bench -p sketches --bench sketches -- sliding hopping` runs only those parts.
@@ -393,5 +429,8 @@ fn main() {
     }
     if run("hopping") {
         hopping();
+    }
+    if run("session") {
+        session();
     }
 }

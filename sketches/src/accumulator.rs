@@ -9,7 +9,7 @@ use crate::hash::StableHasher;
 use crate::hll::Hll;
 use crate::options::SketchOptions;
 use crate::quantiles::DDSketch;
-use crate::topk::{Item, TopK};
+use crate::topk::{Item, ItemRef, TopK};
 use crate::{Sketch, SketchError};
 use serde::{Deserialize, Serialize};
 use std::hash::Hasher;
@@ -63,6 +63,23 @@ impl Value<'_> {
             }
         }
         h.finish()
+    }
+
+    /// The borrowed form used to count top-k items.
+    pub fn to_item_ref(&self) -> ItemRef<'_> {
+        match *self {
+            Value::Null => ItemRef::Null,
+            Value::Bool(b) => ItemRef::Bool(b),
+            Value::Int(i) => ItemRef::Int(i),
+            Value::Float(f) => {
+                if f.fract() == 0.0 && (-9.2e18..=9.2e18).contains(&f) {
+                    ItemRef::Int(f as i64)
+                } else {
+                    ItemRef::Float(f.to_bits())
+                }
+            }
+            Value::Str(s) => ItemRef::Str(s),
+        }
     }
 
     /// The owned form stored in top-k lists.
@@ -228,7 +245,7 @@ impl Accumulator {
                 if v == Value::Null {
                     return false;
                 }
-                sketch.insert(v.to_item(), 1);
+                sketch.insert_ref(v.to_item_ref(), 1);
                 true
             }
             Accumulator::Set(b) => {

@@ -4,7 +4,7 @@
 //! - Sparse mode for small sets: a sorted list of 32-bit entries at precision 25 (index
 //!   and rank packed), plus a small unsorted insert buffer; estimated by linear counting at
 //!   2^25 buckets, so small counts are practically exact. 4 bytes per distinct entry.
-//! - Dense mode once the sparse list would outgrow the registers: `2^p` one-byte registers
+//! - Dense mode once the sparse list (plus its buffer) would reach the registers' size: `2^p` one-byte registers
 //!   (4096 bytes at p = 12). Merging dense sketches is a byte-wise max (vectorised).
 //!
 //! Relative standard error in dense mode: `1.04 / sqrt(2^p)` (1.63 % at p = 12).
@@ -136,7 +136,7 @@ impl Hll {
             buf.sort_unstable();
             merge_into(list, buf);
             buf.clear();
-            if list.len() * 4 > m {
+            if list.len() > sparse_limit(m) {
                 self.make_dense();
             }
         }
@@ -169,7 +169,7 @@ impl Hll {
                     .filter(|&&i| list.binary_search_by_key(&i, |&e| sparse_idx(e)).is_err())
                     .count();
                 let n = list.len() + new;
-                if n * 4 > self.m() {
+                if n > sparse_limit(self.m()) {
                     // Past the conversion point (the buffer has not been flushed yet):
                     // answer as the dense sketch would, so the estimate depends only on
                     // the set of items, not on when buffers were flushed.
@@ -186,6 +186,12 @@ impl Hll {
     }
 }
 
+/// Most sparse entries before switching to registers: with the insert buffer (≤ 1/4 of
+/// the list) the sparse form then stays below the `m` bytes of the dense form.
+fn sparse_limit(m: usize) -> usize {
+    m * 3 / 16
+}
+
 fn self_m(p: u32) -> usize {
     1usize << p
 }
@@ -197,6 +203,8 @@ fn merge_into(list: &mut Vec<u32>, other: &[u32]) {
         return;
     }
     let n = list.len();
+    // Exact growth: the sparse form must not hold twice the memory it uses.
+    list.reserve_exact(other.len());
     list.resize(n + other.len(), 0);
     let (mut i, mut j, mut k) = (n, other.len(), n + other.len());
     while j > 0 {
@@ -325,13 +333,13 @@ impl Sketch for Hll {
                     // Linear merge of the two sorted lists; buffers go through a flush.
                     merge_into(my_list, list);
                     my_buf.extend_from_slice(buf);
-                    let force =
-                        my_buf.len() >= buf_limit(my_list.len()) || my_list.len() * 4 > self_m(p);
+                    let force = my_buf.len() >= buf_limit(my_list.len())
+                        || my_list.len() > sparse_limit(self_m(p));
                     if force {
                         self.flush();
                     }
                     if let Repr::Sparse { list, .. } = &self.repr {
-                        if list.len() * 4 > self_m(p) {
+                        if list.len() > sparse_limit(self_m(p)) {
                             self.make_dense();
                         }
                     }
@@ -389,6 +397,21 @@ mod tests {
         assert!(Hll::new(3).is_err());
         assert!(Hll::new(19).is_err());
         assert!(Hll::new(12).is_ok());
+    }
+
+    #[test]
+    fn sparse_never_outgrows_dense() {
+        for p in [8u8, 12] {
+            let m = 1usize << p;
+            let mut h = Hll::new(p).unwrap();
+            let mut max = 0;
+            for i in 0..(4 * m as u64) {
+                h.insert(&i);
+                max = max.max(h.memory_bytes());
+            }
+            assert!(!h.is_sparse());
+            assert!(max <= m + 128, "p={p}: sparse form peaked at {max} bytes");
+        }
     }
 
     #[test]

@@ -226,7 +226,7 @@ pub struct DDSketch {
 }
 
 impl DDSketch {
-    /// `alpha` is the relative accuracy (`percentile_error`, 0 < α < 1).
+    /// `alpha` is the relative accuracy (`percentile_error`, 0.0001 ≤ α < 1).
     pub fn new(alpha: f64) -> Result<Self, SketchError> {
         Self::with_max_bins(alpha, DEFAULT_MAX_BINS)
     }
@@ -234,7 +234,7 @@ impl DDSketch {
     pub fn with_max_bins(alpha: f64, max_bins: u32) -> Result<Self, SketchError> {
         if !valid_alpha(alpha) {
             return Err(SketchError::InvalidParameter(format!(
-                "percentile_error must be between 0 and 1 (exclusive), got {alpha}"
+                "percentile_error must be at least {MIN_ALPHA} and below 1, got {alpha}"
             )));
         }
         if !(16..=1 << 16).contains(&max_bins) {
@@ -353,9 +353,12 @@ impl DDSketch {
 /// Values with smaller magnitude count as zero.
 const MIN_INDEXABLE: f64 = 1e-300;
 
-/// 0 < α < 1 (false for NaN).
+/// Smallest accepted α: keeps bucket indexes of every finite double within i32.
+pub const MIN_ALPHA: f64 = 1e-4;
+
+/// MIN_ALPHA ≤ α < 1 (false for NaN).
 fn valid_alpha(a: f64) -> bool {
-    a > 0.0 && a < 1.0
+    (MIN_ALPHA..1.0).contains(&a)
 }
 
 /// Equal up to float text round-trip noise (checkpoints may go through JSON).
@@ -460,6 +463,12 @@ mod tests {
     fn bad_parameters() {
         assert!(DDSketch::new(0.0).is_err());
         assert!(DDSketch::new(1.0).is_err());
+        assert!(DDSketch::new(1e-9).is_err());
+        let mut s = DDSketch::new(MIN_ALPHA).unwrap();
+        for v in [f64::MAX, f64::MIN_POSITIVE, 1e-300, -f64::MAX, 1.0] {
+            s.add(v);
+        }
+        assert_eq!(s.quantile(1.0), Some(f64::MAX));
         assert!(DDSketch::with_max_bins(0.01, 1).is_err());
     }
 }

@@ -7,7 +7,7 @@
 //! counts; `capacity` defaults to `max(10·k, 64)` so the reported top `k` are reliable on
 //! skewed data.
 
-use crate::hash::hash_of;
+use crate::hash::StableHasher;
 use crate::{Sketch, SketchError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -56,6 +56,68 @@ impl Item {
             Item::Str(s) => s.clone().into(),
         }
     }
+}
+
+/// A borrowed [`Item`], so counting an item already monitored allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(&'a str),
+}
+
+impl ItemRef<'_> {
+    pub fn to_owned_item(self) -> Item {
+        match self {
+            ItemRef::Null => Item::Null,
+            ItemRef::Bool(b) => Item::Bool(b),
+            ItemRef::Int(i) => Item::Int(i),
+            ItemRef::Float(f) => Item::Float(f),
+            ItemRef::Str(s) => Item::Str(s.to_string()),
+        }
+    }
+
+    /// Stable hash (the index key).
+    fn stable_hash(self) -> u64 {
+        use std::hash::Hasher as _;
+        let mut h = StableHasher::default();
+        match self {
+            ItemRef::Null => h.write_u8(0),
+            ItemRef::Bool(b) => h.write_u32(0x100 | b as u32),
+            ItemRef::Int(i) => {
+                h.write_u8(2);
+                h.write_i64(i)
+            }
+            ItemRef::Float(f) => {
+                h.write_u8(3);
+                h.write_u64(f)
+            }
+            ItemRef::Str(s) => {
+                h.write_u8(4);
+                h.write(s.as_bytes());
+                h.write_usize(s.len())
+            }
+        }
+        h.finish()
+    }
+}
+
+impl Item {
+    pub fn as_item_ref(&self) -> ItemRef<'_> {
+        match self {
+            Item::Null => ItemRef::Null,
+            Item::Bool(b) => ItemRef::Bool(*b),
+            Item::Int(i) => ItemRef::Int(*i),
+            Item::Float(f) => ItemRef::Float(*f),
+            Item::Str(s) => ItemRef::Str(s),
+        }
+    }
+}
+
+fn hash_of(item: &Item) -> u64 {
+    item.as_item_ref().stable_hash()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,18 +236,21 @@ impl TopK {
         self.entries.len() >= self.capacity as usize
     }
 
-    fn position(&self, h: u64, item: &Item) -> Option<usize> {
+    fn position(&self, h: u64, item: ItemRef<'_>) -> Option<usize> {
         match self.index.get(&h) {
             Some(&i)
                 if self
                     .entries
                     .get(i as usize)
-                    .is_some_and(|e| &e.item == item) =>
+                    .is_some_and(|e| e.item.as_item_ref() == item) =>
             {
                 Some(i as usize)
             }
             // A 64-bit hash collision between different items: fall back to a scan.
-            Some(_) => self.entries.iter().position(|e| &e.item == item),
+            Some(_) => self
+                .entries
+                .iter()
+                .position(|e| e.item.as_item_ref() == item),
             None => None,
         }
     }
@@ -195,12 +260,31 @@ impl TopK {
         if weight == 0 {
             return;
         }
-        self.total += weight;
         let h = hash_of(&item);
-        if let Some(i) = self.position(h, &item) {
+        if let Some(i) = self.position(h, item.as_item_ref()) {
+            self.total += weight;
             self.entries[i].count += weight;
             return;
         }
+        self.insert_new(h, item, weight);
+    }
+
+    /// Add `weight` occurrences of a borrowed item; allocates only if it is not monitored.
+    pub fn insert_ref(&mut self, item: ItemRef<'_>, weight: u64) {
+        if weight == 0 {
+            return;
+        }
+        let h = item.stable_hash();
+        if let Some(i) = self.position(h, item) {
+            self.total += weight;
+            self.entries[i].count += weight;
+            return;
+        }
+        self.insert_new(h, item.to_owned_item(), weight);
+    }
+
+    fn insert_new(&mut self, h: u64, item: Item, weight: u64) {
+        self.total += weight;
         if !self.full() {
             self.index.insert(h, self.entries.len() as u32);
             self.hashes.push(h);
@@ -258,7 +342,7 @@ impl TopK {
     /// Estimated count and error of one item (`None` if not monitored: its true count is
     /// then at most the smallest monitored count, or 0 if the summary is not full).
     pub fn get(&self, item: &Item) -> Option<(u64, u64)> {
-        self.position(hash_of(item), item)
+        self.position(hash_of(item), item.as_item_ref())
             .map(|i| (self.entries[i].count, self.entries[i].error))
     }
 

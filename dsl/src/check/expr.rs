@@ -126,7 +126,7 @@ fn comparable(a: Ty, b: Ty) -> bool {
 /// Does the expression contain an aggregate call (COUNT, SUM, …, APPROX_*)?
 pub(crate) fn has_aggregate(e: &Expr) -> bool {
     let mut found = false;
-    walk(e, &mut |x| {
+    e.walk(&mut |x| {
         if let ExprKind::Function { name, .. } = &x.kind {
             let n = name.name.to_ascii_lowercase();
             if is_exact_agg(&n) || is_approx(&n) {
@@ -140,7 +140,7 @@ pub(crate) fn has_aggregate(e: &Expr) -> bool {
 /// Does the expression contain a `MATCHES` test?
 pub(crate) fn has_matches(e: &Expr) -> bool {
     let mut found = false;
-    walk(e, &mut |x| {
+    e.walk(&mut |x| {
         if let ExprKind::Binary {
             op: BinaryOp::Matches,
             ..
@@ -150,80 +150,6 @@ pub(crate) fn has_matches(e: &Expr) -> bool {
         }
     });
     found
-}
-
-/// The direct sub-expressions of `e`, in order.
-pub(crate) fn children<'a>(e: &'a Expr, out: &mut Vec<&'a Expr>) {
-    match &e.kind {
-        ExprKind::Literal(_) | ExprKind::Path(_) | ExprKind::Wildcard(_) => {}
-        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => out.push(expr),
-        ExprKind::Binary { left, right, .. } => out.extend([&**left, &**right]),
-        ExprKind::InList { expr, list, .. } => {
-            out.push(expr);
-            out.extend(list.iter());
-        }
-        ExprKind::Between {
-            expr, low, high, ..
-        } => out.extend([&**expr, &**low, &**high]),
-        ExprKind::Like { expr, pattern, .. } => out.extend([&**expr, &**pattern]),
-        ExprKind::Case {
-            operand,
-            whens,
-            else_,
-        } => {
-            out.extend(operand.as_deref());
-            for (w, t) in whens {
-                out.extend([w, t]);
-            }
-            out.extend(else_.as_deref());
-        }
-        ExprKind::Function { args, .. } => out.extend(args.iter()),
-    }
-}
-
-/// Pre-order walk over every sub-expression.
-pub(crate) fn walk(e: &Expr, f: &mut dyn FnMut(&Expr)) {
-    f(e);
-    match &e.kind {
-        ExprKind::Literal(_) | ExprKind::Path(_) | ExprKind::Wildcard(_) => {}
-        ExprKind::Unary { expr, .. } | ExprKind::IsNull { expr, .. } => walk(expr, f),
-        ExprKind::Binary { left, right, .. } => {
-            walk(left, f);
-            walk(right, f);
-        }
-        ExprKind::InList { expr, list, .. } => {
-            walk(expr, f);
-            list.iter().for_each(|x| walk(x, f));
-        }
-        ExprKind::Between {
-            expr, low, high, ..
-        } => {
-            walk(expr, f);
-            walk(low, f);
-            walk(high, f);
-        }
-        ExprKind::Like { expr, pattern, .. } => {
-            walk(expr, f);
-            walk(pattern, f);
-        }
-        ExprKind::Case {
-            operand,
-            whens,
-            else_,
-        } => {
-            if let Some(o) = operand {
-                walk(o, f);
-            }
-            for (w, t) in whens {
-                walk(w, f);
-                walk(t, f);
-            }
-            if let Some(x) = else_ {
-                walk(x, f);
-            }
-        }
-        ExprKind::Function { args, .. } => args.iter().for_each(|x| walk(x, f)),
-    }
 }
 
 pub(crate) fn is_exact_agg(n: &str) -> bool {
@@ -747,9 +673,10 @@ impl Cx<'_> {
                 // A bare undeclared name is an error (it is most often a typo); a dotted
                 // path whose root is undeclared reads an undeclared JSON field (a warning),
                 // unless the root looks like a typo of a column or pattern variable.
-                // In a rule, `x.col` with an unknown `x` is a mistyped pattern variable.
+                // In a rule the same holds: `x.col` with an unknown `x` that resembles no
+                // pattern variable or column reads the undeclared field `x` (language §1).
                 let dotted = parts.len() > 1;
-                if self.open && dotted && !in_body && suggestion.is_none() {
+                if self.open && dotted && suggestion.is_none() {
                     let what = if in_body {
                         "neither a pattern variable nor a declared column"
                     } else {
@@ -1069,7 +996,7 @@ impl Cx<'_> {
         // In a rule, an aggregate reads the rows of one pattern variable.
         if let Some(vars) = self.vars {
             let mut roots = BTreeSet::new();
-            walk(arg, &mut |x| {
+            arg.walk(&mut |x| {
                 if let ExprKind::Path(p) = &x.kind {
                     if p.len() > 1 && vars.known(&p[0].name) {
                         roots.insert(p[0].name.clone());

@@ -556,25 +556,22 @@ fn dedup_warnings(diags: &mut Vec<Diagnostic>, from: usize) {
 
 /// The first column of a metric SELECT item that is outside every aggregate and not a
 /// GROUP BY expression.
+fn is_aggregate_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    expr::is_exact_agg(&n) || n.starts_with("approx_")
+}
+
 fn ungrouped_column(e: &Expr, group_by: &[Expr]) -> Option<Span> {
     if group_by.contains(e) {
         return None;
     }
     match &e.kind {
         ExprKind::Path(_) => Some(e.span),
-        ExprKind::Function { name, .. }
-            if expr::is_exact_agg(&name.name.to_ascii_lowercase())
-                || name.name.to_ascii_lowercase().starts_with("approx_") =>
-        {
-            None
-        }
-        _ => {
-            let mut children = Vec::new();
-            expr::children(e, &mut children);
-            children
-                .into_iter()
-                .find_map(|c| ungrouped_column(c, group_by))
-        }
+        ExprKind::Function { name, .. } if is_aggregate_name(&name.name) => None,
+        _ => e
+            .children()
+            .into_iter()
+            .find_map(|c| ungrouped_column(c, group_by)),
     }
 }
 
@@ -1124,6 +1121,7 @@ fn check_metric(
     }
     let mut any_aggregate = false;
     for item in &m.items {
+        let errors_before = diags.iter().filter(|d| d.is_error()).count();
         let mut cx = Cx {
             stream: input,
             open: input_open,
@@ -1133,6 +1131,9 @@ fn check_metric(
             diags,
         };
         let t = cx.check_item(&item.expr);
+        let item_ok = diags.iter().filter(|d| d.is_error()).count() == errors_before;
+        let top_aggregate = matches!(&item.expr.kind, ExprKind::Function { name, .. }
+            if is_aggregate_name(&name.name));
         if has_aggregate(&item.expr) {
             any_aggregate = true;
         }
@@ -1140,6 +1141,20 @@ fn check_metric(
             diags.push(Diagnostic::error(
                 span,
                 "this column is neither in GROUP BY nor inside an aggregate",
+            ));
+        } else if item_ok && !top_aggregate && !m.group_by.contains(&item.expr) {
+            // Each item is one window value or one group key (language decision, matching
+            // the metric engine): no arithmetic over aggregates or group columns.
+            let what = if has_aggregate(&item.expr) {
+                "arithmetic over aggregates"
+            } else {
+                "an expression of GROUP BY columns"
+            };
+            diags.push(Diagnostic::error(
+                item.expr.span,
+                format!(
+                    "a METRIC SELECT item is one aggregate (like SUM(x), whose argument may be an expression) or a GROUP BY column; {what} is not supported"
+                ),
             ));
         }
         match item_name(&item.expr, item.alias.as_ref()) {

@@ -60,6 +60,9 @@ pub(crate) const METRIC_OPTIONS: &[&str] = &[
     "percentile_error",
     "retention",
     "max_groups",
+    "bloom_capacity",
+    "percentile_max_bins",
+    "topk_capacity",
 ];
 
 /// Where an option's value was written: the option's span ends with its value.
@@ -333,7 +336,10 @@ pub(crate) fn metric_options(opts: &[WithOption], diags: &mut Vec<Diagnostic>) -
     for key in ["bloom_fpp", "percentile_error"] {
         if let Some(o) = m.get(key) {
             if let Some(f) = float_opt(o, diags) {
-                if f > 0.0 && f < 1.0 {
+                // The quantile sketch needs α ≥ 0.0001 (beyond that its bucket count
+                // explodes); a Bloom filter takes any rate in (0, 1).
+                let min = if key == "bloom_fpp" { 0.0 } else { 0.0001 };
+                if f > min && f < 1.0 || (key != "bloom_fpp" && f == min) {
                     if key == "bloom_fpp" {
                         out.bloom_fpp = Some(f);
                     } else {
@@ -342,7 +348,13 @@ pub(crate) fn metric_options(opts: &[WithOption], diags: &mut Vec<Diagnostic>) -
                 } else {
                     diags.push(Diagnostic::error(
                         value_span(o),
-                        format!("{key} must be strictly between 0 and 1, like 0.01; found {f}"),
+                        if key == "bloom_fpp" {
+                            format!("{key} must be strictly between 0 and 1, like 0.01; found {f}")
+                        } else {
+                            format!(
+                                "{key} must be at least 0.0001 and below 1, like 0.01; found {f}"
+                            )
+                        },
                     ));
                 }
             }
@@ -351,6 +363,25 @@ pub(crate) fn metric_options(opts: &[WithOption], diags: &mut Vec<Diagnostic>) -
     if let Some(o) = m.get("retention") {
         if let Some(ms) = duration_opt(o, diags) {
             out.retention_ms = Some(ms);
+        }
+    }
+    for key in ["bloom_capacity", "percentile_max_bins", "topk_capacity"] {
+        if let Some(o) = m.get(key) {
+            if let Some(n) = int_opt(o, diags) {
+                if n >= 1 {
+                    let n = n as u64;
+                    match key {
+                        "bloom_capacity" => out.bloom_capacity = Some(n),
+                        "percentile_max_bins" => out.percentile_max_bins = Some(n),
+                        _ => out.topk_capacity = Some(n),
+                    }
+                } else {
+                    diags.push(Diagnostic::error(
+                        value_span(o),
+                        format!("{key} must be at least 1, found {n}"),
+                    ));
+                }
+            }
         }
     }
     if let Some(o) = m.get("max_groups") {

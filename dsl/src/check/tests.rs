@@ -151,6 +151,7 @@ fn metric_output_and_options() {
             percentile_error: Some(0.05),
             retention_ms: Some(3_600_000),
             max_groups: Some(7),
+            ..MetricOptions::default()
         }
     );
 }

@@ -8,7 +8,7 @@ use nom::Err;
 
 use super::lex::{
     attempt, cut, fail, field_name, hard, ident, is_reserved, kw, kw_q, labelled, number, record,
-    string_lit, sym, sym_q, tok_start, word, Depth, Exp, PErr, PResult,
+    string_lit, sym, sym_q, tok_start, word, Depth, Exp, PErr, PResult, Upper,
 };
 use super::limits::{MAX_EXPR_HEIGHT, MAX_LIST_ITEMS};
 use crate::ast::{BinaryOp, Expr, ExprKind, Ident, Literal, Span, UnaryOp};
@@ -131,7 +131,7 @@ fn peek_op(i: &str) -> Result<Option<OpAt<'_>>, Err<PErr>> {
     let Some((w, r)) = word(t) else {
         return Ok(None);
     };
-    let up = w.to_ascii_uppercase();
+    let up = Upper::of(w);
     Ok(match up.as_str() {
         "OR" => Some((r, Op::Bin(BinaryOp::Or), P_OR, false)),
         "AND" => Some((r, Op::Bin(BinaryOp::And), P_AND, false)),
@@ -143,11 +143,11 @@ fn peek_op(i: &str) -> Result<Option<OpAt<'_>>, Err<PErr>> {
         "NOT" => {
             // `x NOT IN / BETWEEN / LIKE`; any other NOT ends the expression.
             let t2 = tok_start(r)?;
-            let next = word(t2).map(|(w2, r2)| (w2.to_ascii_uppercase(), r2));
+            let next = word(t2).map(|(w2, r2)| (Upper::of(w2), r2));
             match next {
-                Some((w2, r2)) if w2 == "IN" => Some((r2, Op::In, P_CMP, true)),
-                Some((w2, r2)) if w2 == "BETWEEN" => Some((r2, Op::Between, P_CMP, true)),
-                Some((w2, r2)) if w2 == "LIKE" => Some((r2, Op::Like, P_CMP, true)),
+                Some((w2, r2)) if w2.as_str() == "IN" => Some((r2, Op::In, P_CMP, true)),
+                Some((w2, r2)) if w2.as_str() == "BETWEEN" => Some((r2, Op::Between, P_CMP, true)),
+                Some((w2, r2)) if w2.as_str() == "LIKE" => Some((r2, Op::Like, P_CMP, true)),
                 _ => {
                     record(t2, Exp::Kw("IN"));
                     record(t2, Exp::Kw("BETWEEN"));
@@ -333,7 +333,7 @@ fn primary(i: &str) -> H<'_> {
     if let Some((w, rest)) = word(t) {
         if is_reserved(w) {
             let sp = super::lex::span(t, rest);
-            match w.to_ascii_uppercase().as_str() {
+            match Upper::of(w).as_str() {
                 "TRUE" => return Ok((rest, lit(Literal::Bool(true), sp))),
                 "FALSE" => return Ok((rest, lit(Literal::Bool(false), sp))),
                 "NULL" => return Ok((rest, lit(Literal::Null, sp))),

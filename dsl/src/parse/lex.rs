@@ -320,7 +320,31 @@ pub const RESERVED: &[&str] = &[
 ];
 
 pub fn is_reserved(w: &str) -> bool {
-    RESERVED.iter().any(|k| k.eq_ignore_ascii_case(w))
+    let up = Upper::of(w);
+    !up.as_str().is_empty() && RESERVED.binary_search(&up.as_str()).is_ok()
+}
+
+/// A word in capitals without allocating; empty when it is too long to be a keyword or
+/// is not ASCII.
+pub(crate) struct Upper {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl Upper {
+    pub(crate) fn of(w: &str) -> Upper {
+        let mut buf = [0u8; 24];
+        if w.len() > buf.len() || !w.is_ascii() {
+            return Upper { buf, len: 0 };
+        }
+        for (b, c) in buf.iter_mut().zip(w.bytes()) {
+            *b = c.to_ascii_uppercase();
+        }
+        Upper { buf, len: w.len() }
+    }
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
 }
 
 /// True when `name` can be written without double quotes.
@@ -618,5 +642,17 @@ pub(crate) fn describe_token(t: &str) -> (String, usize) {
         ),
         c if c.is_ascii_punctuation() => (format!("`{c}`"), 1),
         c => (format!("unexpected character `{c}`"), c.len_utf8()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reserved_words_are_sorted_for_binary_search() {
+        assert!(super::RESERVED.windows(2).all(|w| w[0] < w[1]));
+        assert!(super::is_reserved("match_recognize"));
+        assert!(super::is_reserved("Within"));
+        assert!(!super::is_reserved("within_"));
+        assert!(!super::is_reserved("first"));
     }
 }

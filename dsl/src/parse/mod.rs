@@ -53,7 +53,8 @@ pub fn parse_statements(src: &str) -> (Vec<Statement>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     lex::reset(src.len());
     lex::take_warnings();
-    let mut pos = 0;
+    // A byte-order mark at the start of a file (some editors write one) is not content.
+    let mut pos = if src.starts_with('\u{feff}') { 3 } else { 0 };
     loop {
         lex::reset(src.len());
         // Skip whitespace, comments and empty statements.

@@ -51,6 +51,7 @@ fn starts_term(i: &str) -> Result<bool, nom::Err<super::lex::PErr>> {
     let t = tok_start(i)?;
     Ok(t.starts_with('(')
         || t.starts_with('!')
+        || unsupported(t).is_some()
         || t.starts_with('"')
         || attempt(ident_q(t))?.is_some())
 }
@@ -93,6 +94,9 @@ fn term<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
         }
         return Ok((r, Pattern::Absent(v)));
     }
+    if let Some((len, msg)) = unsupported(t) {
+        return hard(t, len, msg);
+    }
     let (r, base) = if let Some((r, _)) = attempt(sym_q("(")(t))? {
         let (r, p) = cut(alt_p(r, n))?;
         let (r, _) = cut(labelled(r, "`)` to close the group", sym(")")))?;
@@ -115,7 +119,7 @@ fn quantifier<'a>(start: &'a str, i: &'a str, base: Pattern) -> PResult<'a, Patt
         Some('*') => (&q[1..], 0, None),
         Some('+') => (&q[1..], 1, None),
         Some('?') => (&q[1..], 0, Some(1)),
-        Some('{') => bounds(q)?,
+        Some('{') if !q.starts_with("{-") => bounds(q)?,
         _ => return Ok((i, base)),
     };
     let (r, greedy) = match r.strip_prefix('?') {
@@ -198,4 +202,30 @@ fn count(i: &str) -> PResult<'_, Option<u32>> {
             ),
         ),
     }
+}
+
+/// SQL pattern syntax that weir does not support (neither does Flink), with a message.
+/// `(span length, message)`.
+fn unsupported(t: &str) -> Option<(usize, &'static str)> {
+    if t.starts_with('^') || t.starts_with('$') {
+        return Some((
+            1,
+            "pattern anchors `^` and `$` are not supported on streams",
+        ));
+    }
+    if t.starts_with("{-") {
+        return Some((
+            2,
+            "pattern exclusion `{- ... -}` is not supported (it needs ALL ROWS PER MATCH)",
+        ));
+    }
+    if let Some((w, rest)) = super::lex::word(t) {
+        if w.eq_ignore_ascii_case("PERMUTE") && rest.trim_start().starts_with('(') {
+            return Some((
+                w.len(),
+                "PERMUTE is not supported; write the orders as alternatives: (A B | B A)",
+            ));
+        }
+    }
+    None
 }

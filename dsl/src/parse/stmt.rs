@@ -3,7 +3,7 @@
 use super::expr::expr;
 use super::lex::{
     attempt, cut, fail, hard, ident, ident_q, kw, kw_q, kws, labelled, number, span, string_lit,
-    sym, sym_q, tok_start, warn, word, Exp, PResult,
+    sym, sym_q, tok_start, warn, word, Exp, PResult, Upper,
 };
 use super::limits::MAX_LIST_ITEMS;
 use super::pattern::pattern;
@@ -179,7 +179,7 @@ fn data_type(i: &str) -> PResult<'_, DataType> {
     let Some((w, rest)) = word(t) else {
         return fail(t, Exp::Label(TYPES));
     };
-    let ty = match w.to_ascii_uppercase().as_str() {
+    let ty = match Upper::of(w).as_str() {
         "STRING" | "VARCHAR" | "TEXT" => DataType::String,
         "INT" | "INTEGER" | "BIGINT" | "LONG" => DataType::Int,
         "FLOAT" | "DOUBLE" | "REAL" => DataType::Float,
@@ -276,8 +276,9 @@ fn option_value(i: &str) -> PResult<'_, Literal> {
 const DURATION: &str = "a duration like `10 MINUTES` or `INTERVAL '10' MINUTE`";
 
 fn unit_millis(w: &str) -> Option<u64> {
-    let u = w.to_ascii_uppercase();
-    let u = u.strip_suffix('S').unwrap_or(&u);
+    let u = Upper::of(w);
+    let u = u.as_str();
+    let u = u.strip_suffix('S').unwrap_or(u);
     Some(match u {
         "MILLISECOND" => 1,
         "SECOND" => 1_000,

@@ -227,7 +227,9 @@ impl Scratch {
             self.stamp.iter_mut().for_each(|s| *s = 0);
             self.gen = 1;
         }
-        self.seen.clear();
+        if !self.seen.is_empty() {
+            self.seen.clear();
+        }
     }
 }
 
@@ -613,8 +615,9 @@ fn closure(
                     true
                 }
                 // same hash: merge only when the projections are really equal
-                Some(&(n2, l2)) => !projection(rule, nodes, t.node, t.len)
-                    .eq(projection(rule, nodes, n2, l2)),
+                Some(&(n2, l2)) => {
+                    !projection(rule, nodes, t.node, t.len).eq(projection(rule, nodes, n2, l2))
+                }
             },
         };
         if !fresh {
@@ -1294,24 +1297,14 @@ impl PartitionState {
             }
             let key = row_key(rep, &row);
             let gs = &mut self.groups_state[gi];
-            let mut ks = match gs.get_mut(&key.hash) {
-                Some(bucket) => {
-                    match bucket
-                        .iter()
-                        .position(|ks| key_matches(rep, &row, &key, &ks.values))
-                    {
-                        Some(i) => {
-                            let ks = bucket.swap_remove(i);
-                            if bucket.is_empty() {
-                                gs.remove(&key.hash);
-                            }
-                            Some(ks)
-                        }
-                        None => None,
-                    }
-                }
-                None => None,
-            };
+            // taken out while processed; the (possibly empty) bucket stays so that putting
+            // the key back does not allocate
+            let mut ks = gs.get_mut(&key.hash).and_then(|bucket| {
+                bucket
+                    .iter()
+                    .position(|ks| key_matches(rep, &row, &key, &ks.values))
+                    .map(|i| bucket.swap_remove(i))
+            });
             if ks.is_none() && cands.is_empty() {
                 self.cand_buf = cands;
                 continue;
@@ -1429,6 +1422,7 @@ impl PartitionState {
                 }
             }
             self.cand_buf = cands;
+            let had = ks.is_some();
             if let Some(mut ks) = ks {
                 ks.rules
                     .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
@@ -1442,7 +1436,11 @@ impl PartitionState {
                         }
                     }
                     gs.entry(key.hash).or_default().push(ks);
+                    continue;
                 }
+            }
+            if had && gs.get(&key.hash).is_some_and(|b| b.is_empty()) {
+                gs.remove(&key.hash);
             }
         }
     }

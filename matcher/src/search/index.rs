@@ -707,6 +707,14 @@ impl<R> SearchIndex<R> {
         Node::Multi { f, m }
     }
 
+    /// Build the pattern automata changed by `add` / `remove` now rather than on the next
+    /// document (after a batch of registrations, to keep that document's latency low).
+    pub fn prepare(&mut self) {
+        if self.dirty_shards {
+            self.rebuild_dirty();
+        }
+    }
+
     /// Rebuild the DFAs of the shards whose patterns changed (compacting dropped ones).
     fn rebuild_dirty(&mut self) {
         let multis = &self.multis;

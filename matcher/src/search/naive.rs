@@ -50,11 +50,27 @@ fn positions(a: &Analyzed, pred: impl Fn(&str) -> bool) -> Vec<usize> {
     (0..a.len()).filter(|&i| pred(a.term(i))).collect()
 }
 
+/// Compiled regexes, per thread, bounded (cleared past `REGEX_CACHE_MAX` entries).
+const REGEX_CACHE_MAX: usize = 1024;
+thread_local! {
+    static REGEXES: std::cell::RefCell<std::collections::HashMap<String, Option<Regex>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
 fn regex_positions(a: &Analyzed, re: &str) -> Vec<usize> {
-    match Regex::new(re) {
-        Ok(r) => positions(a, |t| r.is_match(t)),
-        Err(_) => Vec::new(),
-    }
+    REGEXES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(re) {
+            if cache.len() >= REGEX_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(re.to_string(), Regex::new(re).ok());
+        }
+        match cache.get(re) {
+            Some(Some(r)) => positions(a, |t| r.is_match(t)),
+            _ => Vec::new(),
+        }
+    })
 }
 
 fn eval(q: &Query, fields: &BTreeMap<String, Analyzed>, marks: &mut Marks) -> bool {

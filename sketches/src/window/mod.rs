@@ -7,7 +7,7 @@
 //!   windows that received at least one event are emitted.
 //! - **Sliding** `(SIZE d)`: no window closes; the caller asks for "the last `d` up to time
 //!   `t`" with [`Windowed::query_sliding`], answered from panes (width chosen by the
-//!   caller, default `d / 60`) rounded up to the pane boundary: `[ceil(t) − d, ceil(t))`.
+//!   caller, default `d / 60`): `[T − d, T)` with `T` the end of the pane holding `t`.
 //!   Blocks of 8 aligned panes are pre-merged (when the watermark passes the block's end,
 //!   or on first use) and cached, so a query merges at most `d/(8·pane) + 14` partial
 //!   states instead of `d/pane`.
@@ -36,6 +36,11 @@ pub type Ts = i64;
 
 /// Version of the serialized [`Windowed`] state (checkpoints).
 pub const STATE_VERSION: u32 = 1;
+
+/// Largest accepted window SIZE / ADVANCE / GAP / pane: 2^50 ms (about 35 000 years).
+pub const MAX_DURATION: i64 = 1 << 50;
+/// Accepted event times: ±2^60 ms (about 36 million years around 1970).
+pub const MAX_EVENT_TIME: i64 = 1 << 60;
 
 /// Pre-merged block width for sliding queries, in panes.
 const BLOCK_PANES: i64 = 8;
@@ -73,6 +78,17 @@ impl WindowKind {
 
     fn validate(&self) -> Result<(), SketchError> {
         let bad = |m: String| Err(SketchError::InvalidParameter(m));
+        let longest = match *self {
+            WindowKind::Tumbling { size } => size,
+            WindowKind::Hopping { size, advance } => size.max(advance),
+            WindowKind::Sliding { size, pane } => size.max(pane),
+            WindowKind::Session { gap } => gap,
+        };
+        if longest > MAX_DURATION {
+            return bad(format!(
+                "window durations are limited to {MAX_DURATION} ms, got {longest} ms"
+            ));
+        }
         match *self {
             WindowKind::Tumbling { size } if size <= 0 => {
                 bad(format!("window SIZE must be positive, got {size} ms"))
@@ -158,6 +174,18 @@ pub struct Closed<K, S> {
     pub state: S,
     /// Latest event time that went into the window (the record's `ts`).
     pub last_event: Ts,
+}
+
+/// What [`Windowed::add_late`] did with a late event (for `late = 'emit'`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateResult<K, S> {
+    /// Added to windows that are still open: their final records will include it.
+    pub applied_open: bool,
+    /// Retained closed windows that now include the event: emit them again, marked late.
+    pub updated: Vec<Closed<K, S>>,
+    /// Closed windows holding the event's time that are no longer retained (or a new
+    /// group past `max_groups`): the event is lost for them.
+    pub missed: u64,
 }
 
 /// What happened to one event.
@@ -320,6 +348,11 @@ where
         ts: Ts,
         update: impl FnOnce(&mut S),
     ) -> Result<AddOutcome, SketchError> {
+        if !(-MAX_EVENT_TIME..=MAX_EVENT_TIME).contains(&ts) {
+            return Err(SketchError::InvalidParameter(format!(
+                "event time {ts} ms is outside ±{MAX_EVENT_TIME} ms"
+            )));
+        }
         if let Some(wm) = self.watermark {
             if ts < wm {
                 self.stats.late_events += 1;
@@ -368,6 +401,153 @@ where
         }
         self.stats.applied_events += 1;
         Ok(AddOutcome::Applied)
+    }
+
+    /// Apply a *late* event (`ts` < watermark) where that is still possible, for
+    /// `late = 'emit'`: to windows still open (e.g. the later windows of a HOPPING pane,
+    /// an open session it touches, a SLIDING pane still held) and to retained closed
+    /// windows, which are returned updated. An event that is not late is simply added.
+    /// Meant to be called after [`Windowed::add`] reported [`AddOutcome::Late`] (which
+    /// already counted it); this does not count it again.
+    pub fn add_late(
+        &mut self,
+        group: &K,
+        ts: Ts,
+        update: impl FnOnce(&mut S),
+    ) -> Result<LateResult<K, S>, SketchError> {
+        let wm = match self.watermark {
+            Some(wm) if ts < wm => wm,
+            _ => {
+                let outcome = self.add(group, ts, update)?;
+                return Ok(LateResult {
+                    applied_open: outcome == AddOutcome::Applied,
+                    updated: Vec::new(),
+                    missed: (outcome == AddOutcome::GroupDropped) as u64,
+                });
+            }
+        };
+        if !(-MAX_EVENT_TIME..=MAX_EVENT_TIME).contains(&ts) {
+            return Err(SketchError::InvalidParameter(format!(
+                "event time {ts} ms is outside ±{MAX_EVENT_TIME} ms"
+            )));
+        }
+        let mut delta = self.prototype.clone();
+        update(&mut delta);
+        let mut res = LateResult {
+            applied_open: false,
+            updated: Vec::new(),
+            missed: 0,
+        };
+        // Closed windows (start, end) holding ts, and whether an open one exists.
+        let mut closed_spans: Vec<Span> = Vec::new();
+        let mut open_wake: Option<Ts> = None;
+        match self.config.kind {
+            WindowKind::Session { gap } => {
+                let open_hit = self.groups.get(group).is_some_and(|g| {
+                    g.sessions.iter().any(|s| {
+                        s.start < ts.saturating_add(gap) && ts < s.last_event.saturating_add(gap)
+                    })
+                });
+                if open_hit || ts.saturating_add(gap) > wm {
+                    open_wake = Some(ts.saturating_add(gap));
+                } else {
+                    let hits: Vec<Span> = self
+                        .closed_windows(group)
+                        .map(|c| c.span)
+                        .filter(|sp| sp.start < ts.saturating_add(gap) && ts < sp.end)
+                        .collect();
+                    if hits.is_empty() {
+                        res.missed += 1;
+                    }
+                    closed_spans = hits;
+                }
+            }
+            WindowKind::Sliding { size, pane } => {
+                let p = ts.div_euclid(pane) * pane;
+                if sliding_expiry(p, pane, size, self.config.retention) > wm {
+                    open_wake = Some(block_start(p, pane).saturating_add(BLOCK_PANES * pane));
+                } else {
+                    res.missed += 1;
+                }
+            }
+            kind => {
+                let Some((_, size, advance)) = kind.pane_geometry() else {
+                    return Ok(res);
+                };
+                let mut s = ts.div_euclid(advance) * advance;
+                while s.saturating_add(size) > ts {
+                    let end = s.saturating_add(size);
+                    if end > wm {
+                        open_wake = Some(open_wake.map_or(end, |w: Ts| w.min(end)));
+                    } else {
+                        closed_spans.push(Span { start: s, end });
+                    }
+                    s -= advance;
+                }
+            }
+        }
+        // Retained closed windows.
+        for sp in closed_spans {
+            match self.closed.get_mut(&(group.clone(), sp.start)) {
+                Some(c) => {
+                    c.state.merge_from(&delta)?;
+                    c.last_event = c.last_event.max(ts);
+                    res.updated.push(c.clone());
+                }
+                None => res.missed += 1,
+            }
+        }
+        // Still-open windows.
+        if let Some(wake) = open_wake {
+            if !self.groups.contains_key(group) {
+                if self.groups.len() >= self.config.max_groups {
+                    self.stats.dropped_group_events += 1;
+                    res.missed += 1;
+                    return Ok(res);
+                }
+                let mut g = GroupState::new();
+                // Windows that ended before now were handled above, never by closing.
+                g.closed_until = wm;
+                self.groups.insert(group.clone(), g);
+            }
+            let Some(g) = self.groups.get_mut(group) else {
+                return Ok(res);
+            };
+            match self.config.kind {
+                WindowKind::Session { gap } => {
+                    add_to_session(g, &self.prototype, ts, gap, |st| {
+                        // merge_from cannot fail for states built from one prototype.
+                        let _ignored = st.merge_from(&delta);
+                    })?;
+                }
+                kind => {
+                    let Some((pane_w, _, _)) = kind.pane_geometry() else {
+                        return Ok(res);
+                    };
+                    g.closed_until = g.closed_until.max(wm);
+                    let p = ts.div_euclid(pane_w) * pane_w;
+                    match g.panes.get_mut(&p) {
+                        Some(pn) => {
+                            pn.state.merge_from(&delta)?;
+                            pn.last_event = pn.last_event.max(ts);
+                        }
+                        None => {
+                            g.panes.insert(
+                                p,
+                                Pane {
+                                    state: delta,
+                                    last_event: ts,
+                                },
+                            );
+                        }
+                    }
+                    g.blocks.remove(&block_start(p, pane_w));
+                }
+            }
+            register_wakeup(&mut self.wakeups, g, group, wake.max(wm.saturating_add(1)));
+            res.applied_open = true;
+        }
+        Ok(res)
     }
 
     /// Move the watermark to `wm` (ignored if not ahead) and return the windows that
@@ -523,7 +703,7 @@ where
                         let mut e = s_min.saturating_add(size);
                         if e <= wm {
                             // First aligned end after wm.
-                            let k = (wm - e).div_euclid(advance) + 1;
+                            let k = wm.saturating_sub(e).div_euclid(advance).saturating_add(1);
                             e = e.saturating_add(k.saturating_mul(advance));
                         }
                         e
@@ -540,14 +720,15 @@ where
         Ok(())
     }
 
-    /// SLIDING: the merged state of `group` over `[ceil(at) − size, ceil(at))`, `ceil`
-    /// rounding `at` up to a pane boundary. `None` if the group has no data there (or the
+    /// SLIDING: the merged state of `group` over `[T − size, T)`, `T` being the end of the
+    /// pane that holds `at` (so events at exactly `at` are included). `None` if the group has no data there (or the
     /// windows are not SLIDING).
     pub fn query_sliding(&mut self, group: &K, at: Ts) -> Result<Option<(Span, S)>, SketchError> {
         let WindowKind::Sliding { size, pane } = self.config.kind else {
             return Ok(None);
         };
-        let end = ceil_to(at, pane);
+        let at = at.clamp(-MAX_EVENT_TIME, MAX_EVENT_TIME);
+        let end = sliding_end(at, pane);
         let start = end.saturating_sub(size);
         let span = Span { start, end };
         let Some(g) = self.groups.get_mut(group) else {
@@ -593,6 +774,7 @@ where
     /// for SESSION the open session covering `at`, for SLIDING the same as
     /// [`Windowed::query_sliding`]. `None` if nothing is held there.
     pub fn peek_open(&mut self, group: &K, at: Ts) -> Result<Option<(Span, S)>, SketchError> {
+        let at = at.clamp(-MAX_EVENT_TIME, MAX_EVENT_TIME);
         match self.config.kind {
             WindowKind::Sliding { .. } => self.query_sliding(group, at),
             WindowKind::Session { gap } => Ok(self.groups.get(group).and_then(|g| {
@@ -680,6 +862,12 @@ where
             .sum();
         open + closed
     }
+}
+
+/// End of the pane holding `at`: a SLIDING query at `at` covers `[end − size, end)`, so
+/// it always includes events at exactly `at`.
+fn sliding_end(at: Ts, pane: i64) -> Ts {
+    at.div_euclid(pane) * pane + pane
 }
 
 fn ceil_to(t: Ts, w: i64) -> Ts {

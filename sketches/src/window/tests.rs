@@ -126,14 +126,23 @@ fn sliding_queries() {
             .unwrap()
             .map(|(s, e)| (s.start, s.end, e.0))
     };
-    assert_eq!(q(&mut win, 60), Some((0, 60, vec![5, 15])));
+    assert_eq!(q(&mut win, 59), Some((0, 60, vec![5, 15])));
+    assert_eq!(
+        q(&mut win, 60),
+        Some((10, 70, vec![15, 65])),
+        "includes t's pane"
+    );
     assert_eq!(q(&mut win, 61), Some((10, 70, vec![15, 65])));
-    assert_eq!(q(&mut win, 130), None, "[70, 130) holds nothing");
-    assert_eq!(q(&mut win, 131), Some((80, 140, vec![130])));
+    assert_eq!(q(&mut win, 129), None, "[70, 130) holds nothing");
+    assert_eq!(
+        q(&mut win, 130),
+        Some((80, 140, vec![130])),
+        "an event at t counts"
+    );
     // Sliding windows never "close".
     assert!(win.advance_watermark(100).unwrap().is_empty());
     // Panes older than size + retention behind the watermark are evicted.
-    assert_eq!(q(&mut win, 60), None);
+    assert_eq!(q(&mut win, 59), None);
     assert_eq!(add(&mut win, "a", 99), AddOutcome::Late { watermark: 100 });
 }
 
@@ -156,6 +165,96 @@ fn peek_open_windows() {
     let p = s.peek_open(&g, 15).unwrap().unwrap();
     assert_eq!((p.0.start, p.0.end, p.1 .0), (3, 18, vec![3, 8]));
     assert!(s.peek_open(&g, 18).unwrap().is_none());
+}
+
+fn with_retention(kind: WindowKind, retention: i64) -> Windowed<String, Ev> {
+    let mut cfg = WindowConfig::new(kind);
+    cfg.retention = retention;
+    Windowed::new(cfg, Ev::default()).unwrap()
+}
+
+#[test]
+fn late_emit_updates_open_and_retained_windows() {
+    let g = "a".to_string();
+    let mut win = with_retention(
+        WindowKind::Hopping {
+            size: 10,
+            advance: 5,
+        },
+        100,
+    );
+    add(&mut win, "a", 1);
+    add(&mut win, "a", 6);
+    let c = win.advance_watermark(11).unwrap();
+    assert_eq!(
+        summary(&c),
+        vec![row("a", -5, 5, &[1]), row("a", 0, 10, &[1, 6])]
+    );
+    assert_eq!(add(&mut win, "a", 7), AddOutcome::Late { watermark: 11 });
+    let r = win.add_late(&g, 7, push(7)).unwrap();
+    assert!(r.applied_open, "[5, 15) is still open");
+    assert_eq!(summary(&r.updated), vec![row("a", 0, 10, &[1, 6, 7])]);
+    assert_eq!(r.missed, 0);
+    let c = win.advance_watermark(15).unwrap();
+    assert_eq!(summary(&c), vec![row("a", 5, 15, &[6, 7])]);
+    // A late event for a group never seen: only open windows get it, nothing re-closes.
+    let r = win.add_late(&"b".to_string(), 12, push(12)).unwrap();
+    assert!(r.applied_open && r.updated.is_empty() && r.missed == 1);
+    let c = win.advance_watermark(25).unwrap();
+    assert_eq!(summary(&c), vec![row("b", 10, 20, &[12])]);
+}
+
+#[test]
+fn late_emit_without_retention_is_missed() {
+    let mut win = w(WindowKind::Tumbling { size: 10 });
+    add(&mut win, "a", 1);
+    win.advance_watermark(10).unwrap();
+    let r = win.add_late(&"a".to_string(), 3, push(3)).unwrap();
+    assert!(!r.applied_open && r.updated.is_empty());
+    assert_eq!(r.missed, 1);
+    assert!(
+        win.close_all().unwrap().is_empty(),
+        "nothing re-emitted later"
+    );
+    // Not late: same as add.
+    let r = win.add_late(&"a".to_string(), 12, push(12)).unwrap();
+    assert!(r.applied_open);
+    assert_eq!(
+        summary(&win.close_all().unwrap()),
+        vec![row("a", 10, 20, &[12])]
+    );
+}
+
+#[test]
+fn late_emit_sessions_and_sliding() {
+    let g = "a".to_string();
+    let mut s = with_retention(WindowKind::Session { gap: 10 }, 100);
+    add(&mut s, "a", 1);
+    assert_eq!(
+        summary(&s.advance_watermark(20).unwrap()),
+        vec![row("a", 1, 11, &[1])]
+    );
+    let r = s.add_late(&g, 5, push(5)).unwrap();
+    assert_eq!(summary(&r.updated), vec![row("a", 1, 11, &[1, 5])]);
+    let r = s.add_late(&g, 15, push(15)).unwrap();
+    assert!(
+        r.applied_open && r.updated.is_empty(),
+        "[15, 25) is still open"
+    );
+    assert_eq!(
+        summary(&s.advance_watermark(25).unwrap()),
+        vec![row("a", 15, 25, &[15])]
+    );
+
+    let mut sl = w(WindowKind::Sliding { size: 60, pane: 10 });
+    add(&mut sl, "a", 41);
+    sl.advance_watermark(45).unwrap();
+    let r = sl.add_late(&g, 25, push(25)).unwrap();
+    assert!(r.applied_open);
+    let (_, st) = sl.query_sliding(&g, 41).unwrap().unwrap();
+    assert_eq!(st.0, vec![25, 41]);
+    sl.advance_watermark(200).unwrap();
+    assert_eq!(sl.add_late(&g, 25, push(25)).unwrap().missed, 1);
 }
 
 #[test]
@@ -235,6 +334,34 @@ fn retention_keeps_closed_windows_then_evicts() {
     win.advance_watermark(30).unwrap();
     assert!(win.closed_window(&g, 0).is_none());
     assert_eq!(win.stats().windows_evicted, 1);
+}
+
+#[test]
+fn extreme_times_are_errors_not_panics() {
+    let mut win = w(WindowKind::Hopping {
+        size: 10,
+        advance: 5,
+    });
+    assert!(win.add(&"a".to_string(), i64::MIN, push(0)).is_err());
+    assert!(win.add(&"a".to_string(), i64::MAX, push(0)).is_err());
+    add(&mut win, "a", -3);
+    add(&mut win, "a", 1 << 59);
+    assert_eq!(win.advance_watermark(i64::MAX).unwrap().len(), 4);
+    let mut s = w(WindowKind::Session { gap: 1 << 50 });
+    add(&mut s, "a", 1 << 60);
+    assert_eq!(s.close_all().unwrap().len(), 1);
+    let mut sl = w(WindowKind::Sliding {
+        size: 1 << 40,
+        pane: 1 << 30,
+    });
+    add(&mut sl, "a", -(1 << 60));
+    assert!(sl
+        .query_sliding(&"a".to_string(), i64::MAX)
+        .unwrap()
+        .is_none());
+    assert!(sl.advance_watermark(i64::MAX).unwrap().is_empty());
+    let e = |k| Windowed::<String, Ev>::new(WindowConfig::new(k), Ev::default()).is_err();
+    assert!(e(WindowKind::Tumbling { size: i64::MAX }));
 }
 
 #[test]
@@ -408,7 +535,7 @@ proptest! {
         for at in queries {
             for g in ["g0", "g1"] {
                 let got = win.query_sliding(&g.to_string(), at).unwrap();
-                let end = ceil_to(at, pane);
+                let end = sliding_end(at, pane);
                 let mut want: Vec<i64> = events
                     .iter()
                     .filter(|(t, h)| format!("g{h}") == g && *t >= end - size && *t < end)
@@ -457,7 +584,7 @@ proptest! {
                 let wm = max_ts - delay;
                 // Queries that reach no further back than the retained range.
                 for at in [wm, wm + 3, max_ts, wm - retention] {
-                    let end = ceil_to(at, pane);
+                    let end = sliding_end(at, pane);
                     if end - size + pane + size + retention <= wm {
                         continue;
                     }
@@ -476,6 +603,84 @@ proptest! {
                     }
                 }
             }
+        }
+    }
+
+    /// Any times, any durations: errors, never panics (overflow checks are on in tests).
+    #[test]
+    fn no_panics_on_extreme_inputs(
+        kind_sel in 0u8..4,
+        d1 in prop_oneof![1i64..100, Just(MAX_DURATION), Just(i64::MAX)],
+        d2 in prop_oneof![1i64..100, Just(MAX_DURATION)],
+        ops in prop::collection::vec((any::<i64>(), prop_oneof![any::<i64>(), -200i64..200], 0u8..5), 0..40),
+        retention in prop_oneof![Just(0i64), Just(i64::MAX), 0i64..100],
+    ) {
+        let kind = match kind_sel {
+            0 => WindowKind::Tumbling { size: d1 },
+            1 => WindowKind::Hopping { size: d1.max(d2), advance: d2.min(d1) },
+            2 => WindowKind::Sliding { size: d1, pane: 1 },
+            _ => WindowKind::Session { gap: d1 },
+        };
+        let mut cfg = WindowConfig::new(kind);
+        cfg.retention = retention;
+        let Ok(mut win) = Windowed::<String, Ev>::new(cfg, Ev::default()) else { return Ok(()) };
+        for (a, b, op) in ops {
+            match op {
+                0 => { let _ = win.add(&"g".to_string(), b, push(b)); }
+                1 => { let _ = win.advance_watermark(a); }
+                2 => { let _ = win.query_sliding(&"g".to_string(), a); let _ = win.peek_open(&"g".to_string(), a); }
+                3 => { let _ = win.add_late(&"g".to_string(), b, push(b)); }
+                _ => { let _ = win.close_all(); }
+            }
+        }
+    }
+
+    /// late = 'emit' with long retention: the last version of every emitted window holds
+    /// exactly the events (on time or late) in its range.
+    #[test]
+    fn late_emit_matches_reference(kind in kinds(), ops in ops(), delay in 0i64..15) {
+        let mut win = with_retention(kind, 1 << 40);
+        let mut all: Vec<(String, i64)> = Vec::new();
+        let mut last: BTreeMap<(String, i64, i64), Vec<i64>> = BTreeMap::new();
+        let mut max_ts = i64::MIN;
+        for op in &ops {
+            match op {
+                Some((g, ts)) => {
+                    let g = format!("g{g}");
+                    match win.add(&g, *ts, push(*ts)).unwrap() {
+                        AddOutcome::Applied => all.push((g, *ts)),
+                        AddOutcome::Late { .. } => {
+                            let r = win.add_late(&g, *ts, push(*ts)).unwrap();
+                            all.push((g.clone(), *ts));
+                            for c in r.updated {
+                                last.insert((c.group, c.span.start, c.span.end), c.state.0);
+                            }
+                        }
+                        AddOutcome::GroupDropped => prop_assert!(false),
+                    }
+                    max_ts = max_ts.max(*ts);
+                }
+                None if max_ts > i64::MIN => {
+                    for c in win.advance_watermark(max_ts - delay).unwrap() {
+                        let k = (c.group, c.span.start, c.span.end);
+                        prop_assert!(!last.contains_key(&k), "window closed twice: {:?}", k);
+                        last.insert(k, c.state.0);
+                    }
+                }
+                None => {}
+            }
+        }
+        for c in win.close_all().unwrap() {
+            last.insert((c.group, c.span.start, c.span.end), c.state.0);
+        }
+        for ((g, s, e), got) in last {
+            let mut want: Vec<i64> = match kind {
+                // Session spans grow with late events; compare by the events they hold.
+                WindowKind::Session { .. } => got.clone(),
+                _ => all.iter().filter(|(h, t)| *h == g && *t >= s && *t < e).map(|(_, t)| *t).collect(),
+            };
+            want.sort_unstable();
+            prop_assert_eq!(got, want, "window {} [{}, {})", g, s, e);
         }
     }
 }

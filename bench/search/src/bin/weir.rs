@@ -58,6 +58,7 @@ fn main() {
         idx.add(&r[0], spec)
             .unwrap_or_else(|e| panic!("{}: {e}", r[1]));
     }
+    idx.prepare();
     let reg = t.elapsed();
     let bytes = (LIVE.load(Ordering::Relaxed) - before) as f64 / queries.len() as f64;
     // Warm up on the first docs, then measure all.
