@@ -142,7 +142,7 @@ fn ingest_throughput(secs: u64) {
                     k += 1;
                     match ureq::post(&url)
                         .set("Content-Type", "application/x-ndjson")
-                        .send_string(&body)
+                        .send_string(body)
                     {
                         Ok(r) => {
                             let v: Value = r.into_json().unwrap();
