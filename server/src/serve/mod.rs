@@ -421,12 +421,25 @@ pub fn ingest(
         if recs.is_empty() {
             continue;
         }
-        let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
-        let a = shared
-            .log
-            .append_nowait(&topic, p as u32, &refs)
-            .map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
-        pending.push((p as u32, a.end_offset));
+        // Batches stay well under the log's batch limit (16 MiB by default).
+        let max_batch = (shared.log.config().max_batch_bytes / 2).max(1024) as usize;
+        let mut end = 0;
+        let mut chunk: Vec<&[u8]> = Vec::new();
+        let mut size = 0;
+        for (i, r) in recs.iter().enumerate() {
+            chunk.push(r.as_slice());
+            size += r.len() + 32;
+            if size >= max_batch || i + 1 == recs.len() {
+                let a = shared
+                    .log
+                    .append_nowait(&topic, p as u32, &chunk)
+                    .map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
+                end = a.end_offset;
+                chunk.clear();
+                size = 0;
+            }
+        }
+        pending.push((p as u32, end));
     }
     for (p, end) in pending {
         shared
