@@ -516,6 +516,54 @@ fn websocket_and_sse_resume_from_a_cursor() {
     assert_eq!(datas[1]["fields"]["amount"], 999.0);
 }
 
+/// Reads `n` SSE `data:` records from a raw HTTP request.
+fn sse_records(port: u16, request: &str, n: usize) -> Vec<Value> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(request.as_bytes()).unwrap();
+    let mut r = BufReader::new(tcp);
+    let mut datas = Vec::new();
+    let mut line = String::new();
+    while datas.len() < n {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0);
+        if let Some(d) = line.trim_end().strip_prefix("data: ") {
+            if let Ok(v) = serde_json::from_str::<Value>(d) {
+                datas.push(v);
+            }
+        }
+    }
+    datas
+}
+
+#[test]
+fn sse_resumes_from_last_event_id() {
+    let d = tmpdir("sse");
+    let s = with_rules(&d, &["--partitions", "1"]);
+    let pos = three_matches(&s);
+    let all = all_outputs(&s, &pos);
+    let probes: Vec<&Value> = all.iter().filter(|r| r["rule"] == "probe").collect();
+    assert_eq!(probes.len(), 3);
+    // Everything from the start, then a reconnect that says it saw the first probe.
+    let first = sse_records(
+        s.port,
+        "GET /v1/outputs/stream?name=probe HTTP/1.1\r\nHost: x\r\n\r\n",
+        3,
+    );
+    assert_eq!(
+        first.iter().map(|r| &r["id"]).collect::<Vec<_>>(),
+        probes.iter().map(|r| &r["id"]).collect::<Vec<_>>()
+    );
+    // The first probe's cursor: its position among all outputs.
+    let idx = all.iter().position(|r| r["id"] == probes[0]["id"]).unwrap();
+    let req = format!(
+        "GET /v1/outputs/stream?name=probe HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {idx}\r\n\r\n"
+    );
+    let rest = sse_records(s.port, &req, 2);
+    assert_eq!(rest[0]["id"], probes[1]["id"]);
+    assert_eq!(rest[1]["id"], probes[2]["id"]);
+}
+
 /// Every event of a stream in the log, per partition in order (read from the files).
 fn dump_log(data: &Path) -> Vec<Vec<Value>> {
     let log = weir_log::Log::open(data.join("log"), weir_log::LogConfig::default()).unwrap();
