@@ -885,7 +885,7 @@ fn config_file_and_environment() {
     let cfg = d.join("weir.toml");
     std::fs::write(
         &cfg,
-        "partitions = 3\ntoken = \"from-file\"\nmax_body_bytes = 2000\n",
+        "partitions = 3\ntoken = \"from-file\"\nmax_body_bytes = 2000\nmax_subscriptions = 1\n",
     )
     .unwrap();
     // The environment overrides the file; flags override both.
@@ -933,6 +933,18 @@ fn config_file_and_environment() {
         .0,
         200
     );
+    // One live subscription at most: a second is refused with 503 + Retry-After.
+    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
+    ws.send(tungstenite::Message::Text(
+        json!({"type": "subscribe"}).to_string().into(),
+    ))
+    .unwrap();
+    let r = ureq::get(&format!("{}/v1/outputs/stream", s.base)).call();
+    match r {
+        Err(ureq::Error::Status(503, resp)) => assert_eq!(resp.header("Retry-After"), Some("1")),
+        other => panic!("expected 503, got {other:?}"),
+    }
+    drop(ws);
     // A bad config file stops the start with an error.
     std::fs::write(&cfg, "partitions = \"many\"\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_weir"))

@@ -60,6 +60,7 @@ struct FileConfig {
     max_statements: Option<usize>,
     checkpoint_secs: Option<f64>,
     max_lag: Option<u64>,
+    max_subscriptions: Option<usize>,
 }
 
 fn parse_fsync(s: &str) -> anyhow::Result<FsyncPolicy> {
@@ -126,6 +127,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         max_statements: file.max_statements.unwrap_or(10_000),
         max_lag: args.max_lag.or(file.max_lag).unwrap_or(1_000_000),
         checkpoint_interval: Duration::from_secs_f64(checkpoint_secs),
+        max_subscriptions: file.max_subscriptions.unwrap_or(1024),
     };
     let log_cfg = LogConfig {
         fsync,

@@ -56,6 +56,33 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Live subscriptions (SSE + WebSocket) are bounded: past the limit the answer is 503.
+struct Subscription(Arc<Shared>);
+
+impl Subscription {
+    fn new(s: &Arc<Shared>) -> Result<Subscription, ApiError> {
+        let n = s.subscriptions.fetch_add(1, Ordering::SeqCst);
+        if n >= s.settings.max_subscriptions {
+            s.subscriptions.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::new(
+                503,
+                "too_many_subscriptions",
+                format!(
+                    "at most {} live subscriptions",
+                    s.settings.max_subscriptions
+                ),
+            ));
+        }
+        Ok(Subscription(s.clone()))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.0.subscriptions.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 fn check_token(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(want) = &shared.settings.token else {
         return Ok(());
@@ -420,8 +447,10 @@ async fn sse_outputs(
         .get("name")
         .map(|n| n.split(',').map(str::to_string).collect())
         .unwrap_or_default();
+    let guard = Subscription::new(&s)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(256);
     tokio::spawn(async move {
+        let _guard = guard;
         let mut cursor = cursor;
         loop {
             let s2 = s.clone();
@@ -469,8 +498,12 @@ async fn sse_outputs(
         .into_response())
 }
 
-async fn ws_upgrade(State(s): St, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |sock| ws_session(s, sock))
+async fn ws_upgrade(State(s): St, ws: WebSocketUpgrade) -> Result<Response, ApiError> {
+    let guard = Subscription::new(&s)?;
+    Ok(ws.on_upgrade(move |sock| async move {
+        let _guard = guard;
+        ws_session(s, sock).await
+    }))
 }
 
 /// WebSocket: the client sends `{"type":"subscribe","names":[..],"cursor":C}` (both
@@ -836,6 +869,12 @@ async fn prometheus(State(s): St) -> Response {
         "gauge",
         "1 once recovery finished.",
         u64::from(s.ready.load(Ordering::SeqCst)),
+    );
+    metric(
+        "weir_subscriptions",
+        "gauge",
+        "Live SSE and WebSocket subscriptions.",
+        s.subscriptions.load(Ordering::SeqCst) as u64,
     );
     let names = [
         "accepted",

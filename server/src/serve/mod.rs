@@ -140,6 +140,7 @@ pub fn open(
         counters: Default::default(),
         seen_ids: RwLock::new(Default::default()),
         recovery_ms: AtomicU64::new(0),
+        subscriptions: Default::default(),
     });
     shared.refresh_streams();
     // Topics of every stream exist (a crash may have come between record and topic).

@@ -23,6 +23,8 @@ pub struct Settings {
     /// Ingest answers 429 when a target partition's workers are this many events behind.
     pub max_lag: u64,
     pub checkpoint_interval: Duration,
+    /// Live SSE + WebSocket subscriptions at most (503 past it).
+    pub max_subscriptions: usize,
 }
 
 /// The log topic of a stream's events.
@@ -144,6 +146,7 @@ pub struct Shared {
     /// Output ids written after the oldest checkpoint (skipped when replay re-derives them).
     pub seen_ids: RwLock<std::collections::HashSet<String>>,
     pub recovery_ms: AtomicU64,
+    pub subscriptions: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
