@@ -169,8 +169,42 @@ struct Shard {
     ids: Vec<u32>,
     live: usize,
     re: Option<Regex>,
+    /// A few wildcards only: matched one by one without an automaton (saves the
+    /// automaton's memory, which dominates for small groups).
+    glob: bool,
     /// Patterns changed since `re` was built; rebuilt before the next document.
     dirty: bool,
+}
+
+/// Shards with at most this many wildcards (and no regex) are matched by `glob_match`.
+const GLOB_MAX: usize = 8;
+
+/// Whole-token wildcard match: `?` one char, `*` any run (iterative, backtracks to the
+/// last `*` only).
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
 }
 
 #[derive(Default)]
@@ -634,11 +668,13 @@ impl<R> SearchIndex<R> {
                     Query::Phrase { terms, .. } if terms.is_empty() => {
                         return Err(SearchError::Empty("empty phrase".into()))
                     }
-                    Query::Phrase { terms, .. } if terms.len() > self.limits.max_clauses => {
+                    Query::Phrase { terms, .. }
+                        if terms.len() > self.limits.max_clauses.min(u16::MAX as usize) =>
+                    {
                         return Err(SearchError::QueryTooLarge {
                             what: "words in one phrase",
                             size: terms.len(),
-                            limit: self.limits.max_clauses,
+                            limit: self.limits.max_clauses.min(u16::MAX as usize),
                         })
                     }
                     Query::Term { term, .. } if term.is_empty() => {
@@ -757,6 +793,7 @@ impl<R> SearchIndex<R> {
                         ids: Vec::new(),
                         live: 0,
                         re: None,
+                        glob: false,
                         dirty: true,
                     });
                 }
@@ -794,6 +831,19 @@ impl<R> SearchIndex<R> {
             for group in info.groups.values_mut().flat_map(|g| g.values_mut()) {
                 for shard in group.iter_mut().filter(|s| s.dirty) {
                     shard.ids.retain(|&m| m != u32::MAX);
+                    shard.live = shard.ids.len();
+                    shard.dirty = false;
+                    shard.glob = shard.ids.len() <= GLOB_MAX
+                        && shard.ids.iter().all(|&m| {
+                            matches!(
+                                multis[m as usize].as_ref().map(|e| &e.kind),
+                                Some(MultiKind::Wildcard(_))
+                            )
+                        });
+                    if shard.glob {
+                        shard.re = None;
+                        continue;
+                    }
                     let pats: Vec<String> = shard
                         .ids
                         .iter()
@@ -1113,7 +1163,7 @@ impl<R> SearchIndex<R> {
                                 else {
                                     continue;
                                 };
-                                run_group(group, t, &mut s.patset, &mut s.fired);
+                                run_group(group, t, multis, &mut s.patset, &mut s.fired);
                             }
                         }
                     }
@@ -1245,8 +1295,28 @@ fn local_insert(local: &mut [(u32, u16, u32, u32)], t: u32, f: u16, start: u32, 
 }
 
 /// Run one group's DFAs on a token; push the pattern ids that match whole.
-fn run_group(group: &[Shard], t: &str, patset: &mut Option<PatternSet>, fired: &mut Vec<u32>) {
+fn run_group(
+    group: &[Shard],
+    t: &str,
+    multis: &[Option<MultiEntry>],
+    patset: &mut Option<PatternSet>,
+    fired: &mut Vec<u32>,
+) {
     for shard in group {
+        if shard.glob {
+            for &m in &shard.ids {
+                if let Some(MultiEntry {
+                    kind: MultiKind::Wildcard(p),
+                    ..
+                }) = multis.get(m as usize).and_then(|e| e.as_ref())
+                {
+                    if glob_match(p, t) {
+                        fired.push(m);
+                    }
+                }
+            }
+            continue;
+        }
         let Some(re) = &shard.re else { continue };
         let ps = patset.get_or_insert_with(|| PatternSet::new(SHARD_CAP));
         ps.clear();
@@ -1374,6 +1444,19 @@ impl Ctx<'_> {
                 marks.truncate(mark);
                 !r
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn glob_equals_wildcard_regex(p in "[ab?*é]{0,6}", t in "[abé]{0,8}") {
+            let re = Regex::new(&wildcard_regex(&p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+            proptest::prop_assert_eq!(glob_match(&p, &t), re.is_match(&t), "{} {}", p, t);
         }
     }
 }
