@@ -99,9 +99,66 @@ struct MultiEntry {
     post: Vec<u32>,
 }
 
+/// The flat form a query is verified in: pre-order, each compound op followed by its
+/// children (`size` = ops in its subtree, itself included), each phrase by its terms.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Term { f: u16, t: u32 },
+    Multi { f: u16, m: u32 },
+    Phrase { f: u16, n: u16, slop: u32 },
+    Tid(u32),
+    And { size: u32 },
+    Or { size: u32 },
+    Not { size: u32 },
+}
+
+fn flatten(n: &Node, out: &mut Vec<Op>) {
+    match n {
+        Node::Term { f, t } => out.push(Op::Term { f: *f, t: *t }),
+        Node::Multi { f, m } => out.push(Op::Multi { f: *f, m: *m }),
+        Node::Phrase { f, ts, slop } => {
+            out.push(Op::Phrase {
+                f: *f,
+                n: ts.len() as u16,
+                slop: *slop,
+            });
+            out.extend(ts.iter().map(|t| Op::Tid(*t)));
+        }
+        Node::And(cs) | Node::Or(cs) => {
+            let at = out.len();
+            out.push(Op::And { size: 0 });
+            for c in cs.iter() {
+                flatten(c, out);
+            }
+            let size = (out.len() - at) as u32;
+            out[at] = if matches!(n, Node::And(_)) {
+                Op::And { size }
+            } else {
+                Op::Or { size }
+            };
+        }
+        Node::Not(c) => {
+            let at = out.len();
+            out.push(Op::Not { size: 0 });
+            flatten(c, out);
+            out[at] = Op::Not {
+                size: (out.len() - at) as u32,
+            };
+        }
+    }
+}
+
+fn op_size(ops: &[Op], i: usize) -> usize {
+    match ops[i] {
+        Op::And { size } | Op::Or { size } | Op::Not { size } => size as usize,
+        Op::Phrase { n, .. } => 1 + n as usize,
+        _ => 1,
+    }
+}
+
 struct Stored<R> {
     name: Arc<str>,
-    node: Node,
+    ops: Box<[Op]>,
     equals: Box<[(u16, Box<[u32]>)]>,
     residual: Option<R>,
     /// `None`: on the always-check list.
@@ -112,8 +169,42 @@ struct Shard {
     ids: Vec<u32>,
     live: usize,
     re: Option<Regex>,
+    /// A few wildcards only: matched one by one without an automaton (saves the
+    /// automaton's memory, which dominates for small groups).
+    glob: bool,
     /// Patterns changed since `re` was built; rebuilt before the next document.
     dirty: bool,
+}
+
+/// Shards with at most this many wildcards (and no regex) are matched by `glob_match`.
+const GLOB_MAX: usize = 8;
+
+/// Whole-token wildcard match: `?` one char, `*` any run (iterative, backtracks to the
+/// last `*` only).
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
 }
 
 #[derive(Default)]
@@ -353,7 +444,13 @@ fn deletions(s: &str, k: usize, out: &mut FxHashSet<String>) {
 
 fn build_regex(patterns: &[String]) -> Result<Regex, String> {
     Regex::builder()
-        .configure(Regex::config().match_kind(MatchKind::All))
+        .configure(
+            Regex::config()
+                .match_kind(MatchKind::All)
+                .dfa(false)
+                .onepass(false)
+                .backtrack(false),
+        )
         .build_many(patterns)
         .map_err(|e| e.to_string())
 }
@@ -427,6 +524,8 @@ impl<R> SearchIndex<R> {
             equals.push((fid, ids));
         }
         let anchors = self.pick_anchors(&node, &equals);
+        let mut ops = Vec::new();
+        flatten(&node, &mut ops);
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -454,7 +553,7 @@ impl<R> SearchIndex<R> {
         self.by_name.insert(name.clone(), slot);
         self.slots[slot as usize] = Some(Stored {
             name,
-            node,
+            ops: ops.into_boxed_slice(),
             equals: equals.into_boxed_slice(),
             residual: spec.residual,
             anchors,
@@ -506,7 +605,7 @@ impl<R> SearchIndex<R> {
                 }
             }
         }
-        self.release_node(&st.node);
+        self.release_ops(&st.ops);
         for (f, vals) in st.equals.iter() {
             self.fields[*f as usize].eq_refs -= 1;
             for v in vals.iter() {
@@ -568,6 +667,15 @@ impl<R> SearchIndex<R> {
                 let re = match leaf {
                     Query::Phrase { terms, .. } if terms.is_empty() => {
                         return Err(SearchError::Empty("empty phrase".into()))
+                    }
+                    Query::Phrase { terms, .. }
+                        if terms.len() > self.limits.max_clauses.min(u16::MAX as usize) =>
+                    {
+                        return Err(SearchError::QueryTooLarge {
+                            what: "words in one phrase",
+                            size: terms.len(),
+                            limit: self.limits.max_clauses.min(u16::MAX as usize),
+                        })
                     }
                     Query::Term { term, .. } if term.is_empty() => {
                         return Err(SearchError::Empty("empty term".into()))
@@ -685,6 +793,7 @@ impl<R> SearchIndex<R> {
                         ids: Vec::new(),
                         live: 0,
                         re: None,
+                        glob: false,
                         dirty: true,
                     });
                 }
@@ -722,6 +831,19 @@ impl<R> SearchIndex<R> {
             for group in info.groups.values_mut().flat_map(|g| g.values_mut()) {
                 for shard in group.iter_mut().filter(|s| s.dirty) {
                     shard.ids.retain(|&m| m != u32::MAX);
+                    shard.live = shard.ids.len();
+                    shard.dirty = false;
+                    shard.glob = shard.ids.len() <= GLOB_MAX
+                        && shard.ids.iter().all(|&m| {
+                            matches!(
+                                multis[m as usize].as_ref().map(|e| &e.kind),
+                                Some(MultiKind::Wildcard(_))
+                            )
+                        });
+                    if shard.glob {
+                        shard.re = None;
+                        continue;
+                    }
                     let pats: Vec<String> = shard
                         .ids
                         .iter()
@@ -741,22 +863,21 @@ impl<R> SearchIndex<R> {
         self.dirty_shards = false;
     }
 
-    fn release_node(&mut self, n: &Node) {
-        match n {
-            Node::Term { f, t } => {
-                self.fields[*f as usize].text_refs -= 1;
-                self.terms.release(*t);
+    fn release_ops(&mut self, ops: &[Op]) {
+        for op in ops {
+            match *op {
+                Op::Term { f, t } => {
+                    self.fields[f as usize].text_refs -= 1;
+                    self.terms.release(t);
+                }
+                Op::Phrase { f, .. } => self.fields[f as usize].text_refs -= 1,
+                Op::Tid(t) => self.terms.release(t),
+                Op::Multi { f, m } => {
+                    self.fields[f as usize].text_refs -= 1;
+                    self.release_multi(m);
+                }
+                Op::And { .. } | Op::Or { .. } | Op::Not { .. } => {}
             }
-            Node::Phrase { f, ts, .. } => {
-                self.fields[*f as usize].text_refs -= 1;
-                ts.iter().for_each(|t| self.terms.release(*t));
-            }
-            Node::Multi { f, m } => {
-                self.fields[*f as usize].text_refs -= 1;
-                self.release_multi(*m);
-            }
-            Node::And(cs) | Node::Or(cs) => cs.iter().for_each(|c| self.release_node(c)),
-            Node::Not(c) => self.release_node(c),
         }
     }
 
@@ -1042,7 +1163,7 @@ impl<R> SearchIndex<R> {
                                 else {
                                     continue;
                                 };
-                                run_group(group, t, &mut s.patset, &mut s.fired);
+                                run_group(group, t, multis, &mut s.patset, &mut s.fired);
                             }
                         }
                     }
@@ -1130,7 +1251,7 @@ impl<R> SearchIndex<R> {
                 continue;
             }
             s.marks.clear();
-            if !ctx.eval(&st.node, &mut s.marks) {
+            if !ctx.eval(&st.ops, 0, &mut s.marks) {
                 continue;
             }
             if let Some(r) = &st.residual {
@@ -1174,8 +1295,28 @@ fn local_insert(local: &mut [(u32, u16, u32, u32)], t: u32, f: u16, start: u32, 
 }
 
 /// Run one group's DFAs on a token; push the pattern ids that match whole.
-fn run_group(group: &[Shard], t: &str, patset: &mut Option<PatternSet>, fired: &mut Vec<u32>) {
+fn run_group(
+    group: &[Shard],
+    t: &str,
+    multis: &[Option<MultiEntry>],
+    patset: &mut Option<PatternSet>,
+    fired: &mut Vec<u32>,
+) {
     for shard in group {
+        if shard.glob {
+            for &m in &shard.ids {
+                if let Some(MultiEntry {
+                    kind: MultiKind::Wildcard(p),
+                    ..
+                }) = multis.get(m as usize).and_then(|e| e.as_ref())
+                {
+                    if glob_match(p, t) {
+                        fired.push(m);
+                    }
+                }
+            }
+            continue;
+        }
         let Some(re) = &shard.re else { continue };
         let ps = patset.get_or_insert_with(|| PatternSet::new(SHARD_CAP));
         ps.clear();
@@ -1215,42 +1356,47 @@ impl Ctx<'_> {
         }
     }
 
-    fn eval(&self, n: &Node, marks: &mut Vec<(u16, u32)>) -> bool {
-        match n {
-            Node::Term { f, t } => {
-                let ps = self.term(*f, *t);
-                marks.extend(ps.iter().map(|&p| (*f, p)));
+    fn eval(&self, ops: &[Op], i: usize, marks: &mut Vec<(u16, u32)>) -> bool {
+        match ops[i] {
+            Op::Term { f, t } => {
+                let ps = self.term(f, t);
+                marks.extend(ps.iter().map(|&p| (f, p)));
                 !ps.is_empty()
             }
-            Node::Multi { f, m } => {
-                let ps = match self.multi_ranges.get(m) {
+            Op::Multi { f, m } => {
+                let ps = match self.multi_ranges.get(&m) {
                     Some(&(a, b)) => &self.pos_buf[a as usize..b as usize],
                     None => &[],
                 };
-                marks.extend(ps.iter().map(|&p| (*f, p)));
+                marks.extend(ps.iter().map(|&p| (f, p)));
                 !ps.is_empty()
             }
-            Node::Phrase { f, ts, slop } => {
-                if ts.iter().any(|t| self.term(*f, *t).is_empty()) {
+            Op::Phrase { f, n, slop } => {
+                let ts = &ops[i + 1..i + 1 + n as usize];
+                let tid = |k: usize| match ts[k] {
+                    Op::Tid(t) => t,
+                    _ => u32::MAX,
+                };
+                if (0..ts.len()).any(|k| self.term(f, tid(k)).is_empty()) {
                     return false;
                 }
-                let n = ts.len() as u32;
+                let n = n as u32;
                 let mut any = false;
-                'start: for &p1 in self.term(*f, ts[0]) {
+                'start: for &p1 in self.term(f, tid(0)) {
                     let chain_mark = marks.len();
-                    marks.push((*f, p1));
+                    marks.push((f, p1));
                     let mut prev = p1;
-                    for t in &ts[1..] {
-                        let l = self.term(*f, *t);
-                        let i = l.partition_point(|&p| p <= prev);
-                        match l.get(i) {
+                    for k in 1..ts.len() {
+                        let l = self.term(f, tid(k));
+                        let j = l.partition_point(|&p| p <= prev);
+                        match l.get(j) {
                             // Too far already: a later start can still work.
                             Some(&p) if p - p1 + 1 > n + slop => {
                                 marks.truncate(chain_mark);
                                 continue 'start;
                             }
                             Some(&p) => {
-                                marks.push((*f, p));
+                                marks.push((f, p));
                                 prev = p;
                             }
                             None => {
@@ -1263,34 +1409,54 @@ impl Ctx<'_> {
                 }
                 any
             }
-            Node::And(cs) => {
+            Op::Tid(_) => false,
+            Op::And { size } => {
                 let mark = marks.len();
-                for c in cs.iter() {
-                    if !self.eval(c, marks) {
+                let end = i + size as usize;
+                let mut c = i + 1;
+                while c < end {
+                    if !self.eval(ops, c, marks) {
                         marks.truncate(mark);
                         return false;
                     }
+                    c += op_size(ops, c);
                 }
                 true
             }
-            Node::Or(cs) => {
+            Op::Or { size } => {
                 let mut any = false;
-                for c in cs.iter() {
+                let end = i + size as usize;
+                let mut c = i + 1;
+                while c < end {
                     let mark = marks.len();
-                    if self.eval(c, marks) {
+                    if self.eval(ops, c, marks) {
                         any = true;
                     } else {
                         marks.truncate(mark);
                     }
+                    c += op_size(ops, c);
                 }
                 any
             }
-            Node::Not(c) => {
+            Op::Not { .. } => {
                 let mark = marks.len();
-                let r = self.eval(c, marks);
+                let r = self.eval(ops, i + 1, marks);
                 marks.truncate(mark);
                 !r
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn glob_equals_wildcard_regex(p in "[ab?*é]{0,6}", t in "[abé]{0,8}") {
+            let re = Regex::new(&wildcard_regex(&p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+            proptest::prop_assert_eq!(glob_match(&p, &t), re.is_match(&t), "{} {}", p, t);
         }
     }
 }

@@ -77,16 +77,18 @@ fn main() {
         lat.push(t0.elapsed().as_nanos() as u64);
     }
     let el = t.elapsed().as_secs_f64();
+    let bytes_after = (LIVE.load(Ordering::Relaxed) - before) as f64 / queries.len() as f64;
     let cpu = cpu_now() - c0;
     lat.sort_unstable();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] as f64 / 1000.0;
     let st = idx.stats();
     println!(
-        "weir queries={} docs={} register_s={:.2} bytes_per_query={:.0} docs_per_s={:.0} docs_per_cpu_s={:.0} p50_us={:.1} p99_us={:.1} hits={} candidates_per_doc={:.1} always={} patterns={}",
+        "weir queries={} docs={} register_s={:.2} bytes_per_query={:.0} bytes_per_query_after_docs={:.0} docs_per_s={:.0} docs_per_cpu_s={:.0} p50_us={:.1} p99_us={:.1} hits={} candidates_per_doc={:.1} always={} patterns={}",
         queries.len(),
         docs.len(),
         reg.as_secs_f64(),
         bytes,
+        bytes_after,
         docs.len() as f64 / el,
         docs.len() as f64 / cpu,
         pct(0.5),
