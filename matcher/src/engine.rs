@@ -366,7 +366,7 @@ impl Engine {
                 (StatementKind::CreateMetric(m), Plan::Metric(mp)) => {
                     let Some(input) = input_def else { continue };
                     match MetricPlan::compile(m, &input, &mp.options) {
-                        Ok(plan) => match plan.new_state() {
+                        Ok(plan) => match plan.new_state_for(partition) {
                             Ok(state) => {
                                 let out = derived_def(&entry.output, input.max_delay_ms);
                                 streams.insert(entry.name.clone(), StreamRt::new(out));

@@ -110,10 +110,11 @@ impl MetricPlan {
         group: &[Json],
         at: Option<i64>,
     ) -> Option<OutputRecord> {
+        let partition = state.partition;
         let key = Json::Array(group.to_vec()).to_string();
         let at = at.or(state.max_ts)?;
         let (span, accs) = state.windows.peek_open(&key, at).ok()??;
-        Some(self.record(&key, span.start, span.end, &accs, false))
+        Some(self.record(partition, &key, span.start, span.end, &accs, false))
     }
 
     /// APPROX_SET membership: `Some(maybe)` for the aggregate named `alias` in the window
@@ -280,8 +281,15 @@ impl MetricPlan {
         Ok(plan)
     }
 
-    /// Empty per-partition state of this metric.
+    /// Empty state of this metric for log partition 0 (see [`MetricPlan::new_state_for`]).
     pub fn new_state(&self) -> Result<MetricState, MetricError> {
+        self.new_state_for(0)
+    }
+
+    /// Empty state of this metric for one log partition. The partition is part of the
+    /// record ids: when a metric's GROUP BY is not the stream's key, each partition emits
+    /// its own partial window for a group, and those must not share an id.
+    pub fn new_state_for(&self, partition: u32) -> Result<MetricState, MetricError> {
         let bad = |e: sketches::SketchError| MetricError {
             span: dsl::ast::Span::default(),
             message: e.to_string(),
@@ -293,6 +301,7 @@ impl MetricPlan {
             late_updates: Vec::new(),
             late_revision: 0,
             late_missed: 0,
+            partition,
         })
     }
 
@@ -353,10 +362,18 @@ impl MetricPlan {
 
     /// Moves the watermark; closed windows become final records.
     pub fn advance_watermark(&self, state: &mut MetricState, wm: i64, out: &mut Vec<OutputRecord>) {
+        let partition = state.partition;
         // Retained windows updated by late events (`late = 'emit'`), emitted again.
         for c in std::mem::take(&mut state.late_updates) {
             state.late_revision += 1;
-            let mut r = self.record(&c.group, c.span.start, c.span.end, &c.state, true);
+            let mut r = self.record(
+                partition,
+                &c.group,
+                c.span.start,
+                c.span.end,
+                &c.state,
+                true,
+            );
             if let OutputRecord::Metric { id, late, .. } = &mut r {
                 *late = true;
                 *id = make_id(&[id.as_bytes(), &state.late_revision.to_le_bytes()]);
@@ -365,18 +382,26 @@ impl MetricPlan {
         }
         if let Ok(closed) = state.windows.advance_watermark(wm) {
             for c in closed {
-                out.push(self.record(&c.group, c.span.start, c.span.end, &c.state, true));
+                out.push(self.record(
+                    partition,
+                    &c.group,
+                    c.span.start,
+                    c.span.end,
+                    &c.state,
+                    true,
+                ));
             }
         }
     }
 
     /// End of input: closes every window (SLIDING: the last SIZE up to the last event).
     pub fn finish(&self, state: &mut MetricState, out: &mut Vec<OutputRecord>) {
+        let partition = state.partition;
         if self.is_sliding() {
             let Some(max) = state.max_ts else { return };
             if let Ok(snap) = state.windows.sliding_snapshot(max) {
                 for (group, span, st) in snap {
-                    out.push(self.record(&group, span.start, span.end, &st, true));
+                    out.push(self.record(partition, &group, span.start, span.end, &st, true));
                 }
             }
             return;
@@ -386,13 +411,14 @@ impl MetricPlan {
                 group, span, state, ..
             } in closed
             {
-                out.push(self.record(&group, span.start, span.end, &state, true));
+                out.push(self.record(partition, &group, span.start, span.end, &state, true));
             }
         }
     }
 
     fn record(
         &self,
+        partition: u32,
         group_key: &str,
         start: i64,
         end: i64,
@@ -413,6 +439,7 @@ impl MetricPlan {
             metric: self.name.to_string(),
             id: make_id(&[
                 self.name.as_bytes(),
+                &partition.to_le_bytes(),
                 group_key.as_bytes(),
                 &start.to_le_bytes(),
                 &end.to_le_bytes(),
@@ -441,6 +468,9 @@ pub struct MetricState {
     /// Late events whose windows were no longer retained (`late = 'emit'`).
     #[serde(default)]
     late_missed: u64,
+    /// The log partition this state belongs to (part of record ids).
+    #[serde(default)]
+    partition: u32,
 }
 
 impl MetricState {

@@ -418,7 +418,9 @@ impl Catalog {
                 } else if let Some(w) = scratch.iter().find(|d| {
                     // Warnings the reader did not have before (e.g. a column it reads was
                     // removed and is now an undeclared field).
-                    !d.is_error() && !d.message.contains("has no WITHIN")
+                    !d.is_error()
+                        && !d.message.contains("has no WITHIN")
+                        && !d.message.contains("is partitioned by its key")
                 }) {
                     diags.push(Diagnostic::warning(
                         at,
@@ -835,6 +837,34 @@ fn var_error(v: &Ident, vars: &Vars, diags: &mut Vec<Diagnostic>) -> bool {
     true
 }
 
+/// When the input stream declares a `key`, events are spread over log partitions by it:
+/// a rule or metric whose PARTITION BY / GROUP BY does not include that column would see
+/// one key's events split across partitions. Warn (it is exact with one partition).
+fn key_alignment_warning(
+    what: &str,
+    name: &Ident,
+    input: &StreamDef,
+    by: &[Expr],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(key) = &input.key else { return };
+    let aligned = by
+        .iter()
+        .any(|e| matches!(&e.kind, ExprKind::Path(p) if p.len() == 1 && p[0].name == *key));
+    if !aligned {
+        diags.push(Diagnostic::warning(
+            name.span,
+            format!(
+                "stream `{}` is partitioned by its key `{key}`, but {what} `{}` does not {} `{key}`: with more than one partition its groups are split across partitions. {} `{key}`, or declare the stream's key as the column you group by",
+                input.name,
+                name.name,
+                if what == "rule" { "PARTITION BY" } else { "GROUP BY" },
+                if what == "rule" { "Add to PARTITION BY" } else { "Add to GROUP BY" },
+            ),
+        ));
+    }
+}
+
 fn check_rule(
     r: &CreateRule,
     input: &StreamDef,
@@ -965,6 +995,8 @@ fn check_rule(
         }
     }
 
+    key_alignment_warning("rule", &r.name, input, &r.partition_by, diags);
+
     // WITHIN
     match &r.within {
         None => diags.push(Diagnostic::warning(
@@ -1094,6 +1126,7 @@ fn check_metric(
         };
         cx.check_cond(f, "WHERE");
     }
+    key_alignment_warning("metric", &m.name, input, &m.group_by, diags);
     let mut out = stand_in(&m.name.name);
     let mut unique = Unique::new("output column");
     for g in &m.group_by {
