@@ -1,0 +1,292 @@
+//! Broker restart with tansu's persistent (libsql) engine, transactions, and the
+//! checkpoint/restore rebalance pattern `weir serve` uses. See docs/kafka.md for what
+//! tansu supports.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Broker;
+use weir_kafka::*;
+
+#[test]
+fn broker_restart_with_persistent_engine_loses_nothing_acknowledged() {
+    let Some(mut b) = Broker::start(true) else {
+        return;
+    };
+    let cfg = b.config();
+    let log = KafkaLog::open(&cfg).unwrap();
+    log.create_topic("orders", 2).unwrap();
+    let vals: Vec<String> = (0..200).map(|i| format!("{{\"i\":{i}}}")).collect();
+    for p in 0..2u32 {
+        for chunk in vals.chunks(50) {
+            let refs: Vec<&[u8]> = chunk.iter().map(|v| v.as_bytes()).collect();
+            log.append("orders", p, &refs).unwrap();
+        }
+    }
+    let stmts = StatementLog::open(&cfg).unwrap();
+    stmts.append("r1", b"CREATE RULE r1 ...").unwrap();
+    let g = GroupMember::join(&cfg, &["weir.orders"], NoHooks).unwrap();
+    g.commit(&[("weir.orders", 0, 123), ("weir.orders", 1, 7)])
+        .unwrap();
+    drop(g);
+    drop(log);
+    drop(stmts);
+
+    b.restart();
+
+    let log = KafkaLog::open(&cfg).unwrap();
+    assert_eq!(
+        log.partitions("orders").unwrap(),
+        2,
+        "topic survives the restart"
+    );
+    for p in 0..2u32 {
+        assert_eq!(log.end_offset("orders", p).unwrap(), 200);
+        let mut got = Vec::new();
+        let mut next = 0;
+        while got.len() < 200 {
+            let recs = log.read("orders", p, next, 500, 1 << 20).unwrap();
+            assert!(
+                !recs.is_empty(),
+                "partition {p}: stalled at {next} after restart"
+            );
+            for r in recs {
+                next = r.offset + 1;
+                got.push(String::from_utf8(r.payload.to_vec()).unwrap());
+            }
+        }
+        assert_eq!(got, vals, "partition {p} after restart");
+    }
+    let mut stmts = StatementLog::open(&cfg).unwrap();
+    let all = stmts.read_all().unwrap();
+    assert_eq!(all.len(), 1);
+    let g = GroupMember::join(&cfg, &["weir.orders"], NoHooks).unwrap();
+    assert_eq!(
+        g.committed(&[("weir.orders", 0), ("weir.orders", 1)])
+            .unwrap(),
+        vec![Some(123), Some(7)]
+    );
+    // And it keeps taking writes.
+    let a = log.append("orders", 0, &[b"after"]).unwrap();
+    assert_eq!(a.first_offset, 200);
+}
+
+/// Transactions: aborted records are invisible to read_committed readers, committed
+/// ones visible. If the broker cannot do transactions, `Delivery::Auto` must fall back to
+/// idempotent delivery (and this test records that instead).
+#[test]
+fn transactions_commit_and_abort_or_fall_back() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let cfg = b.config();
+    Admin::new(&cfg)
+        .unwrap()
+        .create_topic("tx", 1, false)
+        .unwrap();
+    let p = match Producer::transactional(&cfg, "weir-test-tx") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("broker without transactions: {e}");
+            let w = OutputWriter::open(&cfg, "weir-test-tx2").unwrap();
+            assert!(!w.is_transactional());
+            assert_eq!(
+                w.write(&[Output {
+                    key: None,
+                    id: "x",
+                    value: b"{}"
+                }])
+                .unwrap()
+                .len(),
+                1
+            );
+            return;
+        }
+    };
+    assert!(p.is_transactional());
+    p.begin().unwrap();
+    p.send(
+        "tx",
+        &[OutRecord {
+            partition: Some(0),
+            value: b"aborted",
+            ..Default::default()
+        }],
+    )
+    .unwrap();
+    p.abort().unwrap();
+    p.begin().unwrap();
+    p.send(
+        "tx",
+        &[OutRecord {
+            partition: Some(0),
+            value: b"committed",
+            ..Default::default()
+        }],
+    )
+    .unwrap();
+    p.commit().unwrap();
+    let mut r = PartitionReader::new(&cfg, "tx", 0).unwrap();
+    let vals: Vec<Vec<u8>> = r
+        .read_to_end(0)
+        .unwrap()
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect();
+    assert_eq!(vals, vec![b"committed".to_vec()]);
+}
+
+/// The serve pattern: on revocation a member checkpoints its per-partition state (a
+/// running count) covering the next offset and commits; on assignment the new owner
+/// restores the checkpoint and resumes from the offset it covers. The state moves with
+/// the partition: the final counts equal the number of records, none lost, none doubled.
+struct CountingHooks {
+    store: KafkaCheckpointStore,
+    /// partition → (count, next offset)
+    state: Mutex<HashMap<u32, (u64, u64)>>,
+    topic: String,
+}
+
+impl RebalanceHooks for CountingHooks {
+    fn on_assigned(&self, partitions: &[(String, u32)]) -> Vec<Option<u64>> {
+        let mut st = self.state.lock().unwrap();
+        partitions
+            .iter()
+            .map(|(t, p)| {
+                let c = self.store.latest_checkpoint(&format!("{t}-{p}")).unwrap();
+                let (count, next) = match c {
+                    Some(c) => (
+                        u64::from_le_bytes(c.data[..8].try_into().unwrap()),
+                        c.covered.get(t, *p).unwrap(),
+                    ),
+                    None => (0, 0),
+                };
+                st.insert(*p, (count, next));
+                Some(next)
+            })
+            .collect()
+    }
+    fn on_revoked(&self, partitions: &[(String, u32)]) -> Vec<(String, u32, u64)> {
+        let mut st = self.state.lock().unwrap();
+        let mut commits = Vec::new();
+        for (t, p) in partitions {
+            if let Some((count, next)) = st.remove(p) {
+                let mut pos = weir_log::Position::new();
+                pos.set(t, *p, next);
+                self.store
+                    .write_checkpoint(&format!("{t}-{p}"), &pos, &count.to_le_bytes())
+                    .unwrap();
+                commits.push((self.topic.clone(), *p, next));
+            }
+        }
+        commits
+    }
+}
+
+#[test]
+fn partition_state_moves_by_checkpoint_on_rebalance() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let cfg = b.config();
+    let topic = "weir.moves";
+    let parts = 4u32;
+    Admin::new(&cfg)
+        .unwrap()
+        .create_topic(topic, parts, false)
+        .unwrap();
+    let prod = Producer::idempotent(&cfg).unwrap();
+    let send = |n: usize| {
+        for p in 0..parts {
+            let recs: Vec<OutRecord<'_>> = (0..n)
+                .map(|_| OutRecord {
+                    partition: Some(p),
+                    value: b"e",
+                    ..Default::default()
+                })
+                .collect();
+            prod.send(topic, &recs).unwrap();
+        }
+    };
+    send(50);
+    let hooks = |cfg: &KafkaConfig| CountingHooks {
+        store: KafkaCheckpointStore::open(cfg).unwrap(),
+        state: Mutex::default(),
+        topic: topic.to_string(),
+    };
+    let run = |m: &GroupMember<CountingHooks>, until: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !until() {
+            assert!(Instant::now() < deadline, "timed out");
+            if let Some(r) = m.poll(Duration::from_millis(50)).unwrap() {
+                let mut st = m.hooks().state.lock().unwrap();
+                let e = st
+                    .get_mut(&r.partition)
+                    .expect("record of an assigned partition");
+                assert_eq!(r.offset, e.1, "resumed exactly at the checkpointed offset");
+                e.0 += 1;
+                e.1 = r.offset + 1;
+            }
+        }
+    };
+    let a = GroupMember::join(&cfg, &[topic], hooks(&cfg)).unwrap();
+    run(&a, &|| {
+        a.hooks()
+            .state
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| s.0)
+            .sum::<u64>()
+            == 200
+    });
+    // A second member joins: A's revocation checkpoints, B restores its share.
+    let stop = Arc::new(AtomicBool::new(false));
+    let a = Arc::new(a);
+    let a2 = a.clone();
+    let stop2 = stop.clone();
+    let ta = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            if let Some(r) = a2.poll(Duration::from_millis(50)).unwrap() {
+                let mut st = a2.hooks().state.lock().unwrap();
+                let e = st.get_mut(&r.partition).expect("assigned");
+                assert_eq!(r.offset, e.1);
+                e.0 += 1;
+                e.1 = r.offset + 1;
+            }
+        }
+    });
+    let bm = GroupMember::join(&cfg, &[topic], hooks(&cfg)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while bm.assignment().is_empty() {
+        assert!(Instant::now() < deadline, "second member got no partitions");
+        let _ = bm.poll(Duration::from_millis(50)).unwrap();
+    }
+    send(25);
+    let total = || {
+        let sa: u64 = a.hooks().state.lock().unwrap().values().map(|s| s.0).sum();
+        let sb: u64 = bm.hooks().state.lock().unwrap().values().map(|s| s.0).sum();
+        sa + sb
+    };
+    run(&bm, &|| total() == 300);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        total(),
+        300,
+        "every record counted exactly once across the move"
+    );
+    stop.store(true, Ordering::Relaxed);
+    ta.join().unwrap();
+    assert!(bm.rebalances() >= 1);
+    assert!(!bm.assignment().is_empty());
+    let lag = bm.lag().unwrap();
+    assert!(
+        lag.iter().all(|l| l.lag == 0 && l.high_watermark == 75),
+        "{lag:?}"
+    );
+}
