@@ -20,11 +20,13 @@ use crate::reader::KafkaRecord;
 /// What the server does when the group moves partitions. Both run on the thread that
 /// calls [`GroupMember::poll`], inside the poll, before the move completes.
 pub trait RebalanceHooks: Send + Sync + 'static {
-    /// Partitions were assigned to this instance. Restore each one's state (from
-    /// [`crate::KafkaCheckpointStore`]) and return, per partition in order, the offset to
-    /// resume from: `Some(o)` = the offset the restored checkpoint covers, `None` = the
-    /// group's committed offset (earliest if none).
-    fn on_assigned(&self, partitions: &[(String, u32)]) -> Vec<Option<u64>>;
+    /// Partitions were assigned to this instance: `(topic, partition, the group's
+    /// committed offset)`. Restore each one's state (from [`crate::KafkaCheckpointStore`])
+    /// and return, per partition in order, the offset to resume from: `Some(o)` = the
+    /// offset the restored checkpoint covers (records from there up to the committed
+    /// offset are a replay: their outputs were already written and should be suppressed),
+    /// `None` = the committed offset (earliest if none).
+    fn on_assigned(&self, partitions: &[(String, u32, Option<u64>)]) -> Vec<Option<u64>>;
 
     /// Partitions are being taken away (rebalance, or [`GroupMember::close`]). Drain the
     /// work in flight for them, write their checkpoints, and return the offsets to commit
@@ -37,7 +39,7 @@ pub trait RebalanceHooks: Send + Sync + 'static {
 pub struct NoHooks;
 
 impl RebalanceHooks for NoHooks {
-    fn on_assigned(&self, partitions: &[(String, u32)]) -> Vec<Option<u64>> {
+    fn on_assigned(&self, partitions: &[(String, u32, Option<u64>)]) -> Vec<Option<u64>> {
         vec![None; partitions.len()]
     }
     fn on_revoked(&self, _: &[(String, u32)]) -> Vec<(String, u32, u64)> {
@@ -49,6 +51,7 @@ impl RebalanceHooks for NoHooks {
 #[doc(hidden)]
 pub struct MemberContext<H> {
     hooks: H,
+    timeout: Duration,
     rebalances: AtomicU64,
     assigned: Mutex<Vec<(String, u32)>>,
     last_error: Mutex<Option<String>>,
@@ -73,7 +76,23 @@ impl<H: RebalanceHooks> ConsumerContext for MemberContext<H> {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let parts = list(tpl);
-                let starts = self.hooks.on_assigned(&parts);
+                let committed = consumer.committed_offsets(tpl.clone(), self.timeout);
+                let with_committed: Vec<(String, u32, Option<u64>)> = parts
+                    .iter()
+                    .map(|(t, p)| {
+                        let c = committed.as_ref().ok().and_then(|c| {
+                            match c.find_partition(t, *p as i32).map(|e| e.offset()) {
+                                Some(Offset::Offset(o)) => Some(o as u64),
+                                _ => None,
+                            }
+                        });
+                        (t.clone(), *p, c)
+                    })
+                    .collect();
+                if let Err(e) = &committed {
+                    self.note_error(format!("reading committed offsets: {e}"));
+                }
+                let starts = self.hooks.on_assigned(&with_committed);
                 for ((t, p), start) in parts.iter().zip(starts) {
                     if let Some(o) = start {
                         if let Some(mut e) = tpl.find_partition(t, *p as i32) {
@@ -159,6 +178,7 @@ impl<H: RebalanceHooks> GroupMember<H> {
         let session = config.session_timeout.as_millis().max(1000);
         let ctx = MemberContext {
             hooks,
+            timeout: config.request_timeout,
             rebalances: AtomicU64::new(0),
             assigned: Mutex::new(Vec::new()),
             last_error: Mutex::new(None),
@@ -183,6 +203,15 @@ impl<H: RebalanceHooks> GroupMember<H> {
             consumer,
             timeout: config.request_timeout,
         })
+    }
+
+    /// Replaces the subscription (e.g. after a `CREATE STREAM` adds an input topic);
+    /// triggers a rebalance.
+    pub fn subscribe(&self, topics: &[&str]) -> Result<()> {
+        for t in topics {
+            crate::config::validate_topic(t)?;
+        }
+        Ok(self.consumer.subscribe(topics)?)
     }
 
     /// Polls for the next record (running rebalance hooks when the group moves).

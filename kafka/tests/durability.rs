@@ -153,11 +153,11 @@ struct CountingHooks {
 }
 
 impl RebalanceHooks for CountingHooks {
-    fn on_assigned(&self, partitions: &[(String, u32)]) -> Vec<Option<u64>> {
+    fn on_assigned(&self, partitions: &[(String, u32, Option<u64>)]) -> Vec<Option<u64>> {
         let mut st = self.state.lock().unwrap();
         partitions
             .iter()
-            .map(|(t, p)| {
+            .map(|(t, p, committed)| {
                 let c = self.store.latest_checkpoint(&format!("{t}-{p}")).unwrap();
                 let (count, next) = match c {
                     Some(c) => (
@@ -166,6 +166,12 @@ impl RebalanceHooks for CountingHooks {
                     ),
                     None => (0, 0),
                 };
+                // Every checkpoint here is written together with its commit.
+                assert_eq!(
+                    committed.unwrap_or(0),
+                    next,
+                    "committed offset matches the checkpoint"
+                );
                 st.insert(*p, (count, next));
                 Some(next)
             })
