@@ -50,8 +50,23 @@ impl OutputWriter {
         &self.topic
     }
 
-    /// Writes outputs (partitioned by key) and waits for the acknowledgements.
+    /// Writes outputs (partitioned by key) and waits for the acknowledgements (in a
+    /// transaction of their own when the producer is transactional).
     pub fn write(&self, outputs: &[Output<'_>]) -> Result<Vec<Delivered>> {
+        if !self.producer.is_transactional() {
+            return self.send(outputs);
+        }
+        self.producer.begin()?;
+        let r = self
+            .send(outputs)
+            .and_then(|d| self.producer.commit().map(|_| d));
+        if r.is_err() {
+            let _ = self.producer.abort();
+        }
+        r
+    }
+
+    fn send(&self, outputs: &[Output<'_>]) -> Result<Vec<Delivered>> {
         let headers: Vec<[(&str, &[u8]); 1]> = outputs
             .iter()
             .map(|o| [(ID_HEADER, o.id.as_bytes())])
@@ -84,7 +99,7 @@ impl OutputWriter {
         }
         self.producer.begin()?;
         let r = self
-            .write(outputs)
+            .send(outputs)
             .and_then(|d| self.producer.send_offsets(offsets, group).map(|_| d))
             .and_then(|d| self.producer.commit().map(|_| d));
         if r.is_err() {

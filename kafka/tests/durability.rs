@@ -139,6 +139,36 @@ fn transactions_commit_and_abort_or_fall_back() {
         .filter_map(|r| r.value)
         .collect();
     assert_eq!(vals, vec![b"committed".to_vec()]);
+
+    // Read-process-write: outputs and the consumed offsets commit together.
+    let w = OutputWriter::open(&cfg, "weir-test-eos").unwrap();
+    assert!(
+        w.is_transactional(),
+        "Delivery::Auto picks transactions when available"
+    );
+    let g = GroupMember::join(&cfg, &["tx"], NoHooks).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while g.assignment().is_empty() {
+        assert!(Instant::now() < deadline, "no assignment");
+        let _ = g.poll(Duration::from_millis(50)).unwrap();
+    }
+    let meta = g.group_metadata().unwrap();
+    let out = [Output {
+        key: Some(b"k"),
+        id: "id-1",
+        value: b"{\"rule\":\"r\"}",
+    }];
+    w.write_with_offsets(&out, &[("tx", 0, 2)], &meta).unwrap();
+    assert_eq!(g.committed(&[("tx", 0)]).unwrap(), vec![Some(2)]);
+    let mut r = PartitionReader::new(
+        &cfg,
+        "weir.outputs",
+        partition_for_key(b"k", cfg.default_partitions),
+    )
+    .unwrap();
+    let got = r.read_to_end(0).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header(ID_HEADER), Some(&b"id-1"[..]));
 }
 
 /// The serve pattern: on revocation a member checkpoints its per-partition state (a
