@@ -119,6 +119,8 @@ pub struct KafkaLog {
     producer: Producer,
     names: RwLock<HashMap<String, String>>,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// Ends seen through our own appends and reads (logical topic, partition → end).
+    known_end: Mutex<HashMap<(String, u32), u64>>,
 }
 
 impl KafkaLog {
@@ -132,6 +134,7 @@ impl KafkaLog {
             producer: Producer::idempotent(config)?,
             names: RwLock::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            known_end: Mutex::new(HashMap::new()),
         })
     }
 
@@ -169,7 +172,11 @@ impl KafkaLog {
     ) -> Result<Vec<KafkaRecord>> {
         let reader = self.reader(topic, partition)?;
         let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
-        r.read(from_offset, max_records, max_bytes, wait)
+        let got = r.read(from_offset, max_records, max_bytes, wait)?;
+        if let Some(last) = got.last() {
+            self.note_end(topic, partition, last.offset + 1);
+        }
+        Ok(got)
     }
 
     fn reader(&self, topic: &str, partition: u32) -> Result<Arc<Mutex<PartitionReader>>> {
@@ -191,6 +198,12 @@ impl KafkaLog {
         let reader = self.reader(topic, partition)?;
         let r = reader.lock().unwrap_or_else(|p| p.into_inner());
         r.watermarks()
+    }
+
+    fn note_end(&self, topic: &str, partition: u32, end: u64) {
+        let mut k = self.known_end.lock().unwrap_or_else(|p| p.into_inner());
+        let e = k.entry((topic.to_string(), partition)).or_insert(0);
+        *e = (*e).max(end);
     }
 
     fn check_partition(&self, topic: &str, partition: u32) -> Result<()> {
@@ -273,7 +286,9 @@ impl LogBackend for KafkaLog {
             return Ok(appended(&[], self.end_offset(topic, partition)?));
         }
         let d = self.producer.send(&kt, &recs)?;
-        Ok(appended(&d, 0))
+        let a = appended(&d, 0);
+        self.note_end(topic, partition, a.end_offset);
+        Ok(a)
     }
 
     fn append_keyed(
@@ -297,7 +312,9 @@ impl LogBackend for KafkaLog {
             return Ok(appended(&[], self.end_offset(topic, partition)?));
         }
         let d = self.producer.send(&kt, &recs)?;
-        Ok(appended(&d, 0))
+        let a = appended(&d, 0);
+        self.note_end(topic, partition, a.end_offset);
+        Ok(a)
     }
 
     fn read(
@@ -308,7 +325,7 @@ impl LogBackend for KafkaLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>> {
-        let recs = self.read_records(
+        let mut recs = self.read_records(
             topic,
             partition,
             from_offset,
@@ -316,6 +333,18 @@ impl LogBackend for KafkaLog {
             max_bytes,
             Duration::from_millis(200),
         )?;
+        // Empty means "at the end": if records exist past `from_offset`, the first fetch
+        // (connection, assignment) was just slow, so wait for them.
+        if recs.is_empty() && self.end_offset(topic, partition)? > from_offset {
+            recs = self.read_records(
+                topic,
+                partition,
+                from_offset,
+                max_records,
+                max_bytes,
+                self.config.request_timeout,
+            )?;
+        }
         Ok(recs
             .into_iter()
             .filter_map(|r| {
@@ -328,8 +357,12 @@ impl LogBackend for KafkaLog {
             .collect())
     }
 
+    /// The high watermark from ListOffsets, raised to what this instance has appended or
+    /// read (tansu's memory engine reports the last batch's base offset + 1 there).
     fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
-        Ok(self.watermarks(topic, partition)?.1)
+        let hw = self.watermarks(topic, partition)?.1;
+        let k = self.known_end.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(hw.max(k.get(&(topic.to_string(), partition)).copied().unwrap_or(0)))
     }
 
     fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {

@@ -146,8 +146,36 @@ impl Producer {
         };
         if p.transactional {
             p.inner.init_transactions(config.request_timeout)?;
+            p.probe_transactions(config)?;
         }
         Ok(p)
+    }
+
+    /// Some brokers grant a transactional producer id but lack the rest of the protocol
+    /// (tansu 0.6: no `EndTxn`), so run one real transaction: a tombstone for key
+    /// `weir-txn-probe` in the compacted checkpoints topic (harmless there).
+    fn probe_transactions(&self, config: &KafkaConfig) -> Result<()> {
+        let topic = config.checkpoints_topic();
+        crate::admin::Admin::new(config)?.create_topic(&topic, config.default_partitions, true)?;
+        self.inner.begin_transaction()?;
+        let r = self
+            .send(
+                &topic,
+                &[OutRecord {
+                    partition: Some(0),
+                    key: Some(b"weir-txn-probe"),
+                    tombstone: true,
+                    ..Default::default()
+                }],
+            )
+            .and_then(|_| Ok(self.inner.commit_transaction(self.timeout)?));
+        if let Err(e) = r {
+            let _ = self.inner.abort_transaction(self.timeout);
+            return Err(Error::Config(format!(
+                "broker does not support transactions: {e}"
+            )));
+        }
+        Ok(())
     }
 
     /// True when this producer runs transactions.

@@ -72,6 +72,7 @@ pub struct PartitionReader {
     topic: String,
     partition: u32,
     next: Option<u64>,
+    at_eof: bool,
     timeout: Duration,
 }
 
@@ -94,6 +95,7 @@ impl PartitionReader {
             topic: topic.to_string(),
             partition,
             next: None,
+            at_eof: false,
             timeout: config.request_timeout,
         })
     }
@@ -110,6 +112,7 @@ impl PartitionReader {
         )?;
         self.consumer.assign(&tpl)?;
         self.next = Some(offset);
+        self.at_eof = false;
         Ok(())
     }
 
@@ -147,10 +150,12 @@ impl PartitionReader {
                 Some(Ok(m)) => {
                     let r = KafkaRecord::from_message(&m);
                     self.next = Some(r.offset + 1);
+                    self.at_eof = false;
                     bytes += r.value.as_ref().map_or(0, Vec::len);
                     out.push(r);
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
+                    self.at_eof = true;
                     if !out.is_empty() || Instant::now() >= deadline {
                         break;
                     }
@@ -165,28 +170,27 @@ impl PartitionReader {
     }
 
     /// Reads every record from `from_offset` to the partition's end as of now (e.g. the
-    /// statements topic at start-up).
+    /// statements topic at start-up). The end is where a fetch reports end-of-partition
+    /// (not ListOffsets, which tansu's memory engine under-reports for multi-record
+    /// batches).
     pub fn read_to_end(&mut self, from_offset: u64) -> Result<Vec<KafkaRecord>> {
-        let (lo, hi) = self.watermarks()?;
+        let (lo, _) = self.watermarks()?;
         let mut next = from_offset.max(lo);
         let mut out = Vec::new();
         let deadline = Instant::now() + self.timeout * 3;
-        while next < hi {
-            if Instant::now() > deadline {
-                return Err(Error::Timeout(format!(
-                    "reading {}/{} to offset {hi}: stuck at {next}",
-                    self.topic, self.partition
-                )));
-            }
-            let batch = self.read(next, 10_000, 16 << 20, Duration::from_millis(500))?;
-            if let Some(last) = batch.last() {
-                next = last.offset + 1;
-            } else if let Some(pos) = self.position() {
-                // Only transaction markers or compacted-away records remain below `hi`.
-                if pos >= hi {
-                    break;
+        loop {
+            let batch = self.read(next, 10_000, 16 << 20, Duration::from_millis(300))?;
+            match batch.last() {
+                Some(last) => next = last.offset + 1,
+                None if self.at_eof => break,
+                None => {
+                    if Instant::now() > deadline {
+                        return Err(Error::Timeout(format!(
+                            "reading {}/{} to its end: stuck at {next}",
+                            self.topic, self.partition
+                        )));
+                    }
                 }
-                next = next.max(pos);
             }
             out.extend(batch);
         }
