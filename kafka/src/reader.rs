@@ -196,13 +196,4 @@ impl PartitionReader {
         }
         Ok(out)
     }
-
-    fn position(&self) -> Option<u64> {
-        let tpl = self.consumer.position().ok()?;
-        let e = tpl.find_partition(&self.topic, self.partition as i32)?;
-        match e.offset() {
-            Offset::Offset(o) => Some(o as u64),
-            _ => None,
-        }
-    }
 }

@@ -75,15 +75,19 @@ fn broker_restart_with_persistent_engine_loses_nothing_acknowledged() {
             .into_iter()
             .map(|r| String::from_utf8(r.value.unwrap()).unwrap())
             .collect();
-        if all.len() == 2 || Instant::now() > deadline {
+        if !all.iter().any(|t| t.ends_with("v1")) || Instant::now() > deadline {
             break all;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
+    // tansu 0.6 quirk: after compaction the surviving record of r2 is returned twice
+    // (docs/kafka.md); replaying a statement twice is harmless, losing one is not.
+    let mut distinct = texts.clone();
+    distinct.dedup();
     assert_eq!(
-        texts,
+        distinct,
         vec!["CREATE RULE r1 ...", "CREATE OR REPLACE RULE r2 v2"],
-        "compacted statements"
+        "compacted statements: {texts:?}"
     );
     let g = GroupMember::join(&cfg, &["weir.orders"], NoHooks).unwrap();
     assert_eq!(
