@@ -1,0 +1,398 @@
+//! [`LogBackend`]: the log operations `weir serve` needs, implemented by the embedded
+//! log ([`weir_log::Log`]) and by Kafka ([`KafkaLog`]), so the server runs on either
+//! behind one `Arc<dyn LogBackend>`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use weir_log::{Appended, Position, Record};
+
+use crate::admin::Admin;
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+use crate::producer::{OutRecord, Producer};
+use crate::reader::{KafkaRecord, PartitionReader};
+
+/// The log as the server sees it. Topic names are weir's logical names (`statements`,
+/// `outputs`, a stream's name); a backend maps them to its own.
+///
+/// Offsets: the embedded log's are dense (0, 1, 2, …); Kafka's increase but may skip
+/// (transaction markers, compaction), so callers must continue from
+/// `last_record.offset + 1`, never count records.
+pub trait LogBackend: Send + Sync {
+    /// Creates a topic if missing (`statements` is created compacted on Kafka).
+    fn create_topic(&self, topic: &str, partitions: u32) -> Result<()>;
+    /// Partition count of a topic.
+    fn partitions(&self, topic: &str) -> Result<u32>;
+    /// Appends records to one partition and returns once they are acknowledged.
+    fn append(&self, topic: &str, partition: u32, records: &[&[u8]]) -> Result<Appended>;
+    /// Appends `(key, value)` records (Kafka keeps the key — needed for compaction and by
+    /// other consumers; the embedded log stores the value only).
+    fn append_keyed(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[(&[u8], &[u8])],
+    ) -> Result<Appended> {
+        let values: Vec<&[u8]> = records.iter().map(|(_, v)| *v).collect();
+        self.append(topic, partition, &values)
+    }
+    /// Reads from `from_offset` on (at most `max_records`, about `max_bytes`); empty at
+    /// the end.
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>>;
+    /// The next offset to be written.
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64>;
+    /// The earliest retained offset.
+    fn start_offset(&self, topic: &str, partition: u32) -> Result<u64>;
+    /// Blocks until the record at `offset` is readable or `timeout` passes.
+    fn wait_for(&self, topic: &str, partition: u32, offset: u64, timeout: Duration)
+        -> Result<bool>;
+    /// End offsets of every partition of `topic` (a write's position token).
+    fn position(&self, topic: &str) -> Result<Position>;
+}
+
+impl LogBackend for weir_log::Log {
+    fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        Ok(weir_log::Log::create_topic(self, topic, partitions)?)
+    }
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        Ok(weir_log::Log::partitions(self, topic)?)
+    }
+    fn append(&self, topic: &str, partition: u32, records: &[&[u8]]) -> Result<Appended> {
+        Ok(weir_log::Log::append(self, topic, partition, records)?)
+    }
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>> {
+        Ok(weir_log::Log::read(
+            self,
+            topic,
+            partition,
+            from_offset,
+            max_records,
+            max_bytes,
+        )?)
+    }
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(weir_log::Log::end_offset(self, topic, partition)?)
+    }
+    fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(weir_log::Log::start_offset(self, topic, partition)?)
+    }
+    fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
+        Ok(weir_log::Log::wait_for(
+            self, topic, partition, offset, timeout,
+        )?)
+    }
+    fn position(&self, topic: &str) -> Result<Position> {
+        Ok(weir_log::Log::position(self, topic)?)
+    }
+}
+
+type SharedReader = Arc<Mutex<PartitionReader>>;
+
+/// Kafka as weir's log. Logical topic `t` is Kafka topic `<prefix>t` unless mapped with
+/// [`KafkaLog::map_topic`] (`CREATE STREAM … WITH (kafka_topic = '…')`).
+pub struct KafkaLog {
+    config: KafkaConfig,
+    admin: Admin,
+    producer: Producer,
+    names: RwLock<HashMap<String, String>>,
+    readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// Ends seen through our own appends and reads (logical topic, partition → end).
+    known_end: Mutex<HashMap<(String, u32), u64>>,
+}
+
+impl KafkaLog {
+    /// Connects and creates weir's own topics (statements, outputs, checkpoints).
+    pub fn open(config: &KafkaConfig) -> Result<KafkaLog> {
+        let admin = Admin::new(config)?;
+        admin.ensure_weir_topics()?;
+        Ok(KafkaLog {
+            config: config.clone(),
+            admin,
+            producer: Producer::idempotent(config)?,
+            names: RwLock::new(HashMap::new()),
+            readers: Mutex::new(HashMap::new()),
+            known_end: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.config
+    }
+
+    /// Uses Kafka topic `kafka_topic` for logical topic `topic`.
+    pub fn map_topic(&self, topic: &str, kafka_topic: &str) -> Result<()> {
+        crate::config::validate_topic(kafka_topic)?;
+        let mut n = self.names.write().unwrap_or_else(|p| p.into_inner());
+        n.insert(topic.to_string(), kafka_topic.to_string());
+        Ok(())
+    }
+
+    /// The Kafka topic of logical topic `topic`.
+    pub fn kafka_topic(&self, topic: &str) -> String {
+        let n = self.names.read().unwrap_or_else(|p| p.into_inner());
+        match n.get(topic) {
+            Some(t) => t.clone(),
+            None => format!("{}{}", self.config.topic_prefix, topic),
+        }
+    }
+
+    /// Reads with keys and headers (what [`LogBackend::read`] drops).
+    pub fn read_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<KafkaRecord>> {
+        let reader = self.reader(topic, partition)?;
+        let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
+        let got = r.read(from_offset, max_records, max_bytes, wait)?;
+        if let Some(last) = got.last() {
+            self.note_end(topic, partition, last.offset + 1);
+        }
+        Ok(got)
+    }
+
+    fn reader(&self, topic: &str, partition: u32) -> Result<Arc<Mutex<PartitionReader>>> {
+        let kt = self.kafka_topic(topic);
+        let mut m = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = m.get(&(kt.clone(), partition)) {
+            return Ok(r.clone());
+        }
+        let r = Arc::new(Mutex::new(PartitionReader::new(
+            &self.config,
+            &kt,
+            partition,
+        )?));
+        m.insert((kt, partition), r.clone());
+        Ok(r)
+    }
+
+    fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let reader = self.reader(topic, partition)?;
+        let r = reader.lock().unwrap_or_else(|p| p.into_inner());
+        r.watermarks()
+    }
+
+    fn note_end(&self, topic: &str, partition: u32, end: u64) {
+        let mut k = self.known_end.lock().unwrap_or_else(|p| p.into_inner());
+        let e = k.entry((topic.to_string(), partition)).or_insert(0);
+        *e = (*e).max(end);
+    }
+
+    fn check_partition(&self, topic: &str, partition: u32) -> Result<()> {
+        let n = self.partitions(topic)?;
+        if partition >= n {
+            return Err(Error::Unknown(format!(
+                "topic {topic} has {n} partitions; partition {partition} does not exist"
+            )));
+        }
+        Ok(())
+    }
+
+    fn is_compacted(&self, topic: &str) -> bool {
+        topic == weir_log::STATEMENTS_TOPIC
+    }
+}
+
+fn appended(d: &[crate::producer::Delivered], fallback_end: u64) -> Appended {
+    match (
+        d.iter().map(|x| x.offset).min(),
+        d.iter().map(|x| x.offset).max(),
+    ) {
+        (Some(lo), Some(hi)) => Appended {
+            first_offset: lo,
+            end_offset: hi + 1,
+            durable: true,
+        },
+        _ => Appended {
+            first_offset: fallback_end,
+            end_offset: fallback_end,
+            durable: true,
+        },
+    }
+}
+
+/// FNV-1a 64 of a value: the key given to unkeyed records of compacted topics (Kafka
+/// refuses keyless records there), so equal statements share a key.
+fn content_key(v: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in v {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+impl LogBackend for KafkaLog {
+    fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
+        let kt = self.kafka_topic(topic);
+        self.admin
+            .create_topic(&kt, partitions, self.is_compacted(topic))?;
+        Ok(())
+    }
+
+    fn partitions(&self, topic: &str) -> Result<u32> {
+        self.admin.partitions(&self.kafka_topic(topic))
+    }
+
+    fn append(&self, topic: &str, partition: u32, records: &[&[u8]]) -> Result<Appended> {
+        if self.is_compacted(topic) {
+            let keys: Vec<String> = records.iter().map(|v| content_key(v)).collect();
+            let keyed: Vec<(&[u8], &[u8])> = keys
+                .iter()
+                .zip(records)
+                .map(|(k, v)| (k.as_bytes(), *v))
+                .collect();
+            return self.append_keyed(topic, partition, &keyed);
+        }
+        self.check_partition(topic, partition)?;
+        let kt = self.kafka_topic(topic);
+        let recs: Vec<OutRecord<'_>> = records
+            .iter()
+            .map(|v| OutRecord {
+                partition: Some(partition),
+                value: v,
+                ..Default::default()
+            })
+            .collect();
+        if recs.is_empty() {
+            return Ok(appended(&[], self.end_offset(topic, partition)?));
+        }
+        let d = self.producer.send(&kt, &recs)?;
+        let a = appended(&d, 0);
+        self.note_end(topic, partition, a.end_offset);
+        Ok(a)
+    }
+
+    fn append_keyed(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[(&[u8], &[u8])],
+    ) -> Result<Appended> {
+        self.check_partition(topic, partition)?;
+        let kt = self.kafka_topic(topic);
+        let recs: Vec<OutRecord<'_>> = records
+            .iter()
+            .map(|(k, v)| OutRecord {
+                partition: Some(partition),
+                key: Some(k),
+                value: v,
+                ..Default::default()
+            })
+            .collect();
+        if recs.is_empty() {
+            return Ok(appended(&[], self.end_offset(topic, partition)?));
+        }
+        let d = self.producer.send(&kt, &recs)?;
+        let a = appended(&d, 0);
+        self.note_end(topic, partition, a.end_offset);
+        Ok(a)
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>> {
+        let mut recs = self.read_records(
+            topic,
+            partition,
+            from_offset,
+            max_records,
+            max_bytes,
+            Duration::from_millis(200),
+        )?;
+        // Empty means "at the end": if records exist past `from_offset`, the first fetch
+        // (connection, assignment) was just slow, so wait for them.
+        if recs.is_empty() && self.end_offset(topic, partition)? > from_offset {
+            recs = self.read_records(
+                topic,
+                partition,
+                from_offset,
+                max_records,
+                max_bytes,
+                self.config.request_timeout,
+            )?;
+        }
+        Ok(recs
+            .into_iter()
+            .filter_map(|r| {
+                Some(Record {
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    payload: Bytes::from(r.value?),
+                })
+            })
+            .collect())
+    }
+
+    /// The high watermark from ListOffsets, raised to what this instance has appended or
+    /// read (tansu's memory engine reports the last batch's base offset + 1 there).
+    fn end_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        let hw = self.watermarks(topic, partition)?.1;
+        let k = self.known_end.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(hw.max(k.get(&(topic.to_string(), partition)).copied().unwrap_or(0)))
+    }
+
+    fn start_offset(&self, topic: &str, partition: u32) -> Result<u64> {
+        Ok(self.watermarks(topic, partition)?.0)
+    }
+
+    fn wait_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.end_offset(topic, partition)? > offset {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn position(&self, topic: &str) -> Result<Position> {
+        let mut pos = Position::new();
+        for p in 0..self.partitions(topic)? {
+            pos.set(topic, p, self.end_offset(topic, p)?);
+        }
+        Ok(pos)
+    }
+}

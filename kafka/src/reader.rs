@@ -1,0 +1,199 @@
+//! Reading one partition from an offset, outside any consumer group (for statements,
+//! checkpoints, `GET /v1/outputs`-style reads and [`crate::KafkaLog::read`]).
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+use crate::error::{Error, Result};
+
+/// A record read from Kafka.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRecord {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Offset (Kafka offsets are increasing but may have gaps: transaction markers,
+    /// compaction).
+    pub offset: u64,
+    /// Record timestamp, ms since the Unix epoch (0 if none).
+    pub timestamp_ms: i64,
+    /// Key.
+    pub key: Option<Vec<u8>>,
+    /// Value (`None` = tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl KafkaRecord {
+    pub(crate) fn from_message(m: &BorrowedMessage<'_>) -> KafkaRecord {
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        KafkaRecord {
+            topic: m.topic().to_string(),
+            partition: m.partition() as u32,
+            offset: m.offset() as u64,
+            timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        }
+    }
+
+    /// The value of header `name`, if present.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// A cursor over one partition (a group-less consumer assigned to it).
+pub struct PartitionReader {
+    consumer: BaseConsumer,
+    topic: String,
+    partition: u32,
+    next: Option<u64>,
+    at_eof: bool,
+    timeout: Duration,
+}
+
+impl PartitionReader {
+    /// Opens a reader of `topic`/`partition` (read_committed: records of aborted or
+    /// open transactions are skipped).
+    pub fn new(config: &KafkaConfig, topic: &str, partition: u32) -> Result<PartitionReader> {
+        config.validate()?;
+        let consumer: BaseConsumer = config
+            .base()
+            .set("group.id", format!("{}-reader", config.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .create()?;
+        Ok(PartitionReader {
+            consumer,
+            topic: topic.to_string(),
+            partition,
+            next: None,
+            at_eof: false,
+            timeout: config.request_timeout,
+        })
+    }
+
+    fn seek_to(&mut self, offset: u64) -> Result<()> {
+        if self.next == Some(offset) {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.topic,
+            self.partition as i32,
+            Offset::Offset(offset as i64),
+        )?;
+        self.consumer.assign(&tpl)?;
+        self.next = Some(offset);
+        self.at_eof = false;
+        Ok(())
+    }
+
+    /// Low and high watermarks (earliest retained offset, next offset to be written).
+    pub fn watermarks(&self) -> Result<(u64, u64)> {
+        let (lo, hi) =
+            self.consumer
+                .fetch_watermarks(&self.topic, self.partition as i32, self.timeout)?;
+        Ok((lo.max(0) as u64, hi.max(0) as u64))
+    }
+
+    /// Reads records from `from_offset` on: at most `max_records` and about `max_bytes`
+    /// of values (at least one record when one is available), waiting up to `wait` for
+    /// the first. Stops early at the partition's end.
+    pub fn read(
+        &mut self,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<KafkaRecord>> {
+        self.seek_to(from_offset)?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let deadline = Instant::now() + wait;
+        while out.len() < max_records.max(1) && (out.is_empty() || bytes < max_bytes) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let got = if out.is_empty() {
+                self.consumer.poll(left)
+            } else {
+                self.consumer.poll(Duration::ZERO)
+            };
+            match got {
+                None => break,
+                Some(Ok(m)) => {
+                    let r = KafkaRecord::from_message(&m);
+                    self.next = Some(r.offset + 1);
+                    self.at_eof = false;
+                    bytes += r.value.as_ref().map_or(0, Vec::len);
+                    out.push(r);
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    self.at_eof = true;
+                    if !out.is_empty() || Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    self.next = None;
+                    return Err(Error::Kafka(e));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads every record from `from_offset` to the partition's end as of now (e.g. the
+    /// statements topic at start-up). The end is where a fetch reports end-of-partition
+    /// (not ListOffsets, which tansu's memory engine under-reports for multi-record
+    /// batches).
+    pub fn read_to_end(&mut self, from_offset: u64) -> Result<Vec<KafkaRecord>> {
+        let (lo, _) = self.watermarks()?;
+        let mut next = from_offset.max(lo);
+        let mut out = Vec::new();
+        let deadline = Instant::now() + self.timeout * 3;
+        loop {
+            let batch = self.read(next, 10_000, 16 << 20, Duration::from_millis(300))?;
+            match batch.last() {
+                Some(last) => next = last.offset + 1,
+                None if self.at_eof => break,
+                None => {
+                    if Instant::now() > deadline {
+                        return Err(Error::Timeout(format!(
+                            "reading {}/{} to its end: stuck at {next}",
+                            self.topic, self.partition
+                        )));
+                    }
+                }
+            }
+            out.extend(batch);
+        }
+        Ok(out)
+    }
+}
