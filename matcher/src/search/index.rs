@@ -1135,8 +1135,18 @@ impl<R> SearchIndex<R> {
                     b = (b + 1) & mask;
                 }
             }
+            // Term-table look-ups go in batches of independent loads ahead of the rest of
+            // the work, so their cache misses overlap.
+            const BATCH: usize = 16;
+            let mut found: [Option<&TermSlot>; BATCH] = [None; BATCH];
             for gi in 0..s.groups.len() {
-                let (h, head, _) = s.groups[gi];
+                if gi % BATCH == 0 {
+                    let end = (gi + BATCH).min(s.groups.len());
+                    for (k, g) in s.groups[gi..end].iter().enumerate() {
+                        found[k] = terms.get_h(g.0);
+                    }
+                }
+                let (_, head, _) = s.groups[gi];
                 let t = a.term(head as usize);
                 let start = s.pos_buf.len() as u32;
                 let mut p = head;
@@ -1145,7 +1155,7 @@ impl<R> SearchIndex<R> {
                     p = s.next[p as usize];
                 }
                 let end = s.pos_buf.len() as u32;
-                if let Some(slot) = terms.get_h(h) {
+                if let Some(slot) = found[gi % BATCH] {
                     local_insert(&mut s.local, slot.id, fid, start, end);
                     for &(q, g) in &slot.post {
                         if g == fid && s.seen[q as usize] != stamp {
