@@ -24,7 +24,9 @@ pub struct Analyzed {
 /// Append the normalized form of `word` (lowercase, accents folded) to `out`.
 pub fn normalize_into(word: &str, out: &mut String) {
     if word.is_ascii() {
-        out.extend(word.bytes().map(|b| b.to_ascii_lowercase() as char));
+        let at = out.len();
+        out.push_str(word);
+        out[at..].make_ascii_lowercase();
         return;
     }
     let lower = word.to_lowercase();
@@ -109,8 +111,8 @@ impl Analyzed {
             }
             if alnum {
                 let nstart = self.norm.len();
-                self.norm
-                    .extend(b[start..i].iter().map(|c| c.to_ascii_lowercase() as char));
+                self.norm.push_str(&text[start..i]);
+                self.norm[nstart..].make_ascii_lowercase();
                 self.tokens.push(TokenSpan {
                     start: start as u32,
                     end: i as u32,
@@ -242,6 +244,9 @@ mod tests {
             let want: Vec<(usize, usize)> =
                 s.unicode_word_indices().map(|(i, w)| (i, i + w.len())).collect();
             proptest::prop_assert_eq!(mine, want);
+            let terms: Vec<&str> = (0..a.len()).map(|i| a.term(i)).collect();
+            let lower: Vec<String> = s.unicode_words().map(|w| w.to_lowercase()).collect();
+            proptest::prop_assert_eq!(terms, lower);
         }
     }
 

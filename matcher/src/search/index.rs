@@ -180,17 +180,25 @@ struct Shard {
 const GLOB_MAX: usize = 8;
 
 /// Whole-token wildcard match: `?` one char, `*` any run (iterative, backtracks to the
-/// last `*` only).
+/// last `*` only). ASCII pattern and token (the usual case) are matched on bytes, without
+/// allocating.
 fn glob_match(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_slice(pattern.as_bytes(), text.as_bytes(), b'?', b'*');
+    }
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
+    glob_slice(&p, &t, '?', '*')
+}
+
+fn glob_slice<T: Copy + Eq>(p: &[T], t: &[T], one: T, any: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || (p[pi] != '*' && p[pi] == t[ti])) {
+        if pi < p.len() && (p[pi] == one || (p[pi] != any && p[pi] == t[ti])) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == any {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -201,7 +209,7 @@ fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    while pi < p.len() && p[pi] == '*' {
+    while pi < p.len() && p[pi] == any {
         pi += 1;
     }
     pi == p.len()
@@ -342,12 +350,16 @@ impl Interner {
 #[derive(Default)]
 struct Scratch {
     analyzed: Vec<(u16, Analyzed)>,
-    order: Vec<u32>,
+    /// Per token position: the next position of the same term (`u32::MAX`: none).
+    next: Vec<u32>,
+    /// This field's distinct terms: (hash, first position, last position).
+    groups: Vec<(u64, u32, u32)>,
+    /// Open-addressing table over `groups` (index + 1; 0 = empty).
+    gtab: Vec<u32>,
     pos_buf: Vec<u32>,
     /// This document's stored terms: open-addressing table of (term id + 1, field, start,
     /// end into `pos_buf`); small enough to stay in cache.
     local: Vec<(u32, u16, u32, u32)>,
-    pairs: Vec<(u64, u32)>,
     multi_pairs: Vec<(u32, u32, u32)>,
     multi_ranges: FxHashMap<u32, (u32, u32)>,
     fired: Vec<u32>,
@@ -1093,26 +1105,57 @@ impl<R> SearchIndex<R> {
             let info = &fields[fid as usize];
             let has_multi =
                 !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty();
-            // Group equal terms: sort (hash, position) pairs, split runs of equal hashes
-            // (a run with a hash collision is sorted by text).
-            s.pairs.clear();
-            s.pairs
-                .extend((0..a.len()).map(|i| (term_hash(a.term(i)), i as u32)));
-            s.pairs.sort_unstable();
-            s.order.clear();
-            s.order.extend(s.pairs.iter().map(|p| p.1));
-            let mut i = 0;
-            while i < s.order.len() {
-                let t = a.term(s.order[i] as usize);
-                let h = s.pairs[i].0;
-                let mut j = i + 1;
-                while j < s.order.len() && s.pairs[j].0 == h {
-                    j += 1;
+            // Group equal terms without sorting: a small open-addressing table keyed by
+            // the term hash gives each distinct term a group (in order of first
+            // occurrence); its positions are chained in increasing order through `next`.
+            let n = a.len();
+            s.next.clear();
+            s.next.resize(n, u32::MAX);
+            s.groups.clear();
+            let cap = (n * 2).next_power_of_two().max(16);
+            s.gtab.clear();
+            s.gtab.resize(cap, 0);
+            let mask = cap - 1;
+            for p in 0..n {
+                let h = term_hash(a.term(p));
+                let mut b = (h >> 40) as usize & mask;
+                loop {
+                    let g = s.gtab[b];
+                    if g == 0 {
+                        s.groups.push((h, p as u32, p as u32));
+                        s.gtab[b] = s.groups.len() as u32;
+                        break;
+                    }
+                    let gr = &mut s.groups[g as usize - 1];
+                    if gr.0 == h {
+                        s.next[gr.2 as usize] = p as u32;
+                        gr.2 = p as u32;
+                        break;
+                    }
+                    b = (b + 1) & mask;
                 }
+            }
+            // Term-table look-ups go in batches of independent loads ahead of the rest of
+            // the work, so their cache misses overlap.
+            const BATCH: usize = 16;
+            let mut found: [Option<&TermSlot>; BATCH] = [None; BATCH];
+            for gi in 0..s.groups.len() {
+                if gi % BATCH == 0 {
+                    let end = (gi + BATCH).min(s.groups.len());
+                    for (k, g) in s.groups[gi..end].iter().enumerate() {
+                        found[k] = terms.get_h(g.0);
+                    }
+                }
+                let (_, head, _) = s.groups[gi];
+                let t = a.term(head as usize);
                 let start = s.pos_buf.len() as u32;
-                s.pos_buf.extend_from_slice(&s.order[i..j]);
+                let mut p = head;
+                while p != u32::MAX {
+                    s.pos_buf.push(p);
+                    p = s.next[p as usize];
+                }
                 let end = s.pos_buf.len() as u32;
-                if let Some(slot) = terms.get_h(h) {
+                if let Some(slot) = found[gi % BATCH] {
                     local_insert(&mut s.local, slot.id, fid, start, end);
                     for &(q, g) in &slot.post {
                         if g == fid && s.seen[q as usize] != stamp {
@@ -1193,7 +1236,6 @@ impl<R> SearchIndex<R> {
                         s.multi_pairs.push((m, start, end));
                     }
                 }
-                i = j;
             }
         }
         // Pattern positions: concatenate each pattern's term ranges, sorted.
@@ -1453,6 +1495,12 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        #[test]
+        fn glob_ascii_equals_wildcard_regex(p in "[ab?*]{0,7}", t in "[ab]{0,9}") {
+            let re = Regex::new(&wildcard_regex(&p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+            proptest::prop_assert_eq!(glob_match(&p, &t), re.is_match(&t), "{} {}", p, t);
+        }
+
         #[test]
         fn glob_equals_wildcard_regex(p in "[ab?*é]{0,6}", t in "[abé]{0,8}") {
             let re = Regex::new(&wildcard_regex(&p)).unwrap_or_else(|e| panic!("{p}: {e}"));
