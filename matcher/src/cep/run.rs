@@ -212,7 +212,7 @@ struct Scratch {
     stamp: Vec<u32>,
     gen: u32,
     /// (pc, projection hash) → (node, len) of the first thread there this step.
-    seen: HashMap<(u32, u64), (u32, u32)>,
+    seen: rustc_hash::FxHashMap<(u32, u64), (u32, u32)>,
     nlist: Vec<Thread>,
     stack: Vec<u32>,
 }
@@ -241,9 +241,21 @@ impl std::hash::Hasher for IdHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100000001b3);
+        // word-at-a-time multiply-rotate mixing (Fx-style): deterministic, no seed
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = (h ^ w).wrapping_mul(K).rotate_left(26);
         }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(K).rotate_left(26);
+        }
+        self.0 = (h ^ bytes.len() as u64).wrapping_mul(K);
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
@@ -458,14 +470,22 @@ impl Context for Ctx<'_> {
         match nav {
             Nav::Last { var, field, n } => self.field_at(self.nth_last(*var, *n), field),
             Nav::First { var, field, n } => {
-                let mut ps = Vec::new();
+                // the (n+1)-th matching row from the start, without collecting positions:
+                // the oldest one seen for n = 0, else a count then a second walk
+                let mut k = 0u32;
+                let mut oldest = None;
                 self.walk_rev(|pos, v| {
                     if var.is_none_or(|x| x == v) {
-                        ps.push(pos);
+                        k += 1;
+                        oldest = Some(pos);
                     }
                     true
                 });
-                let pos = (ps.len() as u32).checked_sub(n + 1).map(|i| ps[i as usize]);
+                let pos = if *n == 0 {
+                    oldest
+                } else {
+                    k.checked_sub(n + 1).and_then(|i| self.nth_last(*var, i))
+                };
                 self.field_at(pos, field)
             }
             Nav::Prev { var, field, n } => {
