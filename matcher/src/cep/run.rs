@@ -22,7 +22,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Version of the serialized [`PartitionState`].
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 const NONE: u32 = u32::MAX;
 
@@ -263,43 +263,47 @@ impl std::hash::Hasher for IdHasher {
 }
 pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
 
-/// FNV-1a over a canonical encoding of partition-key values (no allocation).
+/// Hash of the partition-key values: a canonical encoding (type tag, then the value's
+/// bytes, strings with their length) mixed a word at a time. Deterministic (no seed) and
+/// allocation-free; part of the checkpoint format (keys are stored by this hash).
 fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut put = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |w: u64| h = (h ^ w).wrapping_mul(K).rotate_left(26);
+    let mut put_bytes = |tag: u64, bytes: &[u8], mix: &mut dyn FnMut(u64)| {
+        mix(tag | ((bytes.len() as u64) << 8));
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            mix(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            mix(u64::from_le_bytes(buf));
         }
     };
     for v in vals {
         match v {
-            Value::Null => put(&[0]),
-            Value::Bool(b) => put(&[1, *b as u8]),
+            Value::Null => mix(0),
+            Value::Bool(b) => mix(1 | ((*b as u64) << 8)),
             Value::Int(i) => {
-                put(&[2]);
-                put(&i.to_le_bytes())
+                mix(2);
+                mix(*i as u64)
             }
             Value::Float(f) => {
-                put(&[3]);
-                put(&f.to_bits().to_le_bytes())
+                mix(3);
+                mix(f.to_bits())
             }
-            Value::String(s) => {
-                put(&[4]);
-                put(s.as_bytes());
-                put(&[0xff])
-            }
+            Value::String(s) => put_bytes(4, s.as_bytes(), &mut mix),
             Value::Timestamp(t) => {
-                put(&[5]);
-                put(&t.to_le_bytes())
+                mix(5);
+                mix(*t as u64)
             }
-            Value::Json(j) => {
-                put(&[6]);
-                put(j.to_string().as_bytes());
-                put(&[0xff])
-            }
+            Value::Json(j) => put_bytes(6, j.to_string().as_bytes(), &mut mix),
         }
     }
-    h
+    h.wrapping_mul(K)
 }
 
 /// Mutable state of one log partition for one [`CepRuleSet`].
