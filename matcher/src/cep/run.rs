@@ -253,7 +253,9 @@ impl std::hash::Hasher for IdHasher {
         if !rest.is_empty() {
             let mut buf = [0u8; 8];
             buf[..rest.len()].copy_from_slice(rest);
-            h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(K).rotate_left(26);
+            h = (h ^ u64::from_le_bytes(buf))
+                .wrapping_mul(K)
+                .rotate_left(26);
         }
         self.0 = (h ^ bytes.len() as u64).wrapping_mul(K);
     }
@@ -270,11 +272,13 @@ fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut mix = |w: u64| h = (h ^ w).wrapping_mul(K).rotate_left(26);
-    let mut put_bytes = |tag: u64, bytes: &[u8], mix: &mut dyn FnMut(u64)| {
+    let put_bytes = |tag: u64, bytes: &[u8], mix: &mut dyn FnMut(u64)| {
         mix(tag | ((bytes.len() as u64) << 8));
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            mix(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+            mix(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
