@@ -1435,12 +1435,18 @@ impl PartitionState {
                     rules: Vec::new(),
                     timer: None,
                 });
+                // room for a few rows and searches up front: growing a VecDeque from
+                // capacity 1 reallocates on each of the next pushes
+                let mut rows = VecDeque::with_capacity(4);
+                rows.push_back(stored.clone());
+                let mut searches = VecDeque::with_capacity(2);
+                searches.push_back(s);
                 let mut rk = RuleKey {
                     rule: r,
-                    rows: VecDeque::from([stored.clone()]),
+                    rows,
                     base: 0,
                     next: 1,
-                    searches: VecDeque::from([s]),
+                    searches,
                     matches: 0,
                 };
                 resolve(&mut em, rule, &mut rk, &ks.values, out);
@@ -1512,7 +1518,7 @@ fn start_search(
     let mut s = Search {
         start: idx,
         t0: ts,
-        nodes: Vec::new(),
+        nodes: Vec::with_capacity(4),
         threads: Vec::new(),
         best: None,
         done: false,
