@@ -861,6 +861,19 @@ pub fn arith(op: BinaryOp, a: &Value, b: &Value) -> Value {
     }
 }
 
+/// Like [`eval`], but literals and plain columns are borrowed instead of cloned.
+fn eval_ref<'a, C: Context + ?Sized>(n: &'a Node, ctx: &'a C) -> std::borrow::Cow<'a, Value> {
+    use std::borrow::Cow;
+    match n {
+        Node::Lit(v) => Cow::Borrowed(v),
+        Node::Field(FieldRef::Col(i, rest)) if rest.is_empty() => match ctx.row() {
+            Some(r) => Cow::Borrowed(r.get(*i)),
+            None => Cow::Owned(Value::Null),
+        },
+        _ => Cow::Owned(eval(n, ctx)),
+    }
+}
+
 fn eval<C: Context + ?Sized>(n: &Node, ctx: &C) -> Value {
     match n {
         Node::Lit(v) => v.clone(),
@@ -900,7 +913,7 @@ fn eval<C: Context + ?Sized>(n: &Node, ctx: &C) -> Value {
                 _ => Value::Null,
             }
         }
-        Node::Cmp(op, a, b) => cmp_op(*op, &eval(a, ctx), &eval(b, ctx)),
+        Node::Cmp(op, a, b) => cmp_op(*op, &eval_ref(a, ctx), &eval_ref(b, ctx)),
         Node::CmpColLit(op, c, lit) => match ctx.row() {
             Some(r) => cmp_op(*op, r.get(*c), lit),
             None => Value::Null,

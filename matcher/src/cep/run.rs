@@ -22,7 +22,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Version of the serialized [`PartitionState`].
-pub const STATE_VERSION: u32 = 1;
+pub const STATE_VERSION: u32 = 2;
 
 const NONE: u32 = u32::MAX;
 
@@ -212,7 +212,7 @@ struct Scratch {
     stamp: Vec<u32>,
     gen: u32,
     /// (pc, projection hash) → (node, len) of the first thread there this step.
-    seen: HashMap<(u32, u64), (u32, u32)>,
+    seen: rustc_hash::FxHashMap<(u32, u64), (u32, u32)>,
     nlist: Vec<Thread>,
     stack: Vec<u32>,
 }
@@ -241,9 +241,23 @@ impl std::hash::Hasher for IdHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x100000001b3);
+        // word-at-a-time multiply-rotate mixing (Fx-style): deterministic, no seed
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            h = (h ^ w).wrapping_mul(K).rotate_left(26);
         }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            h = (h ^ u64::from_le_bytes(buf))
+                .wrapping_mul(K)
+                .rotate_left(26);
+        }
+        self.0 = (h ^ bytes.len() as u64).wrapping_mul(K);
     }
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
@@ -251,43 +265,49 @@ impl std::hash::Hasher for IdHasher {
 }
 pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
 
-/// FNV-1a over a canonical encoding of partition-key values (no allocation).
+/// Hash of the partition-key values: a canonical encoding (type tag, then the value's
+/// bytes, strings with their length) mixed a word at a time. Deterministic (no seed) and
+/// allocation-free; part of the checkpoint format (keys are stored by this hash).
 fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut put = |bytes: &[u8]| {
-        for b in bytes {
-            h = (h ^ *b as u64).wrapping_mul(0x100000001b3);
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |w: u64| h = (h ^ w).wrapping_mul(K).rotate_left(26);
+    let put_bytes = |tag: u64, bytes: &[u8], mix: &mut dyn FnMut(u64)| {
+        mix(tag | ((bytes.len() as u64) << 8));
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            mix(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            mix(u64::from_le_bytes(buf));
         }
     };
     for v in vals {
         match v {
-            Value::Null => put(&[0]),
-            Value::Bool(b) => put(&[1, *b as u8]),
+            Value::Null => mix(0),
+            Value::Bool(b) => mix(1 | ((*b as u64) << 8)),
             Value::Int(i) => {
-                put(&[2]);
-                put(&i.to_le_bytes())
+                mix(2);
+                mix(*i as u64)
             }
             Value::Float(f) => {
-                put(&[3]);
-                put(&f.to_bits().to_le_bytes())
+                mix(3);
+                mix(f.to_bits())
             }
-            Value::String(s) => {
-                put(&[4]);
-                put(s.as_bytes());
-                put(&[0xff])
-            }
+            Value::String(s) => put_bytes(4, s.as_bytes(), &mut mix),
             Value::Timestamp(t) => {
-                put(&[5]);
-                put(&t.to_le_bytes())
+                mix(5);
+                mix(*t as u64)
             }
-            Value::Json(j) => {
-                put(&[6]);
-                put(j.to_string().as_bytes());
-                put(&[0xff])
-            }
+            Value::Json(j) => put_bytes(6, j.to_string().as_bytes(), &mut mix),
         }
     }
-    h
+    h.wrapping_mul(K)
 }
 
 /// Mutable state of one log partition for one [`CepRuleSet`].
@@ -458,14 +478,22 @@ impl Context for Ctx<'_> {
         match nav {
             Nav::Last { var, field, n } => self.field_at(self.nth_last(*var, *n), field),
             Nav::First { var, field, n } => {
-                let mut ps = Vec::new();
+                // the (n+1)-th matching row from the start, without collecting positions:
+                // the oldest one seen for n = 0, else a count then a second walk
+                let mut k = 0u32;
+                let mut oldest = None;
                 self.walk_rev(|pos, v| {
                     if var.is_none_or(|x| x == v) {
-                        ps.push(pos);
+                        k += 1;
+                        oldest = Some(pos);
                     }
                     true
                 });
-                let pos = (ps.len() as u32).checked_sub(n + 1).map(|i| ps[i as usize]);
+                let pos = if *n == 0 {
+                    oldest
+                } else {
+                    k.checked_sub(n + 1).and_then(|i| self.nth_last(*var, i))
+                };
                 self.field_at(pos, field)
             }
             Nav::Prev { var, field, n } => {
@@ -1407,12 +1435,18 @@ impl PartitionState {
                     rules: Vec::new(),
                     timer: None,
                 });
+                // room for a few rows and searches up front: growing a VecDeque from
+                // capacity 1 reallocates on each of the next pushes
+                let mut rows = VecDeque::with_capacity(4);
+                rows.push_back(stored.clone());
+                let mut searches = VecDeque::with_capacity(2);
+                searches.push_back(s);
                 let mut rk = RuleKey {
                     rule: r,
-                    rows: VecDeque::from([stored.clone()]),
+                    rows,
                     base: 0,
                     next: 1,
-                    searches: VecDeque::from([s]),
+                    searches,
                     matches: 0,
                 };
                 resolve(&mut em, rule, &mut rk, &ks.values, out);
@@ -1484,7 +1518,7 @@ fn start_search(
     let mut s = Search {
         start: idx,
         t0: ts,
-        nodes: Vec::new(),
+        nodes: Vec::with_capacity(4),
         threads: Vec::new(),
         best: None,
         done: false,
