@@ -4,15 +4,25 @@
 //! - Sparse mode for small sets: a sorted list of 32-bit entries at precision 25 (index
 //!   and rank packed), plus a small unsorted insert buffer; estimated by linear counting at
 //!   2^25 buckets, so small counts are practically exact. 4 bytes per distinct entry.
-//! - Dense mode once the sparse list (plus its buffer) would reach the registers' size: `2^p` one-byte registers
-//!   (4096 bytes at p = 12). Merging dense sketches is a byte-wise max (vectorised).
+//! - Dense mode once the sparse list (plus its buffer) would reach the registers' size:
+//!   `2^p` registers packed 6 bits each, 4 registers per 3 bytes (3072 bytes at p = 12;
+//!   a register never exceeds `64 - p + 1 <= 61`). Merging dense sketches is a
+//!   register-wise max done 8 registers (6 bytes) at a time with SWAR arithmetic.
+//!
+//! Binary form: version byte [`HLL_FORMAT_VERSION`] (2); version 1 bytes (dense registers
+//! one byte each) still decode and are packed on load. The serde form names the packed
+//! registers `Dense6`; the old `Dense` (one byte per register) is still read.
 //!
 //! Relative standard error in dense mode: `1.04 / sqrt(2^p)` (1.63 % at p = 12).
 
 use crate::hash::hash_of;
-use crate::{Sketch, SketchError};
-use serde::{Deserialize, Serialize};
+use crate::{Sketch, SketchError, FORMAT_VERSION};
+use serde::{Deserialize, Serialize, Serializer};
 use std::hash::Hash;
+
+/// Version byte written by `Hll::to_bytes`: 2 = dense registers packed 6 bits each.
+/// Version 1 (the crate-wide [`FORMAT_VERSION`] before packing) is still decoded.
+pub const HLL_FORMAT_VERSION: u8 = 2;
 
 /// Precision of the sparse representation.
 const PP: u32 = 25;
@@ -31,22 +41,189 @@ pub const MIN_PRECISION: u8 = 4;
 pub const MAX_PRECISION: u8 = 18;
 pub const DEFAULT_PRECISION: u8 = 12;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 enum Repr {
     /// `list` is sorted by entry and holds at most one entry per sparse index;
     /// `buf` holds recent entries not yet merged in.
-    Sparse {
-        list: Vec<u32>,
-        buf: Vec<u32>,
-    },
+    Sparse { list: Vec<u32>, buf: Vec<u32> },
+    /// `3 * 2^p / 4` bytes: register `i` is bits `6 * (i % 4)..` of the little-endian
+    /// 24-bit word in bytes `3 * (i / 4)..3 * (i / 4) + 3`.
     Dense(Vec<u8>),
 }
 
 /// A HyperLogLog++ sketch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "HllWire")]
 pub struct Hll {
     p: u8,
     repr: Repr,
+}
+
+/// Serde form as written (borrowed). Variant order is part of the binary form: `Sparse`
+/// = 0, `Dense` (old, one byte per register; never written now) = 1, `Dense6` = 2.
+#[derive(Serialize)]
+#[serde(rename = "Hll")]
+struct HllOut<'a> {
+    p: u8,
+    repr: ReprOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "Repr")]
+enum ReprOut<'a> {
+    Sparse {
+        list: &'a [u32],
+        buf: &'a [u32],
+    },
+    #[allow(dead_code)]
+    Dense(&'a [u8]),
+    Dense6(&'a [u8]),
+}
+
+/// Serde form as read: both dense encodings.
+#[derive(Deserialize)]
+#[serde(rename = "Hll")]
+struct HllWire {
+    p: u8,
+    repr: ReprWire,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Repr")]
+enum ReprWire {
+    Sparse { list: Vec<u32>, buf: Vec<u32> },
+    Dense(Vec<u8>),
+    Dense6(Vec<u8>),
+}
+
+impl Serialize for Hll {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let repr = match &self.repr {
+            Repr::Sparse { list, buf } => ReprOut::Sparse { list, buf },
+            Repr::Dense(regs) => ReprOut::Dense6(regs),
+        };
+        HllOut { p: self.p, repr }.serialize(s)
+    }
+}
+
+impl TryFrom<HllWire> for Hll {
+    type Error = String;
+
+    fn try_from(w: HllWire) -> Result<Self, String> {
+        let repr = match w.repr {
+            ReprWire::Sparse { list, buf } => Repr::Sparse { list, buf },
+            ReprWire::Dense6(regs) => Repr::Dense(regs),
+            ReprWire::Dense(bytes) => {
+                // Old form: one byte per register. Sizes and values are checked here
+                // (the packed form cannot hold values above 63); `validate` checks the rest.
+                if bytes.len() % 4 != 0 || bytes.iter().any(|&r| r > 63) {
+                    return Err("bad HLL registers (8-bit form)".into());
+                }
+                Repr::Dense(pack(&bytes))
+            }
+        };
+        Ok(Hll { p: w.p, repr })
+    }
+}
+
+/// Pack one-byte registers (each <= 63, `len % 4 == 0`) 6 bits each.
+fn pack(regs8: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(regs8.len() / 4 * 3);
+    for r in regs8.chunks_exact(4) {
+        let w = (r[0] as u32 & 63)
+            | (r[1] as u32 & 63) << 6
+            | (r[2] as u32 & 63) << 12
+            | (r[3] as u32 & 63) << 18;
+        out.extend_from_slice(&w.to_le_bytes()[..3]);
+    }
+    out
+}
+
+/// Packed bytes for `m` registers.
+#[inline]
+fn packed_len(m: usize) -> usize {
+    m / 4 * 3
+}
+
+/// Value of register `i` in packed registers (0 if out of range).
+#[inline(always)]
+fn get_reg(regs: &[u8], i: usize) -> u8 {
+    let off = (i >> 2) * 3;
+    match regs.get(off..off + 3) {
+        Some(b) => {
+            let w = b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16;
+            ((w >> (6 * (i & 3))) & 63) as u8
+        }
+        None => 0,
+    }
+}
+
+/// Set register `i` to `v` (`v <= 63`); out of range is ignored.
+#[cfg(test)]
+fn set_reg(regs: &mut [u8], i: usize, v: u8) {
+    let off = (i >> 2) * 3;
+    if let Some(b) = regs.get_mut(off..off + 3) {
+        let sh = 6 * (i & 3) as u32;
+        let w = b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16;
+        let w = (w & !(63 << sh)) | ((v as u32 & 63) << sh);
+        b.copy_from_slice(&w.to_le_bytes()[..3]);
+    }
+}
+
+/// Raise register `i` to `v` if `v` is larger (`v <= 63`); out of range is ignored.
+#[inline(always)]
+fn max_reg(regs: &mut [u8], i: usize, v: u8) {
+    let off = (i >> 2) * 3;
+    if let Some(b) = regs.get_mut(off..off + 3) {
+        let sh = 6 * (i & 3) as u32;
+        let w = b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16;
+        if (v as u32 & 63) > (w >> sh) & 63 {
+            let w = (w & !(63 << sh)) | ((v as u32 & 63) << sh);
+            b.copy_from_slice(&w.to_le_bytes()[..3]);
+        }
+    }
+}
+
+/// Even 6-bit fields of a 48-bit group (registers 0, 2, 4, 6 of 8).
+const EVEN: u64 = 0x03F_03F_03F_03F;
+/// The spare bit above each even field, used as a borrow guard.
+const GUARD: u64 = 0x040_040_040_040;
+
+/// Field-wise max of the even fields of `a` and `b` (both masked to `EVEN`).
+#[inline(always)]
+fn swar_max_even(a: u64, b: u64) -> u64 {
+    // Guard bit stays set exactly where a >= b (the borrow stops at the guard).
+    let ge = ((a | GUARD) - b) & GUARD;
+    let mask = ge - (ge >> 6); // 63 in every field where a >= b
+    b ^ ((a ^ b) & mask)
+}
+
+/// Register-wise max of packed registers, 8 registers (6 bytes) at a time.
+fn merge_packed(dst: &mut [u8], src: &[u8]) {
+    let mut d6 = dst.chunks_exact_mut(6);
+    let mut s6 = src.chunks_exact(6);
+    for (d, s) in (&mut d6).zip(&mut s6) {
+        let mut a8 = [0u8; 8];
+        let mut b8 = [0u8; 8];
+        a8[..6].copy_from_slice(d);
+        b8[..6].copy_from_slice(s);
+        let a = u64::from_le_bytes(a8);
+        let b = u64::from_le_bytes(b8);
+        let even = swar_max_even(a & EVEN, b & EVEN);
+        let odd = swar_max_even((a >> 6) & EVEN, (b >> 6) & EVEN);
+        let r = even | (odd << 6);
+        d.copy_from_slice(&r.to_le_bytes()[..6]);
+    }
+    // Leftover 3-byte block (4 registers) when m / 4 is odd (never for m >= 8).
+    for (d, s) in d6
+        .into_remainder()
+        .chunks_exact_mut(3)
+        .zip(s6.remainder().chunks_exact(3))
+    {
+        for k in 0..4 {
+            max_reg(d, k, get_reg(s, k));
+        }
+    }
 }
 
 #[inline(always)]
@@ -110,12 +287,8 @@ impl Hll {
             Repr::Dense(regs) => {
                 let idx = (h >> (64 - p)) as usize;
                 let rank = ((h << p).leading_zeros() + 1).min(64 - p + 1) as u8;
-                // idx < 2^p == regs.len() by construction.
-                if let Some(r) = regs.get_mut(idx) {
-                    if rank > *r {
-                        *r = rank;
-                    }
-                }
+                // idx < 2^p registers by construction.
+                max_reg(regs, idx, rank);
             }
             Repr::Sparse { buf, list } => {
                 buf.push(sparse_entry(h));
@@ -146,12 +319,10 @@ impl Hll {
         let p = self.p as u32;
         let m = self.m();
         if let Repr::Sparse { list, buf } = &self.repr {
-            let mut regs = vec![0u8; m];
+            let mut regs = vec![0u8; packed_len(m)];
             for &e in list.iter().chain(buf.iter()) {
                 let (idx, rank) = dense_from_sparse(e, p);
-                if let Some(r) = regs.get_mut(idx) {
-                    *r = (*r).max(rank);
-                }
+                max_reg(&mut regs, idx, rank);
             }
             self.repr = Repr::Dense(regs);
         }
@@ -181,7 +352,7 @@ impl Hll {
                 let mp = (1u64 << PP) as f64;
                 mp * (mp / (mp - n)).ln()
             }
-            Repr::Dense(regs) => ertl_estimate(regs, self.p as u32),
+            Repr::Dense(regs) => ertl_estimate(regs, self.m(), self.p as u32),
         }
     }
 }
@@ -244,14 +415,21 @@ fn dense_from_sparse(e: u32, p: u32) -> (usize, u8) {
 }
 
 /// Ertl, "New cardinality estimation algorithms for HyperLogLog sketches" (2017), §4.
-fn ertl_estimate(regs: &[u8], p: u32) -> f64 {
+/// `regs` are `m` packed registers.
+fn ertl_estimate(regs: &[u8], m: usize, p: u32) -> f64 {
     let q = 64 - p as usize;
-    let m = regs.len() as f64;
-    let mut c = vec![0u32; q + 2];
-    for &r in regs {
-        let r = (r as usize).min(q + 1);
-        c[r] += 1;
+    let mut c = vec![0u32; 64.max(q + 2)];
+    for b in regs.chunks_exact(3) {
+        let w = b[0] as u32 | (b[1] as u32) << 8 | (b[2] as u32) << 16;
+        c[(w & 63) as usize] += 1;
+        c[((w >> 6) & 63) as usize] += 1;
+        c[((w >> 12) & 63) as usize] += 1;
+        c[((w >> 18) & 63) as usize] += 1;
     }
+    // Registers never exceed q + 1 (checked on decode); fold any above into q + 1.
+    let over: u32 = c[q + 2..].iter().sum();
+    c[q + 1] += over;
+    let m = m as f64;
     let mut z = m * tau(1.0 - c[q + 1] as f64 / m);
     for k in (1..=q).rev() {
         z = 0.5 * (z + c[k] as f64);
@@ -298,6 +476,42 @@ fn tau(mut x: f64) -> f64 {
 impl Sketch for Hll {
     const KIND: u8 = 1;
 
+    /// Versioned binary encoding: [`HLL_FORMAT_VERSION`], kind, postcard payload.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![HLL_FORMAT_VERSION, Self::KIND];
+        match postcard::to_allocvec(self) {
+            Ok(p) => out.extend_from_slice(&p),
+            Err(_) => out.truncate(2),
+        }
+        out
+    }
+
+    /// Decodes version 2 and the older version 1 (one byte per dense register).
+    fn from_bytes(bytes: &[u8]) -> Result<Self, SketchError> {
+        let (&version, rest) = bytes
+            .split_first()
+            .ok_or_else(|| SketchError::Decode("empty input".into()))?;
+        if version != HLL_FORMAT_VERSION && version != FORMAT_VERSION {
+            return Err(SketchError::Version {
+                found: version,
+                expected: HLL_FORMAT_VERSION,
+            });
+        }
+        let (&kind, payload) = rest
+            .split_first()
+            .ok_or_else(|| SketchError::Decode("missing kind byte".into()))?;
+        if kind != Self::KIND {
+            return Err(SketchError::Kind {
+                expected: Self::KIND,
+                found: kind,
+            });
+        }
+        let v: Self =
+            postcard::from_bytes(payload).map_err(|e| SketchError::Decode(e.to_string()))?;
+        v.validate()?;
+        Ok(v)
+    }
+
     fn merge(&mut self, other: &Self) -> Result<(), SketchError> {
         if self.p != other.p {
             return Err(SketchError::Incompatible(format!(
@@ -312,18 +526,14 @@ impl Sketch for Hll {
                     self.make_dense();
                 }
                 if let Repr::Dense(regs) = &mut self.repr {
-                    for (r, &x) in regs.iter_mut().zip(o.iter()) {
-                        *r = (*r).max(x);
-                    }
+                    merge_packed(regs, o);
                 }
             }
             Repr::Sparse { list, buf } => match &mut self.repr {
                 Repr::Dense(regs) => {
                     for &e in list.iter().chain(buf.iter()) {
                         let (idx, rank) = dense_from_sparse(e, p);
-                        if let Some(r) = regs.get_mut(idx) {
-                            *r = (*r).max(rank);
-                        }
+                        max_reg(regs, idx, rank);
                     }
                 }
                 Repr::Sparse {
@@ -364,7 +574,9 @@ impl Sketch for Hll {
         let p = self.p as u32;
         match &self.repr {
             Repr::Dense(r) => {
-                if r.len() != self.m() || r.iter().any(|&x| x as u32 > 64 - p + 1) {
+                if r.len() != packed_len(self.m())
+                    || (0..self.m()).any(|i| get_reg(r, i) as u32 > 64 - p + 1)
+                {
                     return Err(SketchError::Decode("bad HLL registers".into()));
                 }
             }
@@ -439,6 +651,194 @@ mod tests {
         a.flush();
         a.make_dense();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn packed_get_set_round_trip_every_value_and_alignment() {
+        let m = 64usize;
+        let mut regs = vec![0u8; packed_len(m)];
+        for i in 0..m {
+            for v in 0..=63u8 {
+                // Fill the neighbours with a pattern that must survive the write.
+                let before: Vec<u8> = (0..m).map(|j| get_reg(&regs, j)).collect();
+                set_reg(&mut regs, i, v);
+                assert_eq!(get_reg(&regs, i), v, "register {i} (slot {})", i % 4);
+                for j in (0..m).filter(|&j| j != i) {
+                    assert_eq!(get_reg(&regs, j), before[j], "write to {i} changed {j}");
+                }
+            }
+            // Leave a distinct value behind so neighbours are non-trivial.
+            set_reg(&mut regs, i, ((i * 37 + 11) % 64) as u8);
+        }
+        // max_reg only raises, at every alignment.
+        for i in 0..m {
+            let cur = get_reg(&regs, i);
+            max_reg(&mut regs, i, cur.saturating_sub(1));
+            assert_eq!(get_reg(&regs, i), cur);
+            max_reg(&mut regs, i, 63);
+            assert_eq!(get_reg(&regs, i), 63);
+        }
+        // Out of range is ignored, not a panic.
+        assert_eq!(get_reg(&regs, m), 0);
+        max_reg(&mut regs, m, 5);
+    }
+
+    #[test]
+    fn packed_merge_is_register_wise_max() {
+        // Every pair of values at every alignment, against a plain byte-wise reference.
+        let m = 64 * 64;
+        let (mut a, mut b) = (vec![0u8; packed_len(m)], vec![0u8; packed_len(m)]);
+        let mut want = vec![0u8; m];
+        for i in 0..m {
+            // Rotate the pairing so each value pair lands in every slot of a block.
+            let (x, y) = ((i % 64) as u8, ((i / 64 + i % 8) % 64) as u8);
+            set_reg(&mut a, i, x);
+            set_reg(&mut b, i, y);
+            want[i] = x.max(y);
+        }
+        merge_packed(&mut a, &b);
+        let got: Vec<u8> = (0..m).map(|i| get_reg(&a, i)).collect();
+        assert_eq!(got, want);
+        // A 3-byte remainder block (m / 4 odd) goes through the scalar path.
+        let (mut a, mut b) = (vec![0u8; 9], vec![0u8; 9]);
+        for i in 0..12 {
+            set_reg(&mut a, i, (i * 5) as u8);
+            set_reg(&mut b, i, 60 - (i * 5) as u8);
+        }
+        merge_packed(&mut a, &b);
+        for i in 0..12 {
+            assert_eq!(get_reg(&a, i), ((i * 5) as u8).max(60 - (i * 5) as u8));
+        }
+    }
+
+    /// The sketch layout before packing (version 1): one byte per dense register.
+    #[derive(Serialize)]
+    #[serde(rename = "Hll")]
+    struct OldHll {
+        p: u8,
+        repr: OldRepr,
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename = "Repr")]
+    #[allow(dead_code)]
+    enum OldRepr {
+        Sparse { list: Vec<u32>, buf: Vec<u32> },
+        Dense(Vec<u8>),
+    }
+
+    fn old_form(h: &Hll) -> OldHll {
+        let repr = match &h.repr {
+            Repr::Sparse { list, buf } => OldRepr::Sparse {
+                list: list.clone(),
+                buf: buf.clone(),
+            },
+            Repr::Dense(r) => OldRepr::Dense((0..h.m()).map(|i| get_reg(r, i)).collect()),
+        };
+        OldHll { p: h.p, repr }
+    }
+
+    fn old_bytes(h: &Hll) -> Vec<u8> {
+        let mut out = vec![1u8, Hll::KIND];
+        out.extend_from_slice(&postcard::to_allocvec(&old_form(h)).unwrap());
+        out
+    }
+
+    #[test]
+    fn old_format_bytes_decode_to_identical_sketch() {
+        for (p, n) in [(4u8, 1000u64), (12, 50_000), (12, 100), (14, 200_000)] {
+            let mut h = Hll::new(p).unwrap();
+            for i in 0..n {
+                h.insert(&i);
+            }
+            let old = old_bytes(&h);
+            assert_eq!(old[0], 1);
+            let back = Hll::from_bytes(&old).unwrap();
+            assert_eq!(back, h, "p={p} n={n}");
+            assert_eq!(back.estimate(), h.estimate());
+            // Re-encoded in the new form, versioned 2, and smaller when dense.
+            let new = back.to_bytes();
+            assert_eq!(new[0], HLL_FORMAT_VERSION);
+            assert_eq!(Hll::from_bytes(&new).unwrap(), h);
+            if !h.is_sparse() {
+                assert!(new.len() < old.len());
+            }
+            // The old JSON form reads too.
+            let j = serde_json::to_string(&old_form(&h)).unwrap();
+            let back: Hll = serde_json::from_str(&j).unwrap();
+            assert_eq!(back, h);
+        }
+    }
+
+    #[test]
+    fn old_format_with_out_of_range_register_is_an_error() {
+        let mut h = Hll::new(4).unwrap();
+        h.make_dense();
+        let mut old = old_form(&h);
+        if let OldRepr::Dense(r) = &mut old.repr {
+            r[3] = 200; // cannot be packed in 6 bits
+        }
+        let mut b = vec![1u8, Hll::KIND];
+        b.extend_from_slice(&postcard::to_allocvec(&old).unwrap());
+        assert!(matches!(Hll::from_bytes(&b), Err(SketchError::Decode(_))));
+        if let OldRepr::Dense(r) = &mut old.repr {
+            r[3] = 62; // fits in 6 bits but above 64 - p + 1 = 61
+        }
+        let mut b = vec![1u8, Hll::KIND];
+        b.extend_from_slice(&postcard::to_allocvec(&old).unwrap());
+        assert!(matches!(Hll::from_bytes(&b), Err(SketchError::Decode(_))));
+    }
+
+    #[test]
+    fn dense_p12_fits_in_4_kb() {
+        let mut h = Hll::new(12).unwrap();
+        for i in 0..100_000u64 {
+            h.insert(&i);
+        }
+        assert!(!h.is_sparse());
+        assert!(h.memory_bytes() <= 4096, "{} B", h.memory_bytes());
+        assert_eq!(h.memory_bytes(), std::mem::size_of::<Hll>() + 3072);
+    }
+
+    /// Estimates printed by the one-byte-register implementation (commit fa12a82) for the
+    /// same inputs: packing must not change any of them, bit for bit.
+    #[test]
+    fn estimates_identical_to_unpacked_implementation() {
+        #[rustfmt::skip]
+        let golden: [(u8, u64, f64, f64); 20] = [
+        (4, 100, 120.90596189219835, 211.99206771232983),
+        (4, 3000, 2192.42810897853, 4816.797278233427),
+        (4, 50000, 47834.79510498611, 62705.715863012876),
+        (4, 1000000, 958590.3494306128, 2274716.6001172834),
+        (10, 100, 100.00014901101981, 186.000515524213),
+        (10, 3000, 3112.0790469814797, 5749.727765879338),
+        (10, 50000, 45711.87876015661, 89006.82046306189),
+        (10, 1000000, 1001548.1502759091, 1836172.1885092366),
+        (12, 100, 100.00014901101981, 186.000515524213),
+        (12, 3000, 3039.17561629235, 5654.773363040161),
+        (12, 50000, 49536.892621936095, 91460.74637797178),
+        (12, 1000000, 1001844.2448969173, 1831839.264020618),
+        (14, 100, 100.00014901101981, 186.000515524213),
+        (14, 3000, 3000.1341184453436, 5555.872222571139),
+        (14, 50000, 50098.34196245663, 93432.08740748352),
+        (14, 1000000, 994381.7753156796, 1852309.4153394254),
+        (18, 100, 100.00014901101981, 186.000515524213),
+        (18, 3000, 3000.1341184453436, 5571.462524245931),
+        (18, 50000, 49971.891228094195, 93027.95879081351),
+        (18, 1000000, 998947.3119705942, 1857869.684592567),
+        ];
+        for (p, n, est, union) in golden {
+            let mut h = Hll::new(p).unwrap();
+            let mut g = Hll::new(p).unwrap();
+            for i in 0..n {
+                h.insert(&i);
+                g.insert(&(i * 7 + 3));
+            }
+            assert_eq!(h.estimate(), est, "p={p} n={n}");
+            let mut u = h.clone();
+            u.merge(&g).unwrap();
+            assert_eq!(u.estimate(), union, "p={p} n={n} union");
+        }
     }
 
     #[test]
