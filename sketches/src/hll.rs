@@ -184,46 +184,58 @@ fn max_reg(regs: &mut [u8], i: usize, v: u8) {
     }
 }
 
-/// Even 6-bit fields of a 48-bit group (registers 0, 2, 4, 6 of 8).
-const EVEN: u64 = 0x03F_03F_03F_03F;
-/// The spare bit above each even field, used as a borrow guard.
-const GUARD: u64 = 0x040_040_040_040;
+/// The top bit of each of 8 six-bit fields (48 bits = 2 blocks).
+const HIGH: u64 = 0x820_820_820_820;
+/// The 48 bits of 8 fields.
+const LOW48: u64 = (1 << 48) - 1;
 
-/// Field-wise max of the even fields of `a` and `b` (both masked to `EVEN`).
+/// Field-wise max of the 8 six-bit fields in the low 48 bits of `a` and `b` (SWAR, no
+/// spare bits needed). Bits above 48 of the inputs are ignored; of the result, zero.
 #[inline(always)]
-fn swar_max_even(a: u64, b: u64) -> u64 {
-    // Guard bit stays set exactly where a >= b (the borrow stops at the guard).
-    let ge = ((a | GUARD) - b) & GUARD;
-    let mask = ge - (ge >> 6); // 63 in every field where a >= b
+fn swar_max8(a: u64, b: u64) -> u64 {
+    // Low 5 bits of each field: with the top bit forced in `a` and cleared in `b` no
+    // borrow leaves a field, and the top bit survives exactly where a_low >= b_low.
+    let (a, b) = (a & LOW48, b & LOW48);
+    let d = (a | HIGH) - (b & !HIGH);
+    // a >= b: top bits differ → a's top bit decides; equal → the low-bit comparison.
+    let ge = ((d & !(a ^ b)) | (a & !b)) & HIGH;
+    let mask = (ge >> 5) * 63; // 63 in every field where a >= b
     b ^ ((a ^ b) & mask)
 }
 
-/// Register-wise max of packed registers, 8 registers (6 bytes) at a time.
+/// Register-wise max of packed registers, 32 registers (24 bytes) per step as four
+/// independent 48-bit SWAR groups; a leftover 3-byte block goes through the same SWAR.
 fn merge_packed(dst: &mut [u8], src: &[u8]) {
-    let mut d6 = dst.chunks_exact_mut(6);
-    let mut s6 = src.chunks_exact(6);
-    for (d, s) in (&mut d6).zip(&mut s6) {
-        let mut a8 = [0u8; 8];
-        let mut b8 = [0u8; 8];
-        a8[..6].copy_from_slice(d);
-        b8[..6].copy_from_slice(s);
-        let a = u64::from_le_bytes(a8);
-        let b = u64::from_le_bytes(b8);
-        let even = swar_max_even(a & EVEN, b & EVEN);
-        let odd = swar_max_even((a >> 6) & EVEN, (b >> 6) & EVEN);
-        let r = even | (odd << 6);
-        d.copy_from_slice(&r.to_le_bytes()[..6]);
-    }
-    // Leftover 3-byte block (4 registers) when m / 4 is odd (never for m >= 8).
-    for (d, s) in d6
-        .into_remainder()
-        .chunks_exact_mut(3)
-        .zip(s6.remainder().chunks_exact(3))
-    {
+    let mut d24 = dst.chunks_exact_mut(24);
+    let mut s24 = src.chunks_exact(24);
+    for (d, s) in (&mut d24).zip(&mut s24) {
         for k in 0..4 {
-            max_reg(d, k, get_reg(s, k));
+            let o = 6 * k;
+            let a = load48(&d[o..o + 6]);
+            let b = load48(&s[o..o + 6]);
+            d[o..o + 6].copy_from_slice(&swar_max8(a, b).to_le_bytes()[..6]);
         }
     }
+    for (d, s) in d24
+        .into_remainder()
+        .chunks_exact_mut(3)
+        .zip(s24.remainder().chunks_exact(3))
+    {
+        let r = swar_max8(load48_3(d), load48_3(s));
+        d.copy_from_slice(&r.to_le_bytes()[..3]);
+    }
+}
+
+#[inline(always)]
+fn load48(b: &[u8]) -> u64 {
+    let mut x = [0u8; 8];
+    x[..6].copy_from_slice(b);
+    u64::from_le_bytes(x)
+}
+
+#[inline(always)]
+fn load48_3(b: &[u8]) -> u64 {
+    b[0] as u64 | (b[1] as u64) << 8 | (b[2] as u64) << 16
 }
 
 #[inline(always)]
