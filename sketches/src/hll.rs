@@ -7,8 +7,8 @@
 //! - Dense mode once the sparse list (plus its buffer) would reach the registers' size:
 //!   `2^p` registers packed 6 bits each, 4 registers per 3 bytes (3072 bytes at p = 12;
 //!   a register never exceeds `64 - p + 1 <= 61`), the 3 bytes of each block stored in
-//!   three byte planes. Merging dense sketches is a register-wise max done block by
-//!   block with SWAR arithmetic (vectorised).
+//!   three byte planes (see `load_block`). Merging dense sketches is a register-wise max
+//!   over the planes (vectorised).
 //!
 //! Binary form: version byte [`HLL_FORMAT_VERSION`] (2); version 1 bytes (dense registers
 //! one byte each) still decode and are packed on load. The serde form names the packed
@@ -47,9 +47,8 @@ enum Repr {
     /// `list` is sorted by entry and holds at most one entry per sparse index;
     /// `buf` holds recent entries not yet merged in.
     Sparse { list: Vec<u32>, buf: Vec<u32> },
-    /// `3q` bytes, `q = 2^p / 4` blocks of 4 registers: register `i` is bits
-    /// `6 * (i % 4)..` of the little-endian 24-bit block `j = i / 4`, whose three bytes
-    /// are at `j`, `q + j` and `2q + j` (three byte planes, so merging vectorises).
+    /// `3q` bytes, `q = 2^p / 4` blocks of 4 registers in three byte planes: see
+    /// `load_block` for where each register's bits are.
     Dense(Vec<u8>),
 }
 
@@ -128,7 +127,7 @@ impl TryFrom<HllWire> for Hll {
     }
 }
 
-/// Pack one-byte registers (each <= 63, `len % 4 == 0`) 6 bits each.
+/// Pack one-byte registers (each <= 63, `len % 4 == 0`) 6 bits each (`load_block`).
 fn pack(regs8: &[u8]) -> Vec<u8> {
     let q = regs8.len() / 4;
     let mut out = vec![0u8; 3 * q];
@@ -148,21 +147,26 @@ fn packed_len(m: usize) -> usize {
     m / 4 * 3
 }
 
-/// The 24-bit block `j` (registers `4j..4j+4`) of packed registers with `q` blocks:
-/// its three bytes live at `j`, `q + j` and `2q + j` (three byte planes).
+/// Block `j` (registers `4j..4j+4`) of packed registers with `q` blocks, as a 24-bit
+/// word with register `4j + k` in bits `6k..6k+6`. Its three bytes live at `j`, `q + j`
+/// and `2q + j` (three byte planes): byte `k` holds register `4j + k` in its low 6 bits
+/// and bits `2k..2k+2` of register `4j + 3` in its top 2 bits.
 #[inline(always)]
 fn load_block(regs: &[u8], q: usize, j: usize) -> Option<u32> {
-    let b0 = *regs.get(j)?;
-    let b1 = *regs.get(q + j)?;
-    let b2 = *regs.get(2 * q + j)?;
-    Some(b0 as u32 | (b1 as u32) << 8 | (b2 as u32) << 16)
+    let b0 = *regs.get(j)? as u32;
+    let b1 = *regs.get(q + j)? as u32;
+    let b2 = *regs.get(2 * q + j)? as u32;
+    let r3 = (b0 >> 6) | (b1 >> 6) << 2 | (b2 >> 6) << 4;
+    Some((b0 & 63) | (b1 & 63) << 6 | (b2 & 63) << 12 | r3 << 18)
 }
 
 #[inline(always)]
 fn store_block(regs: &mut [u8], q: usize, j: usize, w: u32) {
-    for (k, v) in w.to_le_bytes()[..3].iter().enumerate() {
-        if let Some(b) = regs.get_mut(k * q + j) {
-            *b = *v;
+    let r3 = (w >> 18) & 63;
+    for k in 0..3 {
+        let v = ((w >> (6 * k)) & 63) | ((r3 >> (2 * k)) & 3) << 6;
+        if let Some(b) = regs.get_mut(k as usize * q + j) {
+            *b = v as u8;
         }
     }
 }
@@ -189,6 +193,8 @@ fn set_reg(regs: &mut [u8], i: usize, v: u8) {
 }
 
 /// Raise register `i` to `v` if `v` is larger (`v <= 63`); out of range is ignored.
+/// Reads the whole block (no branch on the register's slot: that branch would be
+/// mispredicted a quarter of the time on random hashes).
 #[inline(always)]
 fn max_reg(regs: &mut [u8], i: usize, v: u8) {
     let q = regs.len() / 3;
@@ -204,26 +210,10 @@ fn max_reg(regs: &mut [u8], i: usize, v: u8) {
     }
 }
 
-/// The top bit of each of the 4 six-bit fields of a block.
-const HIGH: u32 = 0x820_820;
-
-/// Field-wise max of the 4 six-bit fields of two 24-bit blocks (SWAR, no spare bits).
-#[inline(always)]
-fn swar_max4(a: u32, b: u32) -> u32 {
-    // Low 5 bits of each field: with the top bit forced in `a` and cleared in `b` no
-    // borrow leaves a field, and the top bit survives exactly where a_low >= b_low.
-    let d = (a | HIGH) - (b & !HIGH);
-    // a >= b: top bits differ → a's top bit decides; equal → the low-bit comparison.
-    let ge = ((d & !(a ^ b)) | (a & !b)) & HIGH;
-    // 63 in every field where a >= b: 2^(6k+6) - 2^(6k) per set field (no multiply,
-    // which SSE2 lacks for 32-bit lanes).
-    let mask = (ge << 1) - (ge >> 5);
-    b ^ ((a ^ b) & mask)
-}
-
-/// Register-wise max of packed registers of the same size: block by block (4 registers,
-/// 3 bytes) with SWAR arithmetic. The three byte planes are contiguous streams, so the
-/// loop vectorises.
+/// Register-wise max of packed registers of the same size, block by block (4 registers,
+/// 3 bytes): registers 0–2 of a block are the low 6 bits of its three bytes (a masked
+/// byte max), register 3 is gathered from the top 2 bits of the three bytes. The byte
+/// planes are contiguous streams, so the loop vectorises (16 blocks per step with SSE2).
 fn merge_packed(dst: &mut [u8], src: &[u8]) {
     if dst.len() != src.len() {
         return;
@@ -235,12 +225,14 @@ fn merge_packed(dst: &mut [u8], src: &[u8]) {
     let (s1, s2) = rest.split_at(q);
     let (d1, d2, s0, s1, s2) = (&mut d1[..q], &mut d2[..q], &s0[..q], &s1[..q], &s2[..q]);
     for j in 0..q {
-        let a = d0[j] as u32 | (d1[j] as u32) << 8 | (d2[j] as u32) << 16;
-        let b = s0[j] as u32 | (s1[j] as u32) << 8 | (s2[j] as u32) << 16;
-        let r = swar_max4(a, b);
-        d0[j] = r as u8;
-        d1[j] = (r >> 8) as u8;
-        d2[j] = (r >> 16) as u8;
+        let (a0, a1, a2) = (d0[j], d1[j], d2[j]);
+        let (b0, b1, b2) = (s0[j], s1[j], s2[j]);
+        let a3 = (a0 >> 6) | (a1 >> 6) << 2 | (a2 >> 6) << 4;
+        let b3 = (b0 >> 6) | (b1 >> 6) << 2 | (b2 >> 6) << 4;
+        let r3 = a3.max(b3);
+        d0[j] = (a0 & 63).max(b0 & 63) | (r3 & 3) << 6;
+        d1[j] = (a1 & 63).max(b1 & 63) | ((r3 >> 2) & 3) << 6;
+        d2[j] = (a2 & 63).max(b2 & 63) | (r3 >> 4) << 6;
     }
 }
 
@@ -440,12 +432,11 @@ fn ertl_estimate(regs: &[u8], m: usize, p: u32) -> f64 {
     let blocks = regs.len() / 3;
     let (p0, rest) = regs.split_at(blocks);
     let (p1, p2) = rest.split_at(blocks);
-    for ((b0, b1), b2) in p0.iter().zip(p1).zip(p2) {
-        let w = *b0 as u32 | (*b1 as u32) << 8 | (*b2 as u32) << 16;
-        c[(w & 63) as usize] += 1;
-        c[((w >> 6) & 63) as usize] += 1;
-        c[((w >> 12) & 63) as usize] += 1;
-        c[((w >> 18) & 63) as usize] += 1;
+    for ((&b0, &b1), &b2) in p0.iter().zip(p1).zip(p2) {
+        c[(b0 & 63) as usize] += 1;
+        c[(b1 & 63) as usize] += 1;
+        c[(b2 & 63) as usize] += 1;
+        c[((b0 >> 6) | (b1 >> 6) << 2 | (b2 >> 6) << 4) as usize] += 1;
     }
     // Registers never exceed q + 1 (checked on decode); fold any above into q + 1.
     let over: u32 = c[q + 2..].iter().sum();
