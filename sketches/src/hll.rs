@@ -697,16 +697,19 @@ mod tests {
 
     #[test]
     fn packed_merge_is_register_wise_max() {
-        // Every pair of values at every alignment, against a plain byte-wise reference.
-        let m = 64 * 64;
+        // Every pair of values in every slot of a block, against a byte-wise reference:
+        // for each slot s, the 4096 blocks take all 64 × 64 pairs (shifted per slot so
+        // neighbouring registers differ).
+        let m = 4 * 64 * 64;
         let (mut a, mut b) = (vec![0u8; packed_len(m)], vec![0u8; packed_len(m)]);
         let mut want = vec![0u8; m];
-        for i in 0..m {
-            // Rotate the pairing so each value pair lands in every slot of a block.
-            let (x, y) = ((i % 64) as u8, ((i / 64 + i % 8) % 64) as u8);
+        for (i, w) in want.iter_mut().enumerate() {
+            let (s, rest) = (i % 4, i / 4);
+            let x = ((rest + 17 * s) % 64) as u8;
+            let y = ((rest / 64 + 29 * s) % 64) as u8;
             set_reg(&mut a, i, x);
             set_reg(&mut b, i, y);
-            want[i] = x.max(y);
+            *w = x.max(y);
         }
         merge_packed(&mut a, &b);
         let got: Vec<u8> = (0..m).map(|i| get_reg(&a, i)).collect();
