@@ -42,13 +42,18 @@ fn updates() {
     let n = 2_000_000;
     let xs = splitmix(n, 1);
 
-    let mut h = Hll::new(12).unwrap();
-    let mut i = 0;
-    let t = ns_per(n, || {
-        h.insert(&xs[i]);
-        i += 1;
-    });
-    println!("HLL p=12 insert(u64), 2M distinct: {t:.1} ns");
+    // Best of 3 rounds (a fresh sketch each): the shared VM's load swings single runs.
+    let t = (0..3)
+        .map(|_| {
+            let mut h = Hll::new(12).unwrap();
+            let mut i = 0;
+            ns_per(n, || {
+                h.insert(&xs[i]);
+                i += 1;
+            })
+        })
+        .fold(f64::INFINITY, f64::min);
+    println!("HLL p=12 insert(u64), 2M distinct: {t:.1} ns (best of 3)");
     let mut h = Hll::new(12).unwrap();
     let few = splitmix(300, 9);
     let mut i = 0;
@@ -145,8 +150,11 @@ fn sizes_and_merges() {
         a.insert(&i);
         b.insert(&(i + 1_000_000));
     }
-    let t = ns_per(20_000, || a.merge(black_box(&b)).unwrap());
-    println!("HLL p=12 dense merge: {:.0} ns", t);
+    // Best of 5 rounds: the shared VM's load swings single runs by 2x.
+    let t = (0..5)
+        .map(|_| ns_per(20_000, || a.merge(black_box(&b)).unwrap()))
+        .fold(f64::INFINITY, f64::min);
+    println!("HLL p=12 dense merge: {:.0} ns (best of 5 rounds)", t);
 
     let mut bl = Bloom::new(10_000, 0.01).unwrap();
     for i in 0..10_000u64 {

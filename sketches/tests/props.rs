@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use sketches::accumulator::{build_state, AccSpec, AggState, Value};
 use sketches::bloom::Bloom;
-use sketches::hll::Hll;
+use sketches::hll::{Hll, HLL_FORMAT_VERSION};
 use sketches::options::SketchOptions;
 use sketches::quantiles::DDSketch;
 use sketches::topk::{Item, TopK};
@@ -50,9 +50,12 @@ fn topk_of(xs: &[u64]) -> TopK {
     t
 }
 
-fn roundtrip<S: Sketch + PartialEq + std::fmt::Debug>(s: &S) -> Result<(), TestCaseError> {
+fn roundtrip<S: Sketch + PartialEq + std::fmt::Debug>(
+    s: &S,
+    version: u8,
+) -> Result<(), TestCaseError> {
     let b = s.to_bytes();
-    prop_assert_eq!(b[0], FORMAT_VERSION);
+    prop_assert_eq!(b[0], version);
     let back = S::from_bytes(&b).unwrap();
     prop_assert_eq!(&back, s);
     let j = serde_json::to_string(s).unwrap();
@@ -77,10 +80,10 @@ proptest! {
 
     #[test]
     fn serialization_round_trips(xs in values(), fs in floats(), p in 4u8..=14) {
-        roundtrip(&hll_of(p, &xs))?;
-        roundtrip(&dd_of(&fs))?;
-        roundtrip(&bloom_of(&xs))?;
-        roundtrip(&topk_of(&xs))?;
+        roundtrip(&hll_of(p, &xs), HLL_FORMAT_VERSION)?;
+        roundtrip(&dd_of(&fs), FORMAT_VERSION)?;
+        roundtrip(&bloom_of(&xs), FORMAT_VERSION)?;
+        roundtrip(&topk_of(&xs), FORMAT_VERSION)?;
     }
 
     #[test]
@@ -209,10 +212,22 @@ proptest! {
 #[test]
 fn version_and_kind_are_checked() {
     let mut b = Hll::new(12).unwrap().to_bytes();
+    // HLL bytes carry their own version (2, packed registers); other sketches are at 1.
     assert!(matches!(
         Bloom::from_bytes(&b),
+        Err(SketchError::Version {
+            found: HLL_FORMAT_VERSION,
+            ..
+        })
+    ));
+    let bloom = Bloom::new(100, 0.01).unwrap().to_bytes();
+    assert!(matches!(
+        Hll::from_bytes(&bloom),
         Err(SketchError::Kind { .. })
     ));
+    b[1] = Bloom::KIND;
+    assert!(matches!(Hll::from_bytes(&b), Err(SketchError::Kind { .. })));
+    b[1] = Hll::KIND;
     b[0] = 99;
     assert!(matches!(
         Hll::from_bytes(&b),
