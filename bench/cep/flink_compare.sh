@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side: the same MATCH_RECOGNIZE statement in Apache Flink 2.3 (parallelism 1,
-# filesystem CSV source -> blackhole sink) and in weir's matcher benchmark.
+# filesystem CSV source -> blackhole sink), in weir's matcher benchmark, and through
+# `weir run` end to end (NDJSON file in, output records out).
 #
 #   bench/cep/flink_compare.sh [EVENTS]        (default 1,000,000 events, 100k keys)
 #
@@ -45,4 +46,22 @@ PY
 "$VENV/bin/python" "$WORK/run.py"
 cd "$ROOT"
 WEIR_BENCH_ONLY="1 rule" WEIR_BENCH_EVENTS="$EVENTS" cargo bench -p matcher --bench cep_throughput 2>/dev/null | grep '^1 rule'
+# weir end to end: the same events as NDJSON through `weir run` (parse, decode, reorder,
+# match, print), the same statement in weir's spelling.
+cargo build -q --release -p server
+python3 "$HERE/gen_events.py" --events "$EVENTS" --keys 100000 --late 0 > "$WORK/events.ndjson"
+cat > "$WORK/rule.weir" <<'WEIR'
+CREATE STREAM events (user_id STRING, action STRING, merchant STRING, amount FLOAT,
+  country STRING, ts TIMESTAMP) WITH (event_time = 'ts', max_delay = '1 second');
+CREATE RULE mr AS SELECT * FROM events MATCH_RECOGNIZE (
+  PARTITION BY user_id ORDER BY ts MEASURES COUNT(F.amount) AS fails
+  ONE ROW PER MATCH AFTER MATCH SKIP PAST LAST ROW
+  PATTERN (F{3,} S) WITHIN INTERVAL '60' SECOND
+  DEFINE F AS F.action = 'login_fail', S AS S.action = 'login_ok');
+WEIR
+start=$(date +%s.%N)
+matches=$("$ROOT/target/release/weir" run --no-progress --rules "$WORK/rule.weir" \
+  --input "events=$WORK/events.ndjson" 2>/dev/null | wc -l)
+end=$(date +%s.%N)
+python3 -c "n=$EVENTS; t=$end-$start; print(f'weir run: {t:.1f} s end to end => {n/t:.0f} events/s ({$matches} matches)')"
 rm -rf "$WORK"

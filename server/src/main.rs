@@ -3,6 +3,11 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc: the matcher allocates and frees a row per event; with glibc's allocator
+/// that was ~30 % of matcher instructions (see bench/README.md, CEP section).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod check_cmd;
 mod run_cmd;
 mod serve;
