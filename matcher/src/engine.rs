@@ -831,6 +831,9 @@ impl Engine {
             if let Some((set, state)) = st.cep.as_mut() {
                 let mut m: Vec<MatchOutput> = Vec::new();
                 state.finish(set, &mut m);
+                // Pending matches are decided together at the end; emit them in event-time
+                // order (then log order), independent of how per-key state is hashed.
+                m.sort_by_key(|o| (o.ts, o.first_offset, o.last_offset));
                 produced.extend(m.into_iter().map(rule_record));
             }
             for (plan, state) in st.metrics.iter_mut() {
