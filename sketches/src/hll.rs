@@ -488,41 +488,9 @@ fn tau(mut x: f64) -> f64 {
 impl Sketch for Hll {
     const KIND: u8 = 1;
 
-    /// Versioned binary encoding: [`HLL_FORMAT_VERSION`], kind, postcard payload.
-    fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![HLL_FORMAT_VERSION, Self::KIND];
-        match postcard::to_allocvec(self) {
-            Ok(p) => out.extend_from_slice(&p),
-            Err(_) => out.truncate(2),
-        }
-        out
-    }
-
-    /// Decodes version 2 and the older version 1 (one byte per dense register).
-    fn from_bytes(bytes: &[u8]) -> Result<Self, SketchError> {
-        let (&version, rest) = bytes
-            .split_first()
-            .ok_or_else(|| SketchError::Decode("empty input".into()))?;
-        if version != HLL_FORMAT_VERSION && version != FORMAT_VERSION {
-            return Err(SketchError::Version {
-                found: version,
-                expected: HLL_FORMAT_VERSION,
-            });
-        }
-        let (&kind, payload) = rest
-            .split_first()
-            .ok_or_else(|| SketchError::Decode("missing kind byte".into()))?;
-        if kind != Self::KIND {
-            return Err(SketchError::Kind {
-                expected: Self::KIND,
-                found: kind,
-            });
-        }
-        let v: Self =
-            postcard::from_bytes(payload).map_err(|e| SketchError::Decode(e.to_string()))?;
-        v.validate()?;
-        Ok(v)
-    }
+    const VERSION: u8 = HLL_FORMAT_VERSION;
+    /// Version 1 stored one byte per dense register; it is converted on load.
+    const READS: &'static [u8] = &[HLL_FORMAT_VERSION, FORMAT_VERSION];
 
     fn merge(&mut self, other: &Self) -> Result<(), SketchError> {
         if self.p != other.p {

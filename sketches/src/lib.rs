@@ -76,6 +76,10 @@ pub enum SketchError {
 pub trait Sketch: Clone + Serialize + DeserializeOwned {
     /// Kind byte written after the version byte.
     const KIND: u8;
+    /// Version byte [`Sketch::to_bytes`] writes for this kind.
+    const VERSION: u8 = FORMAT_VERSION;
+    /// Version bytes [`Sketch::from_bytes`] reads (older layouts are converted on load).
+    const READS: &'static [u8] = &[FORMAT_VERSION];
     /// Fold `other` into `self`; afterwards `self` summarises both inputs.
     fn merge(&mut self, other: &Self) -> Result<(), SketchError>;
     /// Approximate heap + inline bytes used by this sketch.
@@ -83,7 +87,7 @@ pub trait Sketch: Clone + Serialize + DeserializeOwned {
 
     /// Versioned binary encoding.
     fn to_bytes(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_VERSION, Self::KIND];
+        let mut out = vec![Self::VERSION, Self::KIND];
         // postcard into a Vec cannot fail for these plain data types; fall back to an
         // empty payload (decoding then reports a clear error) rather than panicking.
         match postcard::to_allocvec(self) {
@@ -98,10 +102,10 @@ pub trait Sketch: Clone + Serialize + DeserializeOwned {
         let (&version, rest) = bytes
             .split_first()
             .ok_or_else(|| SketchError::Decode("empty input".into()))?;
-        if version != FORMAT_VERSION {
+        if !Self::READS.contains(&version) {
             return Err(SketchError::Version {
                 found: version,
-                expected: FORMAT_VERSION,
+                expected: Self::VERSION,
             });
         }
         let (&kind, payload) = rest
