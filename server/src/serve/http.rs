@@ -592,15 +592,15 @@ async fn ws_session(s: Arc<Shared>, mut sock: WebSocket) {
     }
 }
 
-/// Windows of a METRIC from the output log (closed windows are final records), filtered
-/// by `group.<col>=v` and by `from`/`to` (ms or RFC 3339) on the window.
-async fn get_metric(
-    State(s): St,
-    Path(metric): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
-    let cur = s.current();
-    match cur.catalog.get(&metric) {
+/// Common start of the metric reads: 404 unless `metric` is a METRIC, then wait for
+/// `after=` (read-your-writes).
+async fn metric_read_prelude(
+    s: &Arc<Shared>,
+    catalog: &dsl::check::Catalog,
+    metric: &str,
+    q: &HashMap<String, String>,
+) -> Result<(), ApiError> {
+    match catalog.get(metric) {
         Some(e) if e.kind == dsl::ast::ObjectKind::Metric => {}
         _ => {
             return Err(ApiError::new(
@@ -610,8 +610,19 @@ async fn get_metric(
             ))
         }
     }
-    let wait_ms: u64 = num(&q, "wait_ms")?.unwrap_or(5000).min(60_000);
-    wait_after(&s, parse_after(&q)?, wait_ms).await?;
+    let wait_ms: u64 = num(q, "wait_ms")?.unwrap_or(5000).min(60_000);
+    wait_after(s, parse_after(q)?, wait_ms).await
+}
+
+/// Windows of a METRIC from the output log (closed windows are final records), filtered
+/// by `group.<col>=v` and by `from`/`to` (ms or RFC 3339) on the window.
+async fn get_metric(
+    State(s): St,
+    Path(metric): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let cur = s.current();
+    metric_read_prelude(&s, &cur.catalog, &metric, &q).await?;
     let from = q.get("from").map(|v| parse_ts(v)).transpose()?;
     let to = q.get("to").map(|v| parse_ts(v)).transpose()?;
     let groups: Vec<(String, String)> = q
@@ -722,18 +733,7 @@ async fn get_contains(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let cur = s.current();
-    match cur.catalog.get(&metric) {
-        Some(e) if e.kind == dsl::ast::ObjectKind::Metric => {}
-        _ => {
-            return Err(ApiError::new(
-                404,
-                "unknown_metric",
-                format!("no METRIC named `{metric}`"),
-            ))
-        }
-    }
-    let wait_ms: u64 = num(&q, "wait_ms")?.unwrap_or(5000).min(60_000);
-    wait_after(&s, parse_after(&q)?, wait_ms).await?;
+    metric_read_prelude(&s, &cur.catalog, &metric, &q).await?;
     let column = q.get("column").cloned().ok_or_else(|| {
         ApiError::new(
             400,
