@@ -271,7 +271,11 @@ fn check(seed: u64) -> Result<(), TestCaseError> {
     prop_assume!(counters.partial_matches_dropped == 0);
     let got = canon(&got);
     let released = release_order(&case.stream, &case.events);
-    let want = canon(&Reference::new(&case.rule, &case.stream).run(&released));
+    let reference = Reference::new(&case.rule, &case.stream);
+    let want = reference.run(&released);
+    // An exponential backtracking case: the reference gave up, so there is nothing to compare.
+    prop_assume!(!reference.exhausted());
+    let want = canon(&want);
     prop_assert!(
         got == want,
         "seed {seed}\npattern {:?}\nwithin {:?} after {:?} delay {} late {:?}\ndefines {:?}\nevents {:?}\n got {:#?}\nwant {:#?}",

@@ -189,7 +189,14 @@ pub struct Reference {
     after: AfterMatch,
     partition: Vec<(String, CompiledExpr)>,
     measures: Vec<(String, CompiledExpr)>,
+    /// Backtracking steps left: some random patterns (nested unbounded quantifiers) make
+    /// plain backtracking exponential. When the budget runs out the run is abandoned
+    /// ([`Reference::exhausted`]) and the case is skipped, instead of hanging the suite.
+    steps_left: std::cell::Cell<u64>,
 }
+
+/// Backtracking steps one [`Reference::run`] may take.
+const REFERENCE_STEP_BUDGET: u64 = 20_000_000;
 
 struct RCtx<'a> {
     rows: &'a [(Ev, bool)],
@@ -453,7 +460,13 @@ impl Reference {
             after: r.after_match.clone().unwrap_or(AfterMatch::SkipPastLastRow),
             partition,
             measures,
+            steps_left: std::cell::Cell::new(REFERENCE_STEP_BUDGET),
         }
+    }
+
+    /// True when the last run ran out of backtracking steps (its result is incomplete).
+    pub fn exhausted(&self) -> bool {
+        self.steps_left.get() == 0
     }
 
     fn holds(&self, rows: &[(Ev, bool)], start: usize, path: &[VarId], v: VarId, mn: i64) -> bool {
@@ -482,6 +495,11 @@ impl Reference {
         mn: i64,
         k: &mut dyn FnMut(usize, &mut Vec<VarId>) -> bool,
     ) -> bool {
+        let left = self.steps_left.get();
+        if left == 0 {
+            return false;
+        }
+        self.steps_left.set(left - 1);
         match p {
             RPat::Var(v) => {
                 if i >= rows.len() {
