@@ -250,6 +250,25 @@ fn content_key(v: &[u8]) -> String {
     format!("{h:016x}")
 }
 
+impl KafkaLog {
+    /// Produces records already aimed at `partition` and records the new end offset.
+    fn send_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        kafka_topic: &str,
+        recs: &[OutRecord<'_>],
+    ) -> Result<Appended> {
+        if recs.is_empty() {
+            return Ok(appended(&[], self.end_offset(topic, partition)?));
+        }
+        let d = self.producer.send(kafka_topic, recs)?;
+        let a = appended(&d, 0);
+        self.note_end(topic, partition, a.end_offset);
+        Ok(a)
+    }
+}
+
 impl LogBackend for KafkaLog {
     fn create_topic(&self, topic: &str, partitions: u32) -> Result<()> {
         let kt = self.kafka_topic(topic);
@@ -282,13 +301,7 @@ impl LogBackend for KafkaLog {
                 ..Default::default()
             })
             .collect();
-        if recs.is_empty() {
-            return Ok(appended(&[], self.end_offset(topic, partition)?));
-        }
-        let d = self.producer.send(&kt, &recs)?;
-        let a = appended(&d, 0);
-        self.note_end(topic, partition, a.end_offset);
-        Ok(a)
+        self.send_to(topic, partition, &kt, &recs)
     }
 
     fn append_keyed(
@@ -308,13 +321,7 @@ impl LogBackend for KafkaLog {
                 ..Default::default()
             })
             .collect();
-        if recs.is_empty() {
-            return Ok(appended(&[], self.end_offset(topic, partition)?));
-        }
-        let d = self.producer.send(&kt, &recs)?;
-        let a = appended(&d, 0);
-        self.note_end(topic, partition, a.end_offset);
-        Ok(a)
+        self.send_to(topic, partition, &kt, &recs)
     }
 
     fn read(
