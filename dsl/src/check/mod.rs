@@ -865,6 +865,41 @@ fn key_alignment_warning(
     }
 }
 
+/// PARTITION BY / GROUP BY: each item must be a column; each becomes an output column
+/// named after its last path part.
+#[allow(clippy::too_many_arguments)]
+fn key_columns(
+    exprs: &[Expr],
+    input: &StreamDef,
+    input_open: bool,
+    place: Place,
+    not_a_column: &str,
+    unique: &mut Unique,
+    columns: &mut Vec<(String, DataType)>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for e in exprs {
+        let mut cx = Cx {
+            stream: input,
+            open: input_open,
+            place,
+            vars: None,
+            defining: None,
+            diags,
+        };
+        let t = cx.check(e);
+        match &e.kind {
+            ExprKind::Path(parts) => {
+                let Some(last) = parts.last() else { continue };
+                if unique.add(&last.name, e.span, diags) {
+                    columns.push((last.name.clone(), out_type(t)));
+                }
+            }
+            _ => diags.push(Diagnostic::error(e.span, not_a_column)),
+        }
+    }
+}
+
 fn check_rule(
     r: &CreateRule,
     input: &StreamDef,
@@ -939,29 +974,16 @@ fn check_rule(
     // PARTITION BY
     let mut columns: Vec<(String, DataType)> = Vec::new();
     let mut out_names = Unique::new("output column");
-    for p in &r.partition_by {
-        let mut cx = Cx {
-            stream: input,
-            open: input_open,
-            place: Place::PartitionBy,
-            vars: None,
-            defining: None,
-            diags,
-        };
-        let t = cx.check(p);
-        match &p.kind {
-            ExprKind::Path(parts) => {
-                let Some(last) = parts.last() else { continue };
-                if out_names.add(&last.name, p.span, diags) {
-                    columns.push((last.name.clone(), out_type(t)));
-                }
-            }
-            _ => diags.push(Diagnostic::error(
-                p.span,
-                "PARTITION BY takes columns, like PARTITION BY card_id",
-            )),
-        }
-    }
+    key_columns(
+        &r.partition_by,
+        input,
+        input_open,
+        Place::PartitionBy,
+        "PARTITION BY takes columns, like PARTITION BY card_id",
+        &mut out_names,
+        &mut columns,
+        diags,
+    );
 
     // ORDER BY
     if let (Some(o), Some(input_derived)) = (&r.order_by, input_derived) {
@@ -1129,29 +1151,16 @@ fn check_metric(
     key_alignment_warning("metric", &m.name, input, &m.group_by, diags);
     let mut out = stand_in(&m.name.name);
     let mut unique = Unique::new("output column");
-    for g in &m.group_by {
-        let mut cx = Cx {
-            stream: input,
-            open: input_open,
-            place: Place::GroupBy,
-            vars: None,
-            defining: None,
-            diags,
-        };
-        let t = cx.check(g);
-        match &g.kind {
-            ExprKind::Path(parts) => {
-                let Some(last) = parts.last() else { continue };
-                if unique.add(&last.name, g.span, diags) {
-                    out.columns.push((last.name.clone(), out_type(t)));
-                }
-            }
-            _ => diags.push(Diagnostic::error(
-                g.span,
-                "GROUP BY takes columns, like GROUP BY country",
-            )),
-        }
-    }
+    key_columns(
+        &m.group_by,
+        input,
+        input_open,
+        Place::GroupBy,
+        "GROUP BY takes columns, like GROUP BY country",
+        &mut unique,
+        &mut out.columns,
+        diags,
+    );
     let mut any_aggregate = false;
     for item in &m.items {
         let errors_before = diags.iter().filter(|d| d.is_error()).count();
