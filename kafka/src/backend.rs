@@ -251,18 +251,27 @@ fn content_key(v: &[u8]) -> String {
 }
 
 impl KafkaLog {
-    /// Produces records already aimed at `partition` and records the new end offset.
-    fn send_to(
+    /// Produces (key, value) records to `partition` and records the new end offset.
+    fn send_to<'a>(
         &self,
         topic: &str,
         partition: u32,
-        kafka_topic: &str,
-        recs: &[OutRecord<'_>],
+        records: impl Iterator<Item = (Option<&'a [u8]>, &'a [u8])>,
     ) -> Result<Appended> {
+        self.check_partition(topic, partition)?;
+        let kt = self.kafka_topic(topic);
+        let recs: Vec<OutRecord<'_>> = records
+            .map(|(key, value)| OutRecord {
+                partition: Some(partition),
+                key,
+                value,
+                ..Default::default()
+            })
+            .collect();
         if recs.is_empty() {
             return Ok(appended(&[], self.end_offset(topic, partition)?));
         }
-        let d = self.producer.send(kafka_topic, recs)?;
+        let d = self.producer.send(&kt, &recs)?;
         let a = appended(&d, 0);
         self.note_end(topic, partition, a.end_offset);
         Ok(a)
@@ -291,17 +300,7 @@ impl LogBackend for KafkaLog {
                 .collect();
             return self.append_keyed(topic, partition, &keyed);
         }
-        self.check_partition(topic, partition)?;
-        let kt = self.kafka_topic(topic);
-        let recs: Vec<OutRecord<'_>> = records
-            .iter()
-            .map(|v| OutRecord {
-                partition: Some(partition),
-                value: v,
-                ..Default::default()
-            })
-            .collect();
-        self.send_to(topic, partition, &kt, &recs)
+        self.send_to(topic, partition, records.iter().map(|v| (None, *v)))
     }
 
     fn append_keyed(
@@ -310,18 +309,11 @@ impl LogBackend for KafkaLog {
         partition: u32,
         records: &[(&[u8], &[u8])],
     ) -> Result<Appended> {
-        self.check_partition(topic, partition)?;
-        let kt = self.kafka_topic(topic);
-        let recs: Vec<OutRecord<'_>> = records
-            .iter()
-            .map(|(k, v)| OutRecord {
-                partition: Some(partition),
-                key: Some(k),
-                value: v,
-                ..Default::default()
-            })
-            .collect();
-        self.send_to(topic, partition, &kt, &recs)
+        self.send_to(
+            topic,
+            partition,
+            records.iter().map(|(k, v)| (Some(*k), *v)),
+        )
     }
 
     fn read(
