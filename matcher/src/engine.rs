@@ -31,7 +31,7 @@ use dsl::plan::{LatePolicy, StreamDef};
 use dsl::query::{parse_query, Query};
 use dsl::Diagnostic;
 use serde_json::{Map, Value as Json};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 /// Limits of every engine.
@@ -144,7 +144,9 @@ pub struct Engine {
     /// Source stream names in catalog order (for error messages).
     source_names: Vec<String>,
     /// Names of derived streams (outputs of rules, searches, metrics).
-    derived: HashMap<String, ()>,
+    derived: HashSet<String>,
+    /// Derived streams that some statement reads `FROM`: only their records are fed back.
+    read: HashSet<String>,
     /// Every stream in catalog order: each after the streams it reads.
     order: Vec<String>,
 }
@@ -295,10 +297,14 @@ impl Engine {
         let mut source_names = Vec::new();
         let mut rules: HashMap<String, Vec<CepRule>> = HashMap::new();
         let mut diags = Vec::new();
-        let mut derived = HashMap::new();
+        let mut derived = HashSet::new();
         let mut order = Vec::new();
+        let mut read = HashSet::new();
         for entry in catalog.entries() {
             order.push(entry.name.clone());
+            if let Some(from) = entry.from() {
+                read.insert(from.to_string());
+            }
             let input_name = entry.from().map(str::to_string);
             // The stream this statement reads, as the engine sees it.
             let input_def = input_name
@@ -319,7 +325,7 @@ impl Engine {
                                 input.max_delay_ms + r.within.map_or(0, |w| w.millis),
                             );
                             streams.insert(entry.name.clone(), StreamRt::new(out));
-                            derived.insert(entry.name.clone(), ());
+                            derived.insert(entry.name.clone());
                             rules.entry(input.name.clone()).or_default().push(rule);
                         }
                         Err(e) => diags.push(e.into()),
@@ -331,7 +337,7 @@ impl Engine {
                         Ok((rt, spec)) => {
                             let out = derived_def(&entry.output, input.max_delay_ms);
                             streams.insert(entry.name.clone(), StreamRt::new(out));
-                            derived.insert(entry.name.clone(), ());
+                            derived.insert(entry.name.clone());
                             if let Some(st) = streams.get_mut(&input.name) {
                                 let idx = st.searches.len();
                                 for f in rt.tests.iter().flat_map(|(_, q)| {
@@ -370,7 +376,7 @@ impl Engine {
                             Ok(state) => {
                                 let out = derived_def(&entry.output, input.max_delay_ms);
                                 streams.insert(entry.name.clone(), StreamRt::new(out));
-                                derived.insert(entry.name.clone(), ());
+                                derived.insert(entry.name.clone());
                                 if let Some(st) = streams.get_mut(&input.name) {
                                     st.metrics.push((Arc::new(plan), state));
                                 }
@@ -403,6 +409,7 @@ impl Engine {
             streams,
             source_names,
             derived,
+            read,
             order,
         })
     }
@@ -543,7 +550,7 @@ impl Engine {
         ingest_time_ms: i64,
         out: &mut Vec<OutputRecord>,
     ) -> Result<(), IngestError> {
-        if self.derived.contains_key(stream) || !self.streams.contains_key(stream) {
+        if self.derived.contains(stream) || !self.streams.contains_key(stream) {
             return Err(IngestError::UnknownStream {
                 stream: stream.to_string(),
                 known: self.source_names.clone(),
@@ -574,18 +581,18 @@ impl Engine {
             None => ingest_time_ms,
         };
         let partition = self.partition;
-        Self::process(st, stream, partition, row, ts, offset, out, &mut queue);
+        Self::process(
+            st, stream, partition, row, ts, offset, out, &self.read, &mut queue,
+        );
         self.drain(queue, out);
         Ok(())
     }
 
     /// Feeds the records produced for derived streams to their readers (breadth first).
-    fn drain(&mut self, mut queue: Vec<OutputRecord>, out: &mut Vec<OutputRecord>) {
+    fn drain(&mut self, queue: Vec<OutputRecord>, out: &mut Vec<OutputRecord>) {
         let partition = self.partition;
-        let mut i = 0;
-        while i < queue.len() {
-            let rec = queue[i].clone();
-            i += 1;
+        let mut queue = VecDeque::from(queue);
+        while let Some(rec) = queue.pop_front() {
             let name = rec.statement().to_string();
             let Some(st) = self.streams.get_mut(&name) else {
                 continue;
@@ -616,7 +623,9 @@ impl Engine {
             let offset = st.next_derived_offset;
             st.next_derived_offset += 1;
             let mut more = Vec::new();
-            Self::process(st, &name, partition, row, ts, offset, out, &mut more);
+            Self::process(
+                st, &name, partition, row, ts, offset, out, &self.read, &mut more,
+            );
             queue.extend(more);
         }
     }
@@ -631,6 +640,7 @@ impl Engine {
         ts: i64,
         offset: u64,
         out: &mut Vec<OutputRecord>,
+        read: &HashSet<String>,
         derived: &mut Vec<OutputRecord>,
     ) {
         let late = ts < st.watermark;
@@ -683,9 +693,12 @@ impl Engine {
         for (plan, state) in st.metrics.iter_mut() {
             plan.advance_watermark(state, wm, &mut produced);
         }
-        for r in &produced {
-            derived.push(r.clone());
-        }
+        derived.extend(
+            produced
+                .iter()
+                .filter(|r| read.contains(r.statement()))
+                .cloned(),
+        );
         out.extend(produced);
     }
 
@@ -839,10 +852,13 @@ impl Engine {
             for (plan, state) in st.metrics.iter_mut() {
                 plan.finish(state, &mut produced);
             }
-            if !produced.is_empty() {
-                out.extend(produced.iter().cloned());
-                self.drain(produced, out);
-            }
+            let feed: Vec<OutputRecord> = produced
+                .iter()
+                .filter(|r| self.read.contains(r.statement()))
+                .cloned()
+                .collect();
+            out.extend(produced);
+            self.drain(feed, out);
         }
     }
 }
