@@ -523,6 +523,18 @@ impl Log {
         }
     }
 
+    /// Sets what readers of `topic` see, overriding the log's [`crate::Visibility`] for
+    /// it (not stored: set it again after each open). `Written` suits a topic whose
+    /// records can be re-derived from durable ones (the engine's outputs): readers see
+    /// them without waiting for an fsync, and a power loss may take back ones already
+    /// read.
+    pub fn set_visibility(&self, topic: &str, visibility: crate::Visibility) -> Result<()> {
+        for p in &self.topic(topic)?.partitions {
+            p.set_visibility(visibility);
+        }
+        Ok(())
+    }
+
     /// The durable watermark: every offset below it has been fsynced (for `Never`: written).
     pub fn durable_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         Ok(self.partition(topic, partition)?.durable_end())

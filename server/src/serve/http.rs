@@ -185,31 +185,17 @@ async fn get_statement(State(s): St, Path(name): Path<String>) -> Result<Respons
     }
 }
 
-/// Splits a request body into events (or per-event errors).
-fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<super::EventIn>, ApiError> {
-    let ndjson = headers
+fn is_ndjson(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl")
-        });
-    if ndjson {
-        let mut out = Vec::new();
-        for line in body.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            out.push(match std::str::from_utf8(line) {
-                Err(e) => Err(format!("not UTF-8 (invalid byte at {})", e.valid_up_to())),
-                // The line is logged as sent (no re-serialization).
-                Ok(t) => serde_json::from_str::<Json>(t)
-                    .map(|v| (v, Some(t.trim().as_bytes().to_vec())))
-                    .map_err(|e| format!("not valid JSON: {e}")),
-            });
-        }
-        return Ok(out);
-    }
+        })
+}
+
+/// Parses a JSON object or array body into events.
+fn parse_events(body: &[u8]) -> Result<Vec<super::EventIn>, ApiError> {
     let text = std::str::from_utf8(body).map_err(|e| {
         ApiError::new(
             400,
@@ -270,9 +256,19 @@ async fn post_events(
             .unwrap_or_else(|| ApiError::new(404, "unknown_stream", "unknown stream")));
     }
     let bytes = read_body(&s, &headers, body).await?;
-    let events = parse_events(&headers, &bytes)?;
     let s2 = s.clone();
-    let r = blocking(move || super::ingest(&s2, &stream, events)).await??;
+    let r = if is_ndjson(&headers) {
+        // Checked and split on the blocking pool, lines borrowed from the body.
+        blocking(move || {
+            super::ingest_with(&s2, &stream, |info| {
+                super::events::split_ndjson(info, &bytes)
+            })
+        })
+        .await??
+    } else {
+        let events = parse_events(&bytes)?;
+        blocking(move || super::ingest(&s2, &stream, events)).await??
+    };
     Ok(axum::Json(json!({
         "accepted": r.accepted,
         "rejected": r.rejected,

@@ -87,6 +87,8 @@ impl Version {
 /// A stream's ingest-side view: how to validate and route its events.
 pub struct StreamInfo {
     pub decoder: RowDecoder,
+    /// The streaming ingest check ([`super::events`]).
+    pub schema: super::events::Schema,
     pub event_time: Option<String>,
     pub key: Option<String>,
     pub partitions: u32,
@@ -284,6 +286,7 @@ impl Shared {
                     e.name.clone(),
                     Arc::new(StreamInfo {
                         decoder: RowDecoder::new(&e.output),
+                        schema: super::events::Schema::new(&e.output),
                         event_time: e.output.event_time.clone(),
                         key: e.output.key.clone(),
                         partitions: e.output.partitions.unwrap_or(self.settings.partitions),

@@ -327,9 +327,11 @@ impl Worker {
         }
         let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
         // A failed output append is retried: outputs are never skipped silently.
+        // Outputs are visible once written and not waited for: they are re-derived from
+        // the (durable) input on replay; a checkpoint waits for them (see `checkpoint`).
         let mut delay = Duration::from_millis(10);
         loop {
-            match self.shared.log.append(OUTPUTS_TOPIC, 0, &refs) {
+            match self.shared.log.append_nowait(OUTPUTS_TOPIC, 0, &refs) {
                 Ok(_) => {
                     self.shared
                         .counters
@@ -356,9 +358,21 @@ impl Worker {
             0,
             versions.get(self.version_idx).map_or(0, |v| v.stmt_end),
         );
+        let outputs_end = self.shared.outputs_end();
+        // The checkpoint says "outputs below `outputs_end` exist": they must be durable
+        // first, or a power loss could lose outputs that replay would not re-derive.
+        if let Err(e) = self.shared.log.wait_durable(OUTPUTS_TOPIC, 0, outputs_end) {
+            tracing::error!(partition = self.partition, error = %e, "outputs not durable; checkpoint skipped");
+            self.shared
+                .counters
+                .checkpoint_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.last_ckpt = Instant::now();
+            return;
+        }
         let ck = WorkerCheckpoint {
             engine: self.engine.snapshot(),
-            outputs_end: self.shared.outputs_end(),
+            outputs_end,
         };
         let data = match serde_json::to_vec(&ck) {
             Ok(d) => d,
