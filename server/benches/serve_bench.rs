@@ -201,6 +201,8 @@ fn ingest_throughput(secs: u64) {
 
 fn latency(secs: u64, rate: u64) {
     let d = dir("latency");
+    // BENCH_FSYNC: the fsync policy (default `always`; `never` shows what fsync costs).
+    let fsync = std::env::var("BENCH_FSYNC").unwrap_or_else(|_| "always".into());
     let rules = d.join("bench.weir");
     std::fs::write(&rules, BENCH_RULES).unwrap();
     let (s, _) = start(
@@ -211,7 +213,7 @@ fn latency(secs: u64, rate: u64) {
             "--partitions",
             "2",
             "--fsync",
-            "always",
+            &fsync,
         ],
     );
     let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
@@ -284,10 +286,11 @@ fn latency(secs: u64, rate: u64) {
             / 1000.0
     };
     println!(
-        "latency: offered {:.0} events/s, {} matches timed; POST→WebSocket p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency: fsync {fsync}, offered {:.0} events/s, {} matches timed; POST→WebSocket p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         sent.load(Ordering::Relaxed) as f64 / el,
         lat.len(),
         pct(0.5),
+        pct(0.9),
         pct(0.99),
         pct(1.0)
     );

@@ -330,6 +330,42 @@ type OutputsRead = (Vec<(u64, Json)>, u64, Option<(u64, u64)>);
 /// Records from `cursor` on (matching `names`), at most `limit`. Returns (records, next
 /// cursor, missed range).
 fn read_outputs(s: &Shared, names: &[String], cursor: u64, limit: usize) -> OutputsRead {
+    read_outputs_scan(s, names, cursor, limit, 100_000)
+}
+
+/// Live subscriptions: the next records from `cursor`, waiting up to `wait` when there
+/// are none, woken by the workers' appends (`outputs_tick`) on the async task itself
+/// rather than through a blocking thread. Reads run inline: page-cache reads of at most
+/// a few thousand records.
+async fn next_live(
+    s: &Shared,
+    names: &[String],
+    cursor: u64,
+    tick: &mut tokio::sync::watch::Receiver<u64>,
+    wait: Duration,
+) -> OutputsRead {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        tick.borrow_and_update();
+        let r = read_outputs_scan(s, names, cursor, 1000, 4096);
+        if !r.0.is_empty() || r.2.is_some() || r.1 != cursor {
+            return r;
+        }
+        match tokio::time::timeout_at(deadline, tick.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return r,
+        }
+    }
+}
+
+/// [`read_outputs`], looking at no more than `max_scan` records.
+fn read_outputs_scan(
+    s: &Shared,
+    names: &[String],
+    cursor: u64,
+    limit: usize,
+    max_scan: usize,
+) -> OutputsRead {
     let start = s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0);
     let mut missed = None;
     let mut at = cursor;
@@ -339,7 +375,7 @@ fn read_outputs(s: &Shared, names: &[String], cursor: u64, limit: usize) -> Outp
     }
     let mut out = Vec::new();
     let mut scanned = 0;
-    while out.len() < limit && scanned < 100_000 {
+    while out.len() < limit && scanned < max_scan {
         let recs = match s.log.read(OUTPUTS_TOPIC, 0, at, 1024, 4 << 20) {
             Ok(r) => r,
             Err(_) => break,
@@ -448,22 +484,10 @@ async fn sse_outputs(
     tokio::spawn(async move {
         let _guard = guard;
         let mut cursor = cursor;
+        let mut tick = s.outputs_tick.subscribe();
         loop {
-            let s2 = s.clone();
-            let n2 = names.clone();
-            let Ok((recs, next, missed)) = tokio::task::spawn_blocking(move || {
-                let r = read_outputs(&s2, &n2, cursor, 1000);
-                if r.0.is_empty() && r.2.is_none() {
-                    let _ = s2
-                        .log
-                        .wait_for(OUTPUTS_TOPIC, 0, r.1, Duration::from_secs(1));
-                }
-                r
-            })
-            .await
-            else {
-                return;
-            };
+            let (recs, next, missed) =
+                next_live(&s, &names, cursor, &mut tick, Duration::from_secs(1)).await;
             if let Some((from, to)) = missed {
                 let ev = Event::default()
                     .event("missed")
@@ -538,24 +562,14 @@ async fn ws_session(s: Arc<Shared>, mut sock: WebSocket) {
                 .or_else(|| c.as_str().and_then(|x| x.parse().ok()))
         })
         .unwrap_or_else(|| s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0));
+    let mut tick = s.outputs_tick.subscribe();
     loop {
-        let s2 = s.clone();
-        let n2 = names.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let r = read_outputs(&s2, &n2, cursor, 1000);
-            if r.0.is_empty() && r.2.is_none() {
-                let _ = s2
-                    .log
-                    .wait_for(OUTPUTS_TOPIC, 0, r.1, Duration::from_millis(500));
-            }
-            r
-        });
         let (recs, next, missed) = tokio::select! {
             m = sock.recv() => match m {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 _ => continue,
             },
-            r = read => match r { Ok(r) => r, Err(_) => return },
+            r = next_live(&s, &names, cursor, &mut tick, Duration::from_millis(500)) => r,
         };
         if let Some((from, to)) = missed {
             if sock

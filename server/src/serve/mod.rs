@@ -144,6 +144,7 @@ pub fn open(
         seen_ids: RwLock::new(Default::default()),
         recovery_ms: AtomicU64::new(0),
         subscriptions: Default::default(),
+        outputs_tick: tokio::sync::watch::channel(0).0,
     });
     shared.refresh_streams();
     // Topics of every stream exist (a crash may have come between record and topic).

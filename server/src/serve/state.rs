@@ -149,6 +149,8 @@ pub struct Shared {
     pub seen_ids: RwLock<std::collections::HashSet<String>>,
     pub recovery_ms: AtomicU64,
     pub subscriptions: std::sync::atomic::AtomicUsize,
+    /// Bumped after every outputs append: live subscribers wait on it (no thread hop).
+    pub outputs_tick: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {

@@ -332,7 +332,8 @@ impl Worker {
         let mut delay = Duration::from_millis(10);
         loop {
             match self.shared.log.append_nowait(OUTPUTS_TOPIC, 0, &refs) {
-                Ok(_) => {
+                Ok(a) => {
+                    self.shared.outputs_tick.send_replace(a.end_offset);
                     self.shared
                         .counters
                         .outputs_written
