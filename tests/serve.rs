@@ -962,3 +962,129 @@ fn config_file_and_environment() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration"));
 }
+
+/// First text message of a WebSocket, as JSON.
+fn ws_next(
+    ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+) -> Value {
+    loop {
+        if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn subscribers_behind_retention_are_told_which_cursors_they_missed() {
+    let d = tmpdir("missed");
+    let cfg = d.join("weir.toml");
+    // Tiny segments and retention so outputs are deleted after a few dozen records.
+    std::fs::write(
+        &cfg,
+        "segment_bytes = 1024\nretention_bytes = 2048\nretention_check_secs = 0.1\n",
+    )
+    .unwrap();
+    let s = with_rules(
+        &d,
+        &["--partitions", "1", "--config", cfg.to_str().unwrap()],
+    );
+    for round in 0..30i64 {
+        let c = format!("r{round}");
+        let t = round * 100_000;
+        let (st, v) = post(
+            &s,
+            "/v1/streams/pay/events",
+            &json!([ev(&c, 1.0, t + 1), ev(&c, 1.0, t + 2), ev(&c, 999.0, t + 3)]).to_string(),
+        );
+        assert_eq!(st, 200, "{v}");
+        let pos = v["position"].as_str().unwrap();
+        let (st, _) = get(
+            &s,
+            &format!("/v1/outputs?cursor=0&limit=1&after={pos}&wait_ms=10000"),
+        );
+        assert_eq!(st, 200);
+    }
+    // Retention runs in the background: wait until the oldest outputs are gone, then
+    // until it has nothing more to delete (no ingest any more).
+    let t0 = Instant::now();
+    let to = loop {
+        let (_, v) = get(&s, "/v1/outputs?cursor=0&limit=1");
+        if let Some(to) = v["missed"]["to"].as_u64() {
+            assert_eq!(v["missed"]["from"], 0, "{v}");
+            break to;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "retention never deleted outputs: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(to > 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, v) = get(&s, "/v1/outputs?cursor=0&limit=1");
+    let to = v["missed"]["to"].as_u64().unwrap();
+    let first = v["records"][0].clone();
+    assert!(first["id"].is_string(), "{v}");
+    assert_eq!(
+        v["cursor"],
+        to + 1,
+        "the first retained record is at cursor {to}: {v}"
+    );
+    // A long poll from a retained cursor has no `missed`.
+    let (_, v) = get(&s, &format!("/v1/outputs?cursor={to}&limit=1"));
+    assert!(v.get("missed").is_none(), "{v}");
+    assert_eq!(v["records"][0]["id"], first["id"]);
+
+    // WebSocket from cursor 0: a `missed` message, then the first retained record.
+    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
+    ws.send(tungstenite::Message::Text(
+        json!({"type": "subscribe", "cursor": 0}).to_string().into(),
+    ))
+    .unwrap();
+    let m = ws_next(&mut ws);
+    assert_eq!(m, json!({"type": "missed", "from": 0, "to": to}));
+    let r = ws_next(&mut ws);
+    assert_eq!(r["type"], "record");
+    assert_eq!(r["cursor"], to + 1);
+    assert_eq!(r["record"]["id"], first["id"]);
+    // From a retained cursor: no `missed`, the record right away.
+    let (mut ws2, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
+    ws2.send(tungstenite::Message::Text(
+        json!({"type": "subscribe", "cursor": to})
+            .to_string()
+            .into(),
+    ))
+    .unwrap();
+    let r = ws_next(&mut ws2);
+    assert_eq!(r["type"], "record", "{r}");
+    assert_eq!(r["record"]["id"], first["id"]);
+
+    // SSE from cursor 0: a `missed` event (`{"from","to"}`), then the first retained record.
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /v1/outputs/stream?cursor=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut rd = BufReader::new(tcp);
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut name = String::new();
+    let mut line = String::new();
+    while events.len() < 2 {
+        line.clear();
+        assert!(rd.read_line(&mut line).unwrap() > 0);
+        let l = line.trim_end();
+        if let Some(n) = l.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = l.strip_prefix("data: ") {
+            events.push((std::mem::take(&mut name), serde_json::from_str(d).unwrap()));
+        }
+    }
+    assert_eq!(
+        events[0],
+        ("missed".to_string(), json!({"from": 0, "to": to}))
+    );
+    assert_eq!(events[1].0, "record");
+    assert_eq!(events[1].1["id"], first["id"]);
+}
