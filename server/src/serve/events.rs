@@ -261,7 +261,8 @@ impl<'de> Visitor<'de> for Column {
     fn visit_unit<E>(self) -> Result<ColumnSeen, E> {
         Ok(ColumnSeen {
             null: true,
-            key_hash: None,
+            // A present null key hashes as the text `null` (absent: as "").
+            key_hash: self.want_key.then(|| fnv1a(b"null")),
         })
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<ColumnSeen, E> {
@@ -507,6 +508,86 @@ mod tests {
         );
         assert!(s.check(deep.as_bytes()).is_none());
         assert!(slow(&d, &deep).is_none());
+    }
+
+    /// Differential: random events (names, types, nulls, duplicates, escapes) — the fast
+    /// path, when it accepts, agrees with the decoder, and it accepts most valid events.
+    #[test]
+    fn random_events_agree_with_the_decoder() {
+        use DataType::*;
+        let d = def(
+            &[
+                ("id", String),
+                ("n", Int),
+                ("f", Float),
+                ("b", Bool),
+                ("ts", Timestamp),
+                ("j", Json),
+            ],
+            Some("ts"),
+            Some("id"),
+        );
+        let s = Schema::new(&d);
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let names = ["id", "n", "f", "b", "ts", "j", "other", "i\\u0064"];
+        let values = [
+            "null",
+            "1",
+            "-7",
+            "2.0",
+            "2.5",
+            "1e3",
+            "18446744073709551615",
+            "true",
+            "\"a\"",
+            "\"2026-01-01T00:00:00Z\"",
+            "\"x\\\"y\"",
+            "[1,{\"a\":2}]",
+            "{}",
+            "\"caf\\u00e9\"",
+        ];
+        let cases = if std::env::var("WEIR_LONG_TESTS").is_ok() {
+            200_000
+        } else {
+            5_000
+        };
+        let (mut both, mut valid) = (0, 0);
+        for _ in 0..cases {
+            let n = rnd(6);
+            let mut fields: Vec<std::string::String> = (0..n)
+                .map(|_| {
+                    let k = names[rnd(names.len() as u64) as usize];
+                    let v = values[rnd(values.len() as u64) as usize];
+                    format!("\"{k}\":{v}")
+                })
+                .collect();
+            if rnd(2) == 0 {
+                // Mostly valid events: an event time somewhere.
+                let at = rnd(fields.len() as u64 + 1) as usize;
+                fields.insert(at, "\"ts\":5".into());
+            }
+            let line = format!("{{{}}}", fields.join(","));
+            let fast = s.check(line.as_bytes()).map(|c| c.key_hash);
+            let slow = slow(&d, &line);
+            if fast.is_some() {
+                assert_eq!(fast, slow, "{line}");
+                both += 1;
+            }
+            if slow.is_some() {
+                valid += 1;
+            }
+        }
+        assert!(valid > 100, "{valid}");
+        assert!(
+            both * 2 > valid,
+            "fast path took {both} of {valid} valid events"
+        );
     }
 
     #[test]
