@@ -413,6 +413,7 @@ pub fn split_ndjson<'a>(info: &StreamInfo, body: &'a [u8]) -> Batches<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use matcher::value::RowDecoder;

@@ -256,25 +256,25 @@ async fn post_events(
             .unwrap_or_else(|| ApiError::new(404, "unknown_stream", "unknown stream")));
     }
     let bytes = read_body(&s, &headers, body).await?;
-    let s2 = s.clone();
-    let r = if is_ndjson(&headers) {
+    let key = super::idempotency::key_of(&headers)?;
+    let body = if is_ndjson(&headers) {
         // Checked and split on the blocking pool, lines borrowed from the body.
-        blocking(move || {
-            super::ingest_with(&s2, &stream, |info| {
-                super::events::split_ndjson(info, &bytes)
-            })
-        })
-        .await??
+        super::idempotency::Body::Ndjson(bytes.clone())
     } else {
-        let events = parse_events(&bytes)?;
-        blocking(move || super::ingest(&s2, &stream, events)).await??
+        super::idempotency::Body::Parsed(parse_events(&bytes)?)
     };
-    Ok(axum::Json(json!({
-        "accepted": r.accepted,
-        "rejected": r.rejected,
-        "position": r.position.encode(),
-    }))
-    .into_response())
+    let s2 = s.clone();
+    let (answer, replayed) = blocking(move || match key {
+        None => super::idempotency::ingest(&s2, &stream, body).map(|a| (a, false)),
+        Some(k) => super::idempotency::ingest_keyed(&s2, &stream, &k, body, &bytes),
+    })
+    .await??;
+    let mut r = axum::Json(answer).into_response();
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(r)
 }
 
 fn parse_after(q: &HashMap<String, String>) -> Result<Option<Position>, ApiError> {
@@ -843,6 +843,18 @@ async fn prometheus(State(s): St) -> Response {
         "counter",
         "Re-derived outputs skipped after recovery.",
         relaxed(&c.outputs_deduplicated),
+    );
+    metric(
+        "weir_idempotent_replays_total",
+        "counter",
+        "Event writes answered from a finished request with the same Idempotency-Key.",
+        relaxed(&s.idempotency.replayed),
+    );
+    metric(
+        "weir_idempotency_keys_forgotten_total",
+        "counter",
+        "Idempotency keys forgotten because of the key bound.",
+        relaxed(&s.idempotency.forgotten),
     );
     metric(
         "weir_replay_errors_total",

@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod state;
 pub mod worker;
 
@@ -145,6 +146,7 @@ pub fn open(
         recovery_ms: AtomicU64::new(0),
         subscriptions: Default::default(),
         outputs_tick: tokio::sync::watch::channel(0).0,
+        idempotency: Default::default(),
     });
     shared.refresh_streams();
     // Topics of every stream exist (a crash may have come between record and topic).

@@ -151,6 +151,8 @@ pub struct Shared {
     pub subscriptions: std::sync::atomic::AtomicUsize,
     /// Bumped after every outputs append: live subscribers wait on it (no thread hop).
     pub outputs_tick: tokio::sync::watch::Sender<u64>,
+    /// Idempotency keys of event writes ([`super::idempotency`]).
+    pub idempotency: super::idempotency::Table,
 }
 
 impl Shared {
