@@ -64,8 +64,9 @@ impl Inner {
             self.order.push_back(key.to_string());
             while self.order.len() > MAX_KEYS {
                 if let Some(old) = self.order.pop_front() {
-                    self.keys.remove(&old);
-                    forgotten.fetch_add(1, Ordering::Relaxed);
+                    if self.keys.remove(&old).is_some() {
+                        forgotten.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -229,6 +230,12 @@ pub fn ingest_keyed(
                 tracing::warn!(error = %e, "cannot record a finished request");
             }
             Ok((answer, false))
+        }
+        Err((e, Some(_))) if e.status < 500 && resume_from.is_none() => {
+            // Refused before anything was appended (429 backpressure, 404): a retry
+            // starts afresh instead of scanning the log.
+            g.keys.remove(key);
+            Err(e)
         }
         Err((e, Some(from))) => {
             // Started: a retry resumes from `from`.
