@@ -434,12 +434,14 @@ pub fn ingest_with<'a>(
         }
         pending.push((p as u32, end));
     }
-    for (p, end) in pending {
-        shared
-            .log
-            .wait_durable(&topic, p, end)
-            .map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
-    }
+    let targets: Vec<(&str, u32, u64)> = pending
+        .iter()
+        .map(|&(p, end)| (topic.as_str(), p, end))
+        .collect();
+    shared
+        .log
+        .wait_durable_all(&targets)
+        .map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
     let position = shared
         .log
         .position(&topic)
