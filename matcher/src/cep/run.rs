@@ -26,32 +26,6 @@ pub const STATE_VERSION: u32 = 2;
 
 const NONE: u32 = u32::MAX;
 
-/// A hashable partition-key component.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub(crate) enum KeyPart {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(u64),
-    Str(Box<str>),
-    Ts(i64),
-    Json(Box<str>),
-}
-
-impl KeyPart {
-    pub(crate) fn of(v: &Value) -> KeyPart {
-        match v {
-            Value::Null => KeyPart::Null,
-            Value::Bool(b) => KeyPart::Bool(*b),
-            Value::Int(i) => KeyPart::Int(*i),
-            Value::Float(f) => KeyPart::Float(f.to_bits()),
-            Value::String(s) => KeyPart::Str(s.as_str().into()),
-            Value::Timestamp(t) => KeyPart::Ts(*t),
-            Value::Json(j) => KeyPart::Json(j.to_string().into()),
-        }
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredRow {
     row: Arc<Row>,
@@ -308,6 +282,66 @@ fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
         }
     }
     h.wrapping_mul(K)
+}
+
+/// Seed of [`eq_hash`].
+pub(crate) const EQ_HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Integers and integral floats up to this magnitude hash alike (`1 = 1.0`).
+const EXACT_F64_INT: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// Whether a `col = literal` conjunct can go into a start index: SQL equality with it
+/// must imply equal [`eq_hash`] inputs. Strings that read as timestamps (a TIMESTAMP
+/// column equals them after parsing) and large integers are left out.
+pub(crate) fn eq_indexable(lit: &Value) -> bool {
+    match lit {
+        Value::Bool(_) => true,
+        Value::Int(i) => i.unsigned_abs() <= 1 << 53,
+        Value::Float(f) => f.fract() != 0.0 || f.abs() < EXACT_F64_INT,
+        Value::String(s) => crate::value::parse_timestamp(s).is_none(),
+        Value::Null | Value::Timestamp(_) | Value::Json(_) => false,
+    }
+}
+
+/// Mixes a value into a start-index hash so that SQL-equal values (with an indexable
+/// literal) mix alike. `false` when the value can equal no indexable literal (NULL, JSON).
+pub(crate) fn eq_hash(h: &mut u64, v: &Value) -> bool {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut mix = |w: u64| *h = (*h ^ w).wrapping_mul(K).rotate_left(26);
+    match v {
+        Value::Bool(b) => mix(1 | ((*b as u64) << 8)),
+        Value::Int(i) | Value::Timestamp(i) => {
+            mix(2);
+            mix(*i as u64)
+        }
+        Value::Float(f) => {
+            if f.fract() == 0.0 && f.abs() <= EXACT_F64_INT {
+                mix(2);
+                mix(*f as i64 as u64)
+            } else {
+                mix(3);
+                mix(f.to_bits())
+            }
+        }
+        Value::String(s) => {
+            let bytes = s.as_bytes();
+            mix(4 | ((bytes.len() as u64) << 8));
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                mix(u64::from_le_bytes([
+                    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+                ]));
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut buf = [0u8; 8];
+                buf[..rest.len()].copy_from_slice(rest);
+                mix(u64::from_le_bytes(buf));
+            }
+        }
+        Value::Null | Value::Json(_) => return false,
+    }
+    true
 }
 
 /// Mutable state of one log partition for one [`CepRuleSet`].
@@ -1312,11 +1346,11 @@ impl PartitionState {
                 cands.push(r);
             }
             for ix in &group.index {
-                let list = match row.get(ix.col) {
-                    Value::String(s) => ix.strings.get(s.as_str()),
-                    v => ix.others.get(&KeyPart::of(v)),
-                };
-                for &r in list.into_iter().flatten() {
+                let mut h = EQ_HASH_SEED;
+                if !ix.cols.iter().all(|c| eq_hash(&mut h, row.get(*c))) {
+                    continue;
+                }
+                for &r in ix.map.get(&h).into_iter().flatten() {
                     if self.cand_stamp[r as usize] != gen {
                         self.cand_stamp[r as usize] = gen;
                         cands.push(r);
