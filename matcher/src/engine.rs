@@ -564,7 +564,7 @@ impl Engine {
                 })
             }
         };
-        self.ingest_row(stream, offset, row, ingest_time_ms, out)
+        self.ingest_row(stream, offset, row, None, ingest_time_ms, out)
     }
 
     /// The decoder of a source stream (what [`Engine::ingest`] uses), for callers that
@@ -578,11 +578,14 @@ impl Engine {
     }
 
     /// [`Engine::ingest`] for an event already decoded with [`Engine::decoder`].
+    /// `event_time` is `decoder.event_time(&row)` when the caller has read it already (it
+    /// saves touching the row again on this thread); `None` = read it here.
     pub fn ingest_row(
         &mut self,
         stream: &str,
         offset: u64,
         row: Row,
+        event_time: Option<i64>,
         ingest_time_ms: i64,
         out: &mut Vec<OutputRecord>,
     ) -> Result<(), IngestError> {
@@ -601,7 +604,7 @@ impl Engine {
                 known: Vec::new(),
             })?;
         let ts = match &st.def.event_time {
-            Some(col) => match st.decoder.event_time(&row) {
+            Some(col) => match event_time.or_else(|| st.decoder.event_time(&row)) {
                 Some(t) => t,
                 None => {
                     st.counters.rejected += 1;

@@ -177,8 +177,8 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                 let mut bytes = 0u64;
                 for line in batch {
                     bytes += line.bytes;
-                    let row = match line.row {
-                        Ok(Some(row)) => row,
+                    let (row, ts) = match line.row {
+                        Ok(Some(decoded)) => decoded,
                         Ok(None) => continue,
                         Err(message) => {
                             rejected += 1;
@@ -187,7 +187,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
                         }
                     };
                     if let Err(e) =
-                        engine.ingest_row(&src.stream, line.lineno - 1, row, now, &mut out)
+                        engine.ingest_row(&src.stream, line.lineno - 1, row, ts, now, &mut out)
                     {
                         rejected += 1;
                         eprintln!("{label}:{}: error: {e}; skipped", line.lineno);
@@ -220,7 +220,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// Lines per batch handed from the decoding thread to the engine thread.
-const BATCH_LINES: usize = 1024;
+const BATCH_LINES: usize = 512;
 
 /// Batches decoded ahead of the engine (bounds the memory of a fast reader).
 const QUEUED_BATCHES: usize = 8;
@@ -231,8 +231,9 @@ struct Line {
     lineno: u64,
     /// Bytes of input it took (for the progress bar).
     bytes: u64,
-    /// The row; `None` for a blank line; `Err` = why the line is skipped.
-    row: Result<Option<Row>, String>,
+    /// The row and its event time (read here, where the row is hot); `None` for a blank
+    /// line; `Err` = why the line is skipped.
+    row: Result<Option<(Row, Option<i64>)>, String>,
 }
 
 /// Reads `reader` line by line and sends the decoded lines in batches, in input order.
@@ -277,7 +278,7 @@ fn decode_lines(
 }
 
 /// Decodes one raw line (newline included); `Ok(None)` for a blank line.
-fn decode_line(decoder: &RowDecoder, line: &[u8]) -> Result<Option<Row>, String> {
+fn decode_line(decoder: &RowDecoder, line: &[u8]) -> Result<Option<(Row, Option<i64>)>, String> {
     if line.len() > MAX_LINE_BYTES {
         return Err(format!("line longer than {MAX_LINE_BYTES} bytes"));
     }
@@ -293,10 +294,13 @@ fn decode_line(decoder: &RowDecoder, line: &[u8]) -> Result<Option<Row>, String>
     if text.is_empty() {
         return Ok(None);
     }
-    decoder
-        .decode_str(text)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    match decoder.decode_str(text) {
+        Ok(row) => {
+            let ts = decoder.event_time(&row);
+            Ok(Some((row, ts)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Reads one line (up to and including `\n`) but keeps at most `MAX_LINE_BYTES + 1` bytes
