@@ -95,6 +95,37 @@ struct Inner {
 pub struct Log {
     inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
+    /// Helper threads for [`Log::wait_durable_all`] (started at its first use; they
+    /// end when the log is dropped).
+    syncers: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<SyncJob>>>,
+}
+
+/// A partition to make durable up to an offset, and where to say it is done.
+type SyncJob = (Arc<Partition>, u64, std::sync::mpsc::Sender<Result<()>>);
+
+/// Helper threads that run the other partitions' fsyncs of a `wait_durable_all`.
+const SYNC_HELPERS: usize = 3;
+
+fn start_syncers() -> Mutex<std::sync::mpsc::Sender<SyncJob>> {
+    let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..SYNC_HELPERS {
+        let rx = rx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("weir-log-sync-{i}"))
+            .spawn(move || loop {
+                let job = match rx.lock() {
+                    Ok(g) => g.recv(),
+                    Err(_) => return,
+                };
+                let Ok((p, end, reply)) = job else { return };
+                let _ = reply.send(p.wait_durable(end));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start an fsync helper thread");
+        }
+    }
+    Mutex::new(tx)
 }
 
 const ALWAYS_SAFETY_SYNC: Duration = Duration::from_secs(1);
@@ -284,7 +315,11 @@ impl Log {
                     })?,
             )
         };
-        Ok(Log { inner, background })
+        Ok(Log {
+            inner,
+            background,
+            syncers: std::sync::OnceLock::new(),
+        })
     }
 
     /// The configuration in use.
@@ -562,26 +597,37 @@ impl Log {
         let Some(((first, first_end), rest)) = parts.split_first() else {
             return Ok(());
         };
-        std::thread::scope(|sc| {
-            let others: Vec<_> = rest
-                .iter()
-                .map(|(p, end)| (p, sc.spawn(move || p.wait_durable(*end))))
-                .collect();
-            let mut r = first.wait_durable(*first_end);
-            for (p, h) in others {
-                let o = h.join().unwrap_or_else(|_| {
-                    Err(Error::PartitionFailed {
-                        topic: p.topic.clone(),
-                        partition: p.id,
-                        reason: "the fsync thread panicked".into(),
-                    })
-                });
-                if r.is_ok() {
-                    r = o;
+        // The other partitions go to the helper threads (or are done here when they
+        // cannot take them); this thread does the first.
+        let mut replies = Vec::new();
+        let mut here = Vec::new();
+        if !rest.is_empty() {
+            let tx = self.syncers.get_or_init(start_syncers);
+            let tx = tx.lock().unwrap_or_else(|e| e.into_inner());
+            for (p, end) in rest {
+                let (rtx, rrx) = std::sync::mpsc::channel();
+                match tx.send((p.clone(), *end, rtx)) {
+                    Ok(()) => replies.push((p, *end, rrx)),
+                    Err(_) => here.push((p, *end)),
                 }
             }
-            r
-        })
+        }
+        let mut r = first.wait_durable(*first_end);
+        for (p, end) in here {
+            let o = p.wait_durable(end);
+            if r.is_ok() {
+                r = o;
+            }
+        }
+        for (p, end, rrx) in replies {
+            // A helper that is gone (it cannot normally end while the log lives) drops
+            // the reply sender: then wait here.
+            let o = rrx.recv().unwrap_or_else(|_| p.wait_durable(end));
+            if r.is_ok() {
+                r = o;
+            }
+        }
+        r
     }
 
     /// The durable watermark: every offset below it has been fsynced (for `Never`: written).

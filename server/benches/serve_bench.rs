@@ -202,8 +202,28 @@ fn ingest_throughput(secs: u64) {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// p50 / p99 / max of 200 fdatasyncs of a 4 KiB append in `d` (ms): the floor the
+/// POST → match latency sits on under `--fsync always`, at this moment on this disk.
+fn fsync_probe(d: &Path) -> (f64, f64, f64) {
+    use std::io::Write;
+    let path = d.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut t = Vec::new();
+    for _ in 0..200 {
+        f.write_all(&[7u8; 4096]).unwrap();
+        let t0 = Instant::now();
+        f.sync_data().unwrap();
+        t.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    let _ = std::fs::remove_file(&path);
+    t.sort_by(|a, b| a.total_cmp(b));
+    (t[100], t[198], t[199])
+}
+
 fn latency(secs: u64, rate: u64) {
     let d = dir("latency");
+    let (f50, f99, fmax) = fsync_probe(&d);
+    println!("latency: fsync probe before the run: p50 {f50:.2} ms, p99 {f99:.2} ms, max {fmax:.2} ms");
     // BENCH_FSYNC: the fsync policy (default `always`; `never` shows what fsync costs).
     let fsync = std::env::var("BENCH_FSYNC").unwrap_or_else(|_| "always".into());
     let rules = d.join("bench.weir");
