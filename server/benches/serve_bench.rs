@@ -223,7 +223,9 @@ fn fsync_probe(d: &Path) -> (f64, f64, f64) {
 fn latency(secs: u64, rate: u64) {
     let d = dir("latency");
     let (f50, f99, fmax) = fsync_probe(&d);
-    println!("latency: fsync probe before the run: p50 {f50:.2} ms, p99 {f99:.2} ms, max {fmax:.2} ms");
+    println!(
+        "latency: fsync probe before the run: p50 {f50:.2} ms, p99 {f99:.2} ms, max {fmax:.2} ms"
+    );
     // BENCH_FSYNC: the fsync policy (default `always`; `never` shows what fsync costs).
     let fsync = std::env::var("BENCH_FSYNC").unwrap_or_else(|_| "always".into());
     let rules = d.join("bench.weir");
