@@ -194,10 +194,18 @@ fn ingest_throughput(secs: u64) {
     let n = total.load(Ordering::Relaxed);
     let lag = prom_sum(&s.base, "weir_partition_lag_events{stream=\"payments\"");
     println!("ingest: {n} events in {el:.2} s = {:.0} events/s acknowledged (NDJSON, {batch}/request, {clients} clients, fsync always, 2 partitions, example rules, max-lag {max_lag}); {} requests throttled (429)", n as f64 / el, throttled.load(Ordering::Relaxed));
+    let outcome = |o: &str| {
+        prom_sum(
+            &s.base,
+            &format!("weir_engine_events_total{{stream=\"payments\",outcome=\"{o}\"}}"),
+        )
+    };
     println!(
-        "ingest: workers applied {} events in the same time = {:.0} events/s (lag at the end {lag})",
+        "ingest: workers applied {} events in the same time = {:.0} events/s (lag at the end {lag}); engine outcomes: accepted {}, late_dropped {} (the bodies repeat, so repeated event times are late)",
         n.saturating_sub(lag),
-        n.saturating_sub(lag) as f64 / el
+        n.saturating_sub(lag) as f64 / el,
+        outcome("accepted"),
+        outcome("late_dropped")
     );
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -228,6 +236,9 @@ fn latency(secs: u64, rate: u64) {
     );
     // BENCH_FSYNC: the fsync policy (default `always`; `never` shows what fsync costs).
     let fsync = std::env::var("BENCH_FSYNC").unwrap_or_else(|_| "always".into());
+    // BENCH_CHECKPOINT_SECS: the checkpoint interval (default 2 s, so checkpoints happen
+    // during the run as they would in steady state).
+    let ckpt = std::env::var("BENCH_CHECKPOINT_SECS").unwrap_or_else(|_| "2".into());
     let rules = d.join("bench.weir");
     std::fs::write(&rules, BENCH_RULES).unwrap();
     let (s, _) = start(
@@ -239,6 +250,8 @@ fn latency(secs: u64, rate: u64) {
             "2",
             "--fsync",
             &fsync,
+            "--checkpoint-secs",
+            &ckpt,
         ],
     );
     let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
@@ -313,7 +326,7 @@ fn latency(secs: u64, rate: u64) {
             / 1000.0
     };
     println!(
-        "latency: fsync {fsync}, offered {:.0} events/s, {} matches timed; POST→WebSocket p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency: fsync {fsync}, checkpoint every {ckpt} s, offered {:.0} events/s, {} matches timed; POST→WebSocket p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         sent.load(Ordering::Relaxed) as f64 / el,
         lat.len(),
         pct(0.5),
