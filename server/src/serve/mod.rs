@@ -446,16 +446,18 @@ pub fn ingest_with<'a>(
         .log
         .position(&topic)
         .map_err(|e| ApiError::new(500, "log_error", e.to_string()))?;
+    // Counted as appended (a resumed idempotent retry skips events already stored).
+    let appended: usize = per_part.iter().map(Vec::len).sum();
     shared
         .counters
         .events_accepted
-        .fetch_add(accepted as u64, Ordering::Relaxed);
+        .fetch_add(appended as u64, Ordering::Relaxed);
     shared
         .counters
         .events_rejected
         .fetch_add(rejected.len() as u64, Ordering::Relaxed);
     drop(_r);
-    if accepted > 0 {
+    if appended > 0 {
         shared.wake_workers();
     }
     Ok(IngestResult {
