@@ -251,6 +251,40 @@ fn content_key(v: &[u8]) -> String {
 }
 
 impl KafkaLog {
+    /// Appends `(key, value, weir-id)` records to one partition of `topic` (the outputs
+    /// topic): the id goes in the [`crate::ID_HEADER`] header. Returns once acknowledged.
+    pub fn append_with_ids(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[(Option<&[u8]>, &[u8], &str)],
+    ) -> Result<Appended> {
+        self.check_partition(topic, partition)?;
+        let kt = self.kafka_topic(topic);
+        let headers: Vec<[(&str, &[u8]); 1]> = records
+            .iter()
+            .map(|(_, _, id)| [(crate::ID_HEADER, id.as_bytes())])
+            .collect();
+        let recs: Vec<OutRecord<'_>> = records
+            .iter()
+            .zip(&headers)
+            .map(|((key, value, _), h)| OutRecord {
+                partition: Some(partition),
+                key: *key,
+                value,
+                headers: h,
+                ..Default::default()
+            })
+            .collect();
+        if recs.is_empty() {
+            return Ok(appended(&[], self.end_offset(topic, partition)?));
+        }
+        let d = self.producer.send(&kt, &recs)?;
+        let a = appended(&d, 0);
+        self.note_end(topic, partition, a.end_offset);
+        Ok(a)
+    }
+
     /// Produces (key, value) records to `partition` and records the new end offset.
     fn send_to<'a>(
         &self,

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weir_kafka::Error as KError;
 use weir_log::{Error as LogError, Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
 
 /// What a worker checkpoints (the covered offsets go in the checkpoint's Position).
@@ -64,6 +65,21 @@ fn build_engine(v: &Version, partition: u32) -> Engine {
 }
 
 impl Worker {
+    /// A worker that holds no partition yet (Kafka mode, before the group assigns it).
+    pub fn idle(shared: Arc<Shared>, partition: u32) -> Worker {
+        Worker {
+            engine: build_engine(&Version::empty(), partition),
+            shared,
+            partition,
+            version_idx: 0,
+            next: HashMap::new(),
+            events_since_ckpt: 0,
+            last_ckpt: Instant::now(),
+            state_bytes: 0,
+            state_bytes_at: None,
+        }
+    }
+
     /// Builds the worker from its latest checkpoint (or from the start of the log).
     /// Returns the worker and the outputs offset from which re-derived ids must be
     /// de-duplicated.
@@ -244,7 +260,7 @@ impl Worker {
                 .read(&topic, self.partition, from, max, 4 << 20)
             {
                 Ok(r) => r,
-                Err(LogError::OffsetTruncated { .. }) => {
+                Err(KError::Log(LogError::OffsetTruncated { .. })) => {
                     let start = self
                         .shared
                         .log
@@ -260,7 +276,7 @@ impl Worker {
                     self.next.insert(topic.clone(), start.max(from));
                     continue;
                 }
-                Err(LogError::UnknownTopic(_)) => continue,
+                Err(KError::Log(LogError::UnknownTopic(_))) | Err(KError::Unknown(_)) => continue,
                 Err(e) => {
                     tracing::error!(partition = self.partition, topic, error = %e, "read failed");
                     continue;
@@ -302,6 +318,7 @@ impl Worker {
     }
 
     fn write_outputs(&self, out: Vec<OutputRecord>) {
+        let mut ids: Vec<String> = Vec::new();
         let lines: Vec<String> = {
             let seen = self
                 .shared
@@ -319,17 +336,33 @@ impl Worker {
                     }
                     !dup
                 })
-                .map(|r| r.to_json().to_string())
+                .map(|r| {
+                    ids.push(r.id().to_string());
+                    r.to_json().to_string()
+                })
                 .collect()
         };
         if lines.is_empty() {
             return;
         }
         let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        // Kafka: each output carries its id in the `weir-id` header.
+        let with_ids: Vec<(Option<&[u8]>, &[u8], &str)> = match self.shared.log.as_kafka() {
+            Some(_) => ids
+                .iter()
+                .zip(&refs)
+                .map(|(id, v)| (None, *v, id.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
         // A failed output append is retried: outputs are never skipped silently.
         let mut delay = Duration::from_millis(10);
         loop {
-            match self.shared.log.append(OUTPUTS_TOPIC, 0, &refs) {
+            let r = match self.shared.log.as_kafka() {
+                Some(k) => k.append_with_ids(OUTPUTS_TOPIC, 0, &with_ids),
+                None => self.shared.log.append(OUTPUTS_TOPIC, 0, &refs),
+            };
+            match r {
                 Ok(_) => {
                     self.shared
                         .counters
@@ -381,6 +414,11 @@ impl Worker {
                     .counters
                     .checkpoints_written
                     .fetch_add(1, Ordering::Relaxed);
+                if let Some(k) = &self.shared.kafka {
+                    if let Some(c) = k.covered.get(self.partition as usize) {
+                        *c.lock().unwrap_or_else(|e| e.into_inner()) = covered.clone();
+                    }
+                }
                 if let Some(p) = self.shared.progress.get(self.partition as usize) {
                     p.lock().unwrap_or_else(|e| e.into_inner()).last_checkpoint =
                         Some(Instant::now());
@@ -400,6 +438,10 @@ impl Worker {
 
     /// Runs until every input written so far is applied (recovery replay).
     pub fn catch_up(&mut self) {
+        if self.shared.kafka.is_some() {
+            // Kafka mode: nothing is owned before the group assigns partitions.
+            return;
+        }
         loop {
             let versions = self.shared.versions();
             let n = self.step(&versions);
@@ -428,29 +470,98 @@ impl Worker {
             for c in cmds {
                 c(&mut self.engine);
             }
+            if self.shared.kafka.is_some() && !self.kafka_gate() {
+                if self.shared.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.idle_wait(seq);
+                continue;
+            }
             let versions = self.shared.versions();
             let n = self.step(&versions);
             self.publish(&versions);
             if self.shared.shutdown.load(Ordering::SeqCst) && n == 0 {
                 self.checkpoint(&versions);
+                if let Some(k) = &self.shared.kafka {
+                    k.active[self.partition as usize].store(false, Ordering::SeqCst);
+                    self.shared.notify_progress();
+                }
                 return;
             }
             if self.events_since_ckpt > 0 && self.last_ckpt.elapsed() >= every {
                 self.checkpoint(&versions);
             }
-            if n == 0 {
-                let g = self
-                    .shared
-                    .wake_seq
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if *g == seq {
-                    let _ = self
-                        .shared
-                        .wake_cv
-                        .wait_timeout(g, Duration::from_millis(100))
-                        .unwrap_or_else(|e| e.into_inner());
+            if n == 0 && self.shared.kafka.is_none() {
+                self.idle_wait(seq);
+            }
+        }
+    }
+
+    fn idle_wait(&self, seq: u64) {
+        let g = self
+            .shared
+            .wake_seq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *g == seq {
+            let _ = self
+                .shared
+                .wake_cv
+                .wait_timeout(g, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Kafka mode: follows the group's decisions. Owned and not running: restore from the
+    /// partition's latest checkpoint (and the ids written since, for de-duplication).
+    /// Running and no longer owned: checkpoint and stop. Returns whether to process.
+    fn kafka_gate(&mut self) -> bool {
+        let Some(k) = &self.shared.kafka else {
+            return true;
+        };
+        let p = self.partition as usize;
+        let owned = k.owns(self.partition);
+        let active = k.active[p].load(Ordering::SeqCst);
+        match (owned, active) {
+            (true, true) => true,
+            (false, false) => false,
+            (false, true) => {
+                let versions = self.shared.versions();
+                self.checkpoint(&versions);
+                let k = self.shared.kafka.as_ref().map(|k| &k.active[p]);
+                if let Some(a) = k {
+                    a.store(false, Ordering::SeqCst);
                 }
+                self.shared.notify_progress();
+                tracing::info!(partition = p, "partition released");
+                false
+            }
+            (true, false) => {
+                let t0 = Instant::now();
+                let (w, from) = Worker::recover(self.shared.clone(), self.partition);
+                *self = w;
+                let n = load_seen_ids(&self.shared, from);
+                if let Some(k) = &self.shared.kafka {
+                    k.active[p].store(true, Ordering::SeqCst);
+                    let all = (0..k.owned.len()).all(|i| {
+                        !k.owned[i].load(Ordering::SeqCst) || k.active[i].load(Ordering::SeqCst)
+                    });
+                    if all {
+                        if let Some(at) = *k.last_assigned.lock().unwrap_or_else(|e| e.into_inner())
+                        {
+                            k.last_recovery_ms
+                                .store(at.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+                self.shared.notify_progress();
+                tracing::info!(
+                    partition = p,
+                    ms = t0.elapsed().as_millis() as u64,
+                    ids = n,
+                    "partition restored"
+                );
+                true
             }
         }
     }
