@@ -184,8 +184,18 @@ impl RebalanceHooks for Hooks {
             k.owned[p].store(false, Ordering::SeqCst);
         }
         self.shared.wake_workers();
-        // Each worker checkpoints and stops (or has stopped at shutdown).
-        let deadline = Instant::now() + Duration::from_secs(30);
+        // Each worker checkpoints and stops (or has stopped at shutdown). The wait is
+        // bounded well below the session timeout: a member that takes longer to rejoin
+        // is dropped by the broker, which starts another rebalance. A worker still
+        // releasing afterwards stops reading at once and writes its checkpoint; the new
+        // owner then replays at most what that checkpoint would have covered
+        // (at-least-once, same ids).
+        let bound = self
+            .shared
+            .kafka
+            .as_ref()
+            .map_or(Duration::from_secs(1), |k| k.config.session_timeout / 4);
+        let deadline = Instant::now() + bound;
         let mut g = self
             .shared
             .progress_seq
@@ -194,7 +204,7 @@ impl RebalanceHooks for Hooks {
         while ps.iter().any(|&p| k.active[p].load(Ordering::SeqCst)) {
             let now = Instant::now();
             if now >= deadline {
-                tracing::error!("workers did not release their partitions within 30 s");
+                tracing::info!("some workers are still releasing their partitions");
                 break;
             }
             g = self
@@ -215,11 +225,14 @@ impl RebalanceHooks for Hooks {
 /// workers; offsets covered by checkpoints are committed periodically (for lag tools);
 /// on shutdown the member leaves after its workers checkpointed.
 ///
-/// tansu 0.6 removes a member that stopped heart-beating but keeps the old assignment
-/// (its Formed-state JoinGroup/SyncGroup return the stored one): the survivors only see a
-/// rebalance that hands them the same partitions. When that happens, this member changes
-/// its subscription (adds or drops `<prefix>leases.rejoin`), which forces a real
-/// rebalance over the live members.
+/// Orphaned partitions: every instance writes a small "alive" record to each lease
+/// partition it owns every half session timeout. tansu 0.6 removes a member that stopped
+/// heart-beating but keeps the old assignment (its JoinGroup/SyncGroup in the Formed
+/// state return the stored one), so a killed instance's partitions would stay unowned.
+/// When a lease partition this instance does not own has had no "alive" record for
+/// two session timeouts, this member changes its subscription (adds or drops
+/// `<prefix>leases.rejoin`), which makes any broker run a real rebalance over the live
+/// members.
 pub fn start_group(shared: Arc<Shared>) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let (Some(k), Some(klog)) = (&shared.kafka, shared.log.as_kafka()) else {
         anyhow::bail!("not in Kafka mode");
@@ -236,14 +249,17 @@ pub fn start_group(shared: Arc<Shared>) -> anyhow::Result<std::thread::JoinHandl
     let member = GroupMember::join(&cfg, &[&leases], hooks)?;
     let every = shared.settings.checkpoint_interval;
     let session = cfg.session_timeout;
+    let me = cfg.client_id.clone();
     Ok(std::thread::Builder::new()
         .name("weir-group".into())
         .spawn(move || {
+            let started = Instant::now();
             let mut last_commit = Instant::now();
-            let mut seen = 0u64;
-            let mut prev: Vec<u32> = Vec::new();
+            let mut last_alive: Option<Instant> = None;
+            let mut last_check = Instant::now();
             let mut with_rejoin = false;
             let mut last_force: Option<Instant> = None;
+            let mut seen_rebalances = 0u64;
             loop {
                 if shared.shutdown.load(Ordering::SeqCst) {
                     if let Err(e) = member.close() {
@@ -254,18 +270,33 @@ pub fn start_group(shared: Arc<Shared>) -> anyhow::Result<std::thread::JoinHandl
                 if let Err(e) = member.poll_batch(64, Duration::from_millis(100)) {
                     tracing::debug!(error = %e, "consumer group poll");
                 }
+                let Some(klog) = shared.log.as_kafka() else {
+                    return;
+                };
+                let n = shared.kafka.as_ref().map_or(0, |k| k.owned.len()) as u32;
                 let r = member.rebalances();
-                if r != seen {
-                    seen = r;
-                    let mut now: Vec<u32> = member
-                        .assignment()
-                        .into_iter()
-                        .filter(|(t, _)| *t == leases)
-                        .map(|(_, p)| p)
-                        .collect();
-                    now.sort_unstable();
-                    let recent = last_force.is_some_and(|t| t.elapsed() < session * 3);
-                    if r > 1 && now == prev && !recent {
+                if r != seen_rebalances {
+                    // Announce new partitions at once.
+                    seen_rebalances = r;
+                    last_alive = None;
+                }
+                if last_alive.is_none_or(|t| t.elapsed() >= session / 2) {
+                    last_alive = Some(Instant::now());
+                    for p in (0..n).filter(|&p| shared.runs_partition(p)) {
+                        if let Err(e) =
+                            klog.append_keyed(LEASES_TOPIC, p, &[(b"alive", me.as_bytes())])
+                        {
+                            tracing::debug!(error = %e, "writing a lease record");
+                        }
+                    }
+                }
+                let recent = last_force.is_some_and(|t| t.elapsed() < session * 3);
+                if last_check.elapsed() >= session / 2 && !recent {
+                    last_check = Instant::now();
+                    let stale = (0..n)
+                        .filter(|&p| !shared.runs_partition(p))
+                        .find(|&p| lease_is_stale(klog, p, session * 2, started));
+                    if let Some(p) = stale {
                         with_rejoin = !with_rejoin;
                         let topics: Vec<&str> = if with_rejoin {
                             vec![&leases, &rejoin]
@@ -273,7 +304,8 @@ pub fn start_group(shared: Arc<Shared>) -> anyhow::Result<std::thread::JoinHandl
                             vec![&leases]
                         };
                         tracing::info!(
-                            "the broker kept the previous assignment after a rebalance; re-subscribing to force a new one"
+                            partition = p,
+                            "a partition has had no live owner for two session timeouts; re-subscribing to force a rebalance"
                         );
                         if let Some(k) = &shared.kafka {
                             k.forced_rejoins.fetch_add(1, Ordering::Relaxed);
@@ -283,14 +315,12 @@ pub fn start_group(shared: Arc<Shared>) -> anyhow::Result<std::thread::JoinHandl
                             tracing::warn!(error = %e, "re-subscribing");
                         }
                     }
-                    prev = now;
                 }
                 if last_commit.elapsed() >= every {
                     last_commit = Instant::now();
-                    let n = shared.kafka.as_ref().map_or(0, |k| k.owned.len());
                     let offs: Vec<(String, u32, u64)> = (0..n)
-                        .filter(|&p| shared.runs_partition(p as u32))
-                        .flat_map(|p| covered_offsets(&shared, p))
+                        .filter(|&p| shared.runs_partition(p))
+                        .flat_map(|p| covered_offsets(&shared, p as usize))
                         .collect();
                     let refs: Vec<(&str, u32, u64)> =
                         offs.iter().map(|(t, p, o)| (t.as_str(), *p, *o)).collect();
@@ -302,6 +332,29 @@ pub fn start_group(shared: Arc<Shared>) -> anyhow::Result<std::thread::JoinHandl
                 }
             }
         })?)
+}
+
+/// True when lease partition `p`'s newest "alive" record is older than `max_age` (or
+/// there is none and this instance has been up that long).
+fn lease_is_stale(klog: &KafkaLog, p: u32, max_age: Duration, started: Instant) -> bool {
+    let Ok(end) = klog.end_offset(LEASES_TOPIC, p) else {
+        return false;
+    };
+    if end == 0 {
+        return started.elapsed() > max_age;
+    }
+    let Ok(recs) =
+        klog.read_records(LEASES_TOPIC, p, end - 1, 16, 1 << 16, Duration::from_millis(500))
+    else {
+        return false;
+    };
+    let Some(last) = recs.iter().map(|r| r.timestamp_ms).max() else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    now - last > max_age.as_millis() as i64
 }
 
 /// The Kafka section of `/metrics` (empty on the embedded log).

@@ -43,6 +43,9 @@ pub struct Worker {
     last_ckpt: Instant,
     state_bytes: usize,
     state_bytes_at: Option<Instant>,
+    /// Sequence of the last checkpoint this worker wrote (Kafka mode: a partition given
+    /// back to this instance resumes from memory when nobody wrote a newer one).
+    written_seq: Option<u64>,
 }
 
 fn build_engine(v: &Version, partition: u32) -> Engine {
@@ -77,6 +80,7 @@ impl Worker {
             last_ckpt: Instant::now(),
             state_bytes: 0,
             state_bytes_at: None,
+            written_seq: None,
         }
     }
 
@@ -146,6 +150,7 @@ impl Worker {
             last_ckpt: Instant::now(),
             state_bytes: 0,
             state_bytes_at: None,
+            written_seq: None,
         };
         w.publish(&versions);
         (w, outputs_from)
@@ -409,7 +414,8 @@ impl Worker {
             &covered,
             &data,
         ) {
-            Ok(_) => {
+            Ok(seq) => {
+                self.written_seq = Some(seq);
                 self.shared
                     .counters
                     .checkpoints_written
@@ -538,9 +544,18 @@ impl Worker {
             }
             (true, false) => {
                 let t0 = Instant::now();
-                let (w, from) = Worker::recover(self.shared.clone(), self.partition);
-                *self = w;
-                let n = load_seen_ids(&self.shared, from);
+                let latest = self
+                    .shared
+                    .checkpoints
+                    .latest_checkpoint(&checkpoint_name(self.partition));
+                let warm = matches!(&latest, Ok(Some(c)) if Some(c.seq) == self.written_seq);
+                let n = if warm {
+                    0
+                } else {
+                    let (w, from) = Worker::recover(self.shared.clone(), self.partition);
+                    *self = w;
+                    load_seen_ids(&self.shared, from)
+                };
                 if let Some(k) = &self.shared.kafka {
                     k.active[p].store(true, Ordering::SeqCst);
                     let all = (0..k.owned.len()).all(|i| {
@@ -559,6 +574,7 @@ impl Worker {
                     partition = p,
                     ms = t0.elapsed().as_millis() as u64,
                     ids = n,
+                    warm,
                     "partition restored"
                 );
                 true
