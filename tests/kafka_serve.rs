@@ -102,6 +102,16 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let keep = std::env::temp_dir().join(format!("weir-broker-{}.log", std::process::id()));
+            let _ = std::fs::write(&keep, &log);
+            eprintln!("--- broker log (whole log in {}) ---", keep.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         self.stop();
     }
 }
@@ -116,6 +126,16 @@ struct Weir {
 
 impl Drop for Weir {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("WEIR_TEST_GDB").is_some() {
+            let out = Command::new("gdb")
+                .args(["-p", &self.child.id().to_string(), "-batch", "-ex", "thread apply all bt"])
+                .output();
+            if let Ok(o) = out {
+                let f = std::env::temp_dir().join(format!("weir-stacks-{}.txt", self.child.id()));
+                let _ = std::fs::write(&f, &o.stdout);
+                eprintln!("weir stacks in {}", f.display());
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -130,6 +150,10 @@ fn free_port() -> u16 {
 }
 
 fn weir(b: &Broker, group: &str, prefix: &str) -> Weir {
+    weir_with(b, group, prefix, 4)
+}
+
+fn weir_with(b: &Broker, group: &str, prefix: &str, partitions: u32) -> Weir {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let data = tempfile::tempdir().unwrap();
@@ -137,7 +161,7 @@ fn weir(b: &Broker, group: &str, prefix: &str) -> Weir {
         .args(["serve", "--listen", &listen, "--data"])
         .arg(data.path())
         .args(["--kafka", &b.bootstrap, "--group", group])
-        .args(["--topic-prefix", prefix, "--partitions", "4"])
+        .args(["--topic-prefix", prefix, "--partitions", &partitions.to_string()])
         .args(["--kafka-session-ms", "4000", "--checkpoint-secs", "1"])
         .env(
             "WEIR_LOG",
@@ -513,17 +537,7 @@ fn scale_out_survives_a_sigkilled_instance() {
     // Every instance knows the statements and the group settled (4 partitions owned).
     let t0 = Instant::now();
     loop {
-        let owned: u64 = ws
-            .iter()
-            .map(|w| {
-                let m = get(w, "/metrics").1;
-                let m = m.as_str().unwrap_or("").to_string();
-                m.lines()
-                    .find_map(|l| l.strip_prefix("weir_kafka_owned_partitions "))
-                    .and_then(|n| n.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum();
+        let owned: u64 = ws.iter().map(owned_partitions).sum();
         let known = ws.iter().all(|w| get(w, "/v1/statements/probe").0 == 200);
         if owned == 4 && known {
             break;
@@ -574,20 +588,29 @@ fn scale_out_survives_a_sigkilled_instance() {
         got, want,
         "union of outputs = the single-instance run, by id"
     );
-    // The survivors own every partition.
-    let owned: u64 = ws
-        .iter()
-        .map(|w| {
-            let m = get(w, "/metrics").1;
-            m.as_str()
-                .unwrap_or("")
-                .lines()
-                .find_map(|l| l.strip_prefix("weir_kafka_owned_partitions "))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum();
-    assert_eq!(owned, 4);
+    // The survivors settle owning every partition.
+    let t0 = Instant::now();
+    loop {
+        let owned: u64 = ws.iter().map(owned_partitions).sum();
+        if owned == 4 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the survivors own {owned} of 4 partitions"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn owned_partitions(w: &Weir) -> u64 {
+    let m = get(w, "/metrics").1;
+    m.as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_kafka_owned_partitions "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
 }
 
 /// The broker (persistent storage) restarts mid-stream: nothing acknowledged is lost.
@@ -598,7 +621,7 @@ fn broker_restart_mid_stream_loses_nothing() {
     };
     let cfg = b.config();
     let cards = 60;
-    let w = weir(&b, "g4", "t4.");
+    let w = weir_with(&b, "g4", "t4.", 1);
     let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));
     assert_eq!(st, 200, "{v}");
     let (phase1, phase2) = two_phase_events(cards);
