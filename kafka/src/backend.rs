@@ -111,6 +111,9 @@ impl LogBackend for weir_log::Log {
 
 type SharedReader = Arc<Mutex<PartitionReader>>;
 
+/// `(key, value, weir-id)` of one output record ([`KafkaLog::append_with_ids`]).
+pub type IdRecord<'a> = (Option<&'a [u8]>, &'a [u8], &'a str);
+
 /// Kafka as weir's log. Logical topic `t` is Kafka topic `<prefix>t` unless mapped with
 /// [`KafkaLog::map_topic`] (`CREATE STREAM … WITH (kafka_topic = '…')`).
 pub struct KafkaLog {
@@ -257,7 +260,7 @@ impl KafkaLog {
         &self,
         topic: &str,
         partition: u32,
-        records: &[(Option<&[u8]>, &[u8], &str)],
+        records: &[IdRecord<'_>],
     ) -> Result<Appended> {
         self.check_partition(topic, partition)?;
         let kt = self.kafka_topic(topic);

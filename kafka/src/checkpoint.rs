@@ -182,7 +182,7 @@ impl KafkaCheckpointStore {
                 return Err(Error::Corrupt(format!(
                     "{} record {}",
                     self.topic,
-                    String::from_utf8_lossy(&k)
+                    String::from_utf8_lossy(k)
                 )));
             };
             let e = by_seq.entry(c.seq).or_insert_with(|| {

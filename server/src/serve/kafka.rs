@@ -343,9 +343,14 @@ fn lease_is_stale(klog: &KafkaLog, p: u32, max_age: Duration, started: Instant) 
     if end == 0 {
         return started.elapsed() > max_age;
     }
-    let Ok(recs) =
-        klog.read_records(LEASES_TOPIC, p, end - 1, 16, 1 << 16, Duration::from_millis(500))
-    else {
+    let Ok(recs) = klog.read_records(
+        LEASES_TOPIC,
+        p,
+        end - 1,
+        16,
+        1 << 16,
+        Duration::from_millis(500),
+    ) else {
         return false;
     };
     let Some(last) = recs.iter().map(|r| r.timestamp_ms).max() else {

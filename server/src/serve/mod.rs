@@ -98,7 +98,7 @@ pub fn open_kafka(
             log.kafka_topic(OUTPUTS_TOPIC)
         );
     }
-    let checkpoints = Checkpoints::Kafka(KafkaCheckpointStore::open(&cfg)?);
+    let checkpoints = Checkpoints::Kafka(Box::new(KafkaCheckpointStore::open(&cfg)?));
     open_with(ServerLog::kafka(log), checkpoints, Some(cfg), settings)
 }
 

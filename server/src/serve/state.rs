@@ -78,7 +78,7 @@ impl std::ops::Deref for ServerLog {
 /// compacted checkpoints topic.
 pub enum Checkpoints {
     Files(CheckpointStore),
-    Kafka(KafkaCheckpointStore),
+    Kafka(Box<KafkaCheckpointStore>),
 }
 
 impl Checkpoints {

@@ -90,10 +90,23 @@ impl Worker {
     pub fn recover(shared: Arc<Shared>, partition: u32) -> (Worker, u64) {
         let versions = shared.versions();
         let mut start = None;
-        match shared
+        let mut latest = shared
             .checkpoints
-            .latest_checkpoint(&checkpoint_name(partition))
-        {
+            .latest_checkpoint(&checkpoint_name(partition));
+        // Kafka: a broker that is restarting answers errors for a while; replaying the
+        // whole input instead would be correct but slow, so retry first (up to ~30 s).
+        let mut tries = 0;
+        while latest.is_err() && shared.kafka.is_some() && tries < 30 {
+            if shared.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            tries += 1;
+            std::thread::sleep(Duration::from_secs(1));
+            latest = shared
+                .checkpoints
+                .latest_checkpoint(&checkpoint_name(partition));
+        }
+        match latest {
             Ok(Some(c)) => {
                 let stmt_end = c.covered.get(STATEMENTS_TOPIC, 0).unwrap_or(0);
                 let idx = versions.iter().position(|v| v.stmt_end == stmt_end);
@@ -352,7 +365,7 @@ impl Worker {
         }
         let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
         // Kafka: each output carries its id in the `weir-id` header.
-        let with_ids: Vec<(Option<&[u8]>, &[u8], &str)> = match self.shared.log.as_kafka() {
+        let with_ids: Vec<weir_kafka::IdRecord<'_>> = match self.shared.log.as_kafka() {
             Some(_) => ids
                 .iter()
                 .zip(&refs)
@@ -484,6 +497,7 @@ impl Worker {
                 continue;
             }
             let versions = self.shared.versions();
+            let t_step = Instant::now();
             let n = self.step(&versions);
             self.publish(&versions);
             if self.shared.shutdown.load(Ordering::SeqCst) && n == 0 {
@@ -497,7 +511,11 @@ impl Worker {
             if self.events_since_ckpt > 0 && self.last_ckpt.elapsed() >= every {
                 self.checkpoint(&versions);
             }
-            if n == 0 && self.shared.kafka.is_none() {
+            // Kafka reads wait for records themselves; an empty step that returned at
+            // once (no stream yet, broker unreachable) waits here instead of spinning.
+            if n == 0
+                && (self.shared.kafka.is_none() || t_step.elapsed() < Duration::from_millis(50))
+            {
                 self.idle_wait(seq);
             }
         }
