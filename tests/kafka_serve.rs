@@ -271,6 +271,14 @@ fn produce(cfg: &KafkaConfig, topic: &str, events: &[Value]) {
 
 /// Every record of the outputs topic: (id from the `weir-id` header, value).
 fn output_topic(cfg: &KafkaConfig, prefix: &str) -> Vec<(String, Value)> {
+    output_records(cfg, prefix)
+        .into_iter()
+        .map(|(id, _, v)| (id, v))
+        .collect()
+}
+
+/// Every record of the outputs topic: (id from the `weir-id` header, key, value).
+fn output_records(cfg: &KafkaConfig, prefix: &str) -> Vec<(String, Option<String>, Value)> {
     let mut r = match PartitionReader::new(cfg, &format!("{prefix}outputs"), 0) {
         Ok(r) => r,
         Err(_) => return Vec::new(),
@@ -282,7 +290,8 @@ fn output_topic(cfg: &KafkaConfig, prefix: &str) -> Vec<(String, Value)> {
         .filter_map(|r| {
             let id = String::from_utf8(r.header(ID_HEADER)?.to_vec()).ok()?;
             let v: Value = serde_json::from_slice(r.value.as_deref()?).ok()?;
-            Some((id, v))
+            let key = r.key.map(|k| String::from_utf8_lossy(&k).into_owned());
+            Some((id, key, v))
         })
         .collect()
 }
@@ -443,6 +452,10 @@ fn events_in_matches_out_on_the_output_topic() {
         cards,
         ["c1", "c2", "c3"].iter().map(|s| s.to_string()).collect()
     );
+    // Each output is keyed by its partition key (PARTITION BY card).
+    for (_, key, v) in output_records(&cfg, "t1.") {
+        assert_eq!(key.as_deref(), v["fields"]["card"].as_str(), "{v}");
+    }
     // The HTTP outputs endpoint reads the same topic.
     let (st, v) = get(&w, "/v1/outputs?name=probe&cursor=0&limit=100&wait_ms=0");
     assert_eq!(st, 200, "{v}");

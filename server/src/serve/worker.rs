@@ -364,12 +364,18 @@ impl Worker {
             return;
         }
         let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
-        // Kafka: each output carries its id in the `weir-id` header.
+        // Kafka: each output carries its id in the `weir-id` header and its partition
+        // key (the PARTITION BY / GROUP BY values) as the Kafka key.
+        let keys: Vec<Option<String>> = match self.shared.log.as_kafka() {
+            Some(_) => self.output_keys(&lines),
+            None => Vec::new(),
+        };
         let with_ids: Vec<weir_kafka::IdRecord<'_>> = match self.shared.log.as_kafka() {
             Some(_) => ids
                 .iter()
                 .zip(&refs)
-                .map(|(id, v)| (None, *v, id.as_str()))
+                .zip(&keys)
+                .map(|((id, v), k)| (k.as_deref().map(str::as_bytes), *v, id.as_str()))
                 .collect(),
             None => Vec::new(),
         };
@@ -395,6 +401,57 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The Kafka key of each output line: the values of its statement's PARTITION BY
+    /// (rules) or GROUP BY (metrics) columns, joined by `,` (a string as is, other values
+    /// as JSON); `None` without such columns.
+    fn output_keys(&self, lines: &[String]) -> Vec<Option<String>> {
+        use dsl::ast::{ExprKind, StatementKind};
+        let v = self.shared.current();
+        let mut cols: HashMap<&str, Vec<String>> = HashMap::new();
+        for e in v.catalog.entries() {
+            let exprs = match &e.statement.kind {
+                StatementKind::CreateRule(r) => &r.partition_by,
+                StatementKind::CreateMetric(m) => &m.group_by,
+                _ => continue,
+            };
+            let names: Vec<String> = exprs
+                .iter()
+                .filter_map(|x| match &x.kind {
+                    ExprKind::Path(p) => p.last().map(|i| i.name.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !names.is_empty() {
+                cols.insert(e.name.as_str(), names);
+            }
+        }
+        lines
+            .iter()
+            .map(|l| {
+                let rec: serde_json::Value = serde_json::from_str(l).ok()?;
+                let name = ["rule", "metric", "search"]
+                    .iter()
+                    .find_map(|k| rec.get(*k).and_then(|n| n.as_str()))?;
+                let cs = cols.get(name)?;
+                let parts: Vec<String> = cs
+                    .iter()
+                    .map(|c| {
+                        let v = rec
+                            .get("fields")
+                            .and_then(|f| f.get(c))
+                            .or_else(|| rec.get("group").and_then(|g| g.get(c)));
+                        match v {
+                            Some(serde_json::Value::String(s)) => s.clone(),
+                            Some(v) => v.to_string(),
+                            None => String::new(),
+                        }
+                    })
+                    .collect();
+                Some(parts.join(","))
+            })
+            .collect()
     }
 
     pub fn checkpoint(&mut self, versions: &[Arc<Version>]) {
