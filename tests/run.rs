@@ -145,6 +145,69 @@ fn bad_lines_are_reported_and_skipped() {
     assert_eq!(recs[0]["ts"], "1970-01-01T00:00:02.000Z");
 }
 
+/// Every kind of bad line gets the same report as before the fast decoder (the text
+/// below is what the original `serde_json::Value` path printed), in line order, and the
+/// good lines around them (duplicate keys, nested undeclared fields, CRLF, escapes,
+/// numbers beyond u64) still count.
+#[test]
+fn bad_line_reports_are_exact() {
+    let d = tmpdir("exact");
+    let rules = write(&d, "r.weir", PAY);
+    let mut input: Vec<u8> = [
+        r#"{"card":"c1","amount":200,"ts":1000,"note":{"a":[1,{"b":null}]}}"#,
+        "",
+        "   ",
+        r#"{"card":"c1","amount":1e999,"ts":1100}"#,
+        r#"{"card":"c1","amount":"lots","ts":1200}"#,
+        r#"{"card":"c1","amount":1,"amount":300,"ts":1300}"#,
+        r#"{"card":"c1","amount":300} x"#,
+        r#"{"card":"c1","ts":"2026-13-01T00:00:00Z"}"#,
+        r#"{"card":"c1","amount":18446744073709551616,"ts":1400}"#,
+        r#"{"card":"c1","amount":300}"#,
+        r#""just a string""#,
+    ]
+    .join("\n")
+    .into_bytes();
+    input.extend_from_slice(b"\n\xff{\"card\":\"c1\"}\n");
+    input.extend_from_slice(b"{\"card\":\"c\\u00e9\",\"amount\":500,\"ts\":1500}\r\n");
+    input.extend_from_slice(b"{\"card\":\"c1\",\"amount\":300,\"ts\":2000}");
+    let events = write(&d, "e.ndjson", "");
+    std::fs::write(&events, &input).expect("write");
+    let out = weir(
+        &[
+            "run",
+            "--rules",
+            &rules,
+            "--input",
+            &format!("pay={events}"),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).replace(&events, "E");
+    assert_eq!(
+        err,
+        "E:4: error: not valid JSON: number out of range at line 1 column 27; skipped
+E:5: error: column `amount`: expected FLOAT, got a string \"lots\"; skipped
+E:7: error: not valid JSON: trailing characters at line 1 column 28; skipped
+E:8: error: column `ts`: expected TIMESTAMP (RFC 3339 like 2026-01-01T00:00:00Z, or epoch milliseconds), got \"2026-13-01T00:00:00Z\"; skipped
+E:10: error: the event-time column `ts` is missing or null (the stream is ordered by it); skipped
+E:11: error: an event must be a JSON object, got a string; skipped
+E:12: error: not UTF-8 (invalid byte at column 1); skipped
+weir run: 7 input line(s) rejected
+"
+    );
+    let recs = records(&out);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs[0]["ts"], "1970-01-01T00:00:01.300Z");
+    assert_eq!(
+        recs[0]["fields"]["total"], 500.0,
+        "duplicate key: the last wins"
+    );
+    assert_eq!(recs[1]["ts"], "1970-01-01T00:00:02.000Z");
+    assert_eq!(recs[1]["fields"]["total"], 18446744073709551616.0 + 300.0);
+}
+
 /// Statements with errors: nothing runs, diagnostics point at the spot, exit code 1.
 #[test]
 fn statement_errors_stop_the_run() {

@@ -962,3 +962,319 @@ fn config_file_and_environment() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid configuration"));
 }
+
+/// First text message of a WebSocket, as JSON.
+fn ws_next(
+    ws: &mut tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
+) -> Value {
+    loop {
+        if let tungstenite::Message::Text(t) = ws.read().unwrap() {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
+}
+
+#[test]
+fn subscribers_behind_retention_are_told_which_cursors_they_missed() {
+    let d = tmpdir("missed");
+    let cfg = d.join("weir.toml");
+    // Tiny segments and retention so outputs are deleted after a few dozen records.
+    std::fs::write(
+        &cfg,
+        "segment_bytes = 1024\nretention_bytes = 2048\nretention_check_secs = 0.1\n",
+    )
+    .unwrap();
+    let s = with_rules(
+        &d,
+        &["--partitions", "1", "--config", cfg.to_str().unwrap()],
+    );
+    for round in 0..30i64 {
+        let c = format!("r{round}");
+        let t = round * 100_000;
+        let (st, v) = post(
+            &s,
+            "/v1/streams/pay/events",
+            &json!([ev(&c, 1.0, t + 1), ev(&c, 1.0, t + 2), ev(&c, 999.0, t + 3)]).to_string(),
+        );
+        assert_eq!(st, 200, "{v}");
+        let pos = v["position"].as_str().unwrap();
+        let (st, _) = get(
+            &s,
+            &format!("/v1/outputs?cursor=0&limit=1&after={pos}&wait_ms=10000"),
+        );
+        assert_eq!(st, 200);
+    }
+    // Retention runs in the background: wait until the oldest outputs are gone, then
+    // until it has nothing more to delete (no ingest any more).
+    let t0 = Instant::now();
+    let to = loop {
+        let (_, v) = get(&s, "/v1/outputs?cursor=0&limit=1");
+        if let Some(to) = v["missed"]["to"].as_u64() {
+            assert_eq!(v["missed"]["from"], 0, "{v}");
+            break to;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "retention never deleted outputs: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(to > 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, v) = get(&s, "/v1/outputs?cursor=0&limit=1");
+    let to = v["missed"]["to"].as_u64().unwrap();
+    let first = v["records"][0].clone();
+    assert!(first["id"].is_string(), "{v}");
+    assert_eq!(
+        v["cursor"],
+        to + 1,
+        "the first retained record is at cursor {to}: {v}"
+    );
+    // A long poll from a retained cursor has no `missed`.
+    let (_, v) = get(&s, &format!("/v1/outputs?cursor={to}&limit=1"));
+    assert!(v.get("missed").is_none(), "{v}");
+    assert_eq!(v["records"][0]["id"], first["id"]);
+
+    // WebSocket from cursor 0: a `missed` message, then the first retained record.
+    let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
+    ws.send(tungstenite::Message::Text(
+        json!({"type": "subscribe", "cursor": 0}).to_string().into(),
+    ))
+    .unwrap();
+    let m = ws_next(&mut ws);
+    assert_eq!(m, json!({"type": "missed", "from": 0, "to": to}));
+    let r = ws_next(&mut ws);
+    assert_eq!(r["type"], "record");
+    assert_eq!(r["cursor"], to + 1);
+    assert_eq!(r["record"]["id"], first["id"]);
+    // From a retained cursor: no `missed`, the record right away.
+    let (mut ws2, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
+    ws2.send(tungstenite::Message::Text(
+        json!({"type": "subscribe", "cursor": to})
+            .to_string()
+            .into(),
+    ))
+    .unwrap();
+    let r = ws_next(&mut ws2);
+    assert_eq!(r["type"], "record", "{r}");
+    assert_eq!(r["record"]["id"], first["id"]);
+
+    // SSE from cursor 0: a `missed` event (`{"from","to"}`), then the first retained record.
+    let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET /v1/outputs/stream?cursor=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    let mut rd = BufReader::new(tcp);
+    let mut events: Vec<(String, Value)> = Vec::new();
+    let mut name = String::new();
+    let mut line = String::new();
+    while events.len() < 2 {
+        line.clear();
+        assert!(rd.read_line(&mut line).unwrap() > 0);
+        let l = line.trim_end();
+        if let Some(n) = l.strip_prefix("event: ") {
+            name = n.to_string();
+        } else if let Some(d) = l.strip_prefix("data: ") {
+            events.push((std::mem::take(&mut name), serde_json::from_str(d).unwrap()));
+        }
+    }
+    assert_eq!(
+        events[0],
+        ("missed".to_string(), json!({"from": 0, "to": to}))
+    );
+    assert_eq!(events[1].0, "record");
+    assert_eq!(events[1].1["id"], first["id"]);
+}
+
+/// The body hash the server keeps with an idempotency key (FNV-1a, length mixed in).
+fn body_hash(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for x in b {
+        h ^= *x as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h ^ (b.len() as u64).rotate_left(32)
+}
+
+fn post_keyed(s: &Server, key: &str, body: &str) -> (u16, Value, bool) {
+    let r = ureq::post(&format!("{}/v1/streams/pay/events", s.base))
+        .set("Content-Type", "application/x-ndjson")
+        .set("Idempotency-Key", key)
+        .send_string(body);
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let replayed = resp.header("Idempotent-Replayed") == Some("true");
+    (resp.status(), resp.into_json().unwrap(), replayed)
+}
+
+fn seq_counts(d: &Path) -> BTreeMap<u64, usize> {
+    let mut m = BTreeMap::new();
+    for e in dump_log(d).iter().flatten() {
+        if let Some(s) = e["seq"].as_u64() {
+            *m.entry(s).or_insert(0) += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn idempotency_key_resumes_a_write_that_stopped_midway() {
+    let d = tmpdir("idem");
+    let mut s = with_rules(&d, &["--partitions", "1"]);
+    let body: String = (0..10)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"card": "a", "amount": 1.0, "ts": i, "seq": i})
+            )
+        })
+        .collect();
+    sigterm(&mut s);
+    drop(s);
+    // What a crash midway leaves: the start record, and the first half of the events.
+    {
+        let log = weir_log::Log::open(d.join("log"), weir_log::LogConfig::default()).unwrap();
+        let from = log.position("stream.pay").unwrap().encode();
+        log.create_topic("requests", 1).unwrap();
+        let rec = json!({"key": "k1", "hash": body_hash(body.as_bytes()), "stream": "pay",
+            "state": "start", "from": from});
+        log.append("requests", 0, &[rec.to_string().as_bytes()])
+            .unwrap();
+        let lines: Vec<&[u8]> = body.lines().take(5).map(str::as_bytes).collect();
+        log.append("stream.pay", 0, &lines).unwrap();
+    }
+    let s = with_rules(&d, &["--partitions", "1"]);
+    // The retry appends only the missing half.
+    let (st, v, replayed) = post_keyed(&s, "k1", &body);
+    assert_eq!(st, 200, "{v}");
+    assert!(!replayed);
+    assert_eq!(v["accepted"], 10);
+    // A second retry is answered from the stored answer; nothing is appended.
+    let (st, v2, replayed) = post_keyed(&s, "k1", &body);
+    assert_eq!(st, 200);
+    assert!(replayed);
+    assert_eq!(v2, v);
+    // The same key with another body is refused; a bad key too.
+    let (st, v, _) = post_keyed(&s, "k1", "{\"card\":\"b\",\"amount\":1,\"ts\":1}\n");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    let (st, _, _) = post_keyed(&s, &"x".repeat(300), &body);
+    assert_eq!(st, 400);
+    drop(s);
+    let counts = seq_counts(&d);
+    assert_eq!(counts.len(), 10, "{counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "each event once: {counts:?}"
+    );
+}
+
+#[test]
+fn idempotent_retries_across_crashes_store_every_event_once() {
+    let rounds = if std::env::var("WEIR_LONG_TESTS").is_ok() {
+        15
+    } else {
+        3
+    };
+    let d = tmpdir("idem-crash");
+    let args = ["--partitions", "2"];
+    let mut rng = 0x2545f4914f6cdd1du64;
+    let mut rand = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let request = |n: u64| -> (String, String) {
+        let body: String = (0..200)
+            .map(|i| {
+                let seq = n * 1000 + i;
+                format!(
+                    "{}\n",
+                    json!({"card": format!("c{}", seq % 13), "amount": 1.0, "ts": seq, "seq": seq})
+                )
+            })
+            .collect();
+        (format!("req-{n}"), body)
+    };
+    let mut next = 0u64;
+    let mut sent = 0u64;
+    for _ in 0..rounds {
+        let mut s = with_rules(&d, &args);
+        // Retry the request in flight at the crash, and the last acknowledged one: both
+        // must leave every event exactly once.
+        for n in [next.saturating_sub(1), next] {
+            if n < sent || (n == next && next < sent) {
+                let (k, b) = request(n);
+                let (st, v, _) = post_keyed(&s, &k, &b);
+                assert_eq!(st, 200, "{v}");
+            }
+        }
+        next = sent;
+        let url = format!("{}/v1/streams/pay/events", s.base);
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let start = next;
+        let h = std::thread::spawn(move || {
+            let mut n = start;
+            loop {
+                let (k, b) = request(n);
+                // Announce the request before sending: it may be stored or not.
+                if tx.send(n).is_err() {
+                    return;
+                }
+                let r = ureq::post(&url)
+                    .set("Content-Type", "application/x-ndjson")
+                    .set("Idempotency-Key", &k)
+                    .timeout(Duration::from_secs(5))
+                    .send_string(&b);
+                if !matches!(r, Ok(ref x) if x.status() == 200) {
+                    return;
+                }
+                n += 1;
+            }
+        });
+        std::thread::sleep(Duration::from_millis(100 + rand(400)));
+        s.child.kill().unwrap();
+        s.child.wait().unwrap();
+        h.join().unwrap();
+        // `sent` = one past the last request that may have been stored.
+        if let Some(last) = rx.try_iter().last() {
+            sent = last + 1;
+            next = last;
+        }
+    }
+    // Finish the last request, then every event of every request is there once.
+    let mut s = with_rules(&d, &args);
+    for n in [next.saturating_sub(1), next] {
+        let (k, b) = request(n);
+        let (st, v, _) = post_keyed(&s, &k, &b);
+        assert_eq!(st, 200, "{v}");
+    }
+    sigterm(&mut s);
+    drop(s);
+    let counts = seq_counts(&d);
+    let dups: Vec<_> = counts.iter().filter(|(_, &n)| n != 1).collect();
+    assert!(
+        dups.is_empty(),
+        "{} events stored more than once, first: {:?}",
+        dups.len(),
+        dups.iter().take(5).collect::<Vec<_>>()
+    );
+    for n in 0..=next {
+        for i in 0..200 {
+            assert!(
+                counts.contains_key(&(n * 1000 + i)),
+                "event {} of request {n} missing",
+                i
+            );
+        }
+    }
+}

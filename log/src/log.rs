@@ -129,6 +129,15 @@ pub(crate) fn validate_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A topic's retention: its own, else the log's; the `statements` topic is never
+/// trimmed (the catalog is rebuilt from it), whatever the log's default says.
+fn topic_retention(name: &str, own: Option<Retention>, cfg: &LogConfig) -> Retention {
+    if name == crate::STATEMENTS_TOPIC {
+        return own.unwrap_or_default();
+    }
+    own.unwrap_or(cfg.retention)
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -241,7 +250,7 @@ impl Log {
         for name in names {
             let tdir = topics_dir.join(&name);
             let (n, retention) = read_topic_meta(&tdir.join("topic.meta"))?;
-            let retention = retention.unwrap_or(cfg.retention);
+            let retention = topic_retention(&name, retention, &cfg);
             let mut partitions = Vec::with_capacity(n as usize);
             for p in 0..n {
                 let (part, report) =
@@ -354,7 +363,7 @@ impl Log {
                 name,
                 p,
                 self.inner.cfg.clone(),
-                retention.unwrap_or(self.inner.cfg.retention),
+                topic_retention(name, retention, &self.inner.cfg),
             )?;
             parts.push(Arc::new(part));
             reports.push(report);
@@ -521,6 +530,18 @@ impl Log {
         } else {
             Ok(())
         }
+    }
+
+    /// Sets what readers of `topic` see, overriding the log's [`crate::Visibility`] for
+    /// it (not stored: set it again after each open). `Written` suits a topic whose
+    /// records can be re-derived from durable ones (the engine's outputs): readers see
+    /// them without waiting for an fsync, and a power loss may take back ones already
+    /// read.
+    pub fn set_visibility(&self, topic: &str, visibility: crate::Visibility) -> Result<()> {
+        for p in &self.topic(topic)?.partitions {
+            p.set_visibility(visibility);
+        }
+        Ok(())
     }
 
     /// The durable watermark: every offset below it has been fsynced (for `Never`: written).

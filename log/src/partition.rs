@@ -2,7 +2,7 @@
 //! and retention.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -69,6 +69,9 @@ pub(crate) struct Partition {
     sync_cv: Condvar,
     visible_lock: Mutex<()>,
     visible_cv: Condvar,
+    /// Readers of this partition see written records, whatever `cfg.visibility` says
+    /// (set per topic with [`crate::Log::set_visibility`]).
+    see_written: AtomicBool,
     batches: AtomicU64,
     records: AtomicU64,
     bytes: AtomicU64,
@@ -304,6 +307,7 @@ impl Partition {
             sync_cv: Condvar::new(),
             visible_lock: Mutex::new(()),
             visible_cv: Condvar::new(),
+            see_written: AtomicBool::new(false),
             batches: AtomicU64::new(0),
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -329,10 +333,25 @@ impl Partition {
     }
 
     pub fn visible_end(&self) -> u64 {
-        match self.cfg.visibility {
+        match self.visibility() {
             Visibility::Durable => self.durable_end(),
             Visibility::Written => self.written_end(),
         }
+    }
+
+    /// The visibility in force: the log's, unless overridden for this partition.
+    pub fn visibility(&self) -> Visibility {
+        if self.see_written.load(Ordering::Acquire) {
+            Visibility::Written
+        } else {
+            self.cfg.visibility
+        }
+    }
+
+    pub fn set_visibility(&self, v: Visibility) {
+        self.see_written
+            .store(v == Visibility::Written, Ordering::Release);
+        self.notify_visible();
     }
 
     pub fn start_offset(&self) -> u64 {
@@ -418,7 +437,7 @@ impl Partition {
             self.durable_end.store(end, Ordering::Release);
         }
         drop(w);
-        if self.cfg.fsync == FsyncPolicy::Never || self.cfg.visibility == Visibility::Written {
+        if self.cfg.fsync == FsyncPolicy::Never || self.visibility() == Visibility::Written {
             self.notify_visible();
         }
         Ok((first, end))

@@ -411,3 +411,34 @@ fn delete_topic_removes_data_and_name_can_be_reused() {
     log.create_topic("gone", 1).unwrap();
     assert_eq!(log.end_offset("gone", 0).unwrap(), 0);
 }
+
+#[test]
+fn a_topic_can_show_written_records_before_they_are_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Always,
+        visibility: Visibility::Durable,
+        ..LogConfig::default()
+    };
+    let log = Arc::new(Log::open(dir.path(), cfg).unwrap());
+    log.create_topic("s", 1).unwrap();
+    log.create_topic("o", 1).unwrap();
+    log.set_visibility("o", Visibility::Written).unwrap();
+    assert!(log.set_visibility("nope", Visibility::Written).is_err());
+    // A reader waiting on `o` is woken by the write itself, not by an fsync.
+    let l2 = log.clone();
+    let h = std::thread::spawn(move || l2.wait_for("o", 0, 0, Duration::from_secs(10)).unwrap());
+    std::thread::sleep(Duration::from_millis(20));
+    let a = log.append_nowait("o", 0, &[b"a", b"b"]).unwrap();
+    assert_eq!(log.visible_offset("o", 0).unwrap(), a.end_offset);
+    assert_eq!(log.read("o", 0, 0, 10, 100).unwrap().len(), 2);
+    assert!(h.join().unwrap());
+    // The other topic keeps the log's visibility.
+    let b = log.append_nowait("s", 0, &[b"x"]).unwrap();
+    let seen = log.read("s", 0, 0, 10, 100).unwrap().len() as u64;
+    assert!(seen <= log.durable_offset("s", 0).unwrap());
+    log.wait_durable("s", 0, b.end_offset).unwrap();
+    // Durability of `o` still works as usual.
+    log.wait_durable("o", 0, a.end_offset).unwrap();
+    assert!(log.durable_offset("o", 0).unwrap() >= a.end_offset);
+}

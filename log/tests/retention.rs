@@ -195,3 +195,31 @@ fn per_topic_retention_keeps_statements_whole() {
         "{short_bytes}"
     );
 }
+
+#[test]
+fn the_statements_topic_is_never_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        retention: Retention {
+            max_bytes: Some(2_000),
+            max_age: Some(Duration::from_millis(1)),
+        },
+        retention_check_interval: Duration::from_secs(3600),
+        ..small_config()
+    };
+    for reopen in [false, true] {
+        let log = Log::open(dir.path(), cfg.clone()).unwrap();
+        log.create_topic(weir_log::STATEMENTS_TOPIC, 1).unwrap();
+        log.create_topic("s", 1).unwrap();
+        for i in 0..200u64 {
+            let p = payload(i);
+            log.append(weir_log::STATEMENTS_TOPIC, 0, &[&p]).unwrap();
+            log.append("s", 0, &[&p]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(log.apply_retention().unwrap() > 0, "reopen {reopen}");
+        assert!(log.start_offset("s", 0).unwrap() > 0);
+        assert_eq!(log.start_offset(weir_log::STATEMENTS_TOPIC, 0).unwrap(), 0);
+        assert!(log.segment_count(weir_log::STATEMENTS_TOPIC, 0).unwrap() > 1);
+    }
+}

@@ -14,6 +14,10 @@ use matcher::expr::build::*;
 use matcher::value::{Row, Value};
 use std::time::Instant;
 
+/// The allocator the `weir` binary ships with (server/src/main.rs): measure with it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ACTIONS: [&str; 8] = [
     "login_fail",
     "login_ok",

@@ -550,6 +550,45 @@ impl Engine {
         ingest_time_ms: i64,
         out: &mut Vec<OutputRecord>,
     ) -> Result<(), IngestError> {
+        let row = match self.streams.get_mut(stream) {
+            Some(st) if !self.derived.contains(stream) => {
+                st.decoder.decode(event).map_err(|e| {
+                    st.counters.rejected += 1;
+                    IngestError::Decode(e.to_string())
+                })?
+            }
+            _ => {
+                return Err(IngestError::UnknownStream {
+                    stream: stream.to_string(),
+                    known: self.source_names.clone(),
+                })
+            }
+        };
+        self.ingest_row(stream, offset, row, None, ingest_time_ms, out)
+    }
+
+    /// The decoder of a source stream (what [`Engine::ingest`] uses), for callers that
+    /// decode events themselves, e.g. on another thread, and then call
+    /// [`Engine::ingest_row`].
+    pub fn decoder(&self, stream: &str) -> Option<&RowDecoder> {
+        match self.streams.get(stream) {
+            Some(st) if !self.derived.contains(stream) => Some(&st.decoder),
+            _ => None,
+        }
+    }
+
+    /// [`Engine::ingest`] for an event already decoded with [`Engine::decoder`].
+    /// `event_time` is `decoder.event_time(&row)` when the caller has read it already (it
+    /// saves touching the row again on this thread); `None` = read it here.
+    pub fn ingest_row(
+        &mut self,
+        stream: &str,
+        offset: u64,
+        row: Row,
+        event_time: Option<i64>,
+        ingest_time_ms: i64,
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<(), IngestError> {
         if self.derived.contains(stream) || !self.streams.contains_key(stream) {
             return Err(IngestError::UnknownStream {
                 stream: stream.to_string(),
@@ -564,12 +603,8 @@ impl Engine {
                 stream: stream.to_string(),
                 known: Vec::new(),
             })?;
-        let row = st.decoder.decode(event).map_err(|e| {
-            st.counters.rejected += 1;
-            IngestError::Decode(e.to_string())
-        })?;
         let ts = match &st.def.event_time {
-            Some(col) => match st.decoder.event_time(&row) {
+            Some(col) => match event_time.or_else(|| st.decoder.event_time(&row)) {
                 Some(t) => t,
                 None => {
                     st.counters.rejected += 1;

@@ -251,7 +251,7 @@ impl CompiledExpr {
 
     /// Evaluates a condition: true only when the value is TRUE (NULL is not true).
     pub fn eval_bool<C: Context + ?Sized>(&self, ctx: &C) -> bool {
-        matches!(eval(&self.node, ctx), Value::Bool(true))
+        eval_truth(&self.node, ctx) == Some(true)
     }
 
     /// A canonical text of the compiled form: equal texts evaluate identically on the
@@ -286,6 +286,24 @@ impl CompiledExpr {
             }
         }
         walk(&self.node)
+    }
+
+    /// Every `col = literal` conjunct of the top-level AND chain: a row satisfies the
+    /// expression only if it satisfies each of them. Empty when there is none.
+    pub fn required_equalities(&self) -> Vec<(usize, Value)> {
+        fn walk(n: &Node, out: &mut Vec<(usize, Value)>) {
+            match n {
+                Node::CmpColLit(BinaryOp::Eq, c, v) => out.push((*c, v.clone())),
+                Node::And(a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.node, &mut out);
+        out
     }
 }
 
@@ -806,18 +824,27 @@ fn from_truth(b: Option<bool>) -> Value {
 }
 
 fn cmp_op(op: BinaryOp, a: &Value, b: &Value) -> Value {
-    if op == BinaryOp::Eq {
-        return from_truth(a.sql_eq(b));
+    from_truth(cmp_truth(op, a, b))
+}
+
+/// A comparison's truth value (`None` = NULL).
+fn cmp_truth(op: BinaryOp, a: &Value, b: &Value) -> Option<bool> {
+    match op {
+        BinaryOp::Eq | BinaryOp::NotEq => {
+            let eq = match (a, b) {
+                // the common case: no ordering needed, lengths compared first
+                (Value::String(x), Value::String(y)) => Some(x == y),
+                _ => a.sql_eq(b),
+            };
+            eq.map(|e| e == (op == BinaryOp::Eq))
+        }
+        _ => a.sql_cmp(b).map(|o| match op {
+            BinaryOp::Lt => o == Ordering::Less,
+            BinaryOp::LtEq => o != Ordering::Greater,
+            BinaryOp::Gt => o == Ordering::Greater,
+            _ => o != Ordering::Less,
+        }),
     }
-    if op == BinaryOp::NotEq {
-        return from_truth(a.sql_eq(b).map(|x| !x));
-    }
-    from_truth(a.sql_cmp(b).map(|o| match op {
-        BinaryOp::Lt => o == Ordering::Less,
-        BinaryOp::LtEq => o != Ordering::Greater,
-        BinaryOp::Gt => o == Ordering::Greater,
-        _ => o != Ordering::Less,
-    }))
 }
 
 /// Arithmetic on two values (NULL on NULL, type mismatch, overflow, division by zero).
@@ -861,6 +888,43 @@ pub fn arith(op: BinaryOp, a: &Value, b: &Value) -> Value {
     }
 }
 
+/// A condition's truth value (`None` = NULL) without building a [`Value`] for the
+/// boolean nodes.
+fn eval_truth<C: Context + ?Sized>(n: &Node, ctx: &C) -> Option<bool> {
+    match n {
+        Node::And(a, b) => {
+            let x = eval_truth(a, ctx);
+            if x == Some(false) {
+                return Some(false);
+            }
+            match (x, eval_truth(b, ctx)) {
+                (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            }
+        }
+        Node::Or(a, b) => {
+            let x = eval_truth(a, ctx);
+            if x == Some(true) {
+                return Some(true);
+            }
+            match (x, eval_truth(b, ctx)) {
+                (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            }
+        }
+        Node::Not(x) => eval_truth(x, ctx).map(|b| !b),
+        Node::CmpColLit(op, c, lit) => match ctx.row() {
+            Some(r) => cmp_truth(*op, r.get(*c), lit),
+            None => None,
+        },
+        Node::Cmp(op, a, b) => cmp_truth(*op, &eval_ref(a, ctx), &eval_ref(b, ctx)),
+        Node::Lit(v) => truth(v),
+        _ => truth(&eval(n, ctx)),
+    }
+}
+
 /// Like [`eval`], but literals and plain columns are borrowed instead of cloned.
 fn eval_ref<'a, C: Context + ?Sized>(n: &'a Node, ctx: &'a C) -> std::borrow::Cow<'a, Value> {
     use std::borrow::Cow;
@@ -883,41 +947,15 @@ fn eval<C: Context + ?Sized>(n: &Node, ctx: &C) -> Value {
         },
         Node::Nav(nav) => ctx.nav(nav),
         Node::Matches(i) => ctx.matches(*i),
-        Node::Not(x) => from_truth(truth(&eval(x, ctx)).map(|b| !b)),
         Node::Neg(x) => match eval(x, ctx) {
             Value::Int(i) => i.checked_neg().map(Value::Int).unwrap_or(Value::Null),
             Value::Float(f) => Value::Float(-f),
             _ => Value::Null,
         },
-        Node::And(a, b) => {
-            let x = truth(&eval(a, ctx));
-            if x == Some(false) {
-                return Value::Bool(false);
-            }
-            let y = truth(&eval(b, ctx));
-            match (x, y) {
-                (_, Some(false)) => Value::Bool(false),
-                (Some(true), Some(true)) => Value::Bool(true),
-                _ => Value::Null,
-            }
-        }
-        Node::Or(a, b) => {
-            let x = truth(&eval(a, ctx));
-            if x == Some(true) {
-                return Value::Bool(true);
-            }
-            let y = truth(&eval(b, ctx));
-            match (x, y) {
-                (_, Some(true)) => Value::Bool(true),
-                (Some(false), Some(false)) => Value::Bool(false),
-                _ => Value::Null,
-            }
+        Node::And(..) | Node::Or(..) | Node::Not(_) | Node::CmpColLit(..) => {
+            from_truth(eval_truth(n, ctx))
         }
         Node::Cmp(op, a, b) => cmp_op(*op, &eval_ref(a, ctx), &eval_ref(b, ctx)),
-        Node::CmpColLit(op, c, lit) => match ctx.row() {
-            Some(r) => cmp_op(*op, r.get(*c), lit),
-            None => Value::Null,
-        },
         Node::Arith(op, a, b) => arith(*op, &eval(a, ctx), &eval(b, ctx)),
         Node::IsNull(x, neg) => Value::Bool(eval(x, ctx).is_null() != *neg),
         Node::InList(x, items, neg) => {

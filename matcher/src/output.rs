@@ -130,9 +130,91 @@ impl OutputRecord {
         Json::Object(m)
     }
 
-    /// One NDJSON line (no trailing newline).
+    /// One NDJSON line (no trailing newline). The same text as `to_json().to_string()`,
+    /// written without building the JSON object.
     pub fn to_line(&self) -> String {
-        self.to_json().to_string()
+        serde_json::to_string(self).unwrap_or_else(|_| self.to_json().to_string())
+    }
+
+    /// Writes the record as one NDJSON line, newline included (no intermediate JSON
+    /// object or string).
+    pub fn write_line<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
+        serde_json::to_writer(&mut w, self).map_err(std::io::Error::from)?;
+        w.write_all(b"\n")
+    }
+}
+
+/// Serializes as [`OutputRecord::to_json`] does, key for key, without cloning.
+impl serde::Serialize for OutputRecord {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        match self {
+            OutputRecord::Rule {
+                rule,
+                id,
+                ts_ms,
+                fields,
+                late,
+            } => {
+                m.serialize_entry("rule", rule)?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("ts", &format_ts(*ts_ms))?;
+                m.serialize_entry("fields", fields)?;
+                if *late {
+                    m.serialize_entry("late", &true)?;
+                }
+            }
+            OutputRecord::Search {
+                search,
+                id,
+                ts_ms,
+                fields,
+                highlights,
+                late,
+            } => {
+                m.serialize_entry("search", search)?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry("ts", &format_ts(*ts_ms))?;
+                m.serialize_entry("fields", fields)?;
+                m.serialize_entry("highlights", highlights)?;
+                if *late {
+                    m.serialize_entry("late", &true)?;
+                }
+            }
+            OutputRecord::Metric {
+                metric,
+                id,
+                start_ms,
+                end_ms,
+                group,
+                values,
+                final_,
+                late,
+            } => {
+                #[derive(serde::Serialize)]
+                struct Window {
+                    start: String,
+                    end: String,
+                }
+                m.serialize_entry("metric", metric)?;
+                m.serialize_entry("id", id)?;
+                m.serialize_entry(
+                    "window",
+                    &Window {
+                        start: format_ts(*start_ms),
+                        end: format_ts(*end_ms),
+                    },
+                )?;
+                m.serialize_entry("group", group)?;
+                m.serialize_entry("values", values)?;
+                m.serialize_entry("final", final_)?;
+                if *late {
+                    m.serialize_entry("late", &true)?;
+                }
+            }
+        }
+        m.end()
     }
 }
 
@@ -163,6 +245,7 @@ pub fn output_id(statement: &str, stream: &str, partition: u32, offset: u64, seq
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -183,6 +266,50 @@ mod tests {
         assert_ne!(a, output_id("r", "s", 1, 7, 0));
         assert_ne!(a, output_id("r2", "s", 0, 7, 0));
         assert_ne!(make_id(&[b"ab", b"c"]), make_id(&[b"a", b"bc"]));
+    }
+
+    /// The direct serialization prints exactly what `to_json().to_string()` prints.
+    #[test]
+    fn direct_serialization_equals_to_json() {
+        let mut fields = Map::new();
+        fields.insert("z".into(), Json::from(1.5));
+        fields.insert("a".into(), serde_json::json!({"n": [1, null, "x\"y"]}));
+        let mut values = Map::new();
+        values.insert("count".into(), Json::from(3));
+        let records = [
+            OutputRecord::Rule {
+                rule: "r".into(),
+                id: "i".into(),
+                ts_ms: -5,
+                fields: fields.clone(),
+                late: true,
+            },
+            OutputRecord::Search {
+                search: "s".into(),
+                id: "j".into(),
+                ts_ms: 1,
+                fields: fields.clone(),
+                highlights: values.clone(),
+                late: false,
+            },
+            OutputRecord::Metric {
+                metric: "m".into(),
+                id: "k".into(),
+                start_ms: 0,
+                end_ms: 60_000,
+                group: fields,
+                values,
+                final_: true,
+                late: true,
+            },
+        ];
+        for r in &records {
+            let want = r.to_json().to_string();
+            assert_eq!(r.to_line(), want);
+            let mut buf = Vec::new();
+            r.write_line(&mut buf).unwrap();
+            assert_eq!(buf, format!("{want}\n").into_bytes());
+        }
     }
 
     #[test]

@@ -250,12 +250,63 @@ impl RowDecoder {
     }
 
     /// Parses one NDJSON line and decodes it.
+    ///
+    /// Fast path: the text is parsed straight into the [`Row`] (serde_json's own parser,
+    /// visiting the declared columns without building a `serde_json::Value` for the whole
+    /// event). Anything unusual — bad JSON, a wrong type, a duplicate key, a top level that
+    /// is not an object — falls back to [`RowDecoder::decode_str_reference`], so results
+    /// and error messages are exactly those of the reference path.
     pub fn decode_str(&self, line: &str) -> Result<Row, DecodeError> {
+        match self.decode_str_fast(line) {
+            Some(row) => Ok(row),
+            None => self.decode_str_reference(line),
+        }
+    }
+
+    /// [`RowDecoder::decode_str`] on bytes: invalid UTF-8 is an error naming the first
+    /// bad byte (1-based column).
+    pub fn decode_bytes(&self, line: &[u8]) -> Result<Row, DecodeError> {
+        match std::str::from_utf8(line) {
+            Ok(s) => self.decode_str(s),
+            Err(e) => Err(DecodeError {
+                column: None,
+                message: format!("not UTF-8 (invalid byte at column {})", e.valid_up_to() + 1),
+            }),
+        }
+    }
+
+    /// The reference decoder: parses the line into a `serde_json::Value`, then
+    /// [`RowDecoder::decode`]s it. Slower; kept as the fallback and as the reference the
+    /// fast path is tested against.
+    pub fn decode_str_reference(&self, line: &str) -> Result<Row, DecodeError> {
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| DecodeError {
             column: None,
             message: format!("not valid JSON: {e}"),
         })?;
         self.decode(&v)
+    }
+
+    /// The fast path of [`RowDecoder::decode_str`] alone; `None` = the line needs the
+    /// reference path (public for the differential tests).
+    #[doc(hidden)]
+    pub fn decode_str_fast(&self, line: &str) -> Option<Row> {
+        if self.columns.len() > 128 {
+            return None;
+        }
+        let mut de = serde_json::Deserializer::from_str(line);
+        let row = serde::de::DeserializeSeed::deserialize(RowSeed(self), &mut de).ok()?;
+        de.end().ok()?;
+        Some(row)
+    }
+
+    /// Index of the column named `key`, trying `guess` first (events usually list their
+    /// fields in the same order as the stream declares them).
+    #[inline]
+    fn lookup(&self, key: &str, guess: usize) -> Option<usize> {
+        match self.columns.get(guess) {
+            Some((n, _)) if n == key => Some(guess),
+            _ => self.index.get(key).copied(),
+        }
     }
 
     /// Decodes one event (must be a JSON object).
@@ -299,6 +350,162 @@ impl RowDecoder {
     /// Index of a declared column.
     pub fn column_index(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
+    }
+}
+
+// ─────────────────────── fast path: text straight into a Row ───────────────────────
+//
+// Every visitor below either produces exactly what `decode(&serde_json::from_str(..))`
+// would, or fails; a failure sends the line to the reference path, which then produces
+// the result or the error message. So the fast path never needs its own messages.
+
+/// Error used only to abandon the fast path.
+fn bail<E: serde::de::Error>() -> E {
+    E::custom("fast path declined")
+}
+
+struct RowSeed<'d>(&'d RowDecoder);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RowSeed<'_> {
+    type Value = Row;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Row, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
+    type Value = Row;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Row, A::Error> {
+        let dec = self.0;
+        let mut values = vec![Value::Null; dec.columns.len()];
+        let mut extra = serde_json::Map::new();
+        let mut seen: u128 = 0;
+        let mut guess = 0;
+        while let Some(key) = map.next_key_seed(KeySeed(dec, guess))? {
+            match key {
+                Key::Column(i) => {
+                    let bit = 1u128 << i;
+                    if seen & bit != 0 {
+                        return Err(bail());
+                    }
+                    seen |= bit;
+                    values[i] = map.next_value_seed(ColumnSeed(dec.columns[i].1))?;
+                    guess = i + 1;
+                }
+                Key::Extra(name) => {
+                    let v: serde_json::Value = map.next_value()?;
+                    if extra.insert(name, v).is_some() {
+                        return Err(bail());
+                    }
+                }
+            }
+        }
+        Ok(Row { values, extra })
+    }
+}
+
+enum Key {
+    Column(usize),
+    Extra(String),
+}
+
+/// Resolves an object key to a declared column (no allocation) or an undeclared name.
+struct KeySeed<'d>(&'d RowDecoder, usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed<'_> {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<Key, E> {
+        Ok(match self.0.lookup(k, self.1) {
+            Some(i) => Key::Column(i),
+            None => Key::Extra(k.to_string()),
+        })
+    }
+}
+
+/// One declared column's value, coerced as [`coerce`] does (JSON `null` is NULL).
+struct ColumnSeed(DataType);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ColumnSeed {
+    type Value = Value;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.0 == DataType::Json {
+            let j = <serde_json::Value as Deserialize>::deserialize(d)?;
+            return Ok(match j {
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => Value::Json(j),
+                other => Value::from_json(&other),
+            });
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ColumnSeed {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a {:?} value", self.0)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value, E> {
+        match self.0 {
+            DataType::Bool => Ok(Value::Bool(b)),
+            _ => Err(bail()),
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        match self.0 {
+            DataType::String => Ok(Value::String(s.to_string())),
+            DataType::Timestamp => parse_timestamp(s).map(Value::Timestamp).ok_or_else(bail),
+            _ => Err(bail()),
+        }
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<Value, E> {
+        match self.0 {
+            DataType::Int => Ok(Value::Int(i)),
+            DataType::Float => Ok(Value::Float(i as f64)),
+            DataType::Timestamp => Ok(Value::Timestamp(i)),
+            _ => Err(bail()),
+        }
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Value, E> {
+        match (self.0, i64::try_from(u)) {
+            (DataType::Float, _) => Ok(Value::Float(u as f64)),
+            (_, Ok(i)) => self.visit_i64(i),
+            // Above i64::MAX: an INT or TIMESTAMP column rejects it (reference path).
+            _ => Err(bail()),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Value, E> {
+        match self.0 {
+            DataType::Float => Ok(Value::Float(f)),
+            DataType::Int if f.fract() == 0.0 && f.abs() < 9.0e18 => Ok(Value::Int(f as i64)),
+            _ => Err(bail()),
+        }
     }
 }
 

@@ -58,7 +58,9 @@ fn start(data: &Path, args: &[&str]) -> (Server, Duration) {
         .port();
     let listen = format!("127.0.0.1:{port}");
     let t0 = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+    // WEIR_BIN: another build of the binary (to compare two builds in one run).
+    let bin = std::env::var("WEIR_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_weir").to_string());
+    let child = Command::new(bin)
         .args(["serve", "--listen", &listen, "--data"])
         .arg(data)
         .args(args)
@@ -108,9 +110,25 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
+/// Sum of a Prometheus metric's samples whose line starts with `prefix`.
+fn prom_sum(base: &str, prefix: &str) -> u64 {
+    let t = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    t.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 fn ingest_throughput(secs: u64) {
     let d = dir("ingest");
     let rules = root().join("rules");
+    // The workers apply the example rules far slower than ingest appends (see
+    // bench/README.md); a large lag bound lets this measure the append path.
+    let max_lag = env_u64("BENCH_MAX_LAG", 100_000_000).to_string();
     let (s, _) = start(
         &d,
         &[
@@ -120,16 +138,21 @@ fn ingest_throughput(secs: u64) {
             "2",
             "--fsync",
             "always",
+            "--max-lag",
+            &max_lag,
         ],
     );
     let url = format!("{}/v1/streams/payments/events", s.base);
     let total = Arc::new(AtomicU64::new(0));
+    let throttled = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let batch = 5000;
+    let clients = env_u64("BENCH_CLIENTS", 4);
     let t0 = Instant::now();
-    let hs: Vec<_> = (0..4u64)
+    let hs: Vec<_> = (0..clients)
         .map(|t| {
-            let (url, total, stop) = (url.clone(), total.clone(), stop.clone());
+            let (url, total, stop, throttled) =
+                (url.clone(), total.clone(), stop.clone(), throttled.clone());
             std::thread::spawn(move || {
                 // Bodies are made up front so the client's JSON work does not compete
                 // with the server for the 2 cores.
@@ -148,7 +171,9 @@ fn ingest_throughput(secs: u64) {
                             let v: Value = r.into_json().unwrap();
                             total.fetch_add(v["accepted"].as_u64().unwrap(), Ordering::Relaxed);
                         }
-                        Err(ureq::Error::Status(429, _)) => {
+                        Err(ureq::Error::Status(429, r)) => {
+                            assert!(r.header("retry-after").is_some());
+                            throttled.fetch_add(1, Ordering::Relaxed);
                             std::thread::sleep(Duration::from_millis(50))
                         }
                         Err(e) => panic!("{e}"),
@@ -164,12 +189,20 @@ fn ingest_throughput(secs: u64) {
     }
     let el = t0.elapsed().as_secs_f64();
     let n = total.load(Ordering::Relaxed);
-    println!("ingest: {n} events in {el:.2} s = {:.0} events/s (NDJSON, 5000/request, 4 clients, fsync always, 2 partitions, example rules)", n as f64 / el);
+    let lag = prom_sum(&s.base, "weir_partition_lag_events{stream=\"payments\"");
+    println!("ingest: {n} events in {el:.2} s = {:.0} events/s acknowledged (NDJSON, {batch}/request, {clients} clients, fsync always, 2 partitions, example rules, max-lag {max_lag}); {} requests throttled (429)", n as f64 / el, throttled.load(Ordering::Relaxed));
+    println!(
+        "ingest: workers applied {} events in the same time = {:.0} events/s (lag at the end {lag})",
+        n.saturating_sub(lag),
+        n.saturating_sub(lag) as f64 / el
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
 fn latency(secs: u64, rate: u64) {
     let d = dir("latency");
+    // BENCH_FSYNC: the fsync policy (default `always`; `never` shows what fsync costs).
+    let fsync = std::env::var("BENCH_FSYNC").unwrap_or_else(|_| "always".into());
     let rules = d.join("bench.weir");
     std::fs::write(&rules, BENCH_RULES).unwrap();
     let (s, _) = start(
@@ -180,7 +213,7 @@ fn latency(secs: u64, rate: u64) {
             "--partitions",
             "2",
             "--fsync",
-            "always",
+            &fsync,
         ],
     );
     let (mut ws, _) = tungstenite::connect(format!("ws://127.0.0.1:{}/v1/ws", s.port)).unwrap();
@@ -253,10 +286,11 @@ fn latency(secs: u64, rate: u64) {
             / 1000.0
     };
     println!(
-        "latency: offered {:.0} events/s, {} matches timed; POST→WebSocket p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency: fsync {fsync}, offered {:.0} events/s, {} matches timed; POST→WebSocket p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         sent.load(Ordering::Relaxed) as f64 / el,
         lat.len(),
         pct(0.5),
+        pct(0.9),
         pct(0.99),
         pct(1.0)
     );

@@ -20,10 +20,12 @@ use anyhow::{bail, Context as _};
 use dsl::check::Catalog;
 use indicatif::{ProgressBar, ProgressStyle};
 use matcher::engine::{Engine, EngineConfig};
+use matcher::value::{Row, RowDecoder};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(clap::Args)]
@@ -75,7 +77,7 @@ fn now_ms() -> i64 {
 struct Source {
     stream: String,
     label: String,
-    reader: Box<dyn Read>,
+    reader: Box<dyn Read + Send>,
     size: Option<u64>,
 }
 
@@ -135,7 +137,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         sources.push(Source {
             stream,
             label: "<stdin>".into(),
-            reader: Box::new(io::stdin().lock()),
+            reader: Box::new(io::stdin()),
             size: None,
         });
     }
@@ -160,70 +162,54 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             }
             _ => None,
         };
-        let mut reader = BufReader::with_capacity(1 << 20, src.reader);
-        let mut line = Vec::new();
-        let mut lineno = 0u64;
-        loop {
-            line.clear();
-            let n = read_line_bounded(&mut reader, &mut line)
-                .with_context(|| format!("cannot read `{}`", src.label))?;
-            if n == 0 {
-                break;
-            }
-            lineno += 1;
-            if let Some(b) = &bar {
-                b.inc(n as u64);
-            }
-            if line.len() > MAX_LINE_BYTES {
-                rejected += 1;
-                eprintln!(
-                    "{}:{lineno}: error: line longer than {MAX_LINE_BYTES} bytes; skipped",
-                    src.label
-                );
-                continue;
-            }
-            let text = match std::str::from_utf8(&line) {
-                Ok(t) => t.trim(),
-                Err(e) => {
-                    rejected += 1;
-                    eprintln!(
-                        "{}:{lineno}: error: not UTF-8 (invalid byte at column {}); skipped",
-                        src.label,
-                        e.valid_up_to() + 1
-                    );
-                    continue;
+        let Some(decoder) = engine.decoder(&src.stream).cloned() else {
+            bail!("unknown stream `{}`", src.stream);
+        };
+        let label = src.label.clone();
+        // A second thread reads, splits and decodes lines (in batches, in order); this
+        // thread runs the engine and prints. The output is the same as one thread's.
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let (tx, rx) = mpsc::sync_channel::<io::Result<Vec<Line>>>(QUEUED_BATCHES);
+            scope.spawn(move || decode_lines(src.reader, &decoder, &tx));
+            for batch in rx {
+                let batch = batch.with_context(|| format!("cannot read `{label}`"))?;
+                let now = now_ms();
+                let mut bytes = 0u64;
+                for line in batch {
+                    bytes += line.bytes;
+                    let (row, ts) = match line.row {
+                        Ok(Some(decoded)) => decoded,
+                        Ok(None) => continue,
+                        Err(message) => {
+                            rejected += 1;
+                            eprintln!("{label}:{}: error: {message}; skipped", line.lineno);
+                            continue;
+                        }
+                    };
+                    if let Err(e) =
+                        engine.ingest_row(&src.stream, line.lineno - 1, row, ts, now, &mut out)
+                    {
+                        rejected += 1;
+                        eprintln!("{label}:{}: error: {e}; skipped", line.lineno);
+                        continue;
+                    }
+                    for r in out.drain(..) {
+                        r.write_line(&mut w)?;
+                    }
                 }
-            };
-            if text.is_empty() {
-                continue;
-            }
-            let event: serde_json::Value = match serde_json::from_str(text) {
-                Ok(v) => v,
-                Err(e) => {
-                    rejected += 1;
-                    eprintln!(
-                        "{}:{lineno}: error: not valid JSON: {e}; skipped",
-                        src.label
-                    );
-                    continue;
+                if let Some(b) = &bar {
+                    b.inc(bytes);
                 }
-            };
-            if let Err(e) = engine.ingest(&src.stream, lineno - 1, &event, now_ms(), &mut out) {
-                rejected += 1;
-                eprintln!("{}:{lineno}: error: {e}; skipped", src.label);
-                continue;
             }
-            for r in out.drain(..) {
-                writeln!(w, "{}", r.to_line())?;
-            }
-        }
+            Ok(())
+        })?;
         if let Some(b) = bar {
             b.finish_and_clear();
         }
     }
     engine.finish(&mut out);
     for r in out.drain(..) {
-        writeln!(w, "{}", r.to_line())?;
+        r.write_line(&mut w)?;
     }
     w.flush()?;
     if rejected > 0 {
@@ -231,6 +217,90 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lines per batch handed from the decoding thread to the engine thread.
+const BATCH_LINES: usize = 512;
+
+/// Batches decoded ahead of the engine (bounds the memory of a fast reader).
+const QUEUED_BATCHES: usize = 8;
+
+/// One input line, decoded.
+struct Line {
+    /// 1-based line number.
+    lineno: u64,
+    /// Bytes of input it took (for the progress bar).
+    bytes: u64,
+    /// The row and its event time (read here, where the row is hot); `None` for a blank
+    /// line; `Err` = why the line is skipped.
+    row: Result<Option<(Row, Option<i64>)>, String>,
+}
+
+/// Reads `reader` line by line and sends the decoded lines in batches, in input order.
+/// Stops at the end of input, at a read error (sent) or when the receiver is gone.
+fn decode_lines(
+    reader: Box<dyn Read + Send>,
+    decoder: &RowDecoder,
+    tx: &mpsc::SyncSender<io::Result<Vec<Line>>>,
+) {
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let mut buf = Vec::new();
+    let mut lineno = 0u64;
+    let mut batch = Vec::with_capacity(BATCH_LINES);
+    loop {
+        buf.clear();
+        let n = match read_line_bounded(&mut reader, &mut buf) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        batch.push(Line {
+            lineno,
+            bytes: n as u64,
+            row: decode_line(decoder, &buf),
+        });
+        if batch.len() == BATCH_LINES {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_LINES));
+            if tx.send(Ok(full)).is_err() {
+                return;
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(Ok(batch));
+    }
+}
+
+/// Decodes one raw line (newline included); `Ok(None)` for a blank line.
+fn decode_line(decoder: &RowDecoder, line: &[u8]) -> Result<Option<(Row, Option<i64>)>, String> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(format!("line longer than {MAX_LINE_BYTES} bytes"));
+    }
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t.trim(),
+        Err(e) => {
+            return Err(format!(
+                "not UTF-8 (invalid byte at column {})",
+                e.valid_up_to() + 1
+            ))
+        }
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    match decoder.decode_str(text) {
+        Ok(row) => {
+            let ts = decoder.event_time(&row);
+            Ok(Some((row, ts)))
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Reads one line (up to and including `\n`) but keeps at most `MAX_LINE_BYTES + 1` bytes
@@ -243,7 +313,7 @@ fn read_line_bounded(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<usiz
         if buf.is_empty() {
             return Ok(consumed);
         }
-        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
             Some(i) => (&buf[..=i], true),
             None => (buf, false),
         };

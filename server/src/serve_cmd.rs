@@ -78,6 +78,20 @@ struct FileConfig {
     group: Option<String>,
     topic_prefix: Option<String>,
     kafka_session_ms: Option<u64>,
+    /// Log segment size in bytes (default 64 MiB) and retention per partition of every
+    /// topic but `statements` (docs/durability.md).
+    segment_bytes: Option<u64>,
+    retention_bytes: Option<u64>,
+    retention_secs: Option<f64>,
+    retention_check_secs: Option<f64>,
+}
+
+fn secs(v: Option<f64>, key: &str) -> anyhow::Result<Option<Duration>> {
+    match v {
+        None => Ok(None),
+        Some(x) if x.is_finite() && x > 0.0 => Ok(Some(Duration::from_secs_f64(x))),
+        Some(x) => bail!("`{key}` must be a positive number of seconds, got {x}"),
+    }
 }
 
 fn parse_fsync(s: &str) -> anyhow::Result<FsyncPolicy> {
@@ -157,6 +171,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             Visibility::Written
         },
+        segment_bytes: file.segment_bytes.unwrap_or(64 << 20),
+        retention: weir_log::Retention {
+            max_bytes: file.retention_bytes,
+            max_age: secs(file.retention_secs, "retention_secs")?,
+        },
+        retention_check_interval: secs(file.retention_check_secs, "retention_check_secs")?
+            .unwrap_or(Duration::from_secs(30)),
         ..LogConfig::default()
     };
     let mut rule_texts = Vec::new();

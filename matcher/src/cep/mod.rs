@@ -212,6 +212,8 @@ impl MatchOutput {
 pub struct CepRuleSet {
     pub(crate) rules: Vec<Arc<CepRule>>,
     pub(crate) groups: Vec<Group>,
+    /// The group of each rule.
+    pub(crate) rule_group: Vec<u32>,
     /// Per rule, per local predicate: the interned id and whether it reads only the row.
     pub(crate) pred_ids: Vec<Vec<(u32, bool)>>,
     pub(crate) n_preds: usize,
@@ -223,15 +225,18 @@ pub(crate) struct Group {
     pub rules: Vec<u32>,
     /// Rules that might start on any row.
     pub always: Vec<u32>,
-    /// Per column: literal → rules whose first variables all require `column = literal`.
-    pub index: Vec<ColumnIndex>,
+    /// Per set of columns: rules whose first variable requires `col = literal` on each of
+    /// them, by the hash of those literals (see [`run::eq_hash`]).
+    pub index: Vec<ConjIndex>,
 }
 
+/// Start index on a conjunction of equalities: a row is looked up by the hash of its
+/// values in `cols`. A hash collision only adds a candidate (its first DEFINE is still
+/// evaluated); a rule is never missed.
 #[derive(Debug)]
-pub(crate) struct ColumnIndex {
-    pub col: usize,
-    pub strings: HashMap<String, Vec<u32>, run::IdBuild>,
-    pub others: HashMap<run::KeyPart, Vec<u32>, run::IdBuild>,
+pub(crate) struct ConjIndex {
+    pub cols: Vec<usize>,
+    pub map: HashMap<u64, Vec<u32>, run::IdBuild>,
 }
 
 impl CepRuleSet {
@@ -296,42 +301,50 @@ impl CepRuleSet {
                 ids.push((id, row_only));
             }
             pred_ids.push(ids);
-            // start index
-            let mut required: Option<Vec<(usize, Value)>> = Some(Vec::new());
+            // start index: per first variable, the `col = literal` conjuncts its DEFINE
+            // requires; the rule is a candidate when the row satisfies all of them for
+            // some first variable
+            let mut keys: Option<Vec<Vec<(usize, Value)>>> = Some(Vec::new());
             match &r.first_vars {
-                None => required = None,
+                None => keys = None,
                 Some(vs) => {
                     for v in vs {
-                        let eq = match r.vars[*v as usize].kind {
-                            compile::VarKind::Def(p) => r.preds[p as usize].required_equality(),
-                            _ => None,
+                        let mut eqs = match r.vars[*v as usize].kind {
+                            compile::VarKind::Def(p) => r.preds[p as usize].required_equalities(),
+                            _ => Vec::new(),
                         };
-                        match (eq, required.as_mut()) {
-                            (Some((c, val)), Some(req)) => req.push((c, val)),
-                            _ => required = None,
+                        eqs.retain(|(_, lit)| run::eq_indexable(lit));
+                        eqs.sort_by(|a, b| {
+                            a.0.cmp(&b.0)
+                                .then_with(|| format!("{:?}", a.1).cmp(&format!("{:?}", b.1)))
+                        });
+                        eqs.dedup();
+                        match (eqs.is_empty(), keys.as_mut()) {
+                            (false, Some(k)) => k.push(eqs),
+                            _ => keys = None,
                         }
                     }
                 }
             }
-            match required {
-                Some(req) if !req.is_empty() => {
-                    for (c, val) in req {
-                        let slot = match group.index.iter().position(|ix| ix.col == c) {
+            match keys {
+                Some(keys) if !keys.is_empty() => {
+                    for eqs in keys {
+                        let cols: Vec<usize> = eqs.iter().map(|(c, _)| *c).collect();
+                        let slot = match group.index.iter().position(|ix| ix.cols == cols) {
                             Some(i) => i,
                             None => {
-                                group.index.push(ColumnIndex {
-                                    col: c,
-                                    strings: HashMap::default(),
-                                    others: HashMap::default(),
+                                group.index.push(ConjIndex {
+                                    cols,
+                                    map: HashMap::default(),
                                 });
                                 group.index.len() - 1
                             }
                         };
-                        let ix = &mut group.index[slot];
-                        let list = match val {
-                            Value::String(s) => ix.strings.entry(s).or_default(),
-                            v => ix.others.entry(run::KeyPart::of(&v)).or_default(),
-                        };
+                        let mut h = run::EQ_HASH_SEED;
+                        for (_, lit) in &eqs {
+                            run::eq_hash(&mut h, lit);
+                        }
+                        let list = group.index[slot].map.entry(h).or_default();
                         if !list.contains(&(ri as u32)) {
                             list.push(ri as u32);
                         }
@@ -344,6 +357,7 @@ impl CepRuleSet {
             n_preds: interned.len(),
             rules,
             groups,
+            rule_group,
             pred_ids,
         })
     }

@@ -17,40 +17,15 @@ use crate::value::{Row, Value};
 use dsl::ast::AfterMatch;
 use dsl::plan::LatePolicy;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// Version of the serialized [`PartitionState`].
-pub const STATE_VERSION: u32 = 2;
+pub const STATE_VERSION: u32 = 3;
 
 const NONE: u32 = u32::MAX;
-
-/// A hashable partition-key component.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub(crate) enum KeyPart {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(u64),
-    Str(Box<str>),
-    Ts(i64),
-    Json(Box<str>),
-}
-
-impl KeyPart {
-    pub(crate) fn of(v: &Value) -> KeyPart {
-        match v {
-            Value::Null => KeyPart::Null,
-            Value::Bool(b) => KeyPart::Bool(*b),
-            Value::Int(i) => KeyPart::Int(*i),
-            Value::Float(f) => KeyPart::Float(f.to_bits()),
-            Value::String(s) => KeyPart::Str(s.as_str().into()),
-            Value::Timestamp(t) => KeyPart::Ts(*t),
-            Value::Json(j) => KeyPart::Json(j.to_string().into()),
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredRow {
@@ -84,12 +59,18 @@ struct Best {
     absent_deadline: Option<i64>,
 }
 
+/// A search's path nodes and threads live inline while they are few (most searches end
+/// after a row or two), so starting one allocates nothing.
+type Nodes = SmallVec<[PNode; 4]>;
+type Threads = SmallVec<[Thread; 2]>;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Search {
+    /// Key-level index of the start row.
     start: u64,
     t0: i64,
-    nodes: Vec<PNode>,
-    threads: Vec<Thread>,
+    nodes: Nodes,
+    threads: Threads,
     best: Option<Best>,
     done: bool,
 }
@@ -97,10 +78,8 @@ struct Search {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RuleKey {
     rule: u32,
-    rows: VecDeque<StoredRow>,
-    base: u64,
-    next: u64,
-    searches: VecDeque<Search>,
+    /// Open searches in start order (the front is the oldest).
+    searches: SmallVec<[Search; 1]>,
     matches: u64,
 }
 
@@ -113,15 +92,40 @@ impl RuleKey {
     }
 }
 
+/// Everything one key holds for one rule group, in one allocation in the common case:
+/// the rows since the oldest open search of any rule (shared by the key's rules; row
+/// `i` of the key is `rows[i - base]`) and the per-rule searches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyState {
-    values: Vec<Value>,
-    rules: Vec<RuleKey>,
+    values: SmallVec<[Value; 1]>,
+    rows: SmallVec<[StoredRow; 2]>,
+    base: u64,
+    next: u64,
+    rules: SmallVec<[RuleKey; 1]>,
     /// Deadline of this key's pending timer, if one is in the heap.
     timer: Option<i64>,
 }
 
 impl KeyState {
+    /// Drops the rows no open search needs any more.
+    fn trim_rows(&mut self) {
+        let keep_from = self
+            .rules
+            .iter()
+            .filter_map(|rk| rk.searches.first().map(|s| s.start))
+            .min()
+            .unwrap_or(self.next);
+        if keep_from > self.base {
+            let n = ((keep_from - self.base) as usize).min(self.rows.len());
+            if n == self.rows.len() {
+                self.rows.clear();
+            } else {
+                self.rows.drain(..n);
+            }
+            self.base = keep_from;
+        }
+    }
+
     /// Earliest WITHIN deadline among open searches.
     fn next_deadline(&self, rules: &CepRuleSet) -> Option<i64> {
         self.rules
@@ -143,6 +147,21 @@ struct Pending {
     ts: i64,
     offset: u64,
     row: Row,
+    /// Worked out when the row arrived (its data still in cache); recomputed after a
+    /// checkpoint restore.
+    #[serde(skip)]
+    pre: Option<Pre>,
+}
+
+/// What the matcher needs to know about a row before it touches any key state: its
+/// partition-key hash per rule group and the rules that may start on it.
+#[derive(Debug, Clone, Default)]
+struct Pre {
+    /// Per rule group.
+    key_hashes: SmallVec<[u64; 1]>,
+    /// Rules (of every group) that may start on the row: found through the start index,
+    /// then filtered by their first DEFINEs when those read only the row.
+    cands: SmallVec<[u32; 4]>,
 }
 impl PartialEq for Pending {
     fn eq(&self, o: &Self) -> bool {
@@ -213,7 +232,8 @@ struct Scratch {
     gen: u32,
     /// (pc, projection hash) → (node, len) of the first thread there this step.
     seen: rustc_hash::FxHashMap<(u32, u64), (u32, u32)>,
-    nlist: Vec<Thread>,
+    /// The threads of the step being taken (copied out of the search).
+    clist: Vec<Thread>,
     stack: Vec<u32>,
 }
 
@@ -310,6 +330,69 @@ fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
     h.wrapping_mul(K)
 }
 
+/// Seed of [`eq_hash`].
+pub(crate) const EQ_HASH_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Integers and integral floats up to this magnitude hash alike (`1 = 1.0`).
+const EXACT_F64_INT: f64 = 9_007_199_254_740_992.0; // 2^53
+
+/// Whether a `col = literal` conjunct can go into a start index: SQL equality with it
+/// must imply equal [`eq_hash`] inputs. Strings that read as timestamps (a TIMESTAMP
+/// column equals them after parsing) and large integers are left out.
+pub(crate) fn eq_indexable(lit: &Value) -> bool {
+    match lit {
+        Value::Bool(_) => true,
+        Value::Int(i) => i.unsigned_abs() <= 1 << 53,
+        Value::Float(f) => f.fract() != 0.0 || f.abs() < EXACT_F64_INT,
+        Value::String(s) => crate::value::parse_timestamp(s).is_none(),
+        Value::Null | Value::Timestamp(_) | Value::Json(_) => false,
+    }
+}
+
+/// Mixes a value into a start-index hash so that SQL-equal values (with an indexable
+/// literal) mix alike. `false` when the value can equal no indexable literal (NULL, JSON).
+pub(crate) fn eq_hash(h: &mut u64, v: &Value) -> bool {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    let mut mix = |w: u64| *h = (*h ^ w).wrapping_mul(K).rotate_left(26);
+    match v {
+        Value::Bool(b) => mix(1 | ((*b as u64) << 8)),
+        Value::Int(i) | Value::Timestamp(i) => {
+            mix(2);
+            mix(*i as u64)
+        }
+        Value::Float(f) => {
+            if f.fract() == 0.0 && f.abs() <= EXACT_F64_INT {
+                mix(2);
+                mix(*f as i64 as u64)
+            } else {
+                mix(3);
+                mix(f.to_bits())
+            }
+        }
+        Value::String(s) => {
+            let bytes = s.as_bytes();
+            mix(4 | ((bytes.len() as u64) << 8));
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                mix(u64::from_le_bytes([
+                    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+                ]));
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut buf = [0u8; 8];
+                buf[..rest.len()].copy_from_slice(rest);
+                mix(u64::from_le_bytes(buf));
+            }
+        }
+        Value::Null | Value::Json(_) => return false,
+    }
+    true
+}
+
+/// The keys whose partition-key hash is equal (almost always one).
+type Bucket = SmallVec<[Box<KeyState>; 1]>;
+
 /// Mutable state of one log partition for one [`CepRuleSet`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionState {
@@ -317,7 +400,7 @@ pub struct PartitionState {
     partition: u32,
     rule_names: Vec<String>,
     /// Per rule group: key hash → the keys with that hash (almost always one).
-    groups_state: Vec<HashMap<u64, Vec<KeyState>, IdBuild>>,
+    groups_state: Vec<HashMap<u64, Bucket, IdBuild>>,
     /// Reorder buffer: rows that arrived in order (the common case, O(1))…
     reorder_run: VecDeque<Pending>,
     /// …and rows that arrived out of order.
@@ -343,7 +426,7 @@ pub struct PartitionState {
 /// Evaluation context of a DEFINE (current row tentatively mapped to a variable) or of
 /// MEASURES (the final match).
 struct Ctx<'a> {
-    rows: &'a VecDeque<StoredRow>,
+    rows: &'a [StoredRow],
     base: u64,
     start: u64,
     nodes: &'a [PNode],
@@ -615,7 +698,7 @@ fn closure(
     rule: &CepRule,
     sc: &mut Scratch,
     nodes: &[PNode],
-    out: &mut Vec<Thread>,
+    out: &mut Threads,
     t: Thread,
     entering: bool,
 ) {
@@ -721,7 +804,7 @@ impl Search {
         env: &Env,
         cache: &mut PredCache,
         sc: &mut Scratch,
-        rows: &VecDeque<StoredRow>,
+        rows: &[StoredRow],
         base: u64,
         row: &Row,
         ts: i64,
@@ -738,9 +821,10 @@ impl Search {
             }
         }
         sc.next_step(rule.prog.len());
-        let clist = std::mem::take(&mut self.threads);
-        let mut nlist = std::mem::take(&mut sc.nlist);
-        nlist.clear();
+        let mut clist = std::mem::take(&mut sc.clist);
+        clist.clear();
+        clist.extend_from_slice(&self.threads);
+        self.threads.clear();
         for &t in &clist {
             let (v, absent) = match rule.prog[t.pc as usize] {
                 Inst::Classify(v) => (v, false),
@@ -775,7 +859,7 @@ impl Search {
                     len: t.len + 1,
                     ..t
                 };
-                closure(rule, sc, &self.nodes, &mut nlist, nt, false);
+                closure(rule, sc, &self.nodes, &mut self.threads, nt, false);
             } else {
                 let nt = Thread {
                     pc: t.pc + 1,
@@ -783,11 +867,10 @@ impl Search {
                     len: t.len + 1,
                     ..t
                 };
-                closure(rule, sc, &self.nodes, &mut nlist, nt, true);
+                closure(rule, sc, &self.nodes, &mut self.threads, nt, true);
             }
         }
-        self.threads = nlist;
-        sc.nlist = clist;
+        sc.clist = clist;
         self.normalize(rule);
     }
 }
@@ -834,19 +917,27 @@ struct Emit<'a> {
     counters: &'a mut CepCounters,
 }
 
+/// The rows and key values of one key, read while its rule states are resolved.
+#[derive(Clone, Copy)]
+struct KeyRows<'a> {
+    rows: &'a [StoredRow],
+    base: u64,
+    next: u64,
+    values: &'a [Value],
+}
+
 fn emit_match(
     em: &mut Emit,
     rule: &CepRule,
-    rk: &RuleKey,
-    key_values: &[Value],
+    match_number: u64,
+    kr: KeyRows,
     s: &Search,
     best: &Best,
     out: &mut Vec<MatchOutput>,
 ) {
-    let match_number = rk.matches + 1;
     let ctx = Ctx {
-        rows: &rk.rows,
-        base: rk.base,
+        rows: kr.rows,
+        base: kr.base,
         start: s.start,
         nodes: &s.nodes,
         tail: best.node,
@@ -855,11 +946,12 @@ fn emit_match(
         match_number,
         var_names: &rule.var_names,
     };
-    let first = &rk.rows[(s.start - rk.base) as usize];
-    let last = &rk.rows[(s.start + best.len as u64 - 1 - rk.base) as usize];
-    let late = (0..best.len as u64).any(|i| rk.rows[(s.start + i - rk.base) as usize].late);
+    let at = |i: u64| &kr.rows[(s.start + i - kr.base) as usize];
+    let first = at(0);
+    let last = at(best.len as u64 - 1);
+    let late = (0..best.len as u64).any(|i| at(i).late);
     let mut fields = Vec::with_capacity(rule.partition_names.len() + rule.measures.len());
-    for (n, v) in rule.partition_names.iter().zip(key_values) {
+    for (n, v) in rule.partition_names.iter().zip(kr.values) {
         fields.push((n.clone(), v.clone()));
     }
     for (n, m) in &rule.measures {
@@ -888,57 +980,45 @@ fn emit_match(
     });
 }
 
-/// Emits decided searches in start order, applies AFTER MATCH, trims rows, enforces caps.
+/// Emits decided searches in start order, applies AFTER MATCH, enforces caps. The key's
+/// rows are trimmed afterwards ([`KeyState::trim_rows`]).
 fn resolve(
     em: &mut Emit,
     rule: &CepRule,
     rk: &mut RuleKey,
-    key_values: &[Value],
+    kr: KeyRows,
     out: &mut Vec<MatchOutput>,
 ) {
     rk.searches.retain(|s| !(s.done && s.best.is_none()));
-    while rk.searches.front().is_some_and(|s| s.done) {
-        let Some(s) = rk.searches.pop_front() else {
-            break;
-        };
+    let n = rk.searches.len();
+    let mut k = 0;
+    while k < n && rk.searches[k].done {
+        let s = &rk.searches[k];
+        k += 1;
         let Some(best) = s.best else { continue };
-        emit_match(em, rule, rk, key_values, &s, &best, out);
+        emit_match(em, rule, rk.matches + 1, kr, s, &best, out);
         rk.matches += 1;
-        let target = skip_target(rule, &s, &best);
-        while rk.searches.front().is_some_and(|x| x.start < target) {
-            rk.searches.pop_front();
+        let target = skip_target(rule, s, &best);
+        while k < n && rk.searches[k].start < target {
+            k += 1;
         }
     }
     // caps
     let cfg: &CepConfig = &rule.config;
-    let mut threads = rk.threads();
-    while threads > cfg.max_partial_matches_per_key && rk.searches.len() > 1 {
-        if let Some(s) = rk.searches.pop_front() {
-            threads -= s.threads.len();
-            em.counters.partial_matches_dropped += s.threads.len() as u64;
-        }
+    let mut threads: usize = rk.searches[k..].iter().map(|s| s.threads.len()).sum();
+    while threads > cfg.max_partial_matches_per_key && n - k > 1 {
+        threads -= rk.searches[k].threads.len();
+        em.counters.partial_matches_dropped += rk.searches[k].threads.len() as u64;
+        k += 1;
     }
-    trim_rows(rk);
-    while rk.rows.len() > cfg.max_rows_per_key && !rk.searches.is_empty() {
-        if let Some(s) = rk.searches.pop_front() {
-            em.counters.partial_matches_dropped += s.threads.len().max(1) as u64;
-        }
-        trim_rows(rk);
+    while k < n && kr.next - rk.searches[k].start > cfg.max_rows_per_key as u64 {
+        em.counters.partial_matches_dropped += rk.searches[k].threads.len().max(1) as u64;
+        k += 1;
     }
-}
-
-fn trim_rows(rk: &mut RuleKey) {
-    match rk.searches.front() {
-        None => {
-            rk.rows.clear();
-            rk.base = rk.next;
-        }
-        Some(s) => {
-            while rk.base < s.start && !rk.rows.is_empty() {
-                rk.rows.pop_front();
-                rk.base += 1;
-            }
-        }
+    if k == n {
+        rk.searches.clear();
+    } else if k > 0 {
+        rk.searches.drain(..k);
     }
 }
 
@@ -973,11 +1053,11 @@ fn key_matches(rule: &CepRule, row: &Row, k: &RowKey, values: &[Value]) -> bool 
     }
 }
 
-fn key_values(rule: &CepRule, row: &Row, k: &RowKey) -> Vec<Value> {
+fn key_values(rule: &CepRule, row: &Row, k: &RowKey) -> SmallVec<[Value; 1]> {
     match (&k.computed, &rule.partition_cols) {
-        (Some(v), _) => v.clone(),
+        (Some(v), _) => v.iter().cloned().collect(),
         (None, Some(cols)) => cols.iter().map(|c| row.get(*c).clone()).collect(),
-        (None, None) => Vec::new(),
+        (None, None) => SmallVec::new(),
     }
 }
 
@@ -1081,22 +1161,34 @@ impl PartitionState {
     }
 
     /// Approximate bytes held by keys, partial matches and their row references (row
-    /// contents are shared between rules and not counted).
+    /// contents are shared between rules and not counted; the key's own values are).
     pub fn approx_state_bytes(&self) -> usize {
         use std::mem::size_of;
+        fn heap<A: smallvec::Array>(v: &SmallVec<A>) -> usize {
+            if v.spilled() {
+                v.capacity() * size_of::<A::Item>()
+            } else {
+                0
+            }
+        }
         let mut total = 0;
         for g in &self.groups_state {
+            // a table slot per key (plus hashbrown's control byte)
+            total += g.len() * (size_of::<(u64, Bucket)>() + 1);
             for b in g.values() {
-                total += 16 + b.capacity() * size_of::<KeyState>();
+                total += heap(b);
                 for ks in b {
-                    total += ks.values.capacity() * size_of::<Value>();
-                    total += ks.rules.capacity() * size_of::<RuleKey>();
+                    total += size_of::<KeyState>() + heap(&ks.values) + heap(&ks.rows);
+                    total += heap(&ks.rules);
+                    for v in &ks.values {
+                        if let Value::String(s) = v {
+                            total += s.capacity();
+                        }
+                    }
                     for rk in &ks.rules {
-                        total += rk.rows.capacity() * size_of::<StoredRow>();
+                        total += heap(&rk.searches);
                         for s in &rk.searches {
-                            total += size_of::<Search>()
-                                + s.nodes.capacity() * size_of::<PNode>()
-                                + s.threads.capacity() * size_of::<Thread>();
+                            total += heap(&s.nodes) + heap(&s.threads);
                         }
                     }
                 }
@@ -1139,7 +1231,7 @@ impl PartitionState {
                 }
                 LatePolicy::Emit => {
                     self.counters.late_emitted += 1;
-                    self.engine_row(rules, Arc::new(row), event_time, offset, true, out);
+                    self.engine_row(rules, row, None, event_time, offset, true, out);
                 }
             }
             return;
@@ -1149,12 +1241,14 @@ impl PartitionState {
         let wm = max.saturating_sub(max_delay_ms.min(i64::MAX as u64) as i64);
         if self.buffered() == 0 && event_time <= wm {
             // in order and already releasable: skip the buffer
-            self.engine_row(rules, Arc::new(row), event_time, offset, false, out);
+            self.engine_row(rules, row, None, event_time, offset, false, out);
         } else {
+            let pre = self.prepare(rules, &row);
             self.buffer_push(Pending {
                 ts: event_time,
                 offset,
                 row,
+                pre: Some(pre),
             });
         }
         self.advance_watermark(rules, wm, out);
@@ -1165,7 +1259,7 @@ impl PartitionState {
         while self.buffered() > cap {
             if let Some(p) = self.buffer_pop() {
                 self.counters.reorder_forced += 1;
-                self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
+                self.engine_row(rules, p.row, p.pre, p.ts, p.offset, false, out);
             }
         }
     }
@@ -1179,7 +1273,7 @@ impl PartitionState {
         }
         while self.buffer_min_ts().is_some_and(|ts| ts <= self.watermark) {
             if let Some(p) = self.buffer_pop() {
-                self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
+                self.engine_row(rules, p.row, p.pre, p.ts, p.offset, false, out);
             }
         }
         self.fire_timers(rules, out);
@@ -1188,7 +1282,7 @@ impl PartitionState {
     /// End of input: releases every buffered row and decides everything still open.
     pub fn finish(&mut self, rules: &CepRuleSet, out: &mut Vec<MatchOutput>) {
         while let Some(p) = self.buffer_pop() {
-            self.engine_row(rules, Arc::new(p.row), p.ts, p.offset, false, out);
+            self.engine_row(rules, p.row, p.pre, p.ts, p.offset, false, out);
         }
         let mut em = Emit {
             rules,
@@ -1202,12 +1296,26 @@ impl PartitionState {
             for h in hashes {
                 let Some(bucket) = g.remove(&h) else { continue };
                 for mut ks in bucket {
-                    for rk in ks.rules.iter_mut() {
+                    let KeyState {
+                        values,
+                        rows,
+                        base,
+                        next,
+                        rules: rks,
+                        ..
+                    } = &mut *ks;
+                    let kr = KeyRows {
+                        rows,
+                        base: *base,
+                        next: *next,
+                        values,
+                    };
+                    for rk in rks.iter_mut() {
                         let rule = &rules.rules[rk.rule as usize];
                         for s in rk.searches.iter_mut() {
                             s.expire(rule);
                         }
-                        resolve(&mut em, rule, rk, &ks.values, out);
+                        resolve(&mut em, rule, rk, kr, out);
                     }
                 }
             }
@@ -1240,7 +1348,21 @@ impl PartitionState {
                     continue;
                 }
                 ks.timer = None;
-                for rk in ks.rules.iter_mut() {
+                let KeyState {
+                    values,
+                    rows,
+                    base,
+                    next,
+                    rules: rks,
+                    ..
+                } = &mut **ks;
+                let kr = KeyRows {
+                    rows,
+                    base: *base,
+                    next: *next,
+                    values,
+                };
+                for rk in rks.iter_mut() {
                     let rule = &rules.rules[rk.rule as usize];
                     let Some(d) = rule.within_ms else { continue };
                     let before = rk.threads();
@@ -1252,7 +1374,7 @@ impl PartitionState {
                         }
                     }
                     if any {
-                        resolve(&mut em, rule, rk, &ks.values, out);
+                        resolve(&mut em, rule, rk, kr, out);
                     }
                     let after = rk.threads();
                     let live = &mut self.rule_live[rk.rule as usize];
@@ -1260,6 +1382,7 @@ impl PartitionState {
                 }
                 ks.rules
                     .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
+                ks.trim_rows();
                 if let Some(next) = ks.next_deadline(rules) {
                     ks.timer = Some(next);
                     rearm.push(next);
@@ -1275,68 +1398,131 @@ impl PartitionState {
         }
     }
 
+    fn next_cand_gen(&mut self) -> u32 {
+        self.cand_gen = self.cand_gen.wrapping_add(1);
+        if self.cand_gen == 0 {
+            self.cand_stamp.iter_mut().for_each(|s| *s = 0);
+            self.cand_gen = 1;
+        }
+        self.cand_gen
+    }
+
+    /// Works out a row's [`Pre`]: called when the row arrives, while its data is in cache.
+    fn prepare(&mut self, rules: &CepRuleSet, row: &Row) -> Pre {
+        self.cache.next_event(rules.n_preds);
+        if self.cand_stamp.len() < rules.rules.len() {
+            self.cand_stamp.resize(rules.rules.len(), 0);
+        }
+        let mut pre = Pre::default();
+        for group in &rules.groups {
+            let rep = &rules.rules[group.rules[0] as usize];
+            pre.key_hashes.push(row_key(rep, row).hash);
+            let gen = self.next_cand_gen();
+            let mut consider = |r: u32, cache: &mut PredCache, stamp: &mut [u32]| {
+                if stamp[r as usize] == gen {
+                    return;
+                }
+                stamp[r as usize] = gen;
+                let env = Env {
+                    rule: &rules.rules[r as usize],
+                    pred_ids: &rules.pred_ids[r as usize],
+                };
+                if may_start(&env, cache, row) {
+                    pre.cands.push(r);
+                }
+            };
+            for &r in &group.always {
+                consider(r, &mut self.cache, &mut self.cand_stamp);
+            }
+            for ix in &group.index {
+                let mut h = EQ_HASH_SEED;
+                if !ix.cols.iter().all(|c| eq_hash(&mut h, row.get(*c))) {
+                    continue;
+                }
+                for &r in ix.map.get(&h).into_iter().flatten() {
+                    consider(r, &mut self.cache, &mut self.cand_stamp);
+                }
+            }
+        }
+        pre
+    }
+
     /// One row in event-time order (or a late row under `late = 'emit'`).
+    #[allow(clippy::too_many_arguments)]
     fn engine_row(
         &mut self,
         rules: &CepRuleSet,
-        row: Arc<Row>,
+        row: Row,
+        pre: Option<Pre>,
         ts: i64,
         offset: u64,
         late: bool,
         out: &mut Vec<MatchOutput>,
     ) {
         self.counters.rows += 1;
+        let pre = match pre {
+            Some(p) => p,
+            None => self.prepare(rules, &row),
+        };
         self.cache.next_event(rules.n_preds);
         if self.cand_stamp.len() < rules.rules.len() {
             self.cand_stamp.resize(rules.rules.len(), 0);
         }
-        let stored = StoredRow {
-            row: row.clone(),
-            ts,
-            offset,
-            late,
-        };
+        // The row goes behind an `Arc` only when some key keeps it (most rows start
+        // nothing and meet no open partial match).
+        let mut owned = Some(row);
+        let mut shared: Option<Arc<Row>> = None;
         for (gi, group) in rules.groups.iter().enumerate() {
             let rep = &rules.rules[group.rules[0] as usize];
-            // candidate rules that may start on this row
-            self.cand_gen = self.cand_gen.wrapping_add(1);
-            if self.cand_gen == 0 {
-                self.cand_stamp.iter_mut().for_each(|s| *s = 0);
-                self.cand_gen = 1;
-            }
-            let gen = self.cand_gen;
+            let gen = self.next_cand_gen();
             let mut cands = std::mem::take(&mut self.cand_buf);
             cands.clear();
-            for &r in &group.always {
-                self.cand_stamp[r as usize] = gen;
-                cands.push(r);
-            }
-            for ix in &group.index {
-                let list = match row.get(ix.col) {
-                    Value::String(s) => ix.strings.get(s.as_str()),
-                    v => ix.others.get(&KeyPart::of(v)),
-                };
-                for &r in list.into_iter().flatten() {
-                    if self.cand_stamp[r as usize] != gen {
-                        self.cand_stamp[r as usize] = gen;
-                        cands.push(r);
-                    }
+            for &r in &pre.cands {
+                if rules.rule_group[r as usize] as usize == gi {
+                    self.cand_stamp[r as usize] = gen;
+                    cands.push(r);
                 }
             }
-            let key = row_key(rep, &row);
-            let gs = &mut self.groups_state[gi];
-            // taken out while processed; the (possibly empty) bucket stays so that putting
-            // the key back does not allocate
-            let mut ks = gs.get_mut(&key.hash).and_then(|bucket| {
-                bucket
-                    .iter()
-                    .position(|ks| key_matches(rep, &row, &key, &ks.values))
-                    .map(|i| bucket.swap_remove(i))
-            });
+            let (key, mut ks) = {
+                let Some(row) = owned.as_ref().or(shared.as_deref()) else {
+                    return;
+                };
+                let key = match (&rep.partition_cols, pre.key_hashes.get(gi)) {
+                    (Some(_), Some(&hash)) => RowKey {
+                        hash,
+                        computed: None,
+                    },
+                    _ => row_key(rep, row),
+                };
+                // taken out while processed; the (possibly empty) bucket stays so that
+                // putting the key back costs no allocation
+                let ks = self.groups_state[gi]
+                    .get_mut(&key.hash)
+                    .and_then(|bucket| {
+                        bucket
+                            .iter()
+                            .position(|ks| key_matches(rep, row, &key, &ks.values))
+                            .map(|i| bucket.swap_remove(i))
+                    });
+                (key, ks)
+            };
             if ks.is_none() && cands.is_empty() {
                 self.cand_buf = cands;
                 continue;
             }
+            if let Some(r) = owned.take() {
+                shared = Some(Arc::new(r));
+            }
+            let Some(arc) = shared.as_ref() else {
+                return;
+            };
+            let row: &Row = arc;
+            let stored = || StoredRow {
+                row: arc.clone(),
+                ts,
+                offset,
+                late,
+            };
             let mut em = Emit {
                 rules,
                 partition: self.partition,
@@ -1350,25 +1536,39 @@ impl PartitionState {
             };
             // existing rule states of this key
             if let Some(ks) = ks.as_mut() {
-                for rk in ks.rules.iter_mut() {
+                ks.rows.push(stored());
+                ks.next += 1;
+                let idx = ks.next - 1;
+                let KeyState {
+                    values,
+                    rows,
+                    base,
+                    next,
+                    rules: rks,
+                    ..
+                } = &mut **ks;
+                let kr = KeyRows {
+                    rows,
+                    base: *base,
+                    next: *next,
+                    values,
+                };
+                for rk in rks.iter_mut() {
                     let rule = &rules.rules[rk.rule as usize];
                     let env = Env {
                         rule,
                         pred_ids: &rules.pred_ids[rk.rule as usize],
                     };
                     let before = rk.threads();
-                    rk.rows.push_back(stored.clone());
-                    let idx = rk.next;
-                    rk.next += 1;
                     let mn = rk.matches + 1;
                     for s in rk.searches.iter_mut() {
                         s.step(
                             &env,
                             &mut self.cache,
                             &mut self.scratch,
-                            &rk.rows,
-                            rk.base,
-                            &row,
+                            kr.rows,
+                            kr.base,
+                            row,
                             ts,
                             mn,
                         );
@@ -1381,18 +1581,18 @@ impl PartitionState {
                             &env,
                             &mut self.cache,
                             &mut self.scratch,
-                            &rk.rows,
-                            rk.base,
-                            &row,
+                            kr.rows,
+                            kr.base,
+                            row,
                             idx,
                             ts,
                             mn,
                         ) {
                             note_timer(rule.within_ms);
-                            rk.searches.push_back(s);
+                            rk.searches.push(s);
                         }
                     }
-                    resolve(&mut em, rule, rk, &ks.values, out);
+                    resolve(&mut em, rule, rk, kr, out);
                     let after = rk.threads();
                     let l = &mut self.rule_live[rk.rule as usize];
                     *l = (*l + after as u64).saturating_sub(before as u64);
@@ -1411,15 +1611,19 @@ impl PartitionState {
                     rule,
                     pred_ids: &rules.pred_ids[r as usize],
                 };
-                let empty = VecDeque::new();
+                // the row's index in the key: its last row when the key exists
+                let (rows, base, idx): (&[StoredRow], u64, u64) = match ks.as_ref() {
+                    Some(ks) => (&ks.rows, ks.base, ks.next - 1),
+                    None => (&[], 0, 0),
+                };
                 let Some(s) = start_search(
                     &env,
                     &mut self.cache,
                     &mut self.scratch,
-                    &empty,
-                    0,
-                    &row,
-                    0,
+                    rows,
+                    base,
+                    row,
+                    idx,
                     ts,
                     1,
                 ) else {
@@ -1430,37 +1634,45 @@ impl PartitionState {
                     continue;
                 }
                 note_timer(rule.within_ms);
-                let ks = ks.get_or_insert_with(|| KeyState {
-                    values: key_values(rep, &row, &key),
-                    rules: Vec::new(),
-                    timer: None,
+                let ks = ks.get_or_insert_with(|| {
+                    let mut rows = SmallVec::new();
+                    rows.push(stored());
+                    Box::new(KeyState {
+                        values: key_values(rep, row, &key),
+                        rows,
+                        base: 0,
+                        next: 1,
+                        rules: SmallVec::new(),
+                        timer: None,
+                    })
                 });
-                // room for a few rows and searches up front: growing a VecDeque from
-                // capacity 1 reallocates on each of the next pushes
-                let mut rows = VecDeque::with_capacity(4);
-                rows.push_back(stored.clone());
-                let mut searches = VecDeque::with_capacity(2);
-                searches.push_back(s);
+                let mut searches = SmallVec::new();
+                searches.push(s);
                 let mut rk = RuleKey {
                     rule: r,
-                    rows,
-                    base: 0,
-                    next: 1,
                     searches,
                     matches: 0,
                 };
-                resolve(&mut em, rule, &mut rk, &ks.values, out);
+                let kr = KeyRows {
+                    rows: &ks.rows,
+                    base: ks.base,
+                    next: ks.next,
+                    values: &ks.values,
+                };
+                resolve(&mut em, rule, &mut rk, kr, out);
                 self.rule_live[r as usize] += rk.threads() as u64;
                 if !rk.idle(rule) {
                     ks.rules.push(rk);
                 }
             }
             self.cand_buf = cands;
+            let gs = &mut self.groups_state[gi];
             let had = ks.is_some();
             if let Some(mut ks) = ks {
                 ks.rules
                     .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
                 if !ks.rules.is_empty() {
+                    ks.trim_rows();
                     // one pending timer per key: the earliest deadline (re-armed on firing)
                     if let Some(d) = timer_needed {
                         let at = ts.saturating_add(d);
@@ -1480,13 +1692,39 @@ impl PartitionState {
     }
 }
 
+/// Whether a rule can start on this row, judged by the first DEFINEs that read only the
+/// row (cached per event; the others are left to [`start_search`]).
+fn may_start(env: &Env, cache: &mut PredCache, row: &Row) -> bool {
+    let rule = env.rule;
+    let Some(first) = &rule.first_vars else {
+        return true;
+    };
+    first.iter().any(|&v| match rule.vars[v as usize].kind {
+        VarKind::Def(p) if env.pred_ids[p as usize].1 => {
+            let mut ctx = Ctx {
+                rows: &[],
+                base: 0,
+                start: 0,
+                nodes: &[],
+                tail: NONE,
+                len: 0,
+                cur: Some((row, v)),
+                match_number: 1,
+                var_names: &rule.var_names,
+            };
+            var_holds(env, cache, v, &mut ctx)
+        }
+        _ => true,
+    })
+}
+
 /// A new search starting at row `idx`; `None` when no thread survives the first row.
 #[allow(clippy::too_many_arguments)]
 fn start_search(
     env: &Env,
     cache: &mut PredCache,
     sc: &mut Scratch,
-    rows: &VecDeque<StoredRow>,
+    rows: &[StoredRow],
     base: u64,
     row: &Row,
     idx: u64,
@@ -1518,13 +1756,13 @@ fn start_search(
     let mut s = Search {
         start: idx,
         t0: ts,
-        nodes: Vec::with_capacity(4),
-        threads: Vec::new(),
+        nodes: SmallVec::new(),
+        threads: SmallVec::new(),
         best: None,
         done: false,
     };
     sc.next_step(rule.prog.len());
-    let mut threads = Vec::new();
+    let mut threads = SmallVec::new();
     closure(
         rule,
         sc,

@@ -185,31 +185,17 @@ async fn get_statement(State(s): St, Path(name): Path<String>) -> Result<Respons
     }
 }
 
-/// Splits a request body into events (or per-event errors).
-fn parse_events(headers: &HeaderMap, body: &[u8]) -> Result<Vec<super::EventIn>, ApiError> {
-    let ndjson = headers
+fn is_ndjson(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
             v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl")
-        });
-    if ndjson {
-        let mut out = Vec::new();
-        for line in body.split(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            out.push(match std::str::from_utf8(line) {
-                Err(e) => Err(format!("not UTF-8 (invalid byte at {})", e.valid_up_to())),
-                // The line is logged as sent (no re-serialization).
-                Ok(t) => serde_json::from_str::<Json>(t)
-                    .map(|v| (v, Some(t.trim().as_bytes().to_vec())))
-                    .map_err(|e| format!("not valid JSON: {e}")),
-            });
-        }
-        return Ok(out);
-    }
+        })
+}
+
+/// Parses a JSON object or array body into events.
+fn parse_events(body: &[u8]) -> Result<Vec<super::EventIn>, ApiError> {
     let text = std::str::from_utf8(body).map_err(|e| {
         ApiError::new(
             400,
@@ -270,15 +256,25 @@ async fn post_events(
             .unwrap_or_else(|| ApiError::new(404, "unknown_stream", "unknown stream")));
     }
     let bytes = read_body(&s, &headers, body).await?;
-    let events = parse_events(&headers, &bytes)?;
+    let key = super::idempotency::key_of(&headers)?;
+    let body = if is_ndjson(&headers) {
+        // Checked and split on the blocking pool, lines borrowed from the body.
+        super::idempotency::Body::Ndjson(bytes.clone())
+    } else {
+        super::idempotency::Body::Parsed(parse_events(&bytes)?)
+    };
     let s2 = s.clone();
-    let r = blocking(move || super::ingest(&s2, &stream, events)).await??;
-    Ok(axum::Json(json!({
-        "accepted": r.accepted,
-        "rejected": r.rejected,
-        "position": r.position.encode(),
-    }))
-    .into_response())
+    let (answer, replayed) = blocking(move || match key {
+        None => super::idempotency::ingest(&s2, &stream, body).map(|a| (a, false)),
+        Some(k) => super::idempotency::ingest_keyed(&s2, &stream, &k, body, &bytes),
+    })
+    .await??;
+    let mut r = axum::Json(answer).into_response();
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(r)
 }
 
 fn parse_after(q: &HashMap<String, String>) -> Result<Option<Position>, ApiError> {
@@ -334,6 +330,42 @@ type OutputsRead = (Vec<(u64, Json)>, u64, Option<(u64, u64)>);
 /// Records from `cursor` on (matching `names`), at most `limit`. Returns (records, next
 /// cursor, missed range).
 fn read_outputs(s: &Shared, names: &[String], cursor: u64, limit: usize) -> OutputsRead {
+    read_outputs_scan(s, names, cursor, limit, 100_000)
+}
+
+/// Live subscriptions: the next records from `cursor`, waiting up to `wait` when there
+/// are none, woken by the workers' appends (`outputs_tick`) on the async task itself
+/// rather than through a blocking thread. Reads run inline: page-cache reads of at most
+/// a few thousand records.
+async fn next_live(
+    s: &Shared,
+    names: &[String],
+    cursor: u64,
+    tick: &mut tokio::sync::watch::Receiver<u64>,
+    wait: Duration,
+) -> OutputsRead {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        tick.borrow_and_update();
+        let r = read_outputs_scan(s, names, cursor, 1000, 4096);
+        if !r.0.is_empty() || r.2.is_some() || r.1 != cursor {
+            return r;
+        }
+        match tokio::time::timeout_at(deadline, tick.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return r,
+        }
+    }
+}
+
+/// [`read_outputs`], looking at no more than `max_scan` records.
+fn read_outputs_scan(
+    s: &Shared,
+    names: &[String],
+    cursor: u64,
+    limit: usize,
+    max_scan: usize,
+) -> OutputsRead {
     let start = s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0);
     let mut missed = None;
     let mut at = cursor;
@@ -343,7 +375,7 @@ fn read_outputs(s: &Shared, names: &[String], cursor: u64, limit: usize) -> Outp
     }
     let mut out = Vec::new();
     let mut scanned = 0;
-    while out.len() < limit && scanned < 100_000 {
+    while out.len() < limit && scanned < max_scan {
         let recs = match s.log.read(OUTPUTS_TOPIC, 0, at, 1024, 4 << 20) {
             Ok(r) => r,
             Err(_) => break,
@@ -452,22 +484,10 @@ async fn sse_outputs(
     tokio::spawn(async move {
         let _guard = guard;
         let mut cursor = cursor;
+        let mut tick = s.outputs_tick.subscribe();
         loop {
-            let s2 = s.clone();
-            let n2 = names.clone();
-            let Ok((recs, next, missed)) = tokio::task::spawn_blocking(move || {
-                let r = read_outputs(&s2, &n2, cursor, 1000);
-                if r.0.is_empty() && r.2.is_none() {
-                    let _ = s2
-                        .log
-                        .wait_for(OUTPUTS_TOPIC, 0, r.1, Duration::from_secs(1));
-                }
-                r
-            })
-            .await
-            else {
-                return;
-            };
+            let (recs, next, missed) =
+                next_live(&s, &names, cursor, &mut tick, Duration::from_secs(1)).await;
             if let Some((from, to)) = missed {
                 let ev = Event::default()
                     .event("missed")
@@ -542,24 +562,14 @@ async fn ws_session(s: Arc<Shared>, mut sock: WebSocket) {
                 .or_else(|| c.as_str().and_then(|x| x.parse().ok()))
         })
         .unwrap_or_else(|| s.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0));
+    let mut tick = s.outputs_tick.subscribe();
     loop {
-        let s2 = s.clone();
-        let n2 = names.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let r = read_outputs(&s2, &n2, cursor, 1000);
-            if r.0.is_empty() && r.2.is_none() {
-                let _ = s2
-                    .log
-                    .wait_for(OUTPUTS_TOPIC, 0, r.1, Duration::from_millis(500));
-            }
-            r
-        });
         let (recs, next, missed) = tokio::select! {
             m = sock.recv() => match m {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 _ => continue,
             },
-            r = read => match r { Ok(r) => r, Err(_) => return },
+            r = next_live(&s, &names, cursor, &mut tick, Duration::from_millis(500)) => r,
         };
         if let Some((from, to)) = missed {
             if sock
@@ -833,6 +843,18 @@ async fn prometheus(State(s): St) -> Response {
         "counter",
         "Re-derived outputs skipped after recovery.",
         relaxed(&c.outputs_deduplicated),
+    );
+    metric(
+        "weir_idempotent_replays_total",
+        "counter",
+        "Event writes answered from a finished request with the same Idempotency-Key.",
+        relaxed(&s.idempotency.replayed),
+    );
+    metric(
+        "weir_idempotency_keys_forgotten_total",
+        "counter",
+        "Idempotency keys forgotten because of the key bound.",
+        relaxed(&s.idempotency.forgotten),
     );
     metric(
         "weir_replay_errors_total",

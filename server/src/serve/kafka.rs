@@ -16,28 +16,41 @@ use std::time::{Duration, Instant};
 use weir_kafka::{GroupMember, KafkaLog, LogBackend, RebalanceHooks};
 use weir_log::STATEMENTS_TOPIC;
 
-/// Appends a request's events, partition by partition (each append waits for the
-/// broker's acknowledgement).
-pub fn append_events(
+/// Appends a request's checked events, in the order of the request (checked as one
+/// partition, see `StreamInfo::in_order`): Kafka's partitioner on the key column's text
+/// places each, so weir and other producers agree per key. Each
+/// partition's append waits for the broker's acknowledgement.
+pub fn append_batches(
     k: &KafkaLog,
     topic: &str,
-    keyed: bool,
-    per_part: &[Vec<Vec<u8>>],
-    keys: &[Vec<String>],
+    key: Option<&str>,
+    partitions: u32,
+    per_part: &[Vec<std::borrow::Cow<'_, [u8]>>],
 ) -> Result<(), ApiError> {
-    for (p, recs) in per_part.iter().enumerate() {
+    let n = partitions.max(1) as usize;
+    let mut parts: Vec<Vec<(String, &[u8])>> = vec![Vec::new(); n];
+    for r in per_part.iter().flatten() {
+        let r: &[u8] = r.as_ref();
+        match key {
+            Some(col) => {
+                let kt = serde_json::from_slice::<serde_json::Value>(r)
+                    .map(|ev| super::state::key_text(&ev, col))
+                    .unwrap_or_default();
+                let p = weir_kafka::partition_for_key(kt.as_bytes(), partitions) as usize;
+                parts[p.min(n - 1)].push((kt, r));
+            }
+            None => parts[0].push((String::new(), r)),
+        }
+    }
+    for (p, recs) in parts.iter().enumerate() {
         if recs.is_empty() {
             continue;
         }
-        let r = if keyed {
-            let pairs: Vec<(&[u8], &[u8])> = keys[p]
-                .iter()
-                .zip(recs)
-                .map(|(k, v)| (k.as_bytes(), v.as_slice()))
-                .collect();
+        let r = if key.is_some() {
+            let pairs: Vec<(&[u8], &[u8])> = recs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
             k.append_keyed(topic, p as u32, &pairs)
         } else {
-            let refs: Vec<&[u8]> = recs.iter().map(|v| v.as_slice()).collect();
+            let refs: Vec<&[u8]> = recs.iter().map(|(_, v)| *v).collect();
             k.append(topic, p as u32, &refs)
         };
         r.map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;

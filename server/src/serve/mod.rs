@@ -8,7 +8,9 @@
 //! - One worker thread per partition runs the engine ([`worker`]); outputs go to the
 //!   `outputs` topic (one partition; its offsets are the output cursors).
 
+pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod state;
 pub mod worker;
 
@@ -16,8 +18,8 @@ use anyhow::Context as _;
 use dsl::check::{Action, Catalog};
 use serde_json::{json, Value as Json};
 use state::{
-    diagnostics_json, key_text, parse_statement_record, partition_of, statement_record,
-    stream_topic, Checkpoints, KafkaSide, ServerLog, Settings, Shared, Version, LEASES_TOPIC,
+    diagnostics_json, parse_statement_record, statement_record, stream_topic, Checkpoints,
+    KafkaSide, ServerLog, Settings, Shared, Version, LEASES_TOPIC,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -149,6 +151,8 @@ fn open_with(
 ) -> anyhow::Result<(Arc<Shared>, Vec<worker::Worker>)> {
     log.create_topic(STATEMENTS_TOPIC, 1)?;
     log.create_topic(OUTPUTS_TOPIC, 1)?;
+    // Outputs are re-derivable from the input log: subscribers see them on write.
+    log.set_visibility(OUTPUTS_TOPIC, weir_log::Visibility::Written)?;
     // Replay statements.
     let mut versions = vec![Arc::new(Version::empty())];
     let mut catalog = Catalog::new();
@@ -212,6 +216,8 @@ fn open_with(
         seen_ids: RwLock::new(Default::default()),
         recovery_ms: AtomicU64::new(0),
         subscriptions: Default::default(),
+        outputs_tick: tokio::sync::watch::channel(0).0,
+        idempotency: Default::default(),
     });
     for v in shared.versions().iter() {
         shared.map_kafka_topics(&v.catalog)?;
@@ -463,6 +469,15 @@ pub fn ingest(
     stream: &str,
     events: Vec<EventIn>,
 ) -> Result<IngestResult, ApiError> {
+    ingest_with(shared, stream, |info| events::split_events(info, events))
+}
+
+/// Appends the events `split` validates and routes for one stream. Blocking.
+pub fn ingest_with<'a>(
+    shared: &Shared,
+    stream: &str,
+    split: impl FnOnce(&state::StreamInfo) -> events::Batches<'a>,
+) -> Result<IngestResult, ApiError> {
     let _r = shared.ingest_lock.read().unwrap_or_else(|e| e.into_inner());
     let Some(info) = shared.stream_info(stream) else {
         let mut known: Vec<String> = shared
@@ -496,47 +511,13 @@ pub fn ingest(
             ));
         }
     }
-    let kafka = shared.log.as_kafka();
-    let mut per_part: Vec<Vec<Vec<u8>>> = vec![Vec::new(); info.partitions as usize];
-    let mut keys: Vec<Vec<String>> = vec![Vec::new(); info.partitions as usize];
-    let mut rejected = Vec::new();
-    let mut accepted = 0;
-    for (i, ev) in events.into_iter().enumerate() {
-        let (ev, raw) = match ev {
-            Ok(v) => v,
-            Err(e) => {
-                rejected.push(json!({"index": i, "error": e}));
-                continue;
-            }
-        };
-        let row = match info.decoder.decode(&ev) {
-            Ok(r) => r,
-            Err(e) => {
-                rejected.push(json!({"index": i, "error": e.to_string()}));
-                continue;
-            }
-        };
-        if let Some(col) = &info.event_time {
-            if info.decoder.event_time(&row).is_none() {
-                rejected.push(json!({"index": i, "error": format!("the event-time column `{col}` is missing or null")}));
-                continue;
-            }
-        }
-        let p = match (kafka, info.key.as_deref()) {
-            // Kafka's own partitioner, so weir and other producers agree per key.
-            (Some(_), Some(k)) => {
-                let kt = key_text(&ev, k);
-                let p = weir_kafka::partition_for_key(kt.as_bytes(), info.partitions);
-                keys[p as usize].push(kt);
-                p
-            }
-            _ => partition_of(&ev, info.key.as_deref(), info.partitions),
-        };
-        per_part[p as usize].push(raw.unwrap_or_else(|| ev.to_string().into_bytes()));
-        accepted += 1;
-    }
-    if let Some(k) = kafka {
-        kafka::append_events(k, &topic, info.key.is_some(), &per_part, &keys)?;
+    let events::Batches {
+        per_part,
+        rejected,
+        accepted,
+    } = split(info.in_order.as_deref().unwrap_or(&info));
+    if let Some(k) = shared.log.as_kafka() {
+        kafka::append_batches(k, &topic, info.key.as_deref(), info.partitions, &per_part)?;
         return Ok(finish_ingest(shared, &topic, accepted, rejected, _r));
     }
     let Some(log) = shared.log.as_embedded() else {
@@ -554,7 +535,7 @@ pub fn ingest(
         let mut chunk: Vec<&[u8]> = Vec::new();
         let mut size = 0;
         for (i, r) in recs.iter().enumerate() {
-            chunk.push(r.as_slice());
+            chunk.push(r.as_ref());
             size += r.len() + 32;
             if size >= max_batch || i + 1 == recs.len() {
                 let a = log

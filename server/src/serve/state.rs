@@ -58,6 +58,62 @@ impl ServerLog {
         }
     }
 
+    /// Appends without waiting for durability (embedded log; Kafka appends are
+    /// acknowledged by the broker before they return).
+    pub fn append_nowait(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[&[u8]],
+    ) -> Result<weir_log::Appended, weir_kafka::Error> {
+        match &self.kind {
+            LogKind::Embedded(l) => Ok(l.append_nowait(topic, partition, records)?),
+            LogKind::Kafka(k) => k.append(topic, partition, records),
+        }
+    }
+
+    /// Waits until records below `end` are durable (embedded log; a no-op on Kafka, whose
+    /// appends are acknowledged already).
+    pub fn wait_durable(
+        &self,
+        topic: &str,
+        partition: u32,
+        end: u64,
+    ) -> Result<(), weir_kafka::Error> {
+        match &self.kind {
+            LogKind::Embedded(l) => Ok(l.wait_durable(topic, partition, end)?),
+            LogKind::Kafka(_) => Ok(()),
+        }
+    }
+
+    /// Creates a topic with its own retention (embedded log; on Kafka, retention is the
+    /// topic's configuration on the broker).
+    pub fn create_topic_with_retention(
+        &self,
+        topic: &str,
+        partitions: u32,
+        retention: weir_log::Retention,
+    ) -> Result<(), weir_kafka::Error> {
+        match &self.kind {
+            LogKind::Embedded(l) => {
+                Ok(l.create_topic_with_retention(topic, partitions, retention)?)
+            }
+            LogKind::Kafka(k) => k.create_topic(topic, partitions),
+        }
+    }
+
+    /// Sets when a topic's records become readable (embedded log only).
+    pub fn set_visibility(
+        &self,
+        topic: &str,
+        visibility: weir_log::Visibility,
+    ) -> Result<(), weir_kafka::Error> {
+        match &self.kind {
+            LogKind::Embedded(l) => Ok(l.set_visibility(topic, visibility)?),
+            LogKind::Kafka(_) => Ok(()),
+        }
+    }
+
     /// Flushes the embedded log (Kafka acknowledges every append already).
     pub fn sync(&self) -> Result<(), String> {
         match &self.kind {
@@ -228,9 +284,15 @@ impl Version {
 /// A stream's ingest-side view: how to validate and route its events.
 pub struct StreamInfo {
     pub decoder: RowDecoder,
+    /// The streaming ingest check ([`super::events`]).
+    pub schema: super::events::Schema,
     pub event_time: Option<String>,
     pub key: Option<String>,
     pub partitions: u32,
+    /// Kafka mode: the same stream seen as one partition, so a request's events are
+    /// checked in their order; Kafka's partitioner then places them
+    /// ([`super::kafka::append_batches`]).
+    pub in_order: Option<Arc<StreamInfo>>,
 }
 
 /// Counters exported on `/metrics`.
@@ -290,6 +352,10 @@ pub struct Shared {
     pub seen_ids: RwLock<std::collections::HashSet<String>>,
     pub recovery_ms: AtomicU64,
     pub subscriptions: std::sync::atomic::AtomicUsize,
+    /// Bumped after every outputs append: live subscribers wait on it (no thread hop).
+    pub outputs_tick: tokio::sync::watch::Sender<u64>,
+    /// Idempotency keys of event writes ([`super::idempotency`]).
+    pub idempotency: super::idempotency::Table,
 }
 
 impl Shared {
@@ -461,9 +527,20 @@ impl Shared {
                     e.name.clone(),
                     Arc::new(StreamInfo {
                         decoder: RowDecoder::new(&e.output),
+                        schema: super::events::Schema::new(&e.output),
                         event_time: e.output.event_time.clone(),
                         key: e.output.key.clone(),
                         partitions: e.output.partitions.unwrap_or(self.settings.partitions),
+                        in_order: self.kafka.as_ref().map(|_| {
+                            Arc::new(StreamInfo {
+                                decoder: RowDecoder::new(&e.output),
+                                schema: super::events::Schema::new(&e.output),
+                                event_time: e.output.event_time.clone(),
+                                key: e.output.key.clone(),
+                                partitions: 1,
+                                in_order: None,
+                            })
+                        }),
                     }),
                 );
             }

@@ -380,14 +380,17 @@ impl Worker {
             None => Vec::new(),
         };
         // A failed output append is retried: outputs are never skipped silently.
+        // Outputs are visible once written and not waited for: they are re-derived from
+        // the (durable) input on replay; a checkpoint waits for them (see `checkpoint`).
         let mut delay = Duration::from_millis(10);
         loop {
             let r = match self.shared.log.as_kafka() {
                 Some(k) => k.append_with_ids(OUTPUTS_TOPIC, 0, &with_ids),
-                None => self.shared.log.append(OUTPUTS_TOPIC, 0, &refs),
+                None => self.shared.log.append_nowait(OUTPUTS_TOPIC, 0, &refs),
             };
             match r {
-                Ok(_) => {
+                Ok(a) => {
+                    self.shared.outputs_tick.send_replace(a.end_offset);
                     self.shared
                         .counters
                         .outputs_written
@@ -464,9 +467,21 @@ impl Worker {
             0,
             versions.get(self.version_idx).map_or(0, |v| v.stmt_end),
         );
+        let outputs_end = self.shared.outputs_end();
+        // The checkpoint says "outputs below `outputs_end` exist": they must be durable
+        // first, or a power loss could lose outputs that replay would not re-derive.
+        if let Err(e) = self.shared.log.wait_durable(OUTPUTS_TOPIC, 0, outputs_end) {
+            tracing::error!(partition = self.partition, error = %e, "outputs not durable; checkpoint skipped");
+            self.shared
+                .counters
+                .checkpoint_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.last_ckpt = Instant::now();
+            return;
+        }
         let ck = WorkerCheckpoint {
             engine: self.engine.snapshot(),
-            outputs_end: self.shared.outputs_end(),
+            outputs_end,
         };
         let data = match serde_json::to_vec(&ck) {
             Ok(d) => d,
