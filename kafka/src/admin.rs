@@ -71,7 +71,8 @@ impl Admin {
     pub fn ensure_weir_topics(&self) -> Result<()> {
         let c = &self.config;
         self.create_topic(&c.statements_topic(), 1, true)?;
-        self.create_topic(&c.outputs_topic(), c.default_partitions, false)?;
+        // One partition: its offsets are the cursors of `GET /v1/outputs`.
+        self.create_topic(&c.outputs_topic(), 1, false)?;
         self.create_topic(&c.checkpoints_topic(), c.default_partitions, true)?;
         Ok(())
     }

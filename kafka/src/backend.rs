@@ -111,6 +111,9 @@ impl LogBackend for weir_log::Log {
 
 type SharedReader = Arc<Mutex<PartitionReader>>;
 
+/// `(key, value, weir-id)` of one output record ([`KafkaLog::append_with_ids`]).
+pub type IdRecord<'a> = (Option<&'a [u8]>, &'a [u8], &'a str);
+
 /// Kafka as weir's log. Logical topic `t` is Kafka topic `<prefix>t` unless mapped with
 /// [`KafkaLog::map_topic`] (`CREATE STREAM … WITH (kafka_topic = '…')`).
 pub struct KafkaLog {
@@ -251,6 +254,40 @@ fn content_key(v: &[u8]) -> String {
 }
 
 impl KafkaLog {
+    /// Appends `(key, value, weir-id)` records to one partition of `topic` (the outputs
+    /// topic): the id goes in the [`crate::ID_HEADER`] header. Returns once acknowledged.
+    pub fn append_with_ids(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[IdRecord<'_>],
+    ) -> Result<Appended> {
+        self.check_partition(topic, partition)?;
+        let kt = self.kafka_topic(topic);
+        let headers: Vec<[(&str, &[u8]); 1]> = records
+            .iter()
+            .map(|(_, _, id)| [(crate::ID_HEADER, id.as_bytes())])
+            .collect();
+        let recs: Vec<OutRecord<'_>> = records
+            .iter()
+            .zip(&headers)
+            .map(|((key, value, _), h)| OutRecord {
+                partition: Some(partition),
+                key: *key,
+                value,
+                headers: h,
+                ..Default::default()
+            })
+            .collect();
+        if recs.is_empty() {
+            return Ok(appended(&[], self.end_offset(topic, partition)?));
+        }
+        let d = self.producer.send(&kt, &recs)?;
+        let a = appended(&d, 0);
+        self.note_end(topic, partition, a.end_offset);
+        Ok(a)
+    }
+
     /// Produces (key, value) records to `partition` and records the new end offset.
     fn send_to<'a>(
         &self,

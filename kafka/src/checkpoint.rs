@@ -13,7 +13,7 @@
 //! ([`weir_log::Position::to_bytes`]), then the chunk's bytes of the state.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use weir_log::{Checkpoint, Position};
@@ -36,6 +36,16 @@ pub struct KafkaCheckpointStore {
     producer: Producer,
     /// name → (latest seq, its chunk count, when written here).
     known: Mutex<HashMap<String, Known>>,
+    /// Per checkpoints partition: what was read so far (scans resume where they ended).
+    cache: Mutex<HashMap<u32, Arc<Mutex<PartCache>>>>,
+}
+
+/// One checkpoints partition as read so far: the latest value per key (tombstoned keys
+/// removed, so its size is bounded by the live checkpoints), and where to continue.
+struct PartCache {
+    reader: PartitionReader,
+    next: u64,
+    latest: HashMap<Vec<u8>, Vec<u8>>,
 }
 
 /// (latest seq, its chunk count, when this instance wrote it).
@@ -116,6 +126,7 @@ impl KafkaCheckpointStore {
             partitions,
             producer: Producer::idempotent(config)?,
             known: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -125,28 +136,53 @@ impl KafkaCheckpointStore {
 
     /// Every complete checkpoint of `name` in the topic, by sequence.
     fn scan(&self, name: &str) -> Result<Series> {
-        let mut reader = PartitionReader::new(&self.config, &self.topic, self.partition_of(name))?;
-        let prefix = format!("{name}/");
-        // key → latest value (None = deleted), as compaction would leave it.
-        let mut latest: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
-        for r in reader.read_to_end(0)? {
+        let part = self.partition_of(name);
+        let cache = {
+            let mut c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            match c.get(&part) {
+                Some(x) => x.clone(),
+                None => {
+                    let x = Arc::new(Mutex::new(PartCache {
+                        reader: PartitionReader::new(&self.config, &self.topic, part)?,
+                        next: 0,
+                        latest: HashMap::new(),
+                    }));
+                    c.insert(part, x.clone());
+                    x
+                }
+            }
+        };
+        let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+        let from = cache.next;
+        let recs = cache.reader.read_to_end(from)?;
+        // key → latest value, as compaction would leave it (a tombstone deletes).
+        for r in recs {
+            cache.next = cache.next.max(r.offset + 1);
             let Some(k) = r.key else { continue };
-            if k.starts_with(prefix.as_bytes()) {
-                latest.insert(k, r.value.filter(|v| !v.is_empty()));
+            match r.value.filter(|v| !v.is_empty()) {
+                Some(v) => {
+                    cache.latest.insert(k, v);
+                }
+                None => {
+                    cache.latest.remove(&k);
+                }
             }
         }
+        let prefix = format!("{name}/");
         let mut by_seq: Series = BTreeMap::new();
-        for (k, v) in latest {
-            let Some(v) = v else { continue };
+        for (k, v) in cache.latest.iter() {
+            if !k.starts_with(prefix.as_bytes()) {
+                continue;
+            }
             // The key must be exactly name/seq/chunk (names may not contain '/').
             if k[prefix.len()..].iter().filter(|b| **b == b'/').count() != 1 {
                 continue;
             }
-            let Some(c) = decode(&v) else {
+            let Some(c) = decode(v) else {
                 return Err(Error::Corrupt(format!(
                     "{} record {}",
                     self.topic,
-                    String::from_utf8_lossy(&k)
+                    String::from_utf8_lossy(k)
                 )));
             };
             let e = by_seq.entry(c.seq).or_insert_with(|| {

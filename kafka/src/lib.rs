@@ -28,7 +28,7 @@ mod statements;
 mod watermark;
 
 pub use admin::Admin;
-pub use backend::{KafkaLog, LogBackend};
+pub use backend::{IdRecord, KafkaLog, LogBackend};
 pub use checkpoint::KafkaCheckpointStore;
 pub use config::{validate_topic, Delivery, KafkaConfig};
 pub use error::{Error, Result};

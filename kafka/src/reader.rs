@@ -87,6 +87,9 @@ impl PartitionReader {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
+            // Short broker-side waits: reads at the end return quickly (the caller's
+            // `wait` does the waiting).
+            .set("fetch.wait.max.ms", "100")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .create()?;

@@ -31,7 +31,7 @@ enum Command {
     /// Run statements over NDJSON events offline, as a Unix filter.
     Run(run_cmd::Args),
     /// Start the service.
-    Serve(serve_cmd::Args),
+    Serve(Box<serve_cmd::Args>),
 }
 
 fn main() -> ExitCode {
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(a) => check_cmd::main(a),
         Command::Run(a) => run_cmd::main(a),
-        Command::Serve(a) => serve_cmd::main(a),
+        Command::Serve(a) => serve_cmd::main(*a),
     };
     match result {
         Ok(code) => code,

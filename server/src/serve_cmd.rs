@@ -44,6 +44,19 @@ pub struct Args {
     /// Ingest answers 429 when a partition's workers lag by more events than this (default 1000000).
     #[arg(long, env = "WEIR_MAX_LAG")]
     pub max_lag: Option<u64>,
+    /// Kafka mode: bootstrap brokers HOST:PORT[,…]; the log is Kafka instead of the data directory.
+    #[arg(long, env = "WEIR_KAFKA")]
+    pub kafka: Option<String>,
+    /// Kafka mode: consumer group of the instances that share the work (default weir).
+    #[arg(long, env = "WEIR_GROUP")]
+    pub group: Option<String>,
+    /// Kafka mode: prefix of weir's topic names (default `weir.`).
+    #[arg(long, env = "WEIR_TOPIC_PREFIX")]
+    pub topic_prefix: Option<String>,
+    /// Kafka mode: consumer-group session timeout in ms — how soon a dead instance's
+    /// partitions move (default 10000).
+    #[arg(long, env = "WEIR_KAFKA_SESSION_MS")]
+    pub kafka_session_ms: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -61,6 +74,10 @@ struct FileConfig {
     checkpoint_secs: Option<f64>,
     max_lag: Option<u64>,
     max_subscriptions: Option<usize>,
+    kafka: Option<String>,
+    group: Option<String>,
+    topic_prefix: Option<String>,
+    kafka_session_ms: Option<u64>,
     /// Log segment size in bytes (default 64 MiB) and retention per partition of every
     /// topic but `statements` (docs/durability.md).
     segment_bytes: Option<u64>,
@@ -169,10 +186,46 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             rule_texts.push((f.display().to_string(), read_text(&f)?));
         }
     }
-    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
-    let (shared, workers) = serve::open(&data, log_cfg, settings)?;
+    let kafka = args.kafka.or(file.kafka).filter(|k| !k.trim().is_empty());
+    let group = args.group.or(file.group);
+    let prefix = args.topic_prefix.or(file.topic_prefix);
+    let session_ms = args.kafka_session_ms.or(file.kafka_session_ms);
+    if kafka.is_none() && (group.is_some() || prefix.is_some() || session_ms.is_some()) {
+        bail!("--group, --topic-prefix and --kafka-session-ms need --kafka HOST:PORT");
+    }
+    let (shared, workers) = match kafka {
+        Some(bootstrap) => {
+            let mut cfg = weir_kafka::KafkaConfig::new(bootstrap);
+            if let Some(g) = group {
+                cfg.group = g;
+            }
+            if let Some(p) = prefix {
+                cfg.topic_prefix = p;
+            }
+            if let Some(ms) = session_ms {
+                if !(1000..=600_000).contains(&ms) {
+                    bail!("--kafka-session-ms must be between 1000 and 600000");
+                }
+                cfg.session_timeout = Duration::from_millis(ms);
+            }
+            cfg.client_id = format!("weir-{}", std::process::id());
+            serve::open_kafka(cfg, settings)?
+        }
+        None => {
+            std::fs::create_dir_all(&data)
+                .with_context(|| format!("cannot create {}", data.display()))?;
+            serve::open(&data, log_cfg, settings)?
+        }
+    };
+    let mut background = Vec::new();
+    if shared.kafka.is_some() {
+        background.push(serve::kafka::start_statement_follower(shared.clone()));
+    }
     serve::apply_rule_files(&shared, &rule_texts)?;
     let handles = serve::start_workers(&shared, workers);
+    if shared.kafka.is_some() {
+        background.push(serve::kafka::start_group(shared.clone())?);
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -183,7 +236,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        tracing::info!(listen = %listener.local_addr()?, data = %data.display(), "weir serve listening");
+        tracing::info!(listen = %listener.local_addr()?, data = %data.display(), kafka = shared2.kafka.is_some(), "weir serve listening");
         let app = serve::http::router(shared2.clone());
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -198,6 +251,9 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     shared.shutdown.store(true, Ordering::SeqCst);
     shared.wake_workers();
+    for h in background {
+        let _ = h.join();
+    }
     for h in handles {
         let _ = h.join();
     }

@@ -955,6 +955,7 @@ async fn prometheus(State(s): St) -> Response {
             );
         }
     }
+    t.push_str(&super::kafka::metrics(&s));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t).into_response()
 }
 

@@ -107,7 +107,7 @@ pub fn answer(r: &IngestResult) -> Json {
     })
 }
 
-fn log_err(e: weir_log::Error) -> ApiError {
+fn log_err(e: weir_kafka::Error) -> ApiError {
     ApiError::new(503, "log_error", e.to_string())
 }
 
@@ -329,7 +329,7 @@ fn scan(
                 .log
                 .read(topic, p, at, 4096, 8 << 20)
                 .map_err(|e| match e {
-                    weir_log::Error::OffsetTruncated { .. } => ApiError::new(
+                    weir_kafka::Error::Log(weir_log::Error::OffsetTruncated { .. }) => ApiError::new(
                         409,
                         "idempotency_key_expired",
                         "the events written since this request started are no longer retained; it cannot be resumed safely",

@@ -18,15 +18,20 @@ use anyhow::Context as _;
 use dsl::check::{Action, Catalog};
 use serde_json::{json, Value as Json};
 use state::{
-    diagnostics_json, parse_statement_record, statement_record, stream_topic, Settings, Shared,
-    Version,
+    diagnostics_json, parse_statement_record, statement_record, stream_topic, Checkpoints,
+    KafkaSide, ServerLog, Settings, Shared, Version, LEASES_TOPIC,
 };
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;
-use weir_log::{CheckpointStore, Log, LogConfig, Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
+use weir_kafka::{KafkaCheckpointStore, KafkaConfig, KafkaLog};
+use weir_log::{
+    CheckpointStore, Log, LogConfig, Position, Record, OUTPUTS_TOPIC, STATEMENTS_TOPIC,
+};
+
+pub mod kafka;
 
 /// An API error: status, code, message and details.
 #[derive(Debug)]
@@ -68,12 +73,82 @@ pub fn open(
     log_cfg: LogConfig,
     settings: Settings,
 ) -> anyhow::Result<(Arc<Shared>, Vec<worker::Worker>)> {
-    let t0 = Instant::now();
     let log = Log::open(data.join("log"), log_cfg)
         .with_context(|| format!("cannot open the log in {}", data.display()))?;
     for r in log.recovery_report() {
         tracing::info!(report = ?r, "log partition recovered");
     }
+    let checkpoints = Checkpoints::Files(CheckpointStore::open(data.join("checkpoints"), 3)?);
+    open_with(ServerLog::embedded(log), checkpoints, None, settings)
+}
+
+/// Kafka mode: the log is Kafka (`docs/kafka.md`). Workers start idle; the consumer
+/// group ([`kafka::start_group`]) hands them their partitions.
+pub fn open_kafka(
+    mut cfg: KafkaConfig,
+    settings: Settings,
+) -> anyhow::Result<(Arc<Shared>, Vec<worker::Worker>)> {
+    cfg.default_partitions = settings.partitions;
+    cfg.validate()?;
+    let log = Arc::new(
+        KafkaLog::open(&cfg).with_context(|| format!("cannot reach Kafka at {}", cfg.bootstrap))?,
+    );
+    let outs = weir_kafka::LogBackend::partitions(&*log, OUTPUTS_TOPIC)?;
+    if outs != 1 {
+        anyhow::bail!(
+            "the outputs topic {} has {outs} partitions; weir needs it with exactly 1 (its offsets are the output cursors)",
+            log.kafka_topic(OUTPUTS_TOPIC)
+        );
+    }
+    let checkpoints = Checkpoints::Kafka(Box::new(KafkaCheckpointStore::open(&cfg)?));
+    open_with(ServerLog::kafka(log), checkpoints, Some(cfg), settings)
+}
+
+/// Applies one statements record to the catalog history (start-up replay and, in Kafka
+/// mode, the follower). Records below `next` were applied already (compaction can return
+/// a record twice).
+pub(crate) fn replay_statement(
+    catalog: &mut Catalog,
+    versions: &mut Vec<Arc<Version>>,
+    r: &Record,
+) {
+    let end = r.offset + 1;
+    let (text, effect) = match parse_statement_record(&r.payload) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(offset = r.offset, error = %e, "unreadable statements record skipped");
+            return;
+        }
+    };
+    let (stmts, perr) = dsl::parse::parse_statements(&text);
+    if perr.iter().any(|d| d.is_error()) {
+        tracing::error!(
+            offset = r.offset,
+            "statements record does not parse; skipped"
+        );
+        return;
+    }
+    let mut next = catalog.clone();
+    match next.apply(&stmts) {
+        Ok(_) => {
+            *catalog = next;
+            versions.push(Arc::new(Version::new(catalog.clone(), end, effect)))
+        }
+        Err(_) => {
+            tracing::error!(
+                offset = r.offset,
+                "statements record no longer checks; skipped"
+            )
+        }
+    }
+}
+
+fn open_with(
+    log: ServerLog,
+    checkpoints: Checkpoints,
+    kafka_cfg: Option<KafkaConfig>,
+    settings: Settings,
+) -> anyhow::Result<(Arc<Shared>, Vec<worker::Worker>)> {
     log.create_topic(STATEMENTS_TOPIC, 1)?;
     log.create_topic(OUTPUTS_TOPIC, 1)?;
     // Outputs are re-derivable from the input log: subscribers see them on write.
@@ -88,31 +163,11 @@ pub fn open(
             break;
         }
         for r in recs {
-            at = r.offset + 1;
-            let (text, effect) = match parse_statement_record(&r.payload) {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::error!(offset = r.offset, error = %e, "unreadable statements record skipped");
-                    continue;
-                }
-            };
-            let (stmts, perr) = dsl::parse::parse_statements(&text);
-            if perr.iter().any(|d| d.is_error()) {
-                tracing::error!(
-                    offset = r.offset,
-                    "statements record does not parse; skipped"
-                );
+            if r.offset < at {
                 continue;
             }
-            match catalog.apply(&stmts) {
-                Ok(_) => versions.push(Arc::new(Version::new(catalog.clone(), at, effect))),
-                Err(_) => {
-                    tracing::error!(
-                        offset = r.offset,
-                        "statements record no longer checks; skipped"
-                    )
-                }
-            }
+            at = r.offset + 1;
+            replay_statement(&mut catalog, &mut versions, &r);
         }
     }
     let max_stream_parts = versions
@@ -122,10 +177,26 @@ pub fn open(
         .max()
         .unwrap_or(1);
     let workers = settings.partitions.max(max_stream_parts);
-    let checkpoints = CheckpointStore::open(data.join("checkpoints"), 3)?;
+    if let (Some(k), Some(cfg)) = (log.as_kafka(), &kafka_cfg) {
+        // One lease per worker; every instance of the group must agree on the count.
+        weir_kafka::LogBackend::create_topic(k, LEASES_TOPIC, workers)?;
+        let n = weir_kafka::LogBackend::partitions(k, LEASES_TOPIC)?;
+        if n != workers {
+            anyhow::bail!(
+                "the leases topic {} has {n} partitions but this instance runs {workers} workers: start every instance of group `{}` with the same --partitions",
+                k.kafka_topic(LEASES_TOPIC),
+                cfg.group
+            );
+        }
+    }
+    let kafka = kafka_cfg.map(|c| KafkaSide::new(c, workers));
+    if let Some(k) = &kafka {
+        k.statements_next.store(at, Ordering::SeqCst);
+    }
     let shared = Arc::new(Shared {
         log: Arc::new(log),
         checkpoints,
+        kafka,
         settings,
         workers,
         versions: RwLock::new(Arc::new(versions)),
@@ -148,12 +219,22 @@ pub fn open(
         outputs_tick: tokio::sync::watch::channel(0).0,
         idempotency: Default::default(),
     });
+    for v in shared.versions().iter() {
+        shared.map_kafka_topics(&v.catalog)?;
+    }
     shared.refresh_streams();
     // Topics of every stream exist (a crash may have come between record and topic).
     for v in shared.versions().iter() {
         for (s, p) in v.streams(shared.settings.partitions) {
             shared.log.create_topic(&stream_topic(&s), p)?;
         }
+    }
+    if shared.kafka.is_some() {
+        // Kafka mode: workers start idle and restore state when the group assigns them.
+        let ws = (0..workers)
+            .map(|p| worker::Worker::idle(shared.clone(), p))
+            .collect();
+        return Ok((shared, ws));
     }
     let mut ws = Vec::new();
     let mut dedup_from = u64::MAX;
@@ -168,7 +249,6 @@ pub fn open(
         from = dedup_from,
         "output ids loaded for de-duplication"
     );
-    let _ = t0;
     Ok((shared, ws))
 }
 
@@ -202,7 +282,7 @@ pub fn apply_statements(shared: &Shared, text: &str) -> Result<Json, ApiError> {
             "no statement in the body",
         ));
     }
-    let _w = shared
+    let w = shared
         .ingest_lock
         .write()
         .unwrap_or_else(|e| e.into_inner());
@@ -246,15 +326,30 @@ pub fn apply_statements(shared: &Shared, text: &str) -> Result<Json, ApiError> {
             }
         }
     }
-    // Effect position: every stream topic's end now (no ingest can interleave).
+    // Effect position: every stream topic's end now (no ingest can interleave here; in
+    // Kafka mode, other producers can, so the effect is where this instance saw the ends).
     let mut effect = Position::new();
-    for (t, _) in shared.log.topics() {
-        if t.starts_with("stream.") {
-            if let Ok(p) = shared.log.position(&t) {
-                effect.merge_max(&p);
+    match shared.log.as_embedded() {
+        Some(log) => {
+            for (t, _) in log.topics() {
+                if t.starts_with("stream.") {
+                    if let Ok(p) = log.position(&t) {
+                        effect.merge_max(&p);
+                    }
+                }
+            }
+        }
+        None => {
+            for (name, _) in cur.streams(s.partitions) {
+                if let Ok(p) = shared.log.position(&stream_topic(&name)) {
+                    effect.merge_max(&p);
+                }
             }
         }
     }
+    shared
+        .map_kafka_topics(&catalog)
+        .map_err(|e| ApiError::new(400, "invalid_statement", e.to_string()))?;
     for (name, parts) in &new_streams {
         shared
             .log
@@ -266,7 +361,18 @@ pub fn apply_statements(shared: &Shared, text: &str) -> Result<Json, ApiError> {
         .log
         .append(STATEMENTS_TOPIC, 0, &[&rec])
         .map_err(|e| ApiError::new(500, "log_error", e.to_string()))?;
-    {
+    if shared.kafka.is_some() {
+        // Kafka mode: the statements follower installs every record, this instance's
+        // included, in the topic's order; wait for it to reach this one.
+        drop(w);
+        if !kafka::wait_statement_applied(shared, a.end_offset) {
+            return Err(ApiError::new(
+                409,
+                "conflict",
+                "another instance changed the statements at the same time and this change no longer checks; nothing was applied",
+            ));
+        }
+    } else {
         let mut vs = shared.versions.write().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<Arc<Version>> = vs.as_ref().clone();
         list.push(Arc::new(Version::new(
@@ -275,9 +381,11 @@ pub fn apply_statements(shared: &Shared, text: &str) -> Result<Json, ApiError> {
             effect.clone(),
         )));
         *vs = Arc::new(list);
+        drop(vs);
+        drop(w);
+        shared.refresh_streams();
+        shared.wake_workers();
     }
-    shared.refresh_streams();
-    shared.wake_workers();
     let mut pos = effect;
     pos.set(STATEMENTS_TOPIC, 0, a.end_offset);
     let applied_json: Vec<Json> = applied
@@ -388,7 +496,7 @@ pub fn ingest_with<'a>(
     let topic = stream_topic(stream);
     // Backpressure: refuse when the workers of any partition are too far behind.
     for p in 0..info.partitions {
-        if shared.lag(&topic, p) > shared.settings.max_lag {
+        if shared.runs_partition(p) && shared.lag(&topic, p) > shared.settings.max_lag {
             shared
                 .counters
                 .requests_throttled
@@ -407,7 +515,16 @@ pub fn ingest_with<'a>(
         per_part,
         rejected,
         accepted,
-    } = split(&info);
+    } = split(info.in_order.as_deref().unwrap_or(&info));
+    if let Some(k) = shared.log.as_kafka() {
+        kafka::append_batches(k, &topic, info.key.as_deref(), info.partitions, &per_part)?;
+        return Ok(finish_ingest(
+            shared, &topic, &per_part, accepted, rejected, _r,
+        ));
+    }
+    let Some(log) = shared.log.as_embedded() else {
+        return Err(ApiError::new(500, "log_error", "no log"));
+    };
     // Write every partition's batch, then wait for durability (group commit).
     let mut pending = Vec::new();
     for (p, recs) in per_part.iter().enumerate() {
@@ -415,7 +532,7 @@ pub fn ingest_with<'a>(
             continue;
         }
         // Batches stay well under the log's batch limit (16 MiB by default).
-        let max_batch = (shared.log.config().max_batch_bytes / 2).max(1024) as usize;
+        let max_batch = (log.config().max_batch_bytes / 2).max(1024) as usize;
         let mut end = 0;
         let mut chunk: Vec<&[u8]> = Vec::new();
         let mut size = 0;
@@ -423,8 +540,7 @@ pub fn ingest_with<'a>(
             chunk.push(r.as_ref());
             size += r.len() + 32;
             if size >= max_batch || i + 1 == recs.len() {
-                let a = shared
-                    .log
+                let a = log
                     .append_nowait(&topic, p as u32, &chunk)
                     .map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
                 end = a.end_offset;
@@ -438,14 +554,22 @@ pub fn ingest_with<'a>(
         .iter()
         .map(|&(p, end)| (topic.as_str(), p, end))
         .collect();
-    shared
-        .log
-        .wait_durable_all(&targets)
+    log.wait_durable_all(&targets)
         .map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
-    let position = shared
-        .log
-        .position(&topic)
-        .map_err(|e| ApiError::new(500, "log_error", e.to_string()))?;
+    Ok(finish_ingest(
+        shared, &topic, &per_part, accepted, rejected, _r,
+    ))
+}
+
+fn finish_ingest(
+    shared: &Shared,
+    topic: &str,
+    per_part: &[Vec<std::borrow::Cow<'_, [u8]>>],
+    accepted: usize,
+    rejected: Vec<Json>,
+    lock: std::sync::RwLockReadGuard<'_, ()>,
+) -> IngestResult {
+    let position = shared.log.position(topic).unwrap_or_default();
     // Counted as appended (a resumed idempotent retry skips events already stored).
     let appended: usize = per_part.iter().map(Vec::len).sum();
     shared
@@ -456,15 +580,15 @@ pub fn ingest_with<'a>(
         .counters
         .events_rejected
         .fetch_add(rejected.len() as u64, Ordering::Relaxed);
-    drop(_r);
+    drop(lock);
     if appended > 0 {
         shared.wake_workers();
     }
-    Ok(IngestResult {
+    IngestResult {
         accepted,
         rejected,
         position,
-    })
+    }
 }
 
 /// Runs the workers' recovery (catch-up) and then their loops on threads.

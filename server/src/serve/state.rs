@@ -10,7 +10,204 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use weir_log::{CheckpointStore, Log, Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
+use weir_kafka::{KafkaCheckpointStore, KafkaConfig, KafkaLog, LogBackend};
+use weir_log::{Checkpoint, CheckpointStore, Log, Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
+
+/// The service's log: the embedded [`Log`] or Kafka ([`KafkaLog`]). Shared operations go
+/// through [`LogBackend`] (this derefs to it); the few embedded-only ones (group commit,
+/// sync) are matched where used.
+pub struct ServerLog {
+    backend: Arc<dyn LogBackend>,
+    kind: LogKind,
+}
+
+pub enum LogKind {
+    Embedded(Arc<Log>),
+    Kafka(Arc<KafkaLog>),
+}
+
+impl ServerLog {
+    pub fn embedded(log: Log) -> ServerLog {
+        let log = Arc::new(log);
+        ServerLog {
+            backend: log.clone(),
+            kind: LogKind::Embedded(log),
+        }
+    }
+
+    pub fn kafka(log: Arc<KafkaLog>) -> ServerLog {
+        ServerLog {
+            backend: log.clone(),
+            kind: LogKind::Kafka(log),
+        }
+    }
+
+    /// The embedded log, when this service runs on it.
+    pub fn as_embedded(&self) -> Option<&Log> {
+        match &self.kind {
+            LogKind::Embedded(l) => Some(l),
+            LogKind::Kafka(_) => None,
+        }
+    }
+
+    /// Kafka, when this service runs on it.
+    pub fn as_kafka(&self) -> Option<&KafkaLog> {
+        match &self.kind {
+            LogKind::Kafka(l) => Some(l),
+            LogKind::Embedded(_) => None,
+        }
+    }
+
+    /// Appends without waiting for durability (embedded log; Kafka appends are
+    /// acknowledged by the broker before they return).
+    pub fn append_nowait(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[&[u8]],
+    ) -> Result<weir_log::Appended, weir_kafka::Error> {
+        match &self.kind {
+            LogKind::Embedded(l) => Ok(l.append_nowait(topic, partition, records)?),
+            LogKind::Kafka(k) => k.append(topic, partition, records),
+        }
+    }
+
+    /// Waits until records below `end` are durable (embedded log; a no-op on Kafka, whose
+    /// appends are acknowledged already).
+    pub fn wait_durable(
+        &self,
+        topic: &str,
+        partition: u32,
+        end: u64,
+    ) -> Result<(), weir_kafka::Error> {
+        match &self.kind {
+            LogKind::Embedded(l) => Ok(l.wait_durable(topic, partition, end)?),
+            LogKind::Kafka(_) => Ok(()),
+        }
+    }
+
+    /// Creates a topic with its own retention (embedded log; on Kafka, retention is the
+    /// topic's configuration on the broker).
+    pub fn create_topic_with_retention(
+        &self,
+        topic: &str,
+        partitions: u32,
+        retention: weir_log::Retention,
+    ) -> Result<(), weir_kafka::Error> {
+        match &self.kind {
+            LogKind::Embedded(l) => {
+                Ok(l.create_topic_with_retention(topic, partitions, retention)?)
+            }
+            LogKind::Kafka(k) => k.create_topic(topic, partitions),
+        }
+    }
+
+    /// Sets when a topic's records become readable (embedded log only).
+    pub fn set_visibility(
+        &self,
+        topic: &str,
+        visibility: weir_log::Visibility,
+    ) -> Result<(), weir_kafka::Error> {
+        match &self.kind {
+            LogKind::Embedded(l) => Ok(l.set_visibility(topic, visibility)?),
+            LogKind::Kafka(_) => Ok(()),
+        }
+    }
+
+    /// Flushes the embedded log (Kafka acknowledges every append already).
+    pub fn sync(&self) -> Result<(), String> {
+        match &self.kind {
+            LogKind::Embedded(l) => l.sync().map_err(|e| e.to_string()),
+            LogKind::Kafka(_) => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for ServerLog {
+    type Target = dyn LogBackend;
+    fn deref(&self) -> &Self::Target {
+        &*self.backend
+    }
+}
+
+/// Where worker checkpoints are kept: files next to the embedded log, or Kafka's
+/// compacted checkpoints topic.
+pub enum Checkpoints {
+    Files(CheckpointStore),
+    Kafka(Box<KafkaCheckpointStore>),
+}
+
+impl Checkpoints {
+    pub fn write_checkpoint(
+        &self,
+        name: &str,
+        covered: &Position,
+        data: &[u8],
+    ) -> Result<u64, String> {
+        match self {
+            Checkpoints::Files(c) => c
+                .write_checkpoint(name, covered, data)
+                .map_err(|e| e.to_string()),
+            Checkpoints::Kafka(c) => c
+                .write_checkpoint(name, covered, data)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    pub fn latest_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, String> {
+        match self {
+            Checkpoints::Files(c) => c.latest_checkpoint(name).map_err(|e| e.to_string()),
+            Checkpoints::Kafka(c) => c.latest_checkpoint(name).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Kafka mode: which workers this instance owns (granted by the consumer group) and the
+/// hand-over handshake with the group thread.
+pub struct KafkaSide {
+    pub config: KafkaConfig,
+    /// Worker `p` may run: the group assigned partition `p` of the leases topic here.
+    pub owned: Vec<AtomicBool>,
+    /// Worker `p` has restored its state and is running it.
+    pub active: Vec<AtomicBool>,
+    /// Input offsets covered by worker `p`'s latest checkpoint (what may be committed).
+    pub covered: Vec<Mutex<Position>>,
+    pub rebalances: AtomicU64,
+    /// Rebalances weir forced because the broker kept a dead member's assignment.
+    pub forced_rejoins: AtomicU64,
+    /// Next statements offset the follower will read.
+    pub statements_next: AtomicU64,
+    /// When the last assignment arrived and when every owned worker was running again.
+    pub last_assigned: Mutex<Option<Instant>>,
+    pub last_recovery_ms: AtomicU64,
+}
+
+impl KafkaSide {
+    pub fn new(config: KafkaConfig, workers: u32) -> KafkaSide {
+        let n = workers as usize;
+        KafkaSide {
+            config,
+            owned: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            active: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            covered: (0..n).map(|_| Mutex::new(Position::new())).collect(),
+            rebalances: AtomicU64::new(0),
+            forced_rejoins: AtomicU64::new(0),
+            statements_next: AtomicU64::new(0),
+            last_assigned: Mutex::new(None),
+            last_recovery_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn owns(&self, p: u32) -> bool {
+        self.owned
+            .get(p as usize)
+            .is_some_and(|o| o.load(Ordering::SeqCst))
+    }
+}
+
+/// The Kafka topic holding one lease per worker partition: the consumer group assigns
+/// its partitions, and owning lease `p` means running worker `p`.
+pub const LEASES_TOPIC: &str = "leases";
 
 /// Settings of a running service (after merging flags, environment and the config file).
 #[derive(Debug, Clone)]
@@ -92,6 +289,10 @@ pub struct StreamInfo {
     pub event_time: Option<String>,
     pub key: Option<String>,
     pub partitions: u32,
+    /// Kafka mode: the same stream seen as one partition, so a request's events are
+    /// checked in their order; Kafka's partitioner then places them
+    /// ([`super::kafka::append_batches`]).
+    pub in_order: Option<Arc<StreamInfo>>,
 }
 
 /// Counters exported on `/metrics`.
@@ -126,8 +327,10 @@ pub type Command = Box<dyn FnOnce(&mut matcher::engine::Engine) + Send>;
 pub struct Shared {
     /// Pending commands per worker.
     pub commands: Vec<Mutex<Vec<Command>>>,
-    pub log: Arc<Log>,
-    pub checkpoints: CheckpointStore,
+    pub log: Arc<ServerLog>,
+    pub checkpoints: Checkpoints,
+    /// Set in Kafka mode.
+    pub kafka: Option<KafkaSide>,
     pub settings: Settings,
     pub workers: u32,
     pub versions: RwLock<Arc<Vec<Arc<Version>>>>,
@@ -224,12 +427,18 @@ impl Shared {
     pub fn covers(&self, pos: &Position) -> bool {
         for (topic, part, end) in pos.iter() {
             if topic == STATEMENTS_TOPIC {
-                for p in &self.progress {
+                for (i, p) in self.progress.iter().enumerate() {
+                    if !self.runs_partition(i as u32) {
+                        continue;
+                    }
                     let g = p.lock().unwrap_or_else(|e| e.into_inner());
                     if g.applied.get(topic, 0).unwrap_or(0) < end {
                         return false;
                     }
                 }
+                continue;
+            }
+            if !self.runs_partition(part) {
                 continue;
             }
             let Some(p) = self.progress.get(part as usize) else {
@@ -263,6 +472,15 @@ impl Shared {
         }
     }
 
+    /// True when this instance processes worker partition `p` (always, except in Kafka
+    /// mode where the consumer group decides). Reads with `after=` wait only for these.
+    pub fn runs_partition(&self, p: u32) -> bool {
+        match &self.kafka {
+            None => true,
+            Some(k) => k.owns(p),
+        }
+    }
+
     /// Events written but not yet applied, for one partition of a stream topic.
     pub fn lag(&self, topic: &str, part: u32) -> u64 {
         let end = self.log.end_offset(topic, part).unwrap_or(0);
@@ -280,6 +498,25 @@ impl Shared {
         end.saturating_sub(applied)
     }
 
+    /// Kafka mode: points each stream's log topic at its Kafka topic (`kafka_topic`, or
+    /// the prefix and the stream's name). Nothing to do on the embedded log.
+    pub fn map_kafka_topics(&self, catalog: &Catalog) -> Result<(), weir_kafka::Error> {
+        let Some(k) = self.log.as_kafka() else {
+            return Ok(());
+        };
+        for e in catalog.entries() {
+            if e.kind == ObjectKind::Stream {
+                let kt = e
+                    .output
+                    .kafka_topic
+                    .clone()
+                    .unwrap_or_else(|| k.config().stream_topic(&e.name));
+                k.map_topic(&stream_topic(&e.name), &kt)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Rebuilds the ingest-side stream table from the current catalog.
     pub fn refresh_streams(&self) {
         let cur = self.current();
@@ -294,6 +531,16 @@ impl Shared {
                         event_time: e.output.event_time.clone(),
                         key: e.output.key.clone(),
                         partitions: e.output.partitions.unwrap_or(self.settings.partitions),
+                        in_order: self.kafka.as_ref().map(|_| {
+                            Arc::new(StreamInfo {
+                                decoder: RowDecoder::new(&e.output),
+                                schema: super::events::Schema::new(&e.output),
+                                event_time: e.output.event_time.clone(),
+                                key: e.output.key.clone(),
+                                partitions: 1,
+                                in_order: None,
+                            })
+                        }),
                     }),
                 );
             }
@@ -347,14 +594,19 @@ pub fn diagnostics_json(diags: &[Diagnostic], src: &str) -> Json {
     )
 }
 
-/// Stable partition of an event: FNV-1a of the key column's JSON text.
-pub fn partition_of(event: &Json, key: Option<&str>, partitions: u32) -> u32 {
-    let Some(k) = key else { return 0 };
-    let text = match event.get(k) {
+/// The text of an event's key column (a string as is, other values as JSON).
+pub fn key_text(event: &Json, key: &str) -> String {
+    match event.get(key) {
         Some(Json::String(s)) => s.clone(),
         Some(v) => v.to_string(),
         None => String::new(),
-    };
+    }
+}
+
+/// Stable partition of an event: FNV-1a of the key column's JSON text.
+pub fn partition_of(event: &Json, key: Option<&str>, partitions: u32) -> u32 {
+    let Some(k) = key else { return 0 };
+    let text = key_text(event, k);
     let mut h: u64 = 0xcbf29ce484222325;
     for b in text.as_bytes() {
         h ^= *b as u64;

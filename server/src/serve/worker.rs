@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use weir_kafka::Error as KError;
 use weir_log::{Error as LogError, Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
 
 /// What a worker checkpoints (the covered offsets go in the checkpoint's Position).
@@ -42,6 +43,9 @@ pub struct Worker {
     last_ckpt: Instant,
     state_bytes: usize,
     state_bytes_at: Option<Instant>,
+    /// Sequence of the last checkpoint this worker wrote (Kafka mode: a partition given
+    /// back to this instance resumes from memory when nobody wrote a newer one).
+    written_seq: Option<u64>,
 }
 
 fn build_engine(v: &Version, partition: u32) -> Engine {
@@ -64,16 +68,45 @@ fn build_engine(v: &Version, partition: u32) -> Engine {
 }
 
 impl Worker {
+    /// A worker that holds no partition yet (Kafka mode, before the group assigns it).
+    pub fn idle(shared: Arc<Shared>, partition: u32) -> Worker {
+        Worker {
+            engine: build_engine(&Version::empty(), partition),
+            shared,
+            partition,
+            version_idx: 0,
+            next: HashMap::new(),
+            events_since_ckpt: 0,
+            last_ckpt: Instant::now(),
+            state_bytes: 0,
+            state_bytes_at: None,
+            written_seq: None,
+        }
+    }
+
     /// Builds the worker from its latest checkpoint (or from the start of the log).
     /// Returns the worker and the outputs offset from which re-derived ids must be
     /// de-duplicated.
     pub fn recover(shared: Arc<Shared>, partition: u32) -> (Worker, u64) {
         let versions = shared.versions();
         let mut start = None;
-        match shared
+        let mut latest = shared
             .checkpoints
-            .latest_checkpoint(&checkpoint_name(partition))
-        {
+            .latest_checkpoint(&checkpoint_name(partition));
+        // Kafka: a broker that is restarting answers errors for a while; replaying the
+        // whole input instead would be correct but slow, so retry first (up to ~30 s).
+        let mut tries = 0;
+        while latest.is_err() && shared.kafka.is_some() && tries < 30 {
+            if shared.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            tries += 1;
+            std::thread::sleep(Duration::from_secs(1));
+            latest = shared
+                .checkpoints
+                .latest_checkpoint(&checkpoint_name(partition));
+        }
+        match latest {
             Ok(Some(c)) => {
                 let stmt_end = c.covered.get(STATEMENTS_TOPIC, 0).unwrap_or(0);
                 let idx = versions.iter().position(|v| v.stmt_end == stmt_end);
@@ -130,6 +163,7 @@ impl Worker {
             last_ckpt: Instant::now(),
             state_bytes: 0,
             state_bytes_at: None,
+            written_seq: None,
         };
         w.publish(&versions);
         (w, outputs_from)
@@ -244,7 +278,7 @@ impl Worker {
                 .read(&topic, self.partition, from, max, 4 << 20)
             {
                 Ok(r) => r,
-                Err(LogError::OffsetTruncated { .. }) => {
+                Err(KError::Log(LogError::OffsetTruncated { .. })) => {
                     let start = self
                         .shared
                         .log
@@ -260,7 +294,7 @@ impl Worker {
                     self.next.insert(topic.clone(), start.max(from));
                     continue;
                 }
-                Err(LogError::UnknownTopic(_)) => continue,
+                Err(KError::Log(LogError::UnknownTopic(_))) | Err(KError::Unknown(_)) => continue,
                 Err(e) => {
                     tracing::error!(partition = self.partition, topic, error = %e, "read failed");
                     continue;
@@ -330,6 +364,7 @@ impl Worker {
     }
 
     fn write_outputs(&self, out: Vec<OutputRecord>) {
+        let mut ids: Vec<String> = Vec::new();
         let lines: Vec<String> = {
             let seen = self
                 .shared
@@ -347,19 +382,41 @@ impl Worker {
                     }
                     !dup
                 })
-                .map(|r| r.to_json().to_string())
+                .map(|r| {
+                    ids.push(r.id().to_string());
+                    r.to_json().to_string()
+                })
                 .collect()
         };
         if lines.is_empty() {
             return;
         }
         let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
+        // Kafka: each output carries its id in the `weir-id` header and its partition
+        // key (the PARTITION BY / GROUP BY values) as the Kafka key.
+        let keys: Vec<Option<String>> = match self.shared.log.as_kafka() {
+            Some(_) => self.output_keys(&lines),
+            None => Vec::new(),
+        };
+        let with_ids: Vec<weir_kafka::IdRecord<'_>> = match self.shared.log.as_kafka() {
+            Some(_) => ids
+                .iter()
+                .zip(&refs)
+                .zip(&keys)
+                .map(|((id, v), k)| (k.as_deref().map(str::as_bytes), *v, id.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
         // A failed output append is retried: outputs are never skipped silently.
         // Outputs are visible once written and not waited for: they are re-derived from
         // the (durable) input on replay; a checkpoint waits for them (see `checkpoint`).
         let mut delay = Duration::from_millis(10);
         loop {
-            match self.shared.log.append_nowait(OUTPUTS_TOPIC, 0, &refs) {
+            let r = match self.shared.log.as_kafka() {
+                Some(k) => k.append_with_ids(OUTPUTS_TOPIC, 0, &with_ids),
+                None => self.shared.log.append_nowait(OUTPUTS_TOPIC, 0, &refs),
+            };
+            match r {
                 Ok(a) => {
                     self.shared.outputs_tick.send_replace(a.end_offset);
                     self.shared
@@ -375,6 +432,57 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The Kafka key of each output line: the values of its statement's PARTITION BY
+    /// (rules) or GROUP BY (metrics) columns, joined by `,` (a string as is, other values
+    /// as JSON); `None` without such columns.
+    fn output_keys(&self, lines: &[String]) -> Vec<Option<String>> {
+        use dsl::ast::{ExprKind, StatementKind};
+        let v = self.shared.current();
+        let mut cols: HashMap<&str, Vec<String>> = HashMap::new();
+        for e in v.catalog.entries() {
+            let exprs = match &e.statement.kind {
+                StatementKind::CreateRule(r) => &r.partition_by,
+                StatementKind::CreateMetric(m) => &m.group_by,
+                _ => continue,
+            };
+            let names: Vec<String> = exprs
+                .iter()
+                .filter_map(|x| match &x.kind {
+                    ExprKind::Path(p) => p.last().map(|i| i.name.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !names.is_empty() {
+                cols.insert(e.name.as_str(), names);
+            }
+        }
+        lines
+            .iter()
+            .map(|l| {
+                let rec: serde_json::Value = serde_json::from_str(l).ok()?;
+                let name = ["rule", "metric", "search"]
+                    .iter()
+                    .find_map(|k| rec.get(*k).and_then(|n| n.as_str()))?;
+                let cs = cols.get(name)?;
+                let parts: Vec<String> = cs
+                    .iter()
+                    .map(|c| {
+                        let v = rec
+                            .get("fields")
+                            .and_then(|f| f.get(c))
+                            .or_else(|| rec.get("group").and_then(|g| g.get(c)));
+                        match v {
+                            Some(serde_json::Value::String(s)) => s.clone(),
+                            Some(v) => v.to_string(),
+                            None => String::new(),
+                        }
+                    })
+                    .collect();
+                Some(parts.join(","))
+            })
+            .collect()
     }
 
     pub fn checkpoint(&mut self, versions: &[Arc<Version>]) {
@@ -419,11 +527,17 @@ impl Worker {
             &covered,
             &data,
         ) {
-            Ok(_) => {
+            Ok(seq) => {
+                self.written_seq = Some(seq);
                 self.shared
                     .counters
                     .checkpoints_written
                     .fetch_add(1, Ordering::Relaxed);
+                if let Some(k) = &self.shared.kafka {
+                    if let Some(c) = k.covered.get(self.partition as usize) {
+                        *c.lock().unwrap_or_else(|e| e.into_inner()) = covered.clone();
+                    }
+                }
                 if let Some(p) = self.shared.progress.get(self.partition as usize) {
                     p.lock().unwrap_or_else(|e| e.into_inner()).last_checkpoint =
                         Some(Instant::now());
@@ -443,6 +557,10 @@ impl Worker {
 
     /// Runs until every input written so far is applied (recovery replay).
     pub fn catch_up(&mut self) {
+        if self.shared.kafka.is_some() {
+            // Kafka mode: nothing is owned before the group assigns partitions.
+            return;
+        }
         loop {
             let versions = self.shared.versions();
             let n = self.step(&versions);
@@ -471,29 +589,113 @@ impl Worker {
             for c in cmds {
                 c(&mut self.engine);
             }
+            if self.shared.kafka.is_some() && !self.kafka_gate() {
+                if self.shared.shutdown.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.idle_wait(seq);
+                continue;
+            }
             let versions = self.shared.versions();
+            let t_step = Instant::now();
             let n = self.step(&versions);
             self.publish(&versions);
             if self.shared.shutdown.load(Ordering::SeqCst) && n == 0 {
                 self.checkpoint(&versions);
+                if let Some(k) = &self.shared.kafka {
+                    k.active[self.partition as usize].store(false, Ordering::SeqCst);
+                    self.shared.notify_progress();
+                }
                 return;
             }
             if self.events_since_ckpt > 0 && self.last_ckpt.elapsed() >= every {
                 self.checkpoint(&versions);
             }
-            if n == 0 {
-                let g = self
-                    .shared
-                    .wake_seq
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if *g == seq {
-                    let _ = self
-                        .shared
-                        .wake_cv
-                        .wait_timeout(g, Duration::from_millis(100))
-                        .unwrap_or_else(|e| e.into_inner());
+            // Kafka reads wait for records themselves; an empty step that returned at
+            // once (no stream yet, broker unreachable) waits here instead of spinning.
+            if n == 0
+                && (self.shared.kafka.is_none() || t_step.elapsed() < Duration::from_millis(50))
+            {
+                self.idle_wait(seq);
+            }
+        }
+    }
+
+    fn idle_wait(&self, seq: u64) {
+        let g = self
+            .shared
+            .wake_seq
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if *g == seq {
+            let _ = self
+                .shared
+                .wake_cv
+                .wait_timeout(g, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Kafka mode: follows the group's decisions. Owned and not running: restore from the
+    /// partition's latest checkpoint (and the ids written since, for de-duplication).
+    /// Running and no longer owned: checkpoint and stop. Returns whether to process.
+    fn kafka_gate(&mut self) -> bool {
+        let Some(k) = &self.shared.kafka else {
+            return true;
+        };
+        let p = self.partition as usize;
+        let owned = k.owns(self.partition);
+        let active = k.active[p].load(Ordering::SeqCst);
+        match (owned, active) {
+            (true, true) => true,
+            (false, false) => false,
+            (false, true) => {
+                let versions = self.shared.versions();
+                self.checkpoint(&versions);
+                let k = self.shared.kafka.as_ref().map(|k| &k.active[p]);
+                if let Some(a) = k {
+                    a.store(false, Ordering::SeqCst);
                 }
+                self.shared.notify_progress();
+                tracing::info!(partition = p, "partition released");
+                false
+            }
+            (true, false) => {
+                let t0 = Instant::now();
+                let latest = self
+                    .shared
+                    .checkpoints
+                    .latest_checkpoint(&checkpoint_name(self.partition));
+                let warm = matches!(&latest, Ok(Some(c)) if Some(c.seq) == self.written_seq);
+                let n = if warm {
+                    0
+                } else {
+                    let (w, from) = Worker::recover(self.shared.clone(), self.partition);
+                    *self = w;
+                    load_seen_ids(&self.shared, from)
+                };
+                if let Some(k) = &self.shared.kafka {
+                    k.active[p].store(true, Ordering::SeqCst);
+                    let all = (0..k.owned.len()).all(|i| {
+                        !k.owned[i].load(Ordering::SeqCst) || k.active[i].load(Ordering::SeqCst)
+                    });
+                    if all {
+                        if let Some(at) = *k.last_assigned.lock().unwrap_or_else(|e| e.into_inner())
+                        {
+                            k.last_recovery_ms
+                                .store(at.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+                self.shared.notify_progress();
+                tracing::info!(
+                    partition = p,
+                    ms = t0.elapsed().as_millis() as u64,
+                    ids = n,
+                    warm,
+                    "partition restored"
+                );
+                true
             }
         }
     }

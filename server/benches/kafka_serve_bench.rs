@@ -1,0 +1,315 @@
+//! Kafka → `weir serve --kafka` → Kafka, through a local tansu broker (memory engine):
+//!
+//! 1. the broker alone: produce N keyed events (batches of 1000, acknowledged) and read
+//!    them back (one reader per partition);
+//! 2. weir: N events already in the stream topic, one instance started on them; time until
+//!    it has applied all of them and written every output (a simple rule matching 1 %);
+//! 3. end-to-end latency: events produced at a steady rate, each matching, with its send
+//!    time in the event; p50/p99 of (output read from the outputs topic − send time);
+//! 4. rebalance recovery: a second instance joins (time until the group owns every
+//!    partition again), then one is SIGKILLed (time until the survivor owns all).
+//!
+//! `cargo bench -p server --bench kafka_serve_bench` (needs scripts/install-tansu; prints
+//! a skip otherwise). WEIR_KAFKA_BENCH_EVENTS sets N (default 200000).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use weir_kafka::{KafkaConfig, OutRecord, PartitionReader, Producer};
+
+const PARTS: u32 = 4;
+const STATEMENTS: &str =
+    "CREATE STREAM pay (card STRING, amount FLOAT, sent INT) WITH (key = 'card');
+CREATE RULE big AS FROM pay PARTITION BY card PATTERN (b) DEFINE b AS amount > 990
+  MEASURES b.sent AS sent;";
+
+struct Weir {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn weir(bootstrap: &str) -> Weir {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = std::env::temp_dir().join(format!("weir-kbench-{port}"));
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .args([
+            "--kafka",
+            bootstrap,
+            "--group",
+            "bench",
+            "--topic-prefix",
+            "b.",
+        ])
+        .args([
+            "--partitions",
+            &PARTS.to_string(),
+            "--kafka-session-ms",
+            "4000",
+        ])
+        .args(["--max-lag", "100000000"])
+        .env("WEIR_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let w = Weir {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let t0 = Instant::now();
+    while ureq::get(&format!("{}/readyz", w.base)).call().is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "weir never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w
+}
+
+fn metric(w: &Weir, name: &str) -> f64 {
+    let Ok(r) = ureq::get(&format!("{}/metrics", w.base)).call() else {
+        return 0.0;
+    };
+    let text = r.into_string().unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+fn produce(p: &Producer, events: &[(String, String)], batch: usize) {
+    for chunk in events.chunks(batch) {
+        let recs: Vec<OutRecord<'_>> = chunk
+            .iter()
+            .map(|(k, v)| OutRecord {
+                key: Some(k.as_bytes()),
+                value: v.as_bytes(),
+                ..Default::default()
+            })
+            .collect();
+        p.send("b.pay", &recs).unwrap();
+    }
+}
+
+fn main() {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-broker");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&script)
+        .arg("start")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "kafka_serve_bench skipped: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let _stop = BrokerGuard(script, dir.path().to_path_buf());
+    run(&bootstrap);
+}
+
+/// Stops the broker, also when the run panics.
+struct BrokerGuard(PathBuf, PathBuf);
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0).arg("stop").arg(&self.1).status();
+    }
+}
+
+fn sigterm(w: &mut Weir) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &w.child.id().to_string()])
+        .status();
+    let _ = w.child.wait();
+}
+
+fn run(bootstrap: &str) {
+    let bootstrap = bootstrap.to_string();
+    {
+        let n: usize = std::env::var("WEIR_KAFKA_BENCH_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
+        let mut cfg = KafkaConfig::new(&bootstrap);
+        cfg.replication = 1;
+        cfg.request_timeout = Duration::from_secs(30);
+        cfg.group = "bench-client".into();
+        let events: Vec<(String, String)> = (0..n)
+            .map(|i| {
+                let card = format!("c{}", i % 1000);
+                let v = format!(
+                    r#"{{"card":"{card}","amount":{},"sent":0}}"#,
+                    (i * 7919) % 1000
+                );
+                (card, v)
+            })
+            .collect();
+        let matches = events
+            .iter()
+            .filter(|(_, v)| {
+                let a: serde_json::Value = serde_json::from_str(v).unwrap();
+                a["amount"].as_f64().unwrap() > 990.0
+            })
+            .count();
+
+        // Statements first (they take effect at the topic's end), then stop weir.
+        {
+            let mut w = weir(&bootstrap);
+            let r = ureq::post(&format!("{}/v1/statements", w.base)).send_string(STATEMENTS);
+            assert!(r.is_ok(), "statements: {r:?}");
+            // Leave the group cleanly, so the next instance does not wait for it.
+            sigterm(&mut w);
+        }
+        let p = Producer::idempotent(&cfg).unwrap();
+
+        // 1. The broker alone.
+        let t = Instant::now();
+        produce(&p, &events, 1000);
+        let produce_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let mut got = 0;
+        for part in 0..PARTS {
+            let mut r = PartitionReader::new(&cfg, "b.pay", part).unwrap();
+            got += r.read_to_end(0).unwrap().len();
+        }
+        let consume_s = t.elapsed().as_secs_f64();
+        assert_eq!(got, n);
+        println!(
+            "broker alone: produce {:.0} events/s, consume {:.0} events/s ({n} events)",
+            n as f64 / produce_s,
+            n as f64 / consume_s
+        );
+
+        // 2. weir on N events already in the topic.
+        let t = Instant::now();
+        let w = weir(&bootstrap);
+        loop {
+            let outs = metric(&w, "weir_outputs_written_total ");
+            let lag = metric(&w, "weir_kafka_consumer_lag{");
+            let owned = metric(&w, "weir_kafka_owned_partitions ");
+            if owned == PARTS as f64 && lag == 0.0 && outs >= matches as f64 {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(600),
+                "weir did not finish"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let weir_s = t.elapsed().as_secs_f64();
+        println!(
+            "weir (1 instance, {PARTS} partitions): {n} events → {matches} outputs in {weir_s:.2} s = {:.0} events/s (incl. start and group join)",
+            n as f64 / weir_s
+        );
+
+        // 3. End-to-end latency at a steady rate.
+        let rate = 2000usize;
+        let secs = 5usize;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let cfg2 = cfg.clone();
+        let reader = std::thread::spawn(move || {
+            let mut r = PartitionReader::new(&cfg2, "b.outputs", 0).unwrap();
+            let mut next = r.read_to_end(0).unwrap().last().map_or(0, |x| x.offset + 1);
+            let mut lat = Vec::new();
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                for rec in r
+                    .read(next, 10_000, 8 << 20, Duration::from_millis(100))
+                    .unwrap()
+                {
+                    next = rec.offset + 1;
+                    let v: serde_json::Value =
+                        serde_json::from_slice(rec.value.as_deref().unwrap_or(b"{}")).unwrap();
+                    if let Some(sent) = v["fields"]["sent"].as_i64() {
+                        if sent > 0 {
+                            lat.push((now_us() - sent) as f64 / 1000.0);
+                        }
+                    }
+                }
+            }
+            lat
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        for s in 0..secs {
+            let t = Instant::now();
+            for b in 0..10 {
+                let batch: Vec<(String, String)> = (0..rate / 10)
+                    .map(|i| {
+                        let card = format!("l{}", (s * rate + b * rate / 10 + i) % 1000);
+                        let v = format!(r#"{{"card":"{card}","amount":999,"sent":{}}}"#, now_us());
+                        (card, v)
+                    })
+                    .collect();
+                produce(&p, &batch, batch.len());
+                let target = Duration::from_millis(100 * (b as u64 + 1));
+                if let Some(d) = target.checked_sub(t.elapsed()) {
+                    std::thread::sleep(d);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut lat = reader.join().unwrap();
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)];
+        println!(
+            "latency at {rate} events/s for {secs} s: {} outputs, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            lat.len(),
+            q(0.5),
+            q(0.99),
+            lat[lat.len() - 1]
+        );
+
+        // 4. Rebalance recovery: a second instance joins, then one is SIGKILLed.
+        let t = Instant::now();
+        let mut w2 = weir(&bootstrap);
+        loop {
+            let a = metric(&w, "weir_kafka_owned_partitions ");
+            let b = metric(&w2, "weir_kafka_owned_partitions ");
+            if a + b == PARTS as f64 && a > 0.0 && b > 0.0 {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(120), "no rebalance");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!(
+            "a second instance joins: partitions split {:.2} s after its start",
+            t.elapsed().as_secs_f64()
+        );
+        std::thread::sleep(Duration::from_secs(3));
+        w2.child.kill().unwrap();
+        w2.child.wait().unwrap();
+        let t = Instant::now();
+        while metric(&w, "weir_kafka_owned_partitions ") < PARTS as f64 {
+            assert!(t.elapsed() < Duration::from_secs(120), "no takeover");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!(
+            "SIGKILL of one of two: the survivor owns every partition {:.2} s later (session timeout 4 s)",
+            t.elapsed().as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,727 @@
+//! End-to-end tests of `weir serve --kafka`: the real `weir` binary against a real tansu
+//! broker (started with scripts/kafka-broker, as kafka/tests do). Without a tansu binary
+//! the tests print a loud skip message and pass, unless WEIR_REQUIRE_KAFKA is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use weir_kafka::{KafkaConfig, OutRecord, PartitionReader, Producer, ID_HEADER};
+
+// ---------------------------------------------------------------- broker
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-broker")
+}
+
+fn tansu_available() -> bool {
+    if std::env::var_os("WEIR_TANSU").is_some() {
+        return true;
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let cache = std::env::var_os("WEIR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or(home.join(".cache/weir"));
+    cache
+        .join("tansu-0.6.0-dynostore-libsql/bin/tansu")
+        .exists()
+        || Command::new("sh")
+            .arg("-c")
+            .arg("command -v tansu")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+struct Broker {
+    dir: tempfile::TempDir,
+    bootstrap: String,
+    persistent: bool,
+}
+
+impl Broker {
+    fn start(persistent: bool) -> Option<Broker> {
+        if !tansu_available() {
+            if std::env::var_os("WEIR_REQUIRE_KAFKA").is_some() {
+                panic!("WEIR_REQUIRE_KAFKA is set but no tansu binary was found (scripts/install-tansu)");
+            }
+            eprintln!(
+                "\n!!!!! SKIPPING Kafka test: no tansu broker binary. Run scripts/install-tansu \
+                 (or set WEIR_TANSU); set WEIR_REQUIRE_KAFKA=1 to make this a failure. !!!!!\n"
+            );
+            return None;
+        }
+        let mut b = Broker {
+            dir: tempfile::tempdir().unwrap(),
+            bootstrap: String::new(),
+            persistent,
+        };
+        b.bootstrap = b.run_start();
+        Some(b)
+    }
+
+    fn run_start(&self) -> String {
+        let mut c = Command::new(script());
+        c.arg("start").arg(self.dir.path());
+        if self.persistent {
+            c.arg("--persistent");
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "kafka-broker start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn stop(&self) {
+        let _ = Command::new(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        let addr = self.run_start();
+        assert_eq!(addr, self.bootstrap, "restart should reuse the port");
+    }
+
+    fn config(&self) -> KafkaConfig {
+        let mut c = KafkaConfig::new(&self.bootstrap);
+        c.group = "weir-test-client".into();
+        c.replication = 1;
+        c
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log =
+                std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            let keep = std::env::temp_dir().join(format!("weir-broker-{}.log", std::process::id()));
+            let _ = std::fs::write(&keep, &log);
+            eprintln!("--- broker log (whole log in {}) ---", keep.display());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------- weir instances
+
+struct Weir {
+    child: Child,
+    base: String,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for Weir {
+    fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("WEIR_TEST_GDB").is_some() {
+            let out = Command::new("gdb")
+                .args([
+                    "-p",
+                    &self.child.id().to_string(),
+                    "-batch",
+                    "-ex",
+                    "thread apply all bt",
+                ])
+                .output();
+            if let Ok(o) = out {
+                let f = std::env::temp_dir().join(format!("weir-stacks-{}.txt", self.child.id()));
+                let _ = std::fs::write(&f, &o.stdout);
+                eprintln!("weir stacks in {}", f.display());
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn weir(b: &Broker, group: &str, prefix: &str) -> Weir {
+    weir_with(b, group, prefix, 4)
+}
+
+fn weir_with(b: &Broker, group: &str, prefix: &str, partitions: u32) -> Weir {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", &listen, "--data"])
+        .arg(data.path())
+        .args(["--kafka", &b.bootstrap, "--group", group])
+        .args([
+            "--topic-prefix",
+            prefix,
+            "--partitions",
+            &partitions.to_string(),
+        ])
+        .args(["--kafka-session-ms", "4000", "--checkpoint-secs", "1"])
+        .env(
+            "WEIR_LOG",
+            std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("weir serve starts");
+    let w = Weir {
+        child,
+        base: format!("http://{listen}"),
+        _data: data,
+    };
+    let t0 = Instant::now();
+    loop {
+        if let Ok(r) = ureq::get(&format!("{}/readyz", w.base)).call() {
+            if r.status() == 200 {
+                return w;
+            }
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "weir serve --kafka never became ready"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn call(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
+    let r = ureq::request(method, url).set("Content-Type", "application/json");
+    let res = match body {
+        Some(b) => r.send_string(b),
+        None => r.call(),
+    };
+    let resp = match res {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn post(w: &Weir, path: &str, body: &str) -> (u16, Value) {
+    call("POST", &format!("{}{path}", w.base), Some(body))
+}
+
+fn get(w: &Weir, path: &str) -> (u16, Value) {
+    call("GET", &format!("{}{path}", w.base), None)
+}
+
+const STREAM: &str = "CREATE STREAM pay (card STRING, amount FLOAT, ts TIMESTAMP)
+  WITH (event_time = 'ts', key = 'card');";
+const PROBE: &str = "CREATE RULE probe AS FROM pay PARTITION BY card
+  PATTERN (small big) WITHIN 1 MINUTE
+  DEFINE small AS amount < 5, big AS amount > 500
+  MEASURES big.amount AS amount;";
+
+fn ev(card: &str, amount: f64, ts: i64) -> Value {
+    json!({"card": card, "amount": amount, "ts": ts})
+}
+
+/// Produces events straight to a stream topic (keyed by card, Kafka's partitioner).
+fn produce(cfg: &KafkaConfig, topic: &str, events: &[Value]) {
+    let p = Producer::idempotent(cfg).unwrap();
+    let texts: Vec<(String, String)> = events
+        .iter()
+        .map(|e| (e["card"].as_str().unwrap().to_string(), e.to_string()))
+        .collect();
+    let recs: Vec<OutRecord<'_>> = texts
+        .iter()
+        .map(|(k, v)| OutRecord {
+            key: Some(k.as_bytes()),
+            value: v.as_bytes(),
+            ..Default::default()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match p.send(topic, &recs) {
+            Ok(_) => return,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("produce retry: {e}");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => panic!("produce: {e}"),
+        }
+    }
+}
+
+/// Every record of the outputs topic: (id from the `weir-id` header, value).
+fn output_topic(cfg: &KafkaConfig, prefix: &str) -> Vec<(String, Value)> {
+    output_records(cfg, prefix)
+        .into_iter()
+        .map(|(id, _, v)| (id, v))
+        .collect()
+}
+
+/// Every record of the outputs topic: (id from the `weir-id` header, key, value).
+fn output_records(cfg: &KafkaConfig, prefix: &str) -> Vec<(String, Option<String>, Value)> {
+    let mut r = match PartitionReader::new(cfg, &format!("{prefix}outputs"), 0) {
+        Ok(r) => r,
+        Err(_) => return Vec::new(),
+    };
+    let Ok(recs) = r.read_to_end(0) else {
+        return Vec::new();
+    };
+    recs.into_iter()
+        .filter_map(|r| {
+            let id = String::from_utf8(r.header(ID_HEADER)?.to_vec()).ok()?;
+            let v: Value = serde_json::from_slice(r.value.as_deref()?).ok()?;
+            let key = r.key.map(|k| String::from_utf8_lossy(&k).into_owned());
+            Some((id, key, v))
+        })
+        .collect()
+}
+
+/// Waits until the outputs topic holds at least the ids `want` (returns all ids seen,
+/// with their counts).
+fn wait_ids(
+    cfg: &KafkaConfig,
+    prefix: &str,
+    want: &BTreeSet<String>,
+    timeout: Duration,
+) -> BTreeMap<String, usize> {
+    let t0 = Instant::now();
+    loop {
+        let mut seen = BTreeMap::new();
+        for (id, v) in output_topic(cfg, prefix) {
+            assert_eq!(v["id"].as_str(), Some(id.as_str()), "header = record id");
+            *seen.entry(id).or_insert(0) += 1;
+        }
+        if want.iter().all(|i| seen.contains_key(i)) {
+            return seen;
+        }
+        if t0.elapsed() > timeout {
+            let missing: Vec<_> = want.iter().filter(|i| !seen.contains_key(*i)).collect();
+            panic!(
+                "{} of {} outputs missing after {timeout:?}: {:?}",
+                missing.len(),
+                want.len(),
+                &missing[..missing.len().min(10)]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Events for `cards` cards: phase 1 = a small payment for every card and a big one for
+/// the first half; phase 2 = the big payments of the second half. One probe per card.
+fn two_phase_events(cards: usize) -> (Vec<Value>, Vec<Value>) {
+    let mut ts = 1_000;
+    let mut tick = || {
+        ts += 10;
+        ts
+    };
+    let mut a = Vec::new();
+    for c in 0..cards {
+        a.push(ev(&format!("c{c}"), 1.0, tick()));
+    }
+    for c in 0..cards / 2 {
+        a.push(ev(&format!("c{c}"), 900.0, tick()));
+    }
+    let mut b = Vec::new();
+    for c in cards / 2..cards {
+        b.push(ev(&format!("c{c}"), 900.0, tick()));
+    }
+    (a, b)
+}
+
+fn probe_ids(seen: &BTreeMap<String, usize>) -> BTreeSet<String> {
+    seen.keys()
+        .filter(|i| i.starts_with("probe@"))
+        .cloned()
+        .collect()
+}
+
+/// Runs the two phases through one instance on its own prefix: the reference ids.
+fn reference_ids(b: &Broker, cards: usize) -> BTreeSet<String> {
+    let cfg = b.config();
+    let w = weir(b, "ref", "ref.");
+    let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));
+    assert_eq!(st, 200, "{v}");
+    let (a, bb) = two_phase_events(cards);
+    produce(&cfg, "ref.pay", &a);
+    produce(&cfg, "ref.pay", &bb);
+    let t0 = Instant::now();
+    loop {
+        let seen = wait_ids(&cfg, "ref.", &BTreeSet::new(), Duration::from_secs(1));
+        let ids = probe_ids(&seen);
+        if ids.len() >= cards {
+            assert_eq!(ids.len(), cards, "one probe per card");
+            return ids;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "reference run: {} of {cards} outputs",
+            ids.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+/// Events in through HTTP and straight into the topic; matches out on the outputs topic
+/// with a `weir-id` header, and through `GET /v1/outputs`; Kafka metrics exported.
+#[test]
+fn events_in_matches_out_on_the_output_topic() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let cfg = b.config();
+    let w = weir(&b, "g1", "t1.");
+    let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(get(&w, "/v1/statements/probe").0, 200);
+    // Through HTTP: c1 (produced to Kafka with its key).
+    let evs = json!([ev("c1", 1.0, 1000), ev("c1", 900.0, 2000)]);
+    let (st, v) = post(&w, "/v1/streams/pay/events", &evs.to_string());
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["accepted"], 2);
+    // Bad events are still refused before they reach Kafka.
+    let (st, v) = post(
+        &w,
+        "/v1/streams/pay/events",
+        r#"[{"card":"x","amount":"no"}]"#,
+    );
+    assert!(
+        st == 400 || v["rejected"].as_array().is_some_and(|r| r.len() == 1),
+        "{v}"
+    );
+    // Straight into the topic: c2, c3 (as any Kafka producer would).
+    produce(
+        &cfg,
+        "t1.pay",
+        &[
+            ev("c2", 2.0, 3000),
+            ev("c3", 3.0, 3100),
+            ev("c2", 800.0, 4000),
+            ev("c3", 700.0, 4100),
+        ],
+    );
+    // Every event went to the partition Kafka's partitioner picks for its key.
+    for c in ["c1", "c2", "c3"] {
+        let p = weir_kafka::partition_for_key(c.as_bytes(), 4);
+        let mut r = PartitionReader::new(&cfg, "t1.pay", p).unwrap();
+        let recs = r.read_to_end(0).unwrap();
+        assert!(
+            recs.iter().any(|r| r.key.as_deref() == Some(c.as_bytes())),
+            "{c} not in partition {p}"
+        );
+    }
+    let t0 = Instant::now();
+    let cards = loop {
+        let outs = output_topic(&cfg, "t1.");
+        let cards: BTreeSet<String> = outs
+            .iter()
+            .filter(|(_, v)| v["rule"] == "probe")
+            .map(|(id, v)| {
+                assert_eq!(v["id"].as_str(), Some(id.as_str()));
+                v["fields"]["card"].as_str().unwrap().to_string()
+            })
+            .collect();
+        if cards.len() == 3 || t0.elapsed() > Duration::from_secs(30) {
+            break cards;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        cards,
+        ["c1", "c2", "c3"].iter().map(|s| s.to_string()).collect()
+    );
+    // Each output is keyed by its partition key (PARTITION BY card).
+    for (_, key, v) in output_records(&cfg, "t1.") {
+        assert_eq!(key.as_deref(), v["fields"]["card"].as_str(), "{v}");
+    }
+    // The HTTP outputs endpoint reads the same topic.
+    let (st, v) = get(&w, "/v1/outputs?name=probe&cursor=0&limit=100&wait_ms=0");
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["records"].as_array().unwrap().len(), 3, "{v}");
+    let (st, m) = get(&w, "/metrics");
+    assert_eq!(st, 200);
+    let m = m.as_str().unwrap().to_string();
+    assert!(m.contains("weir_kafka_rebalances_total"), "{m}");
+    assert!(
+        m.contains("weir_kafka_consumer_lag{topic=\"t1.pay\""),
+        "{m}"
+    );
+    assert!(
+        m.contains("weir_kafka_checkpoint_age_seconds{topic=\"t1.pay\""),
+        "{m}"
+    );
+    assert!(m.contains("weir_kafka_owned_partitions 4"), "{m}");
+}
+
+/// A statement posted to instance A at runtime reaches instance B, and B runs it.
+#[test]
+fn statements_posted_on_one_instance_reach_the_others() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let cfg = b.config();
+    let a = weir(&b, "g2", "t2.");
+    let bb = weir(&b, "g2", "t2.");
+    let (st, v) = post(&a, "/v1/statements", STREAM);
+    assert_eq!(st, 200, "{v}");
+    // At runtime, on A only.
+    let (st, v) = post(&a, "/v1/statements", PROBE);
+    assert_eq!(st, 200, "{v}");
+    let t0 = Instant::now();
+    while get(&bb, "/v1/statements/probe").0 != 200 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the statement never reached instance B"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        get(&bb, "/v1/statements").1["statements"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Events through B, for many cards (so both instances' partitions get some): every
+    // card matches, whichever instance runs its partition.
+    let mut evs = Vec::new();
+    for c in 0..20 {
+        evs.push(ev(&format!("k{c}"), 1.0, 1000 + c));
+    }
+    for c in 0..20 {
+        evs.push(ev(&format!("k{c}"), 999.0, 2000 + c));
+    }
+    let (st, v) = post(&bb, "/v1/streams/pay/events", &json!(evs).to_string());
+    assert_eq!(st, 200, "{v}");
+    let t0 = Instant::now();
+    loop {
+        let n = output_topic(&cfg, "t2.")
+            .iter()
+            .filter(|(_, v)| v["rule"] == "probe")
+            .map(|(id, _)| id.clone())
+            .collect::<BTreeSet<_>>()
+            .len();
+        if n == 20 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(40) {
+            let outs = output_topic(&cfg, "t2.");
+            let got: BTreeSet<String> = outs
+                .iter()
+                .filter(|(_, v)| v["rule"] == "probe")
+                .map(|(_, v)| v["fields"]["card"].as_str().unwrap_or("").to_string())
+                .collect();
+            let mut per_part = BTreeMap::new();
+            for c in 0..20 {
+                let k = format!("k{c}");
+                let p = weir_kafka::partition_for_key(k.as_bytes(), 4);
+                let e = per_part.entry(p).or_insert((0, 0));
+                e.0 += 1;
+                if got.contains(&k) {
+                    e.1 += 1;
+                }
+            }
+            let mut ins = Vec::new();
+            for p in 0..4 {
+                let mut r = PartitionReader::new(&cfg, "t2.pay", p).unwrap();
+                ins.push(r.read_to_end(0).unwrap().len());
+            }
+            panic!("{n} of 20 probes after the runtime statement; per partition (cards, matched): {per_part:?}; events per partition {ins:?}; outputs {outs:?}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A DROP on B reaches A.
+    let (st, v) = post(&bb, "/v1/statements", "DROP RULE probe;");
+    assert_eq!(st, 200, "{v}");
+    let t0 = Instant::now();
+    while get(&a, "/v1/statements/probe").0 != 404 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "DROP never reached A"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Three instances in one group on a 4-partition topic; one is SIGKILLed mid-stream; the
+/// survivors take its partitions over and the union of outputs equals a single-instance
+/// run, by id, with no id missing.
+#[test]
+fn scale_out_survives_a_sigkilled_instance() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let cfg = b.config();
+    let cards = 200;
+    let want = reference_ids(&b, cards);
+    let ws: Vec<Weir> = (0..3).map(|_| weir(&b, "g3", "t3.")).collect();
+    let (st, v) = post(&ws[0], "/v1/statements", &format!("{STREAM}\n{PROBE}"));
+    assert_eq!(st, 200, "{v}");
+    // Every instance knows the statements and the group settled (4 partitions owned).
+    let t0 = Instant::now();
+    loop {
+        let owned: u64 = ws.iter().map(owned_partitions).sum();
+        let known = ws.iter().all(|w| get(w, "/v1/statements/probe").0 == 200);
+        if owned == 4 && known {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "the group never settled ({owned} partitions owned)"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (phase1, phase2) = two_phase_events(cards);
+    produce(&cfg, "t3.pay", &phase1);
+    let t0 = Instant::now();
+    loop {
+        let n = probe_ids(&wait_ids(
+            &cfg,
+            "t3.",
+            &BTreeSet::new(),
+            Duration::from_secs(1),
+        ))
+        .len();
+        if n >= cards / 2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "phase 1: {n} of {} outputs",
+            cards / 2
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Kill one instance (SIGKILL: no goodbye, no final checkpoint).
+    let mut ws = ws;
+    let mut victim = ws.remove(1);
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let killed_at = Instant::now();
+    produce(&cfg, "t3.pay", &phase2);
+    let seen = wait_ids(&cfg, "t3.", &want, Duration::from_secs(60));
+    let got = probe_ids(&seen);
+    eprintln!(
+        "scale-out: all {} outputs {:.1} s after the SIGKILL; {} duplicates",
+        got.len(),
+        killed_at.elapsed().as_secs_f64(),
+        seen.values().map(|n| n - 1).sum::<usize>()
+    );
+    assert_eq!(
+        got, want,
+        "union of outputs = the single-instance run, by id"
+    );
+    // The survivors settle owning every partition.
+    let t0 = Instant::now();
+    loop {
+        let owned: u64 = ws.iter().map(owned_partitions).sum();
+        if owned == 4 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the survivors own {owned} of 4 partitions"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn owned_partitions(w: &Weir) -> u64 {
+    let m = get(w, "/metrics").1;
+    m.as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_kafka_owned_partitions "))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// The broker (persistent storage) restarts mid-stream: nothing acknowledged is lost.
+#[test]
+fn broker_restart_mid_stream_loses_nothing() {
+    let Some(mut b) = Broker::start(true) else {
+        return;
+    };
+    let cfg = b.config();
+    let cards = 60;
+    let w = weir_with(&b, "g4", "t4.", 1);
+    let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));
+    assert_eq!(st, 200, "{v}");
+    let (phase1, phase2) = two_phase_events(cards);
+    produce(&cfg, "t4.pay", &phase1);
+    let t0 = Instant::now();
+    loop {
+        let n = probe_ids(&wait_ids(
+            &cfg,
+            "t4.",
+            &BTreeSet::new(),
+            Duration::from_secs(1),
+        ))
+        .len();
+        if n >= cards / 2 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(40), "phase 1: {n}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.restart();
+    // Half of phase 2 through HTTP (retried while weir reconnects), half straight in.
+    let (http, direct) = phase2.split_at(phase2.len() / 2);
+    let t0 = Instant::now();
+    loop {
+        let (st, v) = post(&w, "/v1/streams/pay/events", &json!(http).to_string());
+        if st == 200 {
+            assert_eq!(v["accepted"].as_u64(), Some(http.len() as u64), "{v}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "ingest never recovered after the broker restart: {st} {v}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    produce(&cfg, "t4.pay", direct);
+    let t0 = Instant::now();
+    loop {
+        let outs = output_topic(&cfg, "t4.");
+        let probes: Vec<&(String, Value)> =
+            outs.iter().filter(|(_, v)| v["rule"] == "probe").collect();
+        let cs: BTreeSet<String> = probes
+            .iter()
+            .map(|(_, v)| v["fields"]["card"].as_str().unwrap().to_string())
+            .collect();
+        if cs.len() == cards {
+            let ids: BTreeSet<&String> = probes.iter().map(|(id, _)| id).collect();
+            assert_eq!(ids.len(), cards, "one id per card");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "after the broker restart: {} of {cards} cards matched",
+            cs.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
