@@ -1185,7 +1185,7 @@ fn idempotent_retries_across_crashes_store_every_event_once() {
         3
     };
     let d = tmpdir("idem-crash");
-    let args = ["--partitions", "2"];
+    let args = ["--partitions", "2", "--checkpoint-secs", "0.2"];
     let mut rng = 0x2545f4914f6cdd1du64;
     let mut rand = move |n: u64| {
         rng ^= rng << 13;
