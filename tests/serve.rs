@@ -1087,6 +1087,8 @@ fn subscribers_behind_retention_are_told_which_cursors_they_missed() {
     );
     assert_eq!(events[1].0, "record");
     assert_eq!(events[1].1["id"], first["id"]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// The body hash the server keeps with an idempotency key (FNV-1a, length mixed in).
@@ -1175,6 +1177,7 @@ fn idempotency_key_resumes_a_write_that_stopped_midway() {
         counts.values().all(|&n| n == 1),
         "each event once: {counts:?}"
     );
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -1277,6 +1280,7 @@ fn idempotent_retries_across_crashes_store_every_event_once() {
             );
         }
     }
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -1341,4 +1345,6 @@ fn lagging_workers_make_ingest_answer_429_until_they_catch_up() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    drop(s);
+    let _ = std::fs::remove_dir_all(&d);
 }
