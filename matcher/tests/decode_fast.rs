@@ -5,7 +5,7 @@
 
 use dsl::ast::DataType;
 use dsl::plan::{LatePolicy, StreamDef};
-use matcher::value::RowDecoder;
+use matcher::value::{RowDecoder, Value};
 use proptest::prelude::*;
 
 const COLUMNS: [(&str, DataType); 7] = [
@@ -215,8 +215,11 @@ proptest! {
 fn typical_events_take_the_fast_path_and_match() {
     let d = RowDecoder::new(&stream());
     for line in [
+        r#"{"s": "a", "i": 3, "f": 2.5, "b": true, "t": "2026-01-01T00:00:00.250Z", "j": 7, "more": "x"}"#,
+        r#"{"t": 1000, "i": 3.0, "f": -2e3, "s": null, "x": -0, "y": 0.001}"#,
+        r#" { } "#,
         r#"{"s": "a", "i": 3, "f": 2.5, "b": true, "t": "2026-01-01T00:00:00.250Z", "j": {"k": [1, 2]}, "more": {"x": null}}"#,
-        r#"{"t": 1000, "i": 3.0, "f": 2, "s": null}"#,
+        r#"{"t": 1000, "i": 3.0, "f": 2, "s": "a\"b"}"#,
         r#"{}"#,
     ] {
         assert_eq!(
@@ -278,4 +281,62 @@ fn bad_lines_keep_their_messages() {
             .to_string(),
         "not UTF-8 (invalid byte at column 8)"
     );
+}
+
+/// Number spellings through the fast path: the same `f64` bits, the same INT and
+/// TIMESTAMP coercions and the same undeclared JSON numbers as the reference.
+fn short_number() -> impl Strategy<Value = String> {
+    (
+        any::<bool>(),
+        0u64..10_000_000,
+        prop::option::of("[0-9]{1,10}"),
+        prop::option::of((
+            prop::sample::select(vec!["e", "E"]),
+            prop::sample::select(vec!["", "+", "-"]),
+            0u32..40,
+        )),
+    )
+        .prop_map(|(neg, int, frac, exp)| {
+            let mut s = String::new();
+            if neg {
+                s.push('-');
+            }
+            s.push_str(&int.to_string());
+            if let Some(f) = frac {
+                s.push('.');
+                s.push_str(&f);
+            }
+            if let Some((e, sign, x)) = exp {
+                s.push_str(&format!("{e}{sign}{x}"));
+            }
+            s
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn fast_path_numbers_equal_reference(n in short_number()) {
+        let d = RowDecoder::new(&stream());
+        for line in [
+            format!(r#"{{"f": {n}}}"#),
+            format!(r#"{{"i": {n}}}"#),
+            format!(r#"{{"j": {n}, "other": {n}}}"#),
+            format!(r#"{{"t": {n}}}"#),
+        ] {
+            let reference = d.decode_str_reference(&line);
+            if let Some(row) = d.decode_str_fast(&line) {
+                let want = reference.clone().unwrap();
+                // Bit-exact floats (PartialEq would let -0.0 == 0.0 pass).
+                for (a, b) in row.values.iter().zip(&want.values) {
+                    if let (Value::Float(x), Value::Float(y)) = (a, b) {
+                        prop_assert_eq!(x.to_bits(), y.to_bits(), "{}", line);
+                    }
+                }
+                prop_assert_eq!(Ok(row), reference, "{}", line);
+            }
+            prop_assert_eq!(d.decode_str(&line), d.decode_str_reference(&line));
+        }
+    }
 }
