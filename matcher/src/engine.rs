@@ -589,20 +589,16 @@ impl Engine {
         ingest_time_ms: i64,
         out: &mut Vec<OutputRecord>,
     ) -> Result<(), IngestError> {
-        if self.derived.contains(stream) || !self.streams.contains_key(stream) {
-            return Err(IngestError::UnknownStream {
-                stream: stream.to_string(),
-                known: self.source_names.clone(),
-            });
-        }
+        let st = match self.streams.get_mut(stream) {
+            Some(st) if !self.derived.contains(stream) => st,
+            _ => {
+                return Err(IngestError::UnknownStream {
+                    stream: stream.to_string(),
+                    known: self.source_names.clone(),
+                })
+            }
+        };
         let mut queue = Vec::new();
-        let st = self
-            .streams
-            .get_mut(stream)
-            .ok_or_else(|| IngestError::UnknownStream {
-                stream: stream.to_string(),
-                known: Vec::new(),
-            })?;
         let ts = match &st.def.event_time {
             Some(col) => match event_time.or_else(|| st.decoder.event_time(&row)) {
                 Some(t) => t,
