@@ -340,3 +340,49 @@ proptest! {
         }
     }
 }
+
+/// `Engine::ingest_bytes` (text straight into rows) gives the same outputs and the same
+/// errors as parsing the text and calling `Engine::ingest`.
+#[test]
+fn engine_ingest_bytes_equals_ingest() {
+    use matcher::engine::{Engine, EngineConfig};
+    let src = "CREATE STREAM pay (card STRING, amount FLOAT, ts TIMESTAMP, meta JSON)
+  WITH (event_time = 'ts', max_delay = '1 second');
+CREATE RULE two_big AS FROM pay PARTITION BY card PATTERN (b b) WITHIN 1 MINUTE
+  DEFINE b AS amount > 100 AND meta.kind = 'web' MEASURES SUM(b.amount) AS total, LAST(b.meta.kind) AS kind;";
+    let mut catalog = dsl::check::Catalog::new();
+    let diags = catalog.check_source(src);
+    assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
+    let lines = [
+        r#"{"card":"c1","amount":200,"ts":1000,"meta":{"kind":"web"},"note":"a"}"#,
+        r#"{"card":"c1","amount":"lots","ts":1100}"#,
+        r#"{"card":"c2","amount":500,"ts":1200,"meta":{"kind":"web"}}"#,
+        r#"{"card":"c1","amount":300,"ts":1300,"meta":{"kind":"web"},"note":"b\u00e9"}"#,
+        r#"{"card":"c1","amount":300}"#,
+        r#"{"card":"c2","amount":1e2,"amount":700,"ts":1400,"meta":{"kind":"web"}}"#,
+        r#"[1]"#,
+        r#"{"card":"c3","amount":101,"ts":"2026-01-01T00:00:00Z","meta":{"kind":"app"}}"#,
+    ];
+    let mut a = Engine::new(&catalog, 0, &EngineConfig::default()).unwrap();
+    let mut b = Engine::new(&catalog, 0, &EngineConfig::default()).unwrap();
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    for (i, l) in lines.iter().enumerate() {
+        let json: serde_json::Value = serde_json::from_str(l).unwrap();
+        let ra = a.ingest("pay", i as u64, &json, 0, &mut out_a);
+        let rb = b.ingest_bytes("pay", i as u64, l.as_bytes(), 0, &mut out_b);
+        assert_eq!(
+            ra.map_err(|e| e.to_string()),
+            rb.map_err(|e| e.to_string()),
+            "{l}"
+        );
+    }
+    a.finish(&mut out_a);
+    b.finish(&mut out_b);
+    assert!(!out_a.is_empty());
+    assert_eq!(out_a, out_b);
+    assert_eq!(a.counters("pay"), b.counters("pay"));
+    let e = b
+        .ingest_bytes("pay", 99, b"{not json", 0, &mut out_b)
+        .unwrap_err();
+    assert!(e.to_string().starts_with("not valid JSON: "), "{e}");
+}
