@@ -64,6 +64,15 @@ struct Best {
 type Nodes = SmallVec<[PNode; 4]>;
 type Threads = SmallVec<[Thread; 2]>;
 
+/// Pushes onto a small vector; when it first leaves its inline storage it gets room for
+/// `first_heap` items at once instead of doubling through every size.
+fn push_small<A: smallvec::Array>(v: &mut SmallVec<A>, x: A::Item, first_heap: usize) {
+    if !v.spilled() && v.len() == v.inline_size() {
+        v.reserve_exact(first_heap.saturating_sub(v.len()));
+    }
+    v.push(x);
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Search {
     /// Key-level index of the start row.
@@ -848,10 +857,14 @@ impl Search {
             if !ok {
                 continue;
             }
-            self.nodes.push(PNode {
-                var: v,
-                parent: t.node,
-            });
+            push_small(
+                &mut self.nodes,
+                PNode {
+                    var: v,
+                    parent: t.node,
+                },
+                16,
+            );
             let node = (self.nodes.len() - 1) as u32;
             if absent {
                 let nt = Thread {
@@ -958,15 +971,20 @@ fn emit_match(
         fields.push((n.clone(), m.eval(&ctx)));
     }
     let absent = best.absent_deadline.is_some();
-    let id = format!(
-        "{}@{}/{}:{}-{}{}",
-        rule.name,
-        rule.stream,
-        em.partition,
-        first.offset,
-        last.offset,
-        if absent { "!" } else { "" }
-    );
+    // `{rule}@{stream}/{partition}:{first}-{last}` (+ `!`), without the formatting machinery
+    let mut id = String::with_capacity(rule.name.len() + rule.stream.len() + 32);
+    id.push_str(&rule.name);
+    id.push('@');
+    id.push_str(&rule.stream);
+    id.push('/');
+    push_decimal(&mut id, em.partition as u64);
+    id.push(':');
+    push_decimal(&mut id, first.offset);
+    id.push('-');
+    push_decimal(&mut id, last.offset);
+    if absent {
+        id.push('!');
+    }
     em.counters.matches += 1;
     let _ = em.rules;
     out.push(MatchOutput {
@@ -978,6 +996,22 @@ fn emit_match(
         first_offset: first.offset,
         last_offset: last.offset,
     });
+}
+
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
 }
 
 /// Emits decided searches in start order, applies AFTER MATCH, enforces caps. The key's
@@ -1496,14 +1530,12 @@ impl PartitionState {
                 };
                 // taken out while processed; the (possibly empty) bucket stays so that
                 // putting the key back costs no allocation
-                let ks = self.groups_state[gi]
-                    .get_mut(&key.hash)
-                    .and_then(|bucket| {
-                        bucket
-                            .iter()
-                            .position(|ks| key_matches(rep, row, &key, &ks.values))
-                            .map(|i| bucket.swap_remove(i))
-                    });
+                let ks = self.groups_state[gi].get_mut(&key.hash).and_then(|bucket| {
+                    bucket
+                        .iter()
+                        .position(|ks| key_matches(rep, row, &key, &ks.values))
+                        .map(|i| bucket.swap_remove(i))
+                });
                 (key, ks)
             };
             if ks.is_none() && cands.is_empty() {
@@ -1536,7 +1568,7 @@ impl PartitionState {
             };
             // existing rule states of this key
             if let Some(ks) = ks.as_mut() {
-                ks.rows.push(stored());
+                push_small(&mut ks.rows, stored(), 8);
                 ks.next += 1;
                 let idx = ks.next - 1;
                 let KeyState {
