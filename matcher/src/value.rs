@@ -37,7 +37,8 @@ pub enum Value {
     /// Milliseconds since the Unix epoch (UTC).
     Timestamp(i64),
     /// A JSON array or object (JSON scalars are always converted to the other variants).
-    Json(serde_json::Value),
+    /// Boxed so that a `Value` is 32 bytes instead of 72 (rows are `Vec<Value>`).
+    Json(Box<serde_json::Value>),
 }
 
 impl Value {
@@ -55,7 +56,7 @@ impl Value {
                 }
             }
             serde_json::Value::String(s) => Value::String(s.clone()),
-            other => Value::Json(other.clone()),
+            other => Value::Json(Box::new(other.clone())),
         }
     }
 
@@ -71,7 +72,7 @@ impl Value {
                 .unwrap_or(serde_json::Value::Null),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Timestamp(ms) => serde_json::Value::String(format_timestamp(*ms)),
-            Value::Json(j) => j.clone(),
+            Value::Json(j) => (**j).clone(),
         }
     }
 
@@ -318,7 +319,9 @@ pub fn coerce(j: &serde_json::Value, ty: DataType) -> Result<Value, String> {
     let bad = |want: &str| format!("expected {want}, got {} {}", json_kind(j), short(j));
     match ty {
         DataType::Json => Ok(match j {
-            serde_json::Value::Array(_) | serde_json::Value::Object(_) => Value::Json(j.clone()),
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                Value::Json(Box::new(j.clone()))
+            }
             other => Value::from_json(other),
         }),
         DataType::String => j
