@@ -1571,7 +1571,7 @@ impl PartitionState {
                             mn,
                         ) {
                             note_timer(rule.within_ms);
-                            rk.searches.push(s);
+                            push_small(&mut rk.searches, s, 4);
                         }
                     }
                     resolve(&mut em, rule, rk, kr, out);
@@ -1644,7 +1644,7 @@ impl PartitionState {
                 resolve(&mut em, rule, &mut rk, kr, out);
                 self.rule_live[r as usize] += rk.threads() as u64;
                 if !rk.idle(rule) {
-                    ks.rules.push(rk);
+                    push_small(&mut ks.rules, rk, 4);
                 }
             }
             self.cand_buf = cands;
