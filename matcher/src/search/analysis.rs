@@ -129,6 +129,12 @@ impl Analyzed {
         &self.norm[t.nstart as usize..t.nend as usize]
     }
 
+    /// The normalized bytes of token `i`.
+    pub fn term_bytes(&self, i: usize) -> &[u8] {
+        let t = &self.tokens[i];
+        &self.norm.as_bytes()[t.nstart as usize..t.nend as usize]
+    }
+
     pub fn len(&self) -> usize {
         self.tokens.len()
     }
