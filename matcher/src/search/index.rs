@@ -248,6 +248,181 @@ struct FieldInfo {
     key_lens: [[usize; WILD_KEY_CHARS + 1]; 2],
     fuzzy: FxHashMap<Box<str>, Vec<u32>>,
     fuzzy_by_distance: [usize; 3],
+    /// Which terms can match any pattern at all, by their first bytes.
+    lead: LeadFilter,
+    /// Patterns changed since `lead` was built.
+    lead_dirty: bool,
+}
+
+/// A quick test that rules out most document terms before the pattern cache. Every
+/// prefix and wildcard has a literal head (the bytes before its first `*`/`?`) and a
+/// wildcard also a literal tail (after its last one); a term can only match it if it
+/// starts with that head and ends with that tail. Each pattern is filed under the longer
+/// of the two, by its first (last) `k` = 1..8 bytes, in a bit set per (side, `k`); a term
+/// goes on to the pattern cache only when one of its own heads or tails is in one. A regex
+/// or fuzzy term, or a pattern with no literal head or tail, turns the filter off.
+#[derive(Default)]
+struct LeadFilter {
+    on: bool,
+    /// (tail?, k, bit set over the 32-bit hashes of the patterns' first/last k bytes),
+    /// for the (side, k) pairs that have patterns.
+    sets: Vec<(bool, usize, BitSet)>,
+}
+
+#[derive(Default)]
+struct BitSet {
+    bits: Vec<u64>,
+    shift: u32,
+}
+
+impl BitSet {
+    fn with_items(n: usize) -> BitSet {
+        let nbits = (n * 16).next_power_of_two().clamp(64, 1 << 22);
+        BitSet {
+            bits: vec![0; nbits / 64],
+            shift: 32 - nbits.trailing_zeros(),
+        }
+    }
+
+    #[inline]
+    fn index(&self, h: u32) -> (usize, u64) {
+        let i = (h >> self.shift) as usize;
+        (i / 64, 1u64 << (i % 64))
+    }
+}
+
+/// Longest literal head or tail used by [`LeadFilter`].
+const LIT_MAX: usize = 8;
+
+/// Up to 8 bytes as a little-endian integer (zero-padded).
+#[inline]
+fn le8(b: &[u8]) -> u64 {
+    match *b {
+        [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => b
+            .iter()
+            .take(8)
+            .enumerate()
+            .fold(0u64, |x, (i, &c)| x | u64::from(c) << (8 * i)),
+    }
+}
+
+/// The 32-bit hash of `k` bytes given as [`le8`].
+#[inline]
+fn lit_hash(x: u64) -> u32 {
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
+
+/// Up to 8 bytes' hash.
+fn bytes8(b: &[u8]) -> u32 {
+    lit_hash(le8(b))
+}
+
+impl LeadFilter {
+    fn build(info: &FieldInfo, multis: &[Option<MultiEntry>]) -> LeadFilter {
+        let off = LeadFilter::default();
+        if !info.fuzzy.is_empty() {
+            return off;
+        }
+        // (head, tail) literal bytes of each pattern.
+        let mut lits: Vec<(&[u8], &[u8])> = info
+            .prefixes
+            .keys()
+            .map(|p| (p.as_bytes(), &[][..]))
+            .collect();
+        for shard in info.groups.values().flat_map(|g| g.values()).flatten() {
+            for &m in &shard.ids {
+                match multis
+                    .get(m as usize)
+                    .and_then(|e| e.as_ref())
+                    .map(|e| &e.kind)
+                {
+                    Some(MultiKind::Wildcard(p)) => {
+                        let b = p.as_bytes();
+                        let h = p.find(['*', '?']).unwrap_or(b.len());
+                        let t = p.rfind(['*', '?']).map_or(0, |i| i + 1);
+                        lits.push((&b[..h], &b[t.max(h)..]));
+                    }
+                    None => {}
+                    Some(_) => return off,
+                }
+            }
+        }
+        // Which set each pattern goes to: (side, k).
+        let pick = |(h, t): (&[u8], &[u8])| -> Option<(usize, usize)> {
+            let (side, n) = if h.len() >= t.len() {
+                (0, h.len())
+            } else {
+                (1, t.len())
+            };
+            (n > 0).then_some((side, n.min(LIT_MAX)))
+        };
+        let mut counts = [0usize; 2 * LIT_MAX];
+        for &l in &lits {
+            match pick(l) {
+                Some((side, k)) => counts[side * LIT_MAX + k - 1] += 1,
+                None => return off,
+            }
+        }
+        let mut sets: Vec<BitSet> = counts.iter().map(|&n| BitSet::with_items(n)).collect();
+        for &(h, t) in &lits {
+            if let Some((side, k)) = pick((h, t)) {
+                let key = if side == 0 {
+                    &h[..k]
+                } else {
+                    &t[t.len() - k..]
+                };
+                let set = &mut sets[side * LIT_MAX + k - 1];
+                let (w, bit) = set.index(bytes8(key));
+                set.bits[w] |= bit;
+            }
+        }
+        LeadFilter {
+            on: true,
+            sets: sets
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| counts[*i] > 0)
+                .map(|(i, set)| (i >= LIT_MAX, i % LIT_MAX + 1, set))
+                .collect(),
+        }
+    }
+
+    /// Whether term `t` may match some pattern.
+    #[inline]
+    fn may_match(&self, t: &[u8]) -> bool {
+        if !self.on {
+            return true;
+        }
+        // The first and last (up to) 8 bytes, read once; each set takes its k of them.
+        let n = t.len();
+        let (first, last) = if n >= 8 {
+            (le8(&t[..8]), le8(&t[n - 8..]))
+        } else {
+            let v = le8(t);
+            (v, v)
+        };
+        for &(tail, k, ref set) in &self.sets {
+            if n < k {
+                continue;
+            }
+            let mask = if k >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * k)) - 1
+            };
+            let x = if tail {
+                last >> (8 * (n.min(8) - k))
+            } else {
+                first
+            } & mask;
+            let (w, bit) = set.index(lit_hash(x));
+            if set.bits[w] & bit != 0 {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Terms are identified by a 64-bit keyed hash (wyhash-style multiply-mix with per-process
@@ -503,74 +678,118 @@ impl PostTable {
     }
 }
 
-/// Most distinct terms remembered per field by [`PatternCache`] before it starts over.
-const PCACHE_MAX: usize = 1 << 15;
+/// Largest [`PatternCache`] per field: buckets of 4 entries, 64 bytes each (1 MiB).
+const PCACHE_MAX_BUCKETS: usize = 1 << 14;
+/// First size of a [`PatternCache`], in buckets.
+const PCACHE_MIN_BUCKETS: usize = 64;
+/// Most pattern ids held by one [`PatternCache`] for terms that match two or more.
+const PCACHE_MAX_LISTS: usize = 1 << 16;
+
+/// One cache line of [`PatternCache`]: 4 term hashes (0: empty) and what they fire: one
+/// pattern inline (`(m, u32::MAX)`) or a range of `PatternCache::lists` (empty: none).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct PBucket {
+    keys: [u64; 4],
+    vals: [(u32, u32); 4],
+}
 
 /// Per field: which patterns (prefix, wildcard, regex, fuzzy) each recently seen document
 /// term matches, by term hash, so a frequent word is tested against the patterns once, not
-/// in every document. Emptied whenever the field's patterns change, and when full.
+/// in every document. Set-associative (4 ways per 64-byte bucket, round-robin
+/// replacement), grows from 4 KiB to 1 MiB while it keeps evicting, and is emptied
+/// whenever the field's patterns change.
 #[derive(Default)]
 struct PatternCache {
-    /// (term hash (0: empty), start, end into `fired`); at most half full.
-    tab: Vec<(u64, u32, u32)>,
-    len: usize,
-    fired: Vec<u32>,
+    buckets: Vec<PBucket>,
+    lists: Vec<u32>,
+    /// Insertions (round-robin victim choice).
+    inserts: usize,
+    /// Entries evicted since the last growth.
+    evictions: usize,
 }
 
 impl PatternCache {
     fn clear(&mut self) {
-        self.tab = Vec::new();
-        self.len = 0;
-        self.fired = Vec::new();
+        *self = PatternCache::default();
+    }
+
+    #[inline]
+    fn bucket(&self, h: u64) -> Option<&PBucket> {
+        let mask = self.buckets.len().checked_sub(1)?;
+        Some(&self.buckets[h as usize & mask])
+    }
+
+    /// The first key of `h`'s bucket (loaded ahead of the look-up to overlap misses).
+    #[inline]
+    fn touch(&self, h: u64) -> u64 {
+        self.bucket(h).map_or(0, |b| b.keys[0])
     }
 
     fn get(&self, h: u64) -> Option<&[u32]> {
         let h = nonzero(h);
-        let mask = self.tab.len().checked_sub(1)?;
-        let mut i = h as usize & mask;
-        loop {
-            let (k, a, b) = self.tab[i];
-            if k == h {
-                return Some(&self.fired[a as usize..b as usize]);
-            }
-            if k == 0 {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
+        let b = self.bucket(h)?;
+        let w = b.keys.iter().position(|&k| k == h)?;
+        let (a, e) = b.vals[w];
+        Some(if e == u32::MAX {
+            std::slice::from_ref(&b.vals[w].0)
+        } else {
+            &self.lists[a as usize..e as usize]
+        })
     }
 
-    /// Remember `fired` for `h` (not present). Returns whether the cache started over.
+    /// Remember `fired` for `h` (not present). Returns whether the cache was emptied to
+    /// stay within its bounds.
     fn insert(&mut self, h: u64, fired: &[u32]) -> bool {
         let h = nonzero(h);
         let mut reset = false;
-        if self.len >= PCACHE_MAX || self.fired.len() + fired.len() > 8 * PCACHE_MAX {
-            self.tab.iter_mut().for_each(|e| *e = (0, 0, 0));
-            self.len = 0;
-            self.fired.clear();
+        if self.lists.len() + fired.len() > PCACHE_MAX_LISTS {
+            self.buckets
+                .iter_mut()
+                .for_each(|b| *b = PBucket::default());
+            self.lists.clear();
             reset = true;
         }
-        if (self.len + 1) * 2 > self.tab.len() {
-            let cap = (self.tab.len() * 2).max(1024);
-            let old = std::mem::replace(&mut self.tab, vec![(0, 0, 0); cap]);
-            let mask = cap - 1;
-            for e in old.into_iter().filter(|e| e.0 != 0) {
-                let mut i = e.0 as usize & mask;
-                while self.tab[i].0 != 0 {
-                    i = (i + 1) & mask;
+        let n = self.buckets.len();
+        if n == 0 || (self.evictions > n && n < PCACHE_MAX_BUCKETS) {
+            // Evicting a lot at this size: grow, keeping the entries.
+            let n = (n * 2).max(PCACHE_MIN_BUCKETS);
+            let old = std::mem::replace(&mut self.buckets, vec![PBucket::default(); n]);
+            for b in old {
+                for w in 0..4 {
+                    if b.keys[w] != 0 {
+                        let nb = &mut self.buckets[b.keys[w] as usize & (n - 1)];
+                        if let Some(x) = nb.keys.iter().position(|&k| k == 0) {
+                            nb.keys[x] = b.keys[w];
+                            nb.vals[x] = b.vals[w];
+                        }
+                    }
                 }
-                self.tab[i] = e;
             }
+            self.evictions = 0;
         }
-        let mask = self.tab.len() - 1;
-        let mut i = h as usize & mask;
-        while self.tab[i].0 != 0 {
-            i = (i + 1) & mask;
-        }
-        let a = self.fired.len() as u32;
-        self.fired.extend_from_slice(fired);
-        self.tab[i] = (h, a, self.fired.len() as u32);
-        self.len += 1;
+        self.inserts += 1;
+        let val = match fired {
+            [] => (0, 0),
+            [m] => (*m, u32::MAX),
+            _ => {
+                let a = self.lists.len() as u32;
+                self.lists.extend_from_slice(fired);
+                (a, self.lists.len() as u32)
+            }
+        };
+        let mask = self.buckets.len() - 1;
+        let victim = self.inserts & 3;
+        let b = &mut self.buckets[h as usize & mask];
+        let w = match b.keys.iter().position(|&k| k == 0) {
+            Some(w) => w,
+            None => {
+                self.evictions += 1;
+                victim
+            }
+        };
+        b.keys[w] = h;
+        b.vals[w] = val;
         reset
     }
 }
@@ -606,11 +825,11 @@ struct Scratch {
     multi_ranges: FxHashMap<u32, (u32, u32)>,
     fired: Vec<u32>,
     candidates: Vec<u32>,
-    seen: Vec<u32>,
-    stamp: u32,
     marks: Vec<(u16, u32)>,
     patset: Option<PatternSet>,
     variants: FxHashSet<String>,
+    /// Per field id: whether it has patterns.
+    field_patterns: Vec<bool>,
 }
 /// Many stored searches, matched against one document at a time.
 pub struct SearchIndex<R = ()> {
@@ -1013,6 +1232,8 @@ impl<R> SearchIndex<R> {
         };
         self.pcaches[f as usize].clear();
         let info = &mut self.fields[f as usize];
+        info.lead_dirty = true;
+        self.dirty_shards = true;
         match &kind {
             MultiKind::Prefix(p) => {
                 info.prefixes.insert(p.clone(), m);
@@ -1076,6 +1297,12 @@ impl<R> SearchIndex<R> {
     /// Rebuild the DFAs of the shards whose patterns changed (compacting dropped ones).
     fn rebuild_dirty(&mut self) {
         let multis = &self.multis;
+        for info in &mut self.fields {
+            if info.lead_dirty {
+                info.lead = LeadFilter::build(info, multis);
+                info.lead_dirty = false;
+            }
+        }
         for info in &mut self.fields {
             for group in info.groups.values_mut().flat_map(|g| g.values_mut()) {
                 for shard in group.iter_mut().filter(|s| s.dirty) {
@@ -1141,6 +1368,8 @@ impl<R> SearchIndex<R> {
         let f = e.field;
         self.pcaches[f as usize].clear();
         let info = &mut self.fields[f as usize];
+        info.lead_dirty = true;
+        self.dirty_shards = true;
         match &e.kind {
             MultiKind::Prefix(p) => {
                 info.prefixes.remove(p);
@@ -1289,27 +1518,12 @@ impl<R> SearchIndex<R> {
             stats,
             ..
         } = self;
-        s.stamp = s.stamp.wrapping_add(1);
-        if s.stamp == 0 {
-            s.seen.iter_mut().for_each(|x| *x = 0);
-            s.stamp = 1;
-        }
-        if s.seen.len() < slots.len() {
-            s.seen.resize(slots.len(), 0);
-        }
         s.candidates.clear();
         s.pos_buf.clear();
         s.multi_pairs.clear();
         s.multi_ranges.clear();
-        let stamp = s.stamp;
-        let add = |list: &[u32], seen: &mut Vec<u32>, cands: &mut Vec<u32>| {
-            for &slot in list {
-                if seen[slot as usize] != stamp {
-                    seen[slot as usize] = stamp;
-                    cands.push(slot);
-                }
-            }
-        };
+        // Candidates are collected with repeats, then sorted and deduplicated.
+        let add = |list: &[u32], cands: &mut Vec<u32>| cands.extend_from_slice(list);
 
         // Analyze the text fields anyone looks at.
         let mut used = 0;
@@ -1398,40 +1612,62 @@ impl<R> SearchIndex<R> {
                 if firsts[j] == 0 {
                     continue;
                 }
-                add(posts.get(keys[j]), &mut s.seen, &mut s.candidates);
+                add(posts.get(keys[j]), &mut s.candidates);
             }
         }
         // Patterns (prefix, wildcard, regex, fuzzy) against each distinct term, through
-        // the per-field cache.
-        for gi in 0..s.groups.len() {
-            let g = s.groups[gi];
-            let info = &fields[g.f as usize];
-            if info.prefixes.is_empty() && info.groups.is_empty() && info.fuzzy.is_empty() {
-                continue;
-            }
-            let cache = &mut pcaches[g.f as usize];
-            let fired = match cache.get(g.h) {
-                Some(f) => f,
-                None => {
-                    let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
-                    s.fired.clear();
-                    fire_patterns(
-                        info,
-                        t,
-                        multis,
-                        &mut s.patset,
-                        &mut s.variants,
-                        &mut s.fired,
-                    );
-                    if cache.insert(g.h, &s.fired) {
-                        stats.pattern_cache_resets += 1;
+        // the per-field cache (its buckets touched a batch ahead, like the postings).
+        s.field_patterns.clear();
+        s.field_patterns.extend(fields.iter().map(|info| {
+            !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty()
+        }));
+        if s.field_patterns.contains(&true) {
+            let mut touched = 0u64;
+            let mut pass = [0usize; BATCH];
+            for start in (0..s.groups.len()).step_by(BATCH) {
+                let end = (start + BATCH).min(s.groups.len());
+                let mut np = 0;
+                for (gi, g) in s.groups[start..end].iter().enumerate() {
+                    let f = g.f as usize;
+                    if s.field_patterns[f]
+                        && fields[f]
+                            .lead
+                            .may_match(s.analyzed[g.ai as usize].1.term_bytes(g.first as usize))
+                    {
+                        touched ^= pcaches[f].touch(g.h);
+                        pass[np] = start + gi;
+                        np += 1;
                     }
-                    &s.fired[..]
                 }
-            };
-            for &m in fired {
-                s.multi_pairs.push((m, g.start, g.end));
+                for &gi in &pass[..np] {
+                    let g = s.groups[gi];
+                    let info = &fields[g.f as usize];
+                    let cache = &mut pcaches[g.f as usize];
+                    let fired = match cache.get(g.h) {
+                        Some(f) => f,
+                        None => {
+                            let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
+                            s.fired.clear();
+                            fire_patterns(
+                                info,
+                                t,
+                                multis,
+                                &mut s.patset,
+                                &mut s.variants,
+                                &mut s.fired,
+                            );
+                            if cache.insert(g.h, &s.fired) {
+                                stats.pattern_cache_resets += 1;
+                            }
+                            &s.fired[..]
+                        }
+                    };
+                    for &m in fired {
+                        s.multi_pairs.push((m, g.start, g.end));
+                    }
+                }
             }
+            std::hint::black_box(touched);
         }
         // Pattern positions: concatenate each pattern's term ranges, sorted.
         s.multi_pairs.sort_unstable();
@@ -1448,7 +1684,7 @@ impl<R> SearchIndex<R> {
             s.multi_ranges
                 .insert(m, (start as u32, s.pos_buf.len() as u32));
             if let Some(e) = multis[m as usize].as_ref() {
-                add(&e.post, &mut s.seen, &mut s.candidates);
+                add(&e.post, &mut s.candidates);
             }
         }
         // Equality filters.
@@ -1458,15 +1694,31 @@ impl<R> SearchIndex<R> {
             }
             if let Some(v) = doc.get(&info.name) {
                 if let Some(list) = eq_post.get(&(fid as u16, term_hash(v))) {
-                    add(list, &mut s.seen, &mut s.candidates);
+                    add(list, &mut s.candidates);
                 }
             }
         }
-        add(always, &mut s.seen, &mut s.candidates);
+        add(always, &mut s.candidates);
 
         // Verify.
         s.candidates.sort_unstable();
+        s.candidates.dedup();
         stats.verified += s.candidates.len() as u64;
+        // Load every candidate's slot, then its ops and name, ahead of verification (each
+        // pass's cache misses overlap instead of coming one after another).
+        let mut touched = 0usize;
+        for &slot in &s.candidates {
+            if let Some(Some(st)) = slots.get(slot as usize) {
+                touched ^= st.ops.len();
+            }
+        }
+        for &slot in &s.candidates {
+            if let Some(Some(st)) = slots.get(slot as usize) {
+                touched ^= usize::from(matches!(st.ops.first(), Some(Op::And { .. })));
+                touched ^= usize::from(st.name.as_bytes().first().copied().unwrap_or(0));
+            }
+        }
+        std::hint::black_box(touched);
         let mut hits = Vec::new();
         let ctx = Ctx {
             pos_buf: &s.pos_buf,
@@ -1503,7 +1755,7 @@ impl<R> SearchIndex<R> {
                 };
                 let tok = a.tokens[p as usize];
                 highlights
-                    .entry(fields[f as usize].name.to_string())
+                    .entry(String::from(&*fields[f as usize].name))
                     .or_default()
                     .push((tok.start as usize, tok.end as usize));
             }
