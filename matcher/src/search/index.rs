@@ -258,7 +258,8 @@ struct FieldInfo {
 /// prefix and wildcard has a literal head (the bytes before its first `*`/`?`) and a
 /// wildcard also a literal tail (after its last one); a term can only match it if it
 /// starts with that head and ends with that tail. Each pattern is filed under the longer
-/// of the two, by its first (last) `k` = 1..8 bytes, in a bit set per (side, `k`); a term
+/// of the two, by its first (last) `k` = 8, 4, 3, 2 or 1 bytes (the most it has), in a
+/// bit set per (side, `k`); a term
 /// goes on to the pattern cache only when one of its own heads or tails is in one. A regex
 /// or fuzzy term, or a pattern with no literal head or tail, turns the filter off.
 #[derive(Default)]
@@ -355,7 +356,13 @@ impl LeadFilter {
             } else {
                 (1, t.len())
             };
-            (n > 0).then_some((side, n.min(LIT_MAX)))
+            // Few distinct k (so a term is tested against few sets): 8, 4, or all it has.
+            let k = match n {
+                8.. => 8,
+                4..=7 => 4,
+                _ => n,
+            };
+            (n > 0).then_some((side, k))
         };
         let mut counts = [0usize; 2 * LIT_MAX];
         for &l in &lits {
@@ -875,6 +882,10 @@ struct Scratch {
     variants: FxHashSet<String>,
     /// Per field id: whether it has patterns.
     field_patterns: Vec<bool>,
+    /// Posting keys to look up (past the Bloom filter).
+    probe: Vec<u64>,
+    /// Groups to look up in the pattern caches (past the head/tail filter).
+    pass: Vec<u32>,
 }
 /// Many stored searches, matched against one document at a time.
 pub struct SearchIndex<R = ()> {
@@ -1645,24 +1656,20 @@ impl<R> SearchIndex<R> {
         }
         // Posting look-ups go in batches: the first probed entry of each is loaded ahead,
         // so the cache misses of a batch overlap.
-        const BATCH: usize = 16;
-        let mut firsts = [0u64; BATCH];
-        let mut keys = [0u64; BATCH];
-        for chunk in s.groups.chunks(BATCH) {
-            for (j, g) in chunk.iter().enumerate() {
-                keys[j] = nonzero(field_key(g.f, g.h));
-                firsts[j] = if posts.may_contain(keys[j]) {
-                    posts.first_key(keys[j])
-                } else {
-                    0
-                };
+        // The Bloom filter rules out most terms; the first entry of each other one is
+        // loaded in one pass over the document, so their cache misses overlap.
+        s.probe.clear();
+        let mut touched = 0u64;
+        for g in &s.groups {
+            let key = nonzero(field_key(g.f, g.h));
+            if posts.may_contain(key) {
+                touched ^= posts.first_key(key);
+                s.probe.push(key);
             }
-            for j in 0..chunk.len() {
-                if firsts[j] == 0 {
-                    continue;
-                }
-                add(posts.get(keys[j]), &mut s.candidates);
-            }
+        }
+        std::hint::black_box(touched);
+        for &key in &s.probe {
+            add(posts.get(key), &mut s.candidates);
         }
         // Patterns (prefix, wildcard, regex, fuzzy) against each distinct term, through
         // the per-field cache (its buckets touched a batch ahead, like the postings).
@@ -1671,49 +1678,45 @@ impl<R> SearchIndex<R> {
             !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty()
         }));
         if s.field_patterns.contains(&true) {
+            // Same here: filter, load every bucket, then look up.
             let mut touched = 0u64;
-            let mut pass = [0usize; BATCH];
-            for start in (0..s.groups.len()).step_by(BATCH) {
-                let end = (start + BATCH).min(s.groups.len());
-                let mut np = 0;
-                for (gi, g) in s.groups[start..end].iter().enumerate() {
-                    let f = g.f as usize;
-                    if s.field_patterns[f]
-                        && fields[f]
-                            .lead
-                            .may_match(s.analyzed[g.ai as usize].1.term_bytes(g.first as usize))
-                    {
-                        touched ^= pcaches[f].touch(g.h);
-                        pass[np] = start + gi;
-                        np += 1;
-                    }
+            s.pass.clear();
+            for (gi, g) in s.groups.iter().enumerate() {
+                let f = g.f as usize;
+                if s.field_patterns[f]
+                    && fields[f]
+                        .lead
+                        .may_match(s.analyzed[g.ai as usize].1.term_bytes(g.first as usize))
+                {
+                    touched ^= pcaches[f].touch(g.h);
+                    s.pass.push(gi as u32);
                 }
-                for &gi in &pass[..np] {
-                    let g = s.groups[gi];
-                    let info = &fields[g.f as usize];
-                    let cache = &mut pcaches[g.f as usize];
-                    let fired = match cache.get(g.h) {
-                        Some(f) => f,
-                        None => {
-                            let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
-                            s.fired.clear();
-                            fire_patterns(
-                                info,
-                                t,
-                                multis,
-                                &mut s.patset,
-                                &mut s.variants,
-                                &mut s.fired,
-                            );
-                            if cache.insert(g.h, &s.fired) {
-                                stats.pattern_cache_resets += 1;
-                            }
-                            &s.fired[..]
+            }
+            for pi in 0..s.pass.len() {
+                let g = s.groups[s.pass[pi] as usize];
+                let info = &fields[g.f as usize];
+                let cache = &mut pcaches[g.f as usize];
+                let fired = match cache.get(g.h) {
+                    Some(f) => f,
+                    None => {
+                        let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
+                        s.fired.clear();
+                        fire_patterns(
+                            info,
+                            t,
+                            multis,
+                            &mut s.patset,
+                            &mut s.variants,
+                            &mut s.fired,
+                        );
+                        if cache.insert(g.h, &s.fired) {
+                            stats.pattern_cache_resets += 1;
                         }
-                    };
-                    for &m in fired {
-                        s.multi_pairs.push((m, g.start, g.end));
+                        &s.fired[..]
                     }
+                };
+                for &m in fired {
+                    s.multi_pairs.push((m, g.start, g.end));
                 }
             }
             std::hint::black_box(touched);
