@@ -41,6 +41,23 @@ static ASCII_CLASS: [u8; 256] = {
     t
 };
 
+/// How many of the 8 (ASCII) bytes, from the first, are lowercase letters (SWAR: each
+/// byte's top bit says whether it is in `a..=z`).
+#[inline]
+fn lowercase_run(b: &[u8]) -> usize {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[..8]);
+    let w = u64::from_le_bytes(x);
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Bytes are < 0x80, so no sum carries into the next byte.
+    let ge_a = w + ONES * (0x80 - u64::from(b'a'));
+    let gt_z = w + ONES * (0x80 - u64::from(b'z') - 1);
+    let letters = ge_a & !gt_z & HIGH;
+    let others = !letters & HIGH;
+    (others.trailing_zeros() / 8) as usize
+}
+
 /// One token: byte range in the original text and in [`Analyzed::norm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenSpan {
@@ -138,6 +155,14 @@ impl Analyzed {
             let start = i;
             loop {
                 i += 1;
+                // Lowercase letters 8 at a time, then one byte at a time.
+                while i + 8 <= n {
+                    let run = lowercase_run(&b[i..i + 8]);
+                    i += run;
+                    if run < 8 {
+                        break;
+                    }
+                }
                 while i < n && class(b[i]) & WORD != 0 {
                     i += 1;
                 }
@@ -313,6 +338,14 @@ mod tests {
         /// ASCII text (controls, punctuation, mixed case included).
         #[test]
         fn ascii_fast_path_equals_general_path(s in "[\\x00-\\x7f]{0,60}") {
+            let fast = Analyzed::new(&s);
+            let mut general = Analyzed::default();
+            general.unicode_words(&s);
+            proptest::prop_assert_eq!(spans_and_terms(&fast), spans_and_terms(&general));
+        }
+
+        #[test]
+        fn long_words_fast_equals_general(s in "([a-zA-Z]{1,19}[0-9_]{0,2}[ .,:'\\-]{0,2}){0,10}") {
             let fast = Analyzed::new(&s);
             let mut general = Analyzed::default();
             general.unicode_words(&s);
