@@ -193,12 +193,14 @@ impl Analyzed {
     }
 
     /// The normalized text of token `i`.
+    #[inline]
     pub fn term(&self, i: usize) -> &str {
         let t = &self.tokens[i];
         &self.norm[t.nstart as usize..t.nend as usize]
     }
 
     /// The normalized bytes of token `i`.
+    #[inline]
     pub fn term_bytes(&self, i: usize) -> &[u8] {
         let t = &self.tokens[i];
         &self.norm.as_bytes()[t.nstart as usize..t.nend as usize]

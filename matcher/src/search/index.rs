@@ -480,7 +480,11 @@ fn read4(b: &[u8], i: usize) -> u64 {
 /// inputs, 16 bytes per round for longer ones, length folded in).
 #[inline]
 fn hash_bytes(b: &[u8]) -> u64 {
-    let k = hash_keys();
+    hash_bytes_with(b, hash_keys())
+}
+
+#[inline]
+fn hash_bytes_with(b: &[u8], k: &[u64; 3]) -> u64 {
     let n = b.len();
     let mut seed = k[0];
     let (a, c) = if n <= 16 {
@@ -1612,12 +1616,13 @@ impl<R> SearchIndex<R> {
         s.next.clear();
         s.next.resize(ntok, u32::MAX);
         s.groups.clear();
+        let keys = hash_keys();
         for ai in 0..used {
             let (fid, a) = &s.analyzed[ai];
             let fid = *fid;
             let base = s.bases[ai] as usize;
             for p in 0..a.len() {
-                let h = hash_bytes(a.term_bytes(p));
+                let h = hash_bytes_with(a.term_bytes(p), keys);
                 let mut b = field_key(fid, h) as usize & mask;
                 loop {
                     let g = s.gtab[b];
