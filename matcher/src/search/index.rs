@@ -1616,17 +1616,42 @@ impl<R> SearchIndex<R> {
         s.next.clear();
         s.next.resize(ntok, u32::MAX);
         s.groups.clear();
+        s.field_patterns.clear();
+        s.field_patterns.extend(fields.iter().map(|info| {
+            !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty()
+        }));
+        // A new distinct term is checked against the posting table's Bloom filter and the
+        // field's pattern pre-check right away, and the table entries it will need are
+        // loaded then: their cache misses overlap with the rest of the grouping work
+        // instead of stalling the look-ups below.
+        s.probe.clear();
+        s.pass.clear();
+        let mut touched = 0u64;
         let keys = hash_keys();
         for ai in 0..used {
             let (fid, a) = &s.analyzed[ai];
             let fid = *fid;
             let base = s.bases[ai] as usize;
+            let patterns = s.field_patterns[fid as usize];
+            let info = &fields[fid as usize];
+            let cache = &pcaches[fid as usize];
             for p in 0..a.len() {
-                let h = hash_bytes_with(a.term_bytes(p), keys);
-                let mut b = field_key(fid, h) as usize & mask;
+                let bytes = a.term_bytes(p);
+                let h = hash_bytes_with(bytes, keys);
+                let fk = field_key(fid, h);
+                let mut b = fk as usize & mask;
                 loop {
                     let g = s.gtab[b];
                     if g == 0 {
+                        let key = nonzero(fk);
+                        if posts.may_contain(key) {
+                            touched ^= posts.first_key(key);
+                            s.probe.push(key);
+                        }
+                        if patterns && info.lead.may_match(bytes) {
+                            touched ^= cache.touch(h);
+                            s.pass.push(s.groups.len() as u32);
+                        }
                         s.groups.push(Group {
                             h,
                             f: fid,
@@ -1659,72 +1684,38 @@ impl<R> SearchIndex<R> {
             }
             g.end = s.pos_buf.len() as u32;
         }
-        // Posting look-ups go in batches: the first probed entry of each is loaded ahead,
-        // so the cache misses of a batch overlap.
-        // The Bloom filter rules out most terms; the first entry of each other one is
-        // loaded in one pass over the document, so their cache misses overlap.
-        s.probe.clear();
-        let mut touched = 0u64;
-        for g in &s.groups {
-            let key = nonzero(field_key(g.f, g.h));
-            if posts.may_contain(key) {
-                touched ^= posts.first_key(key);
-                s.probe.push(key);
-            }
-        }
         std::hint::black_box(touched);
         for &key in &s.probe {
             add(posts.get(key), &mut s.candidates);
         }
-        // Patterns (prefix, wildcard, regex, fuzzy) against each distinct term, through
-        // the per-field cache (its buckets touched a batch ahead, like the postings).
-        s.field_patterns.clear();
-        s.field_patterns.extend(fields.iter().map(|info| {
-            !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty()
-        }));
-        if s.field_patterns.contains(&true) {
-            // Same here: filter, load every bucket, then look up.
-            let mut touched = 0u64;
-            s.pass.clear();
-            for (gi, g) in s.groups.iter().enumerate() {
-                let f = g.f as usize;
-                if s.field_patterns[f]
-                    && fields[f]
-                        .lead
-                        .may_match(s.analyzed[g.ai as usize].1.term_bytes(g.first as usize))
-                {
-                    touched ^= pcaches[f].touch(g.h);
-                    s.pass.push(gi as u32);
-                }
-            }
-            for pi in 0..s.pass.len() {
-                let g = s.groups[s.pass[pi] as usize];
-                let info = &fields[g.f as usize];
-                let cache = &mut pcaches[g.f as usize];
-                let fired = match cache.get(g.h) {
-                    Some(f) => f,
-                    None => {
-                        let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
-                        s.fired.clear();
-                        fire_patterns(
-                            info,
-                            t,
-                            multis,
-                            &mut s.patset,
-                            &mut s.variants,
-                            &mut s.fired,
-                        );
-                        if cache.insert(g.h, &s.fired) {
-                            stats.pattern_cache_resets += 1;
-                        }
-                        &s.fired[..]
+        // Patterns (prefix, wildcard, regex, fuzzy) against each distinct term that passed
+        // the pre-check, through the per-field cache.
+        for pi in 0..s.pass.len() {
+            let g = s.groups[s.pass[pi] as usize];
+            let info = &fields[g.f as usize];
+            let cache = &mut pcaches[g.f as usize];
+            let fired = match cache.get(g.h) {
+                Some(f) => f,
+                None => {
+                    let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
+                    s.fired.clear();
+                    fire_patterns(
+                        info,
+                        t,
+                        multis,
+                        &mut s.patset,
+                        &mut s.variants,
+                        &mut s.fired,
+                    );
+                    if cache.insert(g.h, &s.fired) {
+                        stats.pattern_cache_resets += 1;
                     }
-                };
-                for &m in fired {
-                    s.multi_pairs.push((m, g.start, g.end));
+                    &s.fired[..]
                 }
+            };
+            for &m in fired {
+                s.multi_pairs.push((m, g.start, g.end));
             }
-            std::hint::black_box(touched);
         }
         // Pattern positions: concatenate each pattern's term ranges, sorted.
         s.multi_pairs.sort_unstable();
