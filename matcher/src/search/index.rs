@@ -1621,12 +1621,11 @@ impl<R> SearchIndex<R> {
             !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty()
         }));
         // A new distinct term is checked against the posting table's Bloom filter and the
-        // field's pattern pre-check right away, and the table entries it will need are
-        // loaded then: their cache misses overlap with the rest of the grouping work
-        // instead of stalling the look-ups below.
+        // field's pattern pre-check right away; the table entries the survivors need are
+        // then loaded in one tight pass (many cache misses in flight at once) before the
+        // look-ups.
         s.probe.clear();
         s.pass.clear();
-        let mut touched = 0u64;
         let keys = hash_keys();
         for ai in 0..used {
             let (fid, a) = &s.analyzed[ai];
@@ -1634,7 +1633,6 @@ impl<R> SearchIndex<R> {
             let base = s.bases[ai] as usize;
             let patterns = s.field_patterns[fid as usize];
             let info = &fields[fid as usize];
-            let cache = &pcaches[fid as usize];
             for p in 0..a.len() {
                 let bytes = a.term_bytes(p);
                 let h = hash_bytes_with(bytes, keys);
@@ -1645,11 +1643,9 @@ impl<R> SearchIndex<R> {
                     if g == 0 {
                         let key = nonzero(fk);
                         if posts.may_contain(key) {
-                            touched ^= posts.first_key(key);
                             s.probe.push(key);
                         }
                         if patterns && info.lead.may_match(bytes) {
-                            touched ^= cache.touch(h);
                             s.pass.push(s.groups.len() as u32);
                         }
                         s.groups.push(Group {
@@ -1683,6 +1679,14 @@ impl<R> SearchIndex<R> {
                 p = s.next[base + p as usize];
             }
             g.end = s.pos_buf.len() as u32;
+        }
+        let mut touched = 0u64;
+        for &key in &s.probe {
+            touched ^= posts.first_key(key);
+        }
+        for &gi in &s.pass {
+            let g = &s.groups[gi as usize];
+            touched ^= pcaches[g.f as usize].touch(g.h);
         }
         std::hint::black_box(touched);
         for &key in &s.probe {
