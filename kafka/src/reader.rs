@@ -89,7 +89,7 @@ impl PartitionReader {
             .set("enable.partition.eof", "true")
             // Short broker-side waits: reads at the end return quickly (the caller's
             // `wait` does the waiting).
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", "20")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .create()?;
