@@ -1278,3 +1278,67 @@ fn idempotent_retries_across_crashes_store_every_event_once() {
         }
     }
 }
+
+#[test]
+fn lagging_workers_make_ingest_answer_429_until_they_catch_up() {
+    let d = tmpdir("lag");
+    // Any unapplied event counts as too much lag.
+    let s = with_rules(&d, &["--partitions", "1", "--max-lag", "0"]);
+    let body: String = (0..5000)
+        .map(|i| format!("{}\n", ev(&format!("c{}", i % 50), 1.0, i)))
+        .collect();
+    let url = format!("{}/v1/streams/pay/events", s.base);
+    let mut throttled = None;
+    let mut last_pos = String::new();
+    for _ in 0..200 {
+        let r = ureq::post(&url)
+            .set("Content-Type", "application/x-ndjson")
+            .send_string(&body);
+        match r {
+            Ok(r) => {
+                let v: Value = r.into_json().unwrap();
+                assert_eq!(v["accepted"], 5000);
+                last_pos = v["position"].as_str().unwrap().to_string();
+            }
+            Err(ureq::Error::Status(429, r)) => {
+                throttled = Some((
+                    r.header("Retry-After").map(str::to_string),
+                    r.into_json::<Value>().unwrap(),
+                ));
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (retry_after, v) = throttled.expect("a 429 while the workers were behind");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(v["error"]["code"], "backpressure", "{v}");
+    let text = ureq::get(&format!("{}/metrics", s.base))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(text.contains("weir_requests_throttled_total 1"), "{text}");
+    assert!(!last_pos.is_empty(), "the first write is accepted");
+    // Once the workers have applied everything, writes are accepted again.
+    let t0 = Instant::now();
+    loop {
+        let (st, v) = call(
+            "POST",
+            &url,
+            Some("application/x-ndjson"),
+            Some(body.as_bytes()),
+            None,
+        );
+        if st == 200 {
+            assert_eq!(v["accepted"], 5000);
+            break;
+        }
+        assert_eq!(st, 429, "{v}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "never accepted again"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

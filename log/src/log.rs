@@ -544,6 +544,46 @@ impl Log {
         Ok(())
     }
 
+    /// [`Log::wait_durable`] for several partitions at once: their fsyncs run at the same
+    /// time (one thread each) instead of one after the other, so a write spread over
+    /// partitions waits about one fsync, not one per partition. Returns the first error.
+    pub fn wait_durable_all(&self, targets: &[(&str, u32, u64)]) -> Result<()> {
+        if self.inner.cfg.fsync != FsyncPolicy::Always {
+            return Ok(());
+        }
+        let mut parts = Vec::with_capacity(targets.len());
+        for (topic, partition, end) in targets {
+            let p = self.partition(topic, *partition)?;
+            let end = (*end).min(p.written_end());
+            if p.durable_end() < end {
+                parts.push((p, end));
+            }
+        }
+        let Some(((first, first_end), rest)) = parts.split_first() else {
+            return Ok(());
+        };
+        std::thread::scope(|sc| {
+            let others: Vec<_> = rest
+                .iter()
+                .map(|(p, end)| (p, sc.spawn(move || p.wait_durable(*end))))
+                .collect();
+            let mut r = first.wait_durable(*first_end);
+            for (p, h) in others {
+                let o = h.join().unwrap_or_else(|_| {
+                    Err(Error::PartitionFailed {
+                        topic: p.topic.clone(),
+                        partition: p.id,
+                        reason: "the fsync thread panicked".into(),
+                    })
+                });
+                if r.is_ok() {
+                    r = o;
+                }
+            }
+            r
+        })
+    }
+
     /// The durable watermark: every offset below it has been fsynced (for `Never`: written).
     pub fn durable_offset(&self, topic: &str, partition: u32) -> Result<u64> {
         Ok(self.partition(topic, partition)?.durable_end())

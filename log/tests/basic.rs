@@ -442,3 +442,26 @@ fn a_topic_can_show_written_records_before_they_are_durable() {
     log.wait_durable("o", 0, a.end_offset).unwrap();
     assert!(log.durable_offset("o", 0).unwrap() >= a.end_offset);
 }
+
+#[test]
+fn wait_durable_all_covers_every_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Always,
+        visibility: Visibility::Durable,
+        ..LogConfig::default()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    log.create_topic("s", 3).unwrap();
+    let ends: Vec<u64> = (0..3)
+        .map(|p| log.append_nowait("s", p, &[b"a", b"b"]).unwrap().end_offset)
+        .collect();
+    log.wait_durable_all(&[("s", 0, ends[0]), ("s", 1, ends[1]), ("s", 2, ends[2])])
+        .unwrap();
+    for (p, end) in ends.iter().enumerate() {
+        assert!(log.durable_offset("s", p as u32).unwrap() >= *end);
+        assert_eq!(log.read("s", p as u32, 0, 10, 100).unwrap().len(), 2);
+    }
+    assert!(log.wait_durable_all(&[]).is_ok());
+    assert!(log.wait_durable_all(&[("nope", 0, 1)]).is_err());
+}

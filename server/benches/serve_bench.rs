@@ -160,10 +160,13 @@ fn ingest_throughput(secs: u64) {
                     .map(|k| payments_batch(t * 1_000_000_000 + k * batch, batch))
                     .collect();
                 let mut k = 0;
+                // One kept-alive connection per client.
+                let agent = ureq::Agent::new();
                 while !stop.load(Ordering::Relaxed) {
                     let body = &bodies[k % bodies.len()];
                     k += 1;
-                    match ureq::post(&url)
+                    match agent
+                        .post(&url)
                         .set("Content-Type", "application/x-ndjson")
                         .send_string(body)
                     {
@@ -236,6 +239,8 @@ fn latency(secs: u64, rate: u64) {
             std::thread::spawn(move || {
                 let mut next = Instant::now();
                 let mut i = 0u64;
+                // One kept-alive connection per sender.
+                let agent = ureq::Agent::new();
                 while !stop.load(Ordering::Relaxed) {
                     let mut body = String::new();
                     let ts = now_us() as i64 / 1000;
@@ -247,7 +252,7 @@ fn latency(secs: u64, rate: u64) {
                         body.push('\n');
                         i += 1;
                     }
-                    ureq::post(&url).set("Content-Type", "application/x-ndjson").send_string(&body).unwrap();
+                    agent.post(&url).set("Content-Type", "application/x-ndjson").send_string(&body).unwrap();
                     sent.fetch_add(per_req, Ordering::Relaxed);
                     next += period;
                     let now = Instant::now();

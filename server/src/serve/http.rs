@@ -263,12 +263,12 @@ async fn post_events(
     } else {
         super::idempotency::Body::Parsed(parse_events(&bytes)?)
     };
-    let s2 = s.clone();
-    let (answer, replayed) = blocking(move || match key {
-        None => super::idempotency::ingest(&s2, &stream, body).map(|a| (a, false)),
-        Some(k) => super::idempotency::ingest_keyed(&s2, &stream, &k, body, &bytes),
-    })
-    .await??;
+    // Run on this worker thread (its other tasks move to another): no hand-off to the
+    // blocking pool on the way from the request to the log.
+    let (answer, replayed) = tokio::task::block_in_place(|| match key {
+        None => super::idempotency::ingest(&s, &stream, body).map(|a| (a, false)),
+        Some(k) => super::idempotency::ingest_keyed(&s, &stream, &k, body, &bytes),
+    })?;
     let mut r = axum::Json(answer).into_response();
     if replayed {
         r.headers_mut()

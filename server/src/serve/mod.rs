@@ -548,10 +548,12 @@ pub fn ingest_with<'a>(
         }
         pending.push((p as u32, end));
     }
-    for (p, end) in pending {
-        log.wait_durable(&topic, p, end)
-            .map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
-    }
+    let targets: Vec<(&str, u32, u64)> = pending
+        .iter()
+        .map(|&(p, end)| (topic.as_str(), p, end))
+        .collect();
+    log.wait_durable_all(&targets)
+        .map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
     Ok(finish_ingest(shared, &topic, accepted, rejected, _r))
 }
 

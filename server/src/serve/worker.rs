@@ -300,9 +300,35 @@ impl Worker {
                     continue;
                 }
             };
+            let mut next_off = None;
             for r in recs {
                 if r.offset >= limit {
                     break;
+                }
+                next_off = Some(r.offset + 1);
+                // Decoded straight into a row (no `serde_json::Value`); a payload the
+                // decoder refuses takes the reference path, which reports and counts it.
+                let row = self
+                    .engine
+                    .decoder(&stream)
+                    .and_then(|d| d.decode_bytes(&r.payload).ok());
+                if let Some(row) = row {
+                    if let Err(e) = self.engine.ingest_row(
+                        &stream,
+                        r.offset,
+                        row,
+                        None,
+                        r.timestamp_ms,
+                        &mut out,
+                    ) {
+                        self.shared
+                            .counters
+                            .replay_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(partition = self.partition, stream, offset = r.offset, error = %e, "event not applied");
+                    }
+                    read += 1;
+                    continue;
                 }
                 match serde_json::from_slice::<serde_json::Value>(&r.payload) {
                     Ok(ev) => {
@@ -324,8 +350,10 @@ impl Worker {
                             .fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                self.next.insert(topic.clone(), r.offset + 1);
                 read += 1;
+            }
+            if let Some(n) = next_off {
+                self.next.insert(topic.clone(), n);
             }
         }
         if !out.is_empty() {
