@@ -720,7 +720,7 @@ fn broker_restart_mid_stream_loses_nothing() {
     };
     let cfg = b.config();
     let cards = 60;
-    let w = weir_with(&b, "g4", "t4.", 1);
+    let w = weir_with(&b, "g4", "t4.", 4);
     let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));
     assert_eq!(st, 200, "{v}");
     let (phase1, phase2) = two_phase_events(cards);
