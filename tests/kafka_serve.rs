@@ -203,6 +203,59 @@ fn weir_with(b: &Broker, group: &str, prefix: &str, partitions: u32) -> Weir {
     }
 }
 
+/// An instance configured through a `--config` TOML file and the environment instead of
+/// flags (same settings as [`weir`]).
+fn weir_from_config(b: &Broker, group: &str, prefix: &str) -> Weir {
+    let port = free_port();
+    let data = tempfile::tempdir().unwrap();
+    let conf = data.path().join("weir.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ngroup = \"{group}\"\ntopic_prefix = \"{prefix}\"\npartitions = 4\nkafka_session_ms = 4000\ncheckpoint_secs = 1.0\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--config"])
+        .arg(&conf)
+        .arg("--data")
+        .arg(data.path())
+        .env("WEIR_KAFKA", &b.bootstrap)
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("weir serve starts");
+    let w = Weir {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _data: data,
+    };
+    let t0 = Instant::now();
+    while ureq::get(&format!("{}/readyz", w.base)).call().is_err() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w
+}
+
+/// Kafka-only settings without `--kafka` are refused with a clear message (no broker
+/// needed).
+#[test]
+fn kafka_settings_need_kafka() {
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--group", "g", "--data"])
+        .arg(data.path())
+        .env_remove("WEIR_KAFKA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("need --kafka"), "{err}");
+}
+
 fn call(method: &str, url: &str, body: Option<&str>) -> (u16, Value) {
     let r = ureq::request(method, url).set("Content-Type", "application/json");
     let res = match body {
@@ -483,7 +536,8 @@ fn statements_posted_on_one_instance_reach_the_others() {
     };
     let cfg = b.config();
     let a = weir(&b, "g2", "t2.");
-    let bb = weir(&b, "g2", "t2.");
+    // B takes its settings from a config file and WEIR_KAFKA.
+    let bb = weir_from_config(&b, "g2", "t2.");
     let (st, v) = post(&a, "/v1/statements", STREAM);
     assert_eq!(st, 200, "{v}");
     // At runtime, on A only.
@@ -666,7 +720,7 @@ fn broker_restart_mid_stream_loses_nothing() {
     };
     let cfg = b.config();
     let cards = 60;
-    let w = weir_with(&b, "g4", "t4.", 1);
+    let w = weir_with(&b, "g4", "t4.", 4);
     let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));
     assert_eq!(st, 200, "{v}");
     let (phase1, phase2) = two_phase_events(cards);

@@ -5,6 +5,10 @@
 #
 #   bench/cep/flink_compare.sh [EVENTS]        (default 1,000,000 events, 100k keys)
 #
+# Env: WEIR_RUNS (default 3) = how many times `weir run` is timed (each printed, then the
+# best); WEIR_BASELINE=/path/to/older/weir also times that binary, alternating with the
+# current one (the machine is shared: alternate, never back to back).
+#
 # Installs apache-flink into ~/.cache/weir-flink-venv if missing (~850 MB; outside the
 # repository, never a build dependency). Flink needs ~4-9 s to start a job, so the script
 # also runs a scan-only job and reports rows/s with that subtracted. Report ratios: the
@@ -42,6 +46,7 @@ mr = timed("""INSERT INTO sink_mr SELECT * FROM events MATCH_RECOGNIZE (
 n = $EVENTS
 print(f"flink: scan {scan:.1f} s, match {mr:.1f} s, match minus scan {mr - scan:.1f} s "
       f"=> {n / max(mr - scan, 1e-9):.0f} rows/s (pattern only), {n / mr:.0f} rows/s end to end")
+open("$WORK/flink_rate", "w").write(f"{n / mr:.0f}")
 PY
 "$VENV/bin/python" "$WORK/run.py"
 cd "$ROOT"
@@ -59,9 +64,28 @@ CREATE RULE mr AS SELECT * FROM events MATCH_RECOGNIZE (
   PATTERN (F{3,} S) WITHIN INTERVAL '60' SECOND
   DEFINE F AS F.action = 'login_fail', S AS S.action = 'login_ok');
 WEIR
-start=$(date +%s.%N)
-matches=$("$ROOT/target/release/weir" run --no-progress --rules "$WORK/rule.weir" \
-  --input "events=$WORK/events.ndjson" 2>/dev/null | wc -l)
-end=$(date +%s.%N)
-python3 -c "n=$EVENTS; t=$end-$start; print(f'weir run: {t:.1f} s end to end => {n/t:.0f} events/s ({$matches} matches)')"
+# Times one `weir run` over the file; prints and returns (in $rate) events/s.
+time_weir() {
+  local bin=$1 label=$2 start end matches
+  start=$(date +%s.%N)
+  matches=$("$bin" run --no-progress --rules "$WORK/rule.weir" \
+    --input "events=$WORK/events.ndjson" 2>/dev/null | wc -l)
+  end=$(date +%s.%N)
+  rate=$(python3 -c "print(round($EVENTS/($end-$start)))")
+  python3 -c "n=$EVENTS; t=$end-$start; f=$(cat "$WORK/flink_rate"); print(f'$label: {t:.2f} s end to end => {n/t:.0f} events/s ({$matches} matches), {n/t/f:.1f}x Flink end to end')"
+}
+best=0
+base_best=0
+for _ in $(seq "${WEIR_RUNS:-3}"); do
+  if [ -n "${WEIR_BASELINE:-}" ]; then
+    time_weir "$WEIR_BASELINE" "weir run (baseline $WEIR_BASELINE)"
+    [ "$rate" -gt "$base_best" ] && base_best=$rate
+  fi
+  time_weir "$ROOT/target/release/weir" "weir run"
+  [ "$rate" -gt "$best" ] && best=$rate
+done
+python3 -c "f=$(cat "$WORK/flink_rate"); print(f'best weir run: {$best} events/s = {$best/f:.1f}x Flink end to end ({f} rows/s)')"
+if [ -n "${WEIR_BASELINE:-}" ]; then
+  python3 -c "f=$(cat "$WORK/flink_rate"); print(f'best baseline: {$base_best} events/s = {$base_best/f:.1f}x Flink end to end')"
+fi
 rm -rf "$WORK"

@@ -3,6 +3,7 @@
 # the term-only subset, mokaccino. Usage: bench/search/run.sh [DATA_DIR]
 # Sizes: weir at 10k / 100k / 1M stored queries; Lucene Monitor at 10k and 100k (fewer
 # documents: it is ~100x slower); mokaccino at 100k and 1M term-only queries.
+# Env: NDOCS, LDOCS10K, LDOCS100K (documents per run), LUCENE_ONLY=1 (side by side only).
 # Needs root (Lucene Monitor is built from Debian's lucene8 source by
 # /work/shared/peers/lucene-monitor.sh into ~/.cache/lucene-monitor) and javac.
 set -euo pipefail
@@ -32,6 +33,8 @@ for n in 10000 100000; do
   w=$("$weir" "$data" "$n" all "$docs"); echo "$w"
   if [[ -n $cp ]]; then l=$(lucene "$n" all "$docs"); echo "$l"; ratio "$w" "$l"; fi
 done
+# LUCENE_ONLY=1: stop after the side-by-side runs above.
+[[ ${LUCENE_ONLY:-0} == 1 ]] && exit 0
 "$weir" "$data" 10000
 "$weir" "$data" 100000
 "$weir" "$data" 1000000

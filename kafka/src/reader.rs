@@ -3,10 +3,30 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+/// Client context of readers: reaching a partition's end is how a read knows it is done,
+/// not an error worth logging (librdkafka reports it as a "global error" too).
+#[doc(hidden)]
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
+        tracing::error!("librdkafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
@@ -68,7 +88,7 @@ impl KafkaRecord {
 
 /// A cursor over one partition (a group-less consumer assigned to it).
 pub struct PartitionReader {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ReaderContext>,
     topic: String,
     partition: u32,
     next: Option<u64>,
@@ -81,7 +101,7 @@ impl PartitionReader {
     /// open transactions are skipped).
     pub fn new(config: &KafkaConfig, topic: &str, partition: u32) -> Result<PartitionReader> {
         config.validate()?;
-        let consumer: BaseConsumer = config
+        let consumer: BaseConsumer<ReaderContext> = config
             .base()
             .set("group.id", format!("{}-reader", config.group))
             .set("enable.auto.commit", "false")
@@ -89,10 +109,10 @@ impl PartitionReader {
             .set("enable.partition.eof", "true")
             // Short broker-side waits: reads at the end return quickly (the caller's
             // `wait` does the waiting).
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", "20")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
-            .create()?;
+            .create_with_context(ReaderContext)?;
         Ok(PartitionReader {
             consumer,
             topic: topic.to_string(),

@@ -65,39 +65,58 @@ fn stream() -> StreamDef {
     }
 }
 
-/// `n` events over `keys` users starting at event number `first`, ~`rate` events per
-/// second of event time, 1% up to 500 ms out of order.
-fn events_at(n: usize, keys: u64, rate: u64, seed: u64, first: usize) -> Vec<(Row, i64)> {
-    let mut r = Rng(seed);
-    let step = (1000 / rate.max(1)).max(1) as i64;
-    let mut t = 1_767_225_600_000i64 + (first as u64 * 1000 / rate.max(1)) as i64;
-    (0..n)
-        .map(|_| {
-            t += if r.below(rate.max(1000) / 1000) == 0 {
-                step
-            } else {
-                0
-            };
-            let jitter = if r.below(100) == 0 {
-                r.below(500) as i64
-            } else {
-                0
-            };
-            let action = ACTIONS[r.below(ACTIONS.len() as u64) as usize];
-            let row = Row {
-                values: vec![
-                    Value::String(format!("u{}", r.below(keys))),
-                    Value::String(action.into()),
-                    Value::String(format!("m{}", r.below(MERCHANTS as u64))),
-                    Value::Float((r.below(100_000) as f64) / 100.0),
-                    Value::String(COUNTRIES[r.below(COUNTRIES.len() as u64) as usize].into()),
-                    Value::Timestamp(t - jitter),
-                ],
-                extra: Default::default(),
-            };
-            (row, t - jitter)
-        })
-        .collect()
+/// Events over `keys` users, ~`rate` events per second of event time, 1% up to 500 ms out
+/// of order; generated chunk by chunk from one random sequence (the stream does not
+/// depend on the chunk size).
+struct Gen {
+    r: Rng,
+    t: i64,
+    keys: u64,
+    rate: u64,
+}
+
+impl Gen {
+    fn new(keys: u64, rate: u64, seed: u64) -> Gen {
+        Gen {
+            r: Rng(seed),
+            t: 1_767_225_600_000,
+            keys,
+            rate: rate.max(1),
+        }
+    }
+
+    fn events(&mut self, n: usize) -> Vec<(Row, i64)> {
+        let step = (1000 / self.rate).max(1) as i64;
+        let r = &mut self.r;
+        (0..n)
+            .map(|_| {
+                self.t += if r.below(self.rate.max(1000) / 1000) == 0 {
+                    step
+                } else {
+                    0
+                };
+                let t = self.t;
+                let jitter = if r.below(100) == 0 {
+                    r.below(500) as i64
+                } else {
+                    0
+                };
+                let action = ACTIONS[r.below(ACTIONS.len() as u64) as usize];
+                let row = Row {
+                    values: vec![
+                        Value::String(format!("u{}", r.below(self.keys))),
+                        Value::String(action.into()),
+                        Value::String(format!("m{}", r.below(MERCHANTS as u64))),
+                        Value::Float((r.below(100_000) as f64) / 100.0),
+                        Value::String(COUNTRIES[r.below(COUNTRIES.len() as u64) as usize].into()),
+                        Value::Timestamp(t - jitter),
+                    ],
+                    extra: Default::default(),
+                };
+                (row, t - jitter)
+            })
+            .collect()
+    }
 }
 
 fn var(n: &str) -> Pattern {
@@ -271,11 +290,12 @@ fn many_rules(n: usize) -> Vec<CreateRule> {
         .collect()
 }
 
-/// CPU time of this thread in seconds (Linux), so a loaded machine does not skew figures.
+/// CPU time of this thread in seconds, so a loaded machine does not skew figures.
+/// (`CLOCK_THREAD_CPUTIME_ID` is exact; `/proc/thread-self/schedstat`, used before
+/// 2026-11-22 19:40, is only updated at scheduler ticks, which biases short chunks.)
 fn cpu_secs() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    let ns: f64 = s.split_whitespace().next()?.parse().ok()?;
-    Some(ns / 1e9)
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Some(t.tv_sec as f64 + t.tv_nsec as f64 / 1e9)
 }
 
 /// 1,000 rules whose first step is selective, as production rules tend to be: a merchant
@@ -406,14 +426,19 @@ fn run(label: &str, rules: Vec<CreateRule>, n: usize, keys: u64) {
     let mut peak_bytes = 0usize;
     let (mut cpu, mut wall) = (0.0f64, 0.0f64);
     // Rows are generated in chunks outside the timed region (like a decoder feeding the
-    // matcher), then moved into the matcher.
-    const CHUNK: usize = 20_000;
+    // matcher), then moved into the matcher. A decoder hands over each row right after
+    // decoding it, so the chunk is kept small enough for fresh rows to be in cache
+    // (`WEIR_BENCH_CHUNK`, default 1,000; the 2026-11-22 17:00–18:10 figures used 20,000).
+    let chunk: usize = std::env::var("WEIR_BENCH_CHUNK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
     let mut offset = 0u64;
-    let mut chunk_no = 0u64;
+    let mut gen = Gen::new(keys, 20_000, 42);
+    let mut next_peak_check = 0u64;
     while (offset as usize) < n {
-        let m = CHUNK.min(n - offset as usize);
-        let evs = events_at(m, keys, 20_000, 42 + chunk_no, offset as usize);
-        chunk_no += 1;
+        let m = chunk.min(n - offset as usize);
+        let evs = gen.events(m);
         let t = Instant::now();
         let c0 = cpu_secs();
         for (row, ts) in evs {
@@ -428,10 +453,13 @@ fn run(label: &str, rules: Vec<CreateRule>, n: usize, keys: u64) {
             (Some(a), Some(b)) if b > a => b - a,
             _ => w,
         };
-        let c = st.counters();
-        if c.live_partial_matches > peak_pm {
-            peak_pm = c.live_partial_matches;
-            peak_bytes = st.approx_state_bytes();
+        if offset >= next_peak_check {
+            next_peak_check = offset + 20_000;
+            let c = st.counters();
+            if c.live_partial_matches > peak_pm {
+                peak_pm = c.live_partial_matches;
+                peak_bytes = st.approx_state_bytes();
+            }
         }
     }
     let c = st.counters();

@@ -567,6 +567,37 @@ impl Engine {
         self.ingest_row(stream, offset, row, None, ingest_time_ms, out)
     }
 
+    /// [`Engine::ingest`] for an event still in its JSON text (one NDJSON line, no
+    /// newline needed): decoded straight into a row by [`RowDecoder::decode_bytes`] (no
+    /// `serde_json::Value`), with the same results, errors and counters as parsing the
+    /// text and calling [`Engine::ingest`], except that text that is not JSON (or not
+    /// UTF-8) is also an [`IngestError::Decode`] ("not valid JSON: …") and is counted as
+    /// rejected.
+    pub fn ingest_bytes(
+        &mut self,
+        stream: &str,
+        offset: u64,
+        event: &[u8],
+        ingest_time_ms: i64,
+        out: &mut Vec<OutputRecord>,
+    ) -> Result<(), IngestError> {
+        let row = match self.streams.get_mut(stream) {
+            Some(st) if !self.derived.contains(stream) => {
+                st.decoder.decode_bytes(event).map_err(|e| {
+                    st.counters.rejected += 1;
+                    IngestError::Decode(e.to_string())
+                })?
+            }
+            _ => {
+                return Err(IngestError::UnknownStream {
+                    stream: stream.to_string(),
+                    known: self.source_names.clone(),
+                })
+            }
+        };
+        self.ingest_row(stream, offset, row, None, ingest_time_ms, out)
+    }
+
     /// The decoder of a source stream (what [`Engine::ingest`] uses), for callers that
     /// decode events themselves, e.g. on another thread, and then call
     /// [`Engine::ingest_row`].
@@ -589,20 +620,16 @@ impl Engine {
         ingest_time_ms: i64,
         out: &mut Vec<OutputRecord>,
     ) -> Result<(), IngestError> {
-        if self.derived.contains(stream) || !self.streams.contains_key(stream) {
-            return Err(IngestError::UnknownStream {
-                stream: stream.to_string(),
-                known: self.source_names.clone(),
-            });
-        }
+        let st = match self.streams.get_mut(stream) {
+            Some(st) if !self.derived.contains(stream) => st,
+            _ => {
+                return Err(IngestError::UnknownStream {
+                    stream: stream.to_string(),
+                    known: self.source_names.clone(),
+                })
+            }
+        };
         let mut queue = Vec::new();
-        let st = self
-            .streams
-            .get_mut(stream)
-            .ok_or_else(|| IngestError::UnknownStream {
-                stream: stream.to_string(),
-                known: Vec::new(),
-            })?;
         let ts = match &st.def.event_time {
             Some(col) => match event_time.or_else(|| st.decoder.event_time(&row)) {
                 Some(t) => t,

@@ -1038,7 +1038,10 @@ fn eval<C: Context + ?Sized>(n: &Node, ctx: &C) -> Value {
             },
             Func::Length => match eval(&args[0], ctx) {
                 Value::String(s) => Value::Int(s.chars().count() as i64),
-                Value::Json(serde_json::Value::Array(a)) => Value::Int(a.len() as i64),
+                Value::Json(j) => match &*j {
+                    serde_json::Value::Array(a) => Value::Int(a.len() as i64),
+                    _ => Value::Null,
+                },
                 _ => Value::Null,
             },
             Func::Abs => match eval(&args[0], ctx) {

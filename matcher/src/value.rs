@@ -37,7 +37,8 @@ pub enum Value {
     /// Milliseconds since the Unix epoch (UTC).
     Timestamp(i64),
     /// A JSON array or object (JSON scalars are always converted to the other variants).
-    Json(serde_json::Value),
+    /// Boxed, so that a `Value` is 32 bytes rather than 72 (rows are vectors of values).
+    Json(Box<serde_json::Value>),
 }
 
 impl Value {
@@ -55,7 +56,7 @@ impl Value {
                 }
             }
             serde_json::Value::String(s) => Value::String(s.clone()),
-            other => Value::Json(other.clone()),
+            other => Value::Json(Box::new(other.clone())),
         }
     }
 
@@ -71,7 +72,7 @@ impl Value {
                 .unwrap_or(serde_json::Value::Null),
             Value::String(s) => serde_json::Value::String(s.clone()),
             Value::Timestamp(ms) => serde_json::Value::String(format_timestamp(*ms)),
-            Value::Json(j) => j.clone(),
+            Value::Json(j) => (**j).clone(),
         }
     }
 
@@ -448,7 +449,9 @@ impl<'de> serde::de::DeserializeSeed<'de> for ColumnSeed {
         if self.0 == DataType::Json {
             let j = <serde_json::Value as Deserialize>::deserialize(d)?;
             return Ok(match j {
-                serde_json::Value::Array(_) | serde_json::Value::Object(_) => Value::Json(j),
+                serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                    Value::Json(Box::new(j))
+                }
                 other => Value::from_json(&other),
             });
         }
@@ -525,7 +528,9 @@ pub fn coerce(j: &serde_json::Value, ty: DataType) -> Result<Value, String> {
     let bad = |want: &str| format!("expected {want}, got {} {}", json_kind(j), short(j));
     match ty {
         DataType::Json => Ok(match j {
-            serde_json::Value::Array(_) | serde_json::Value::Object(_) => Value::Json(j.clone()),
+            serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                Value::Json(Box::new(j.clone()))
+            }
             other => Value::from_json(other),
         }),
         DataType::String => j
@@ -609,11 +614,9 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
-        if part.iter().all(|c| c.is_ascii_digit()) {
-            std::str::from_utf8(part).ok()?.parse().ok()
-        } else {
-            None
-        }
+        part.iter().try_fold(0i64, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + (c - b'0') as i64)
+        })
     };
     if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
         return None;

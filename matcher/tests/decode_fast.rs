@@ -5,7 +5,7 @@
 
 use dsl::ast::DataType;
 use dsl::plan::{LatePolicy, StreamDef};
-use matcher::value::RowDecoder;
+use matcher::value::{RowDecoder, Value};
 use proptest::prelude::*;
 
 const COLUMNS: [(&str, DataType); 7] = [
@@ -215,8 +215,11 @@ proptest! {
 fn typical_events_take_the_fast_path_and_match() {
     let d = RowDecoder::new(&stream());
     for line in [
+        r#"{"s": "a", "i": 3, "f": 2.5, "b": true, "t": "2026-01-01T00:00:00.250Z", "j": 7, "more": "x"}"#,
+        r#"{"t": 1000, "i": 3.0, "f": -2e3, "s": null, "x": -0, "y": 0.001}"#,
+        r#" { } "#,
         r#"{"s": "a", "i": 3, "f": 2.5, "b": true, "t": "2026-01-01T00:00:00.250Z", "j": {"k": [1, 2]}, "more": {"x": null}}"#,
-        r#"{"t": 1000, "i": 3.0, "f": 2, "s": null}"#,
+        r#"{"t": 1000, "i": 3.0, "f": 2, "s": "a\"b"}"#,
         r#"{}"#,
     ] {
         assert_eq!(
@@ -278,4 +281,108 @@ fn bad_lines_keep_their_messages() {
             .to_string(),
         "not UTF-8 (invalid byte at column 8)"
     );
+}
+
+/// Number spellings through the fast path: the same `f64` bits, the same INT and
+/// TIMESTAMP coercions and the same undeclared JSON numbers as the reference.
+fn short_number() -> impl Strategy<Value = String> {
+    (
+        any::<bool>(),
+        0u64..10_000_000,
+        prop::option::of("[0-9]{1,10}"),
+        prop::option::of((
+            prop::sample::select(vec!["e", "E"]),
+            prop::sample::select(vec!["", "+", "-"]),
+            0u32..40,
+        )),
+    )
+        .prop_map(|(neg, int, frac, exp)| {
+            let mut s = String::new();
+            if neg {
+                s.push('-');
+            }
+            s.push_str(&int.to_string());
+            if let Some(f) = frac {
+                s.push('.');
+                s.push_str(&f);
+            }
+            if let Some((e, sign, x)) = exp {
+                s.push_str(&format!("{e}{sign}{x}"));
+            }
+            s
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn fast_path_numbers_equal_reference(n in short_number()) {
+        let d = RowDecoder::new(&stream());
+        for line in [
+            format!(r#"{{"f": {n}}}"#),
+            format!(r#"{{"i": {n}}}"#),
+            format!(r#"{{"j": {n}, "other": {n}}}"#),
+            format!(r#"{{"t": {n}}}"#),
+        ] {
+            let reference = d.decode_str_reference(&line);
+            if let Some(row) = d.decode_str_fast(&line) {
+                let want = reference.clone().unwrap();
+                // Bit-exact floats (PartialEq would let -0.0 == 0.0 pass).
+                for (a, b) in row.values.iter().zip(&want.values) {
+                    if let (Value::Float(x), Value::Float(y)) = (a, b) {
+                        prop_assert_eq!(x.to_bits(), y.to_bits(), "{}", line);
+                    }
+                }
+                prop_assert_eq!(Ok(row), reference, "{}", line);
+            }
+            prop_assert_eq!(d.decode_str(&line), d.decode_str_reference(&line));
+        }
+    }
+}
+
+/// `Engine::ingest_bytes` (text straight into rows) gives the same outputs and the same
+/// errors as parsing the text and calling `Engine::ingest`.
+#[test]
+fn engine_ingest_bytes_equals_ingest() {
+    use matcher::engine::{Engine, EngineConfig};
+    let src = "CREATE STREAM pay (card STRING, amount FLOAT, ts TIMESTAMP, meta JSON)
+  WITH (event_time = 'ts', max_delay = '1 second');
+CREATE RULE two_big AS FROM pay PARTITION BY card PATTERN (b b) WITHIN 1 MINUTE
+  DEFINE b AS amount > 100 AND meta.kind = 'web' MEASURES SUM(b.amount) AS total, LAST(b.meta.kind) AS kind;";
+    let mut catalog = dsl::check::Catalog::new();
+    let diags = catalog.check_source(src);
+    assert!(!diags.iter().any(|d| d.is_error()), "{diags:?}");
+    let lines = [
+        r#"{"card":"c1","amount":200,"ts":1000,"meta":{"kind":"web"},"note":"a"}"#,
+        r#"{"card":"c1","amount":"lots","ts":1100}"#,
+        r#"{"card":"c2","amount":500,"ts":1200,"meta":{"kind":"web"}}"#,
+        r#"{"card":"c1","amount":300,"ts":1300,"meta":{"kind":"web"},"note":"b\u00e9"}"#,
+        r#"{"card":"c1","amount":300}"#,
+        r#"{"card":"c2","amount":1e2,"amount":700,"ts":1400,"meta":{"kind":"web"}}"#,
+        r#"[1]"#,
+        r#"{"card":"c3","amount":101,"ts":"2026-01-01T00:00:00Z","meta":{"kind":"app"}}"#,
+    ];
+    let mut a = Engine::new(&catalog, 0, &EngineConfig::default()).unwrap();
+    let mut b = Engine::new(&catalog, 0, &EngineConfig::default()).unwrap();
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    for (i, l) in lines.iter().enumerate() {
+        let json: serde_json::Value = serde_json::from_str(l).unwrap();
+        let ra = a.ingest("pay", i as u64, &json, 0, &mut out_a);
+        let rb = b.ingest_bytes("pay", i as u64, l.as_bytes(), 0, &mut out_b);
+        assert_eq!(
+            ra.map_err(|e| e.to_string()),
+            rb.map_err(|e| e.to_string()),
+            "{l}"
+        );
+    }
+    a.finish(&mut out_a);
+    b.finish(&mut out_b);
+    assert!(!out_a.is_empty());
+    assert_eq!(out_a, out_b);
+    assert_eq!(a.counters("pay"), b.counters("pay"));
+    let e = b
+        .ingest_bytes("pay", 99, b"{not json", 0, &mut out_b)
+        .unwrap_err();
+    assert!(e.to_string().starts_with("not valid JSON: "), "{e}");
 }

@@ -307,6 +307,66 @@ fn per_key_cap_drops_oldest_partial_matches_and_counts_them() {
 }
 
 #[test]
+fn rows_per_key_cap_drops_the_oldest_search_of_the_rule_only() {
+    let s = ev_stream(0, LatePolicy::Drop);
+    // `long` holds rows forever (an `a` then any number of `x` rows, never an `end`);
+    // `pair` shares the key's rows and must keep matching `a b` while `long` is capped
+    let long = rule(
+        "long",
+        "ev",
+        &["k"],
+        seq(vec![var("a"), rep(var("x"), 0, None, true), var("e")]),
+        None,
+        vec![("a", t_is("a")), ("e", t_is("end"))],
+        vec![],
+        None,
+    );
+    let pair = rule(
+        "pair",
+        "ev",
+        &["k"],
+        seq(vec![var("a"), var("b")]),
+        None,
+        vec![("a", t_is("a")), ("b", t_is("b"))],
+        vec![("av", col("a.v")), ("bv", col("b.v"))],
+        None,
+    );
+    let cfg = CepConfig {
+        max_rows_per_key: 8,
+        ..CepConfig::default()
+    };
+    let set = CepRuleSet::new(vec![
+        CepRule::compile(&long, &s, &cfg).unwrap(),
+        CepRule::compile(&pair, &s, &cfg).unwrap(),
+    ])
+    .unwrap();
+    let mut st = PartitionState::new(0, &set);
+    let mut out = Vec::new();
+    let mut ts = 0;
+    for i in 0..40 {
+        for t in ["a", "b", "z"] {
+            ts += 1;
+            st.process(&set, row("k", t, i, ts), ts, ts as u64, &mut out);
+        }
+        // bounded: `long`'s search over more than 8 rows was dropped
+        assert!(
+            st.approx_state_bytes() < 4096,
+            "{}",
+            st.approx_state_bytes()
+        );
+    }
+    let c = st.counters();
+    assert!(c.partial_matches_dropped > 0, "{c:?}");
+    // every `a b` pair matched, with its own row values
+    assert_eq!(out.len(), 40);
+    for (i, m) in out.iter().enumerate() {
+        assert_eq!(&*m.rule, "pair");
+        assert_eq!(m.fields[1].1, Value::Int(i as i64));
+        assert_eq!(m.fields[2].1, Value::Int(i as i64));
+    }
+}
+
+#[test]
 fn per_rule_cap_refuses_new_starts() {
     let s = ev_stream(0, LatePolicy::Drop);
     let r = rule(

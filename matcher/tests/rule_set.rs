@@ -178,7 +178,7 @@ fn gen_case(seed: u64) -> Case {
                     match r.below(3) {
                         0 => Value::Null,
                         1 => Value::String("a".into()),
-                        _ => Value::Json(serde_json::json!(["a"])),
+                        _ => Value::Json(Box::new(serde_json::json!(["a"]))),
                     },
                 ],
                 extra: Default::default(),

@@ -260,6 +260,67 @@ proptest! {
     }
 }
 
+/// Prefixes and wildcards only (no regex or fuzzy term, which turn the index's
+/// head/tail pattern filter off), so that filter is on in every case.
+fn pattern_leaf() -> impl Strategy<Value = String> {
+    let w = || prop::sample::select(VOCAB);
+    prop_oneof![
+        2 => w().prop_map(|w| w.to_string()),
+        3 => prop::sample::select(vec![
+            "rec*", "ac*", "caf*", "zü*", "a*", "recall*", "lawsu*", "stor*", "cafe*", "naï*",
+        ])
+        .prop_map(String::from),
+        3 => prop::sample::select(vec![
+            "rec?ll", "re*ed", "*me", "c?f?", "?", "a*e*", "*ll*", "?cme", "*'s", "zür?ch",
+            "st*m", "*uit", "ca?é", "rec*s",
+        ])
+        .prop_map(String::from),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn index_equals_naive_patterns_only(
+        queries in prop::collection::vec(
+            (pattern_leaf(), pattern_leaf(), 0u8..3).prop_map(|(a, b, op)| match op {
+                0 => a,
+                1 => format!("{a} OR {b}"),
+                _ => format!("{a} AND {b}"),
+            }),
+            1..16,
+        ),
+        docs in prop::collection::vec((text(), text()), 1..8),
+    ) {
+        let mut idx: SearchIndex = SearchIndex::default();
+        let mut parsed = Vec::new();
+        for (i, q) in queries.iter().enumerate() {
+            let query = match parse_query(q) {
+                Ok(x) => x.with_default_field("body"),
+                Err(e) => panic!("generated query {q} does not parse: {e}"),
+            };
+            let name = format!("q{i}");
+            if idx.add(&name, SearchSpec::new(query.clone())).is_ok() {
+                parsed.push((name, query));
+            }
+        }
+        for (title, body) in &docs {
+            let doc = Document::new().with("title", title).with("body", body);
+            let got: Answer = idx
+                .match_document(&doc, &mut |_, _| true)
+                .into_iter()
+                .map(|h| (h.search.to_string(), h.highlights))
+                .collect();
+            let want: Answer = parsed
+                .iter()
+                .filter_map(|(n, q)| naive::evaluate(q, &doc).map(|h| (n.clone(), h)))
+                .collect();
+            prop_assert_eq!(got, want, "title={:?} body={:?}", title, body);
+        }
+    }
+}
+
 /// Interleave adds, replaces and drops with documents; after every change the index must
 /// answer exactly what the naive evaluator gives for the searches live at that point.
 #[test]

@@ -212,8 +212,6 @@ impl MatchOutput {
 pub struct CepRuleSet {
     pub(crate) rules: Vec<Arc<CepRule>>,
     pub(crate) groups: Vec<Group>,
-    /// The group of each rule.
-    pub(crate) rule_group: Vec<u32>,
     /// Per rule, per local predicate: the interned id and whether it reads only the row.
     pub(crate) pred_ids: Vec<Vec<(u32, bool)>>,
     pub(crate) n_preds: usize,
@@ -357,7 +355,6 @@ impl CepRuleSet {
             n_preds: interned.len(),
             rules,
             groups,
-            rule_group,
             pred_ids,
         })
     }

@@ -64,6 +64,15 @@ struct Best {
 type Nodes = SmallVec<[PNode; 4]>;
 type Threads = SmallVec<[Thread; 2]>;
 
+/// Pushes onto a small vector; when it first leaves its inline storage it gets room for
+/// `first_heap` items at once instead of doubling through every size.
+fn push_small<A: smallvec::Array>(v: &mut SmallVec<A>, x: A::Item, first_heap: usize) {
+    if !v.spilled() && v.len() == v.inline_size() {
+        v.reserve_exact(first_heap.saturating_sub(v.len()));
+    }
+    v.push(x);
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Search {
     /// Key-level index of the start row.
@@ -147,21 +156,6 @@ struct Pending {
     ts: i64,
     offset: u64,
     row: Row,
-    /// Worked out when the row arrived (its data still in cache); recomputed after a
-    /// checkpoint restore.
-    #[serde(skip)]
-    pre: Option<Pre>,
-}
-
-/// What the matcher needs to know about a row before it touches any key state: its
-/// partition-key hash per rule group and the rules that may start on it.
-#[derive(Debug, Clone, Default)]
-struct Pre {
-    /// Per rule group.
-    key_hashes: SmallVec<[u64; 1]>,
-    /// Rules (of every group) that may start on the row: found through the start index,
-    /// then filtered by their first DEFINEs when those read only the row.
-    cands: SmallVec<[u32; 4]>,
 }
 impl PartialEq for Pending {
     fn eq(&self, o: &Self) -> bool {
@@ -848,10 +842,14 @@ impl Search {
             if !ok {
                 continue;
             }
-            self.nodes.push(PNode {
-                var: v,
-                parent: t.node,
-            });
+            push_small(
+                &mut self.nodes,
+                PNode {
+                    var: v,
+                    parent: t.node,
+                },
+                16,
+            );
             let node = (self.nodes.len() - 1) as u32;
             if absent {
                 let nt = Thread {
@@ -958,15 +956,20 @@ fn emit_match(
         fields.push((n.clone(), m.eval(&ctx)));
     }
     let absent = best.absent_deadline.is_some();
-    let id = format!(
-        "{}@{}/{}:{}-{}{}",
-        rule.name,
-        rule.stream,
-        em.partition,
-        first.offset,
-        last.offset,
-        if absent { "!" } else { "" }
-    );
+    // `{rule}@{stream}/{partition}:{first}-{last}` (+ `!`), without the formatting machinery
+    let mut id = String::with_capacity(rule.name.len() + rule.stream.len() + 32);
+    id.push_str(&rule.name);
+    id.push('@');
+    id.push_str(&rule.stream);
+    id.push('/');
+    push_decimal(&mut id, em.partition as u64);
+    id.push(':');
+    push_decimal(&mut id, first.offset);
+    id.push('-');
+    push_decimal(&mut id, last.offset);
+    if absent {
+        id.push('!');
+    }
     em.counters.matches += 1;
     let _ = em.rules;
     out.push(MatchOutput {
@@ -978,6 +981,22 @@ fn emit_match(
         first_offset: first.offset,
         last_offset: last.offset,
     });
+}
+
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
 }
 
 /// Emits decided searches in start order, applies AFTER MATCH, enforces caps. The key's
@@ -1231,7 +1250,7 @@ impl PartitionState {
                 }
                 LatePolicy::Emit => {
                     self.counters.late_emitted += 1;
-                    self.engine_row(rules, row, None, event_time, offset, true, out);
+                    self.engine_row(rules, row, event_time, offset, true, out);
                 }
             }
             return;
@@ -1241,14 +1260,12 @@ impl PartitionState {
         let wm = max.saturating_sub(max_delay_ms.min(i64::MAX as u64) as i64);
         if self.buffered() == 0 && event_time <= wm {
             // in order and already releasable: skip the buffer
-            self.engine_row(rules, row, None, event_time, offset, false, out);
+            self.engine_row(rules, row, event_time, offset, false, out);
         } else {
-            let pre = self.prepare(rules, &row);
             self.buffer_push(Pending {
                 ts: event_time,
                 offset,
                 row,
-                pre: Some(pre),
             });
         }
         self.advance_watermark(rules, wm, out);
@@ -1259,7 +1276,7 @@ impl PartitionState {
         while self.buffered() > cap {
             if let Some(p) = self.buffer_pop() {
                 self.counters.reorder_forced += 1;
-                self.engine_row(rules, p.row, p.pre, p.ts, p.offset, false, out);
+                self.engine_row(rules, p.row, p.ts, p.offset, false, out);
             }
         }
     }
@@ -1273,7 +1290,7 @@ impl PartitionState {
         }
         while self.buffer_min_ts().is_some_and(|ts| ts <= self.watermark) {
             if let Some(p) = self.buffer_pop() {
-                self.engine_row(rules, p.row, p.pre, p.ts, p.offset, false, out);
+                self.engine_row(rules, p.row, p.ts, p.offset, false, out);
             }
         }
         self.fire_timers(rules, out);
@@ -1282,7 +1299,7 @@ impl PartitionState {
     /// End of input: releases every buffered row and decides everything still open.
     pub fn finish(&mut self, rules: &CepRuleSet, out: &mut Vec<MatchOutput>) {
         while let Some(p) = self.buffer_pop() {
-            self.engine_row(rules, p.row, p.pre, p.ts, p.offset, false, out);
+            self.engine_row(rules, p.row, p.ts, p.offset, false, out);
         }
         let mut em = Emit {
             rules,
@@ -1398,72 +1415,17 @@ impl PartitionState {
         }
     }
 
-    fn next_cand_gen(&mut self) -> u32 {
-        self.cand_gen = self.cand_gen.wrapping_add(1);
-        if self.cand_gen == 0 {
-            self.cand_stamp.iter_mut().for_each(|s| *s = 0);
-            self.cand_gen = 1;
-        }
-        self.cand_gen
-    }
-
-    /// Works out a row's [`Pre`]: called when the row arrives, while its data is in cache.
-    fn prepare(&mut self, rules: &CepRuleSet, row: &Row) -> Pre {
-        self.cache.next_event(rules.n_preds);
-        if self.cand_stamp.len() < rules.rules.len() {
-            self.cand_stamp.resize(rules.rules.len(), 0);
-        }
-        let mut pre = Pre::default();
-        for group in &rules.groups {
-            let rep = &rules.rules[group.rules[0] as usize];
-            pre.key_hashes.push(row_key(rep, row).hash);
-            let gen = self.next_cand_gen();
-            let mut consider = |r: u32, cache: &mut PredCache, stamp: &mut [u32]| {
-                if stamp[r as usize] == gen {
-                    return;
-                }
-                stamp[r as usize] = gen;
-                let env = Env {
-                    rule: &rules.rules[r as usize],
-                    pred_ids: &rules.pred_ids[r as usize],
-                };
-                if may_start(&env, cache, row) {
-                    pre.cands.push(r);
-                }
-            };
-            for &r in &group.always {
-                consider(r, &mut self.cache, &mut self.cand_stamp);
-            }
-            for ix in &group.index {
-                let mut h = EQ_HASH_SEED;
-                if !ix.cols.iter().all(|c| eq_hash(&mut h, row.get(*c))) {
-                    continue;
-                }
-                for &r in ix.map.get(&h).into_iter().flatten() {
-                    consider(r, &mut self.cache, &mut self.cand_stamp);
-                }
-            }
-        }
-        pre
-    }
-
     /// One row in event-time order (or a late row under `late = 'emit'`).
-    #[allow(clippy::too_many_arguments)]
     fn engine_row(
         &mut self,
         rules: &CepRuleSet,
         row: Row,
-        pre: Option<Pre>,
         ts: i64,
         offset: u64,
         late: bool,
         out: &mut Vec<MatchOutput>,
     ) {
         self.counters.rows += 1;
-        let pre = match pre {
-            Some(p) => p,
-            None => self.prepare(rules, &row),
-        };
         self.cache.next_event(rules.n_preds);
         if self.cand_stamp.len() < rules.rules.len() {
             self.cand_stamp.resize(rules.rules.len(), 0);
@@ -1474,36 +1436,56 @@ impl PartitionState {
         let mut shared: Option<Arc<Row>> = None;
         for (gi, group) in rules.groups.iter().enumerate() {
             let rep = &rules.rules[group.rules[0] as usize];
-            let gen = self.next_cand_gen();
+            self.cand_gen = self.cand_gen.wrapping_add(1);
+            if self.cand_gen == 0 {
+                self.cand_stamp.iter_mut().for_each(|s| *s = 0);
+                self.cand_gen = 1;
+            }
+            let gen = self.cand_gen;
             let mut cands = std::mem::take(&mut self.cand_buf);
             cands.clear();
-            for &r in &pre.cands {
-                if rules.rule_group[r as usize] as usize == gi {
-                    self.cand_stamp[r as usize] = gen;
-                    cands.push(r);
-                }
-            }
             let (key, mut ks) = {
                 let Some(row) = owned.as_ref().or(shared.as_deref()) else {
                     return;
                 };
-                let key = match (&rep.partition_cols, pre.key_hashes.get(gi)) {
-                    (Some(_), Some(&hash)) => RowKey {
-                        hash,
-                        computed: None,
-                    },
-                    _ => row_key(rep, row),
-                };
+                // candidate rules that may start on this row: the index, then the first
+                // DEFINE when it reads only the row (evaluated once, cached)
+                for &r in &group.always {
+                    self.cand_stamp[r as usize] = gen;
+                    cands.push(r);
+                }
+                for ix in &group.index {
+                    let mut h = EQ_HASH_SEED;
+                    if !ix.cols.iter().all(|c| eq_hash(&mut h, row.get(*c))) {
+                        continue;
+                    }
+                    for &r in ix.map.get(&h).into_iter().flatten() {
+                        if self.cand_stamp[r as usize] != gen {
+                            self.cand_stamp[r as usize] = gen;
+                            cands.push(r);
+                        }
+                    }
+                }
+                cands.retain(|r| {
+                    let env = Env {
+                        rule: &rules.rules[*r as usize],
+                        pred_ids: &rules.pred_ids[*r as usize],
+                    };
+                    let keep = may_start(&env, &mut self.cache, row);
+                    if !keep {
+                        self.cand_stamp[*r as usize] = 0;
+                    }
+                    keep
+                });
+                let key = row_key(rep, row);
                 // taken out while processed; the (possibly empty) bucket stays so that
                 // putting the key back costs no allocation
-                let ks = self.groups_state[gi]
-                    .get_mut(&key.hash)
-                    .and_then(|bucket| {
-                        bucket
-                            .iter()
-                            .position(|ks| key_matches(rep, row, &key, &ks.values))
-                            .map(|i| bucket.swap_remove(i))
-                    });
+                let ks = self.groups_state[gi].get_mut(&key.hash).and_then(|bucket| {
+                    bucket
+                        .iter()
+                        .position(|ks| key_matches(rep, row, &key, &ks.values))
+                        .map(|i| bucket.swap_remove(i))
+                });
                 (key, ks)
             };
             if ks.is_none() && cands.is_empty() {
@@ -1536,7 +1518,7 @@ impl PartitionState {
             };
             // existing rule states of this key
             if let Some(ks) = ks.as_mut() {
-                ks.rows.push(stored());
+                push_small(&mut ks.rows, stored(), 8);
                 ks.next += 1;
                 let idx = ks.next - 1;
                 let KeyState {
@@ -1589,7 +1571,7 @@ impl PartitionState {
                             mn,
                         ) {
                             note_timer(rule.within_ms);
-                            rk.searches.push(s);
+                            push_small(&mut rk.searches, s, 4);
                         }
                     }
                     resolve(&mut em, rule, rk, kr, out);
@@ -1662,7 +1644,7 @@ impl PartitionState {
                 resolve(&mut em, rule, &mut rk, kr, out);
                 self.rule_live[r as usize] += rk.threads() as u64;
                 if !rk.idle(rule) {
-                    ks.rules.push(rk);
+                    push_small(&mut ks.rules, rk, 4);
                 }
             }
             self.cand_buf = cands;

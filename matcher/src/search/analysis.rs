@@ -5,6 +5,59 @@
 use unicode_normalization::UnicodeNormalization;
 use unicode_segmentation::UnicodeSegmentation;
 
+const WORD: u8 = 1;
+const ALPHA: u8 = 2;
+const DIGIT: u8 = 4;
+/// Joins two letters (UAX #29 MidLetter / MidNumLet).
+const MID_LETTER: u8 = 8;
+/// Joins two digits (MidNum / MidNumLet).
+const MID_NUM: u8 = 16;
+
+/// Word-break classes of the ASCII bytes.
+static ASCII_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 128 {
+        let b = c as u8;
+        let mut v = 0;
+        if b.is_ascii_alphabetic() {
+            v |= WORD | ALPHA;
+        }
+        if b.is_ascii_digit() {
+            v |= WORD | DIGIT;
+        }
+        if b == b'_' {
+            v |= WORD;
+        }
+        if matches!(b, b':' | b'.' | b'\'') {
+            v |= MID_LETTER;
+        }
+        if matches!(b, b',' | b';' | b'.' | b'\'') {
+            v |= MID_NUM;
+        }
+        t[c] = v;
+        c += 1;
+    }
+    t
+};
+
+/// How many of the 8 (ASCII) bytes, from the first, are lowercase letters (SWAR: each
+/// byte's top bit says whether it is in `a..=z`).
+#[inline]
+fn lowercase_run(b: &[u8]) -> usize {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[..8]);
+    let w = u64::from_le_bytes(x);
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Bytes are < 0x80, so no sum carries into the next byte.
+    let ge_a = w + ONES * (0x80 - u64::from(b'a'));
+    let gt_z = w + ONES * (0x80 - u64::from(b'z') - 1);
+    let letters = ge_a & !gt_z & HIGH;
+    let others = !letters & HIGH;
+    (others.trailing_zeros() / 8) as usize
+}
+
 /// One token: byte range in the original text and in [`Analyzed::norm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenSpan {
@@ -60,8 +113,13 @@ impl Analyzed {
         };
         if text.is_ascii() {
             self.ascii_words(text);
-            return;
+        } else {
+            self.unicode_words(text);
         }
+    }
+
+    /// The general path: UAX #29 words, each lowercased and accent-folded.
+    fn unicode_words(&mut self, text: &str) {
         for (start, w) in text.unicode_word_indices() {
             let nstart = self.norm.len();
             normalize_into(w, &mut self.norm);
@@ -77,56 +135,75 @@ impl Analyzed {
         }
     }
 
-    /// UAX #29 words of an ASCII text (the same as `unicode_word_indices`, checked by a
-    /// property test): letters/digits/`_` join; `: . '` join two letters; `, ; . '` join two
-    /// digits; a run counts as a word when it has a letter or digit.
+    /// UAX #29 words of an ASCII text (the same as `unicode_word_indices`, checked by
+    /// property tests): letters/digits/`_` join; `: . '` join two letters; `, ; . '` join
+    /// two digits; a run counts as a word when it has a letter or digit. The whole text is
+    /// lowercased once; token offsets are the same in the text and in `norm`.
     fn ascii_words(&mut self, text: &str) {
-        let b = text.as_bytes();
-        let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+        let Self { norm, tokens } = self;
+        norm.push_str(text);
+        norm.make_ascii_lowercase();
+        let b = norm.as_bytes();
+        let class = |c: u8| ASCII_CLASS[c as usize];
+        let n = b.len();
         let mut i = 0;
-        while i < b.len() {
-            if !word(b[i]) {
+        while i < n {
+            if class(b[i]) & WORD == 0 {
                 i += 1;
                 continue;
             }
             let start = i;
-            let mut alnum = false;
             loop {
-                while i < b.len() && word(b[i]) {
-                    alnum |= b[i] != b'_';
+                i += 1;
+                // Lowercase letters 8 at a time, then one byte at a time.
+                while i + 8 <= n {
+                    let run = lowercase_run(&b[i..i + 8]);
+                    i += run;
+                    if run < 8 {
+                        break;
+                    }
+                }
+                while i < n && class(b[i]) & WORD != 0 {
                     i += 1;
                 }
-                if i + 1 < b.len() && word(b[i + 1]) {
-                    let (p, c, n) = (b[i - 1], b[i], b[i + 1]);
-                    let letters = p.is_ascii_alphabetic() && n.is_ascii_alphabetic();
-                    let digits = p.is_ascii_digit() && n.is_ascii_digit();
-                    if (letters && matches!(c, b':' | b'.' | b'\''))
-                        || (digits && matches!(c, b',' | b';' | b'.' | b'\''))
-                    {
-                        i += 1;
-                        continue;
+                if i + 1 < n {
+                    let c = class(b[i]);
+                    if c & (MID_LETTER | MID_NUM) != 0 {
+                        let both = class(b[i - 1]) & class(b[i + 1]);
+                        if (both & ALPHA != 0 && c & MID_LETTER != 0)
+                            || (both & DIGIT != 0 && c & MID_NUM != 0)
+                        {
+                            // b[i + 1] is a letter or digit: the loop goes on after it.
+                            i += 1;
+                            continue;
+                        }
                     }
                 }
                 break;
             }
-            if alnum {
-                let nstart = self.norm.len();
-                self.norm.push_str(&text[start..i]);
-                self.norm[nstart..].make_ascii_lowercase();
-                self.tokens.push(TokenSpan {
+            if b[start] != b'_' || b[start..i].iter().any(|&c| c != b'_') {
+                tokens.push(TokenSpan {
                     start: start as u32,
                     end: i as u32,
-                    nstart: nstart as u32,
-                    nend: self.norm.len() as u32,
+                    nstart: start as u32,
+                    nend: i as u32,
                 });
             }
         }
     }
 
     /// The normalized text of token `i`.
+    #[inline]
     pub fn term(&self, i: usize) -> &str {
         let t = &self.tokens[i];
         &self.norm[t.nstart as usize..t.nend as usize]
+    }
+
+    /// The normalized bytes of token `i`.
+    #[inline]
+    pub fn term_bytes(&self, i: usize) -> &[u8] {
+        let t = &self.tokens[i];
+        &self.norm.as_bytes()[t.nstart as usize..t.nend as usize]
     }
 
     pub fn len(&self) -> usize {
@@ -247,6 +324,58 @@ mod tests {
             let terms: Vec<&str> = (0..a.len()).map(|i| a.term(i)).collect();
             let lower: Vec<String> = s.unicode_words().map(|w| w.to_lowercase()).collect();
             proptest::prop_assert_eq!(terms, lower);
+        }
+    }
+
+    fn spans_and_terms(a: &Analyzed) -> Vec<(u32, u32, String)> {
+        a.tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.start, t.end, a.term(i).to_string()))
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// The ASCII fast path gives exactly what the general (Unicode) path gives, on any
+        /// ASCII text (controls, punctuation, mixed case included).
+        #[test]
+        fn ascii_fast_path_equals_general_path(s in "[\\x00-\\x7f]{0,60}") {
+            let fast = Analyzed::new(&s);
+            let mut general = Analyzed::default();
+            general.unicode_words(&s);
+            proptest::prop_assert_eq!(spans_and_terms(&fast), spans_and_terms(&general));
+        }
+
+        #[test]
+        fn long_words_fast_equals_general(s in "([a-zA-Z]{1,19}[0-9_]{0,2}[ .,:'\\-]{0,2}){0,10}") {
+            let fast = Analyzed::new(&s);
+            let mut general = Analyzed::default();
+            general.unicode_words(&s);
+            proptest::prop_assert_eq!(spans_and_terms(&fast), spans_and_terms(&general));
+        }
+
+        #[test]
+        fn ascii_words_fast_equals_general(s in "([A-Za-z0-9_]{1,4}[ .,;:'_\\-]{0,2}){0,12}") {
+            let fast = Analyzed::new(&s);
+            let mut general = Analyzed::default();
+            general.unicode_words(&s);
+            proptest::prop_assert_eq!(spans_and_terms(&fast), spans_and_terms(&general));
+        }
+
+        /// Mixed Unicode/ASCII text: the analysis equals UAX #29 words, lowercased and
+        /// accent-folded one by one.
+        #[test]
+        fn mixed_text_equals_reference(s in "[a-zA-Zé É ü ß İ ﬁ 0-9.,'_:\\u{301}\\u{200d}-]{0,40}") {
+            let a = Analyzed::new(&s);
+            let want: Vec<(u32, u32, String)> = s
+                .unicode_word_indices()
+                .filter_map(|(i, w)| {
+                    let mut n = String::new();
+                    normalize_into(w, &mut n);
+                    (!n.is_empty()).then(|| (i as u32, (i + w.len()) as u32, n))
+                })
+                .collect();
+            proptest::prop_assert_eq!(spans_and_terms(&a), want);
         }
     }
 

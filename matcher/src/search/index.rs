@@ -57,6 +57,8 @@ pub struct SearchStats {
     pub docs: u64,
     /// Candidate searches verified, over all documents.
     pub verified: u64,
+    /// Times a field's pattern cache was full and started over.
+    pub pattern_cache_resets: u64,
 }
 
 /// One search that matched a document.
@@ -68,9 +70,21 @@ pub struct Hit {
 
 #[derive(Debug, Clone)]
 enum Node {
-    Term { f: u16, t: u32 },
-    Phrase { f: u16, ts: Box<[u32]>, slop: u32 },
-    Multi { f: u16, m: u32 },
+    /// `h`: the term's hash; `cost`: its estimated selectivity (see [`len_cost`]).
+    Term {
+        f: u16,
+        h: u64,
+        cost: u32,
+    },
+    Phrase {
+        f: u16,
+        ts: Box<[(u64, u32)]>,
+        slop: u32,
+    },
+    Multi {
+        f: u16,
+        m: u32,
+    },
     And(Box<[Node]>),
     Or(Box<[Node]>),
     Not(Box<Node>),
@@ -78,9 +92,10 @@ enum Node {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Anchor {
-    Term(u16, u32),
+    /// A (field, term) key, see [`field_key`].
+    Term(u64),
     Multi(u32),
-    Eq(u16, u32),
+    Eq(u16, u64),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,10 +118,10 @@ struct MultiEntry {
 /// children (`size` = ops in its subtree, itself included), each phrase by its terms.
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Term { f: u16, t: u32 },
+    Term { f: u16, h: u64 },
     Multi { f: u16, m: u32 },
     Phrase { f: u16, n: u16, slop: u32 },
-    Tid(u32),
+    Tid(u64),
     And { size: u32 },
     Or { size: u32 },
     Not { size: u32 },
@@ -114,7 +129,7 @@ enum Op {
 
 fn flatten(n: &Node, out: &mut Vec<Op>) {
     match n {
-        Node::Term { f, t } => out.push(Op::Term { f: *f, t: *t }),
+        Node::Term { f, h, .. } => out.push(Op::Term { f: *f, h: *h }),
         Node::Multi { f, m } => out.push(Op::Multi { f: *f, m: *m }),
         Node::Phrase { f, ts, slop } => {
             out.push(Op::Phrase {
@@ -122,7 +137,7 @@ fn flatten(n: &Node, out: &mut Vec<Op>) {
                 n: ts.len() as u16,
                 slop: *slop,
             });
-            out.extend(ts.iter().map(|t| Op::Tid(*t)));
+            out.extend(ts.iter().map(|(h, _)| Op::Tid(*h)));
         }
         Node::And(cs) | Node::Or(cs) => {
             let at = out.len();
@@ -159,7 +174,8 @@ fn op_size(ops: &[Op], i: usize) -> usize {
 struct Stored<R> {
     name: Arc<str>,
     ops: Box<[Op]>,
-    equals: Box<[(u16, Box<[u32]>)]>,
+    /// Equality filters: field and the hashes of the accepted raw values.
+    equals: Box<[(u16, Box<[u64]>)]>,
     residual: Option<R>,
     /// `None`: on the always-check list.
     anchors: Option<Box<[Anchor]>>,
@@ -232,145 +248,649 @@ struct FieldInfo {
     key_lens: [[usize; WILD_KEY_CHARS + 1]; 2],
     fuzzy: FxHashMap<Box<str>, Vec<u32>>,
     fuzzy_by_distance: [usize; 3],
+    /// Which terms can match any pattern at all, by their first bytes.
+    lead: LeadFilter,
+    /// Patterns changed since `lead` was built.
+    lead_dirty: bool,
 }
 
-/// Terms are identified by a 64-bit keyed hash (aHash with per-process random keys, so
-/// collisions cannot be crafted): a document term is taken to be a stored term when their
-/// hashes are equal, without comparing text (a false match needs a 64-bit collision).
-fn term_hash(s: &str) -> u64 {
-    static KEYS: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
-    KEYS.get_or_init(ahash::RandomState::new).hash_one(s)
-}
-
-/// Hasher for keys that are already hashes.
-#[derive(Default, Clone, Copy)]
-struct IdHasher(u64);
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-type IdMap<V> = std::collections::HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
-
-/// A stored term: its id and the searches anchored on it (slot, field), kept in the hash
-/// table's bucket so a document term costs one look-up.
-struct TermSlot {
-    id: u32,
-    post: Vec<(u32, u16)>,
-}
-
-/// Interned strings with reference counts, looked up by a precomputed hash.
+/// A quick test that rules out most document terms before the pattern cache. Every
+/// prefix and wildcard has a literal head (the bytes before its first `*`/`?`) and a
+/// wildcard also a literal tail (after its last one); a term can only match it if it
+/// starts with that head and ends with that tail. Each pattern is filed under the longer
+/// of the two, by its first (last) `k` = 8, 4, 3, 2 or 1 bytes (the most it has), in a
+/// bit set per (side, `k`); a term
+/// goes on to the pattern cache only when one of its own heads or tails is in one. A regex
+/// or fuzzy term, or a pattern with no literal head or tail, turns the filter off.
 #[derive(Default)]
-struct Interner {
-    ids: IdMap<TermSlot>,
-    /// Strings whose hash is held by another string (never seen in practice; such a
-    /// term cannot be told apart from the other at document time).
-    collide: FxHashMap<Box<str>, u32>,
-    collide_post: FxHashMap<u32, Vec<(u32, u16)>>,
-    strs: Vec<(Box<str>, u32)>,
-    free: Vec<u32>,
+struct LeadFilter {
+    on: bool,
+    /// (tail?, k, bit set over the 32-bit hashes of the patterns' first/last k bytes),
+    /// for the (side, k) pairs that have patterns.
+    sets: Vec<(bool, usize, BitSet)>,
 }
 
-impl Interner {
-    /// Document-time look-up by hash only.
-    fn get_h(&self, h: u64) -> Option<&TermSlot> {
-        self.ids.get(&h)
-    }
-    fn get(&self, s: &str) -> Option<u32> {
-        self.get_h(term_hash(s)).map(|t| t.id)
-    }
-    fn get_exact(&self, s: &str, h: u64) -> Option<u32> {
-        match self.ids.get(&h) {
-            Some(t) if &*self.strs[t.id as usize].0 == s => Some(t.id),
-            _ if self.collide.is_empty() => None,
-            _ => self.collide.get(s).copied(),
+#[derive(Default)]
+struct BitSet {
+    bits: Vec<u64>,
+    shift: u32,
+}
+
+impl BitSet {
+    fn with_items(n: usize) -> BitSet {
+        let nbits = (n * 16).next_power_of_two().clamp(64, 1 << 22);
+        BitSet {
+            bits: vec![0; nbits / 64],
+            shift: 32 - nbits.trailing_zeros(),
         }
     }
-    fn post_mut(&mut self, id: u32) -> &mut Vec<(u32, u16)> {
-        let h = term_hash(&self.strs[id as usize].0);
-        match self.ids.get_mut(&h) {
-            Some(t) if t.id == id => &mut t.post,
-            _ => self.collide_post.entry(id).or_default(),
-        }
+
+    #[inline]
+    fn index(&self, h: u32) -> (usize, u64) {
+        let i = (h >> self.shift) as usize;
+        (i / 64, 1u64 << (i % 64))
     }
-    fn acquire(&mut self, s: &str) -> u32 {
-        let h = term_hash(s);
-        if let Some(id) = self.get_exact(s, h) {
-            self.strs[id as usize].1 += 1;
-            return id;
+}
+
+/// Longest literal head or tail used by [`LeadFilter`].
+const LIT_MAX: usize = 8;
+
+/// Up to 8 bytes as a little-endian integer (zero-padded).
+#[inline]
+fn le8(b: &[u8]) -> u64 {
+    match *b {
+        [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => b
+            .iter()
+            .take(8)
+            .enumerate()
+            .fold(0u64, |x, (i, &c)| x | u64::from(c) << (8 * i)),
+    }
+}
+
+/// The 32-bit hash of `k` bytes given as [`le8`].
+#[inline]
+fn lit_hash(x: u64) -> u32 {
+    (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u32
+}
+
+/// Up to 8 bytes' hash.
+fn bytes8(b: &[u8]) -> u32 {
+    lit_hash(le8(b))
+}
+
+impl LeadFilter {
+    fn build(info: &FieldInfo, multis: &[Option<MultiEntry>]) -> LeadFilter {
+        let off = LeadFilter::default();
+        if !info.fuzzy.is_empty() {
+            return off;
         }
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.strs[id as usize] = (s.into(), 1);
-                id
+        // (head, tail) literal bytes of each pattern.
+        let mut lits: Vec<(&[u8], &[u8])> = info
+            .prefixes
+            .keys()
+            .map(|p| (p.as_bytes(), &[][..]))
+            .collect();
+        for shard in info.groups.values().flat_map(|g| g.values()).flatten() {
+            for &m in &shard.ids {
+                match multis
+                    .get(m as usize)
+                    .and_then(|e| e.as_ref())
+                    .map(|e| &e.kind)
+                {
+                    Some(MultiKind::Wildcard(p)) => {
+                        let b = p.as_bytes();
+                        let h = p.find(['*', '?']).unwrap_or(b.len());
+                        let t = p.rfind(['*', '?']).map_or(0, |i| i + 1);
+                        lits.push((&b[..h], &b[t.max(h)..]));
+                    }
+                    None => {}
+                    Some(_) => return off,
+                }
             }
-            None => {
-                self.strs.push((s.into(), 1));
-                (self.strs.len() - 1) as u32
+        }
+        // Which set each pattern goes to: (side, k).
+        let pick = |(h, t): (&[u8], &[u8])| -> Option<(usize, usize)> {
+            let (side, n) = if h.len() >= t.len() {
+                (0, h.len())
+            } else {
+                (1, t.len())
+            };
+            // Few distinct k (so a term is tested against few sets): 8, 4, or all it has.
+            let k = match n {
+                8.. => 8,
+                4..=7 => 4,
+                _ => n,
+            };
+            (n > 0).then_some((side, k))
+        };
+        let mut counts = [0usize; 2 * LIT_MAX];
+        for &l in &lits {
+            match pick(l) {
+                Some((side, k)) => counts[side * LIT_MAX + k - 1] += 1,
+                None => return off,
+            }
+        }
+        let mut sets: Vec<BitSet> = counts.iter().map(|&n| BitSet::with_items(n)).collect();
+        for &(h, t) in &lits {
+            if let Some((side, k)) = pick((h, t)) {
+                let key = if side == 0 {
+                    &h[..k]
+                } else {
+                    &t[t.len() - k..]
+                };
+                let set = &mut sets[side * LIT_MAX + k - 1];
+                let (w, bit) = set.index(bytes8(key));
+                set.bits[w] |= bit;
+            }
+        }
+        LeadFilter {
+            on: true,
+            sets: sets
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| counts[*i] > 0)
+                .map(|(i, set)| (i >= LIT_MAX, i % LIT_MAX + 1, set))
+                .collect(),
+        }
+    }
+
+    /// Whether term `t` may match some pattern.
+    #[inline]
+    fn may_match(&self, t: &[u8]) -> bool {
+        if !self.on {
+            return true;
+        }
+        // The first and last (up to) 8 bytes, read once; each set takes its k of them.
+        let n = t.len();
+        let (first, last) = if n >= 8 {
+            (le8(&t[..8]), le8(&t[n - 8..]))
+        } else {
+            let v = le8(t);
+            (v, v)
+        };
+        for &(tail, k, ref set) in &self.sets {
+            if n < k {
+                continue;
+            }
+            let mask = if k >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * k)) - 1
+            };
+            let x = if tail {
+                last >> (8 * (n.min(8) - k))
+            } else {
+                first
+            } & mask;
+            let (w, bit) = set.index(lit_hash(x));
+            if set.bits[w] & bit != 0 {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Terms are identified by a 64-bit keyed hash (wyhash-style multiply-mix with per-process
+/// random keys, so collisions cannot be crafted): a document term is taken to be a stored
+/// term when their hashes are equal, without comparing text (a false match needs a 64-bit
+/// collision). Stored searches keep only hashes, never the term text.
+fn term_hash(s: &str) -> u64 {
+    hash_bytes(s.as_bytes())
+}
+
+fn hash_keys() -> &'static [u64; 3] {
+    static KEYS: std::sync::OnceLock<[u64; 3]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        use std::hash::BuildHasher;
+        let r = std::collections::hash_map::RandomState::new();
+        // Odd keys with a fair mix of bits.
+        [1u64, 2, 3].map(|i| r.hash_one(i) | 1)
+    })
+}
+
+#[inline]
+fn mum(a: u64, b: u64) -> (u64, u64) {
+    let r = u128::from(a) * u128::from(b);
+    (r as u64, (r >> 64) as u64)
+}
+
+#[inline]
+fn mix(a: u64, b: u64) -> u64 {
+    let (lo, hi) = mum(a, b);
+    lo ^ hi
+}
+
+#[inline]
+fn read8(b: &[u8], i: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[i..i + 8]);
+    u64::from_le_bytes(x)
+}
+
+#[inline]
+fn read4(b: &[u8], i: usize) -> u64 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[i..i + 4]);
+    u64::from(u32::from_le_bytes(x))
+}
+
+/// The bytes' keyed hash (the wyhash construction: overlapping 4/8-byte reads for short
+/// inputs, 16 bytes per round for longer ones, length folded in).
+#[inline]
+fn hash_bytes(b: &[u8]) -> u64 {
+    hash_bytes_with(b, hash_keys())
+}
+
+#[inline]
+fn hash_bytes_with(b: &[u8], k: &[u64; 3]) -> u64 {
+    let n = b.len();
+    let mut seed = k[0];
+    let (a, c) = if n <= 16 {
+        if n >= 4 {
+            let q = (n >> 3) << 2;
+            (
+                (read4(b, 0) << 32) | read4(b, q),
+                (read4(b, n - 4) << 32) | read4(b, n - 4 - q),
+            )
+        } else if n > 0 {
+            let x = (u64::from(b[0]) << 16) | (u64::from(b[n >> 1]) << 8) | u64::from(b[n - 1]);
+            (x, 0)
+        } else {
+            (0, 0)
+        }
+    } else {
+        let mut i = 0;
+        while n - i > 16 {
+            seed = mix(read8(b, i) ^ k[1], read8(b, i + 8) ^ seed);
+            i += 16;
+        }
+        (read8(b, n - 16), read8(b, n - 8))
+    };
+    let (x, y) = mum(a ^ k[1], c ^ seed);
+    mix(x ^ k[0] ^ n as u64, y ^ k[1])
+}
+
+/// The key of a term in one field: postings and the document's own terms are looked up by
+/// it.
+#[inline]
+fn field_key(f: u16, h: u64) -> u64 {
+    h ^ (u64::from(f) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// 0 marks an empty table entry; a key that happens to be 0 is stored as 1.
+#[inline]
+fn nonzero(k: u64) -> u64 {
+    k.max(1)
+}
+
+/// Where the slots anchored on one key are: one inline, or a list.
+#[derive(Debug, Clone, Copy, Default)]
+struct PostEnt {
+    key: u64,
+    /// The slot (`list == false`) or the index in `PostTable::lists`.
+    a: u32,
+    list: bool,
+}
+
+/// Open-addressing table (linear probing, 16-byte entries, at most half full) from a
+/// (field, term) key to the searches anchored on it. A key with one search (the common
+/// case) holds it inline, so a document term costs one cache line.
+///
+/// In front of it, a small Bloom filter (one 64-bit word per key, 3 bits; ~8–16 bits per
+/// key, so it stays in the CPU cache) rules out most document terms, which are anchors of
+/// no search, without touching the large table. Removals leave their bits (a filter only
+/// errs towards "maybe"); it is rebuilt once as many keys were removed as are live.
+#[derive(Default)]
+struct PostTable {
+    ents: Vec<PostEnt>,
+    len: usize,
+    lists: Vec<Vec<u32>>,
+    free_lists: Vec<u32>,
+    bloom: Vec<u64>,
+    removed: usize,
+}
+
+#[inline]
+fn bloom_bits(key: u64) -> u64 {
+    (1u64 << (key & 63)) | (1u64 << ((key >> 6) & 63)) | (1u64 << ((key >> 12) & 63))
+}
+
+impl PostTable {
+    fn mask(&self) -> usize {
+        self.ents.len().wrapping_sub(1)
+    }
+
+    /// The entry index holding `key`, or the empty entry where it would go.
+    fn find(&self, key: u64) -> usize {
+        let mask = self.mask();
+        let mut i = key as usize & mask;
+        loop {
+            let k = self.ents[i].key;
+            if k == key || k == 0 {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Whether `key` (made [`nonzero`]) may be in the table.
+    #[inline]
+    fn may_contain(&self, key: u64) -> bool {
+        let Some(mask) = self.bloom.len().checked_sub(1) else {
+            return false;
+        };
+        let m = bloom_bits(key);
+        self.bloom[(key >> 40) as usize & mask] & m == m
+    }
+
+    fn bloom_add(&mut self, key: u64) {
+        let mask = self.bloom.len() - 1;
+        self.bloom[(key >> 40) as usize & mask] |= bloom_bits(key);
+    }
+
+    fn rebuild_bloom(&mut self) {
+        let words = (self.ents.len() / 16).max(1);
+        self.bloom = vec![0; words];
+        for i in 0..self.ents.len() {
+            let k = self.ents[i].key;
+            if k != 0 {
+                self.bloom_add(k);
+            }
+        }
+        self.removed = 0;
+    }
+
+    /// The first entry probed for `key` (loaded ahead of the look-up to overlap misses).
+    #[inline]
+    fn first_key(&self, key: u64) -> u64 {
+        match self.ents.get(key as usize & self.mask()) {
+            Some(e) => e.key,
+            None => 0,
+        }
+    }
+
+    fn get(&self, key: u64) -> &[u32] {
+        let key = nonzero(key);
+        if self.ents.is_empty() {
+            return &[];
+        }
+        let e = &self.ents[self.find(key)];
+        if e.key == 0 {
+            &[]
+        } else if e.list {
+            &self.lists[e.a as usize]
+        } else {
+            std::slice::from_ref(&e.a)
+        }
+    }
+
+    fn insert(&mut self, key: u64, slot: u32) {
+        let key = nonzero(key);
+        if (self.len + 1) * 2 > self.ents.len() {
+            self.grow();
+        }
+        let i = self.find(key);
+        let e = self.ents[i];
+        if e.key == 0 {
+            self.ents[i] = PostEnt {
+                key,
+                a: slot,
+                list: false,
+            };
+            self.len += 1;
+            self.bloom_add(key);
+        } else if e.list {
+            self.lists[e.a as usize].push(slot);
+        } else {
+            let l = match self.free_lists.pop() {
+                Some(l) => l,
+                None => {
+                    self.lists.push(Vec::new());
+                    (self.lists.len() - 1) as u32
+                }
+            };
+            self.lists[l as usize] = vec![e.a, slot];
+            self.ents[i] = PostEnt {
+                key,
+                a: l,
+                list: true,
+            };
+        }
+    }
+
+    fn remove(&mut self, key: u64, slot: u32) {
+        let key = nonzero(key);
+        if self.ents.is_empty() {
+            return;
+        }
+        let i = self.find(key);
+        let e = self.ents[i];
+        if e.key == 0 {
+            return;
+        }
+        if e.list {
+            let v = &mut self.lists[e.a as usize];
+            if let Some(j) = v.iter().position(|&s| s == slot) {
+                v.swap_remove(j);
+            }
+            if v.len() == 1 {
+                let only = v[0];
+                self.lists[e.a as usize] = Vec::new();
+                self.free_lists.push(e.a);
+                self.ents[i] = PostEnt {
+                    key,
+                    a: only,
+                    list: false,
+                };
+            }
+        } else if e.a == slot {
+            self.delete_at(i);
+            self.removed += 1;
+            if self.removed > self.len {
+                self.rebuild_bloom();
+            }
+        }
+    }
+
+    /// Backward-shift deletion (keeps every probe chain unbroken without tombstones).
+    fn delete_at(&mut self, mut i: usize) {
+        let mask = self.mask();
+        self.len -= 1;
+        loop {
+            self.ents[i] = PostEnt::default();
+            let mut j = i;
+            loop {
+                j = (j + 1) & mask;
+                let k = self.ents[j].key;
+                if k == 0 {
+                    return;
+                }
+                let home = k as usize & mask;
+                // Entry j may move to i when its home is not cyclically in (i, j].
+                let stays = if i <= j {
+                    i < home && home <= j
+                } else {
+                    i < home || home <= j
+                };
+                if !stays {
+                    self.ents[i] = self.ents[j];
+                    i = j;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let cap = (self.ents.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.ents, vec![PostEnt::default(); cap]);
+        for e in old.into_iter().filter(|e| e.key != 0) {
+            let i = self.find(e.key);
+            self.ents[i] = e;
+        }
+        self.rebuild_bloom();
+    }
+}
+
+/// Largest [`PatternCache`] per field: buckets of 4 entries, 64 bytes each (1 MiB).
+const PCACHE_MAX_BUCKETS: usize = 1 << 14;
+/// First size of a [`PatternCache`], in buckets.
+const PCACHE_MIN_BUCKETS: usize = 64;
+/// Most pattern ids held by one [`PatternCache`] for terms that match two or more.
+const PCACHE_MAX_LISTS: usize = 1 << 16;
+
+/// One cache line of [`PatternCache`]: 4 term hashes (0: empty) and what they fire: one
+/// pattern inline (`(m, u32::MAX)`) or a range of `PatternCache::lists` (empty: none).
+#[derive(Debug, Clone, Copy, Default)]
+#[repr(align(64))]
+struct PBucket {
+    keys: [u64; 4],
+    vals: [(u32, u32); 4],
+}
+
+/// Per field: which patterns (prefix, wildcard, regex, fuzzy) each recently seen document
+/// term matches, by term hash, so a frequent word is tested against the patterns once, not
+/// in every document. Set-associative (4 ways per 64-byte bucket, round-robin
+/// replacement), grows from 4 KiB to 1 MiB while it keeps evicting, and is emptied
+/// whenever the field's patterns change.
+#[derive(Default)]
+struct PatternCache {
+    buckets: Vec<PBucket>,
+    lists: Vec<u32>,
+    /// Insertions (round-robin victim choice).
+    inserts: usize,
+    /// Entries evicted since the last growth.
+    evictions: usize,
+}
+
+impl PatternCache {
+    fn clear(&mut self) {
+        *self = PatternCache::default();
+    }
+
+    #[inline]
+    fn bucket(&self, h: u64) -> Option<&PBucket> {
+        let mask = self.buckets.len().checked_sub(1)?;
+        Some(&self.buckets[h as usize & mask])
+    }
+
+    /// The first key of `h`'s bucket (loaded ahead of the look-up to overlap misses).
+    #[inline]
+    fn touch(&self, h: u64) -> u64 {
+        self.bucket(h).map_or(0, |b| b.keys[0])
+    }
+
+    fn get(&self, h: u64) -> Option<&[u32]> {
+        let h = nonzero(h);
+        let b = self.bucket(h)?;
+        let w = b.keys.iter().position(|&k| k == h)?;
+        let (a, e) = b.vals[w];
+        Some(if e == u32::MAX {
+            std::slice::from_ref(&b.vals[w].0)
+        } else {
+            &self.lists[a as usize..e as usize]
+        })
+    }
+
+    /// Remember `fired` for `h` (not present). Returns whether the cache was emptied to
+    /// stay within its bounds.
+    fn insert(&mut self, h: u64, fired: &[u32]) -> bool {
+        let h = nonzero(h);
+        let mut reset = false;
+        if self.lists.len() + fired.len() > PCACHE_MAX_LISTS {
+            self.buckets
+                .iter_mut()
+                .for_each(|b| *b = PBucket::default());
+            self.lists.clear();
+            reset = true;
+        }
+        let n = self.buckets.len();
+        if n == 0 || (self.evictions > n && n < PCACHE_MAX_BUCKETS) {
+            // Evicting a lot at this size: grow, keeping the entries.
+            let n = (n * 2).max(PCACHE_MIN_BUCKETS);
+            let old = std::mem::replace(&mut self.buckets, vec![PBucket::default(); n]);
+            for b in old {
+                for w in 0..4 {
+                    if b.keys[w] != 0 {
+                        let nb = &mut self.buckets[b.keys[w] as usize & (n - 1)];
+                        if let Some(x) = nb.keys.iter().position(|&k| k == 0) {
+                            nb.keys[x] = b.keys[w];
+                            nb.vals[x] = b.vals[w];
+                        }
+                    }
+                }
+            }
+            self.evictions = 0;
+        }
+        self.inserts += 1;
+        let val = match fired {
+            [] => (0, 0),
+            [m] => (*m, u32::MAX),
+            _ => {
+                let a = self.lists.len() as u32;
+                self.lists.extend_from_slice(fired);
+                (a, self.lists.len() as u32)
             }
         };
-        if let std::collections::hash_map::Entry::Vacant(e) = self.ids.entry(h) {
-            e.insert(TermSlot {
-                id,
-                post: Vec::new(),
-            });
-        } else {
-            self.collide.insert(s.into(), id);
-        }
-        id
-    }
-    fn release(&mut self, id: u32) {
-        let e = &mut self.strs[id as usize];
-        e.1 -= 1;
-        if e.1 == 0 {
-            let s = std::mem::take(&mut e.0);
-            let h = term_hash(&s);
-            if self.ids.get(&h).is_some_and(|t| t.id == id) {
-                self.ids.remove(&h);
-            } else {
-                self.collide.remove(&s);
-                self.collide_post.remove(&id);
+        let mask = self.buckets.len() - 1;
+        let victim = self.inserts & 3;
+        let b = &mut self.buckets[h as usize & mask];
+        let w = match b.keys.iter().position(|&k| k == 0) {
+            Some(w) => w,
+            None => {
+                self.evictions += 1;
+                victim
             }
-            self.free.push(id);
-        }
+        };
+        b.keys[w] = h;
+        b.vals[w] = val;
+        reset
     }
-    fn str(&self, id: u32) -> &str {
-        &self.strs[id as usize].0
-    }
+}
+
+/// One distinct term of one field of the document being matched.
+#[derive(Debug, Clone, Copy)]
+struct Group {
+    h: u64,
+    f: u16,
+    /// Index in `Scratch::analyzed`.
+    ai: u16,
+    /// First and last position (chained through `Scratch::next`).
+    first: u32,
+    last: u32,
+    /// Positions, in order, in `Scratch::pos_buf`.
+    start: u32,
+    end: u32,
 }
 
 #[derive(Default)]
 struct Scratch {
     analyzed: Vec<(u16, Analyzed)>,
+    /// Offset of each analyzed field's positions in `next`.
+    bases: Vec<u32>,
     /// Per token position: the next position of the same term (`u32::MAX`: none).
     next: Vec<u32>,
-    /// This field's distinct terms: (hash, first position, last position).
-    groups: Vec<(u64, u32, u32)>,
-    /// Open-addressing table over `groups` (index + 1; 0 = empty).
+    /// The document's distinct (field, term)s.
+    groups: Vec<Group>,
+    /// Open-addressing table over `groups` by `field_key` (index + 1; 0 = empty).
     gtab: Vec<u32>,
     pos_buf: Vec<u32>,
-    /// This document's stored terms: open-addressing table of (term id + 1, field, start,
-    /// end into `pos_buf`); small enough to stay in cache.
-    local: Vec<(u32, u16, u32, u32)>,
     multi_pairs: Vec<(u32, u32, u32)>,
     multi_ranges: FxHashMap<u32, (u32, u32)>,
     fired: Vec<u32>,
     candidates: Vec<u32>,
-    seen: Vec<u32>,
-    stamp: u32,
     marks: Vec<(u16, u32)>,
     patset: Option<PatternSet>,
     variants: FxHashSet<String>,
+    /// Per field id: whether it has patterns.
+    field_patterns: Vec<bool>,
+    /// Posting keys to look up (past the Bloom filter).
+    probe: Vec<u64>,
+    /// Groups to look up in the pattern caches (past the head/tail filter).
+    pass: Vec<u32>,
 }
-
 /// Many stored searches, matched against one document at a time.
 pub struct SearchIndex<R = ()> {
     limits: SearchLimits,
@@ -379,9 +899,12 @@ pub struct SearchIndex<R = ()> {
     free: Vec<u32>,
     fields: Vec<FieldInfo>,
     field_ids: FxHashMap<Box<str>, u16>,
-    terms: Interner,
-    /// Per term id: (field, slots anchored on that term in that field).
-    eq_post: FxHashMap<(u16, u32), Vec<u32>>,
+    /// Per (field, term) key: the slots anchored on it.
+    posts: PostTable,
+    /// Per field id: the pattern results of recent document terms.
+    pcaches: Vec<PatternCache>,
+    /// Per (field, value hash): slots anchored on that equality value.
+    eq_post: FxHashMap<(u16, u64), Vec<u32>>,
     multis: Vec<Option<MultiEntry>>,
     multi_free: Vec<u32>,
     multi_ids: FxHashMap<(u16, MultiKind), u32>,
@@ -484,7 +1007,8 @@ impl<R> SearchIndex<R> {
             free: Vec::new(),
             fields: Vec::new(),
             field_ids: FxHashMap::default(),
-            terms: Interner::default(),
+            posts: PostTable::default(),
+            pcaches: Vec::new(),
             eq_post: FxHashMap::default(),
             multis: Vec::new(),
             multi_free: Vec::new(),
@@ -532,8 +1056,8 @@ impl<R> SearchIndex<R> {
         for (f, vals) in &spec.equals {
             let fid = self.field_id(f);
             self.fields[fid as usize].eq_refs += 1;
-            let ids: Box<[u32]> = vals.iter().map(|v| self.terms.acquire(v)).collect();
-            equals.push((fid, ids));
+            let hs: Box<[u64]> = vals.iter().map(|v| term_hash(v)).collect();
+            equals.push((fid, hs));
         }
         let anchors = self.pick_anchors(&node, &equals);
         let mut ops = Vec::new();
@@ -550,7 +1074,7 @@ impl<R> SearchIndex<R> {
             Some(list) => {
                 for a in list.iter() {
                     match *a {
-                        Anchor::Term(f, t) => self.terms.post_mut(t).push((slot, f)),
+                        Anchor::Term(key) => self.posts.insert(key, slot),
                         Anchor::Eq(f, v) => self.eq_post.entry((f, v)).or_default().push(slot),
                         Anchor::Multi(m) => {
                             if let Some(e) = self.multis[m as usize].as_mut() {
@@ -591,15 +1115,7 @@ impl<R> SearchIndex<R> {
             Some(list) => {
                 for a in list.iter() {
                     match *a {
-                        Anchor::Term(f, t) => {
-                            let v = self.terms.post_mut(t);
-                            if let Some(i) = v.iter().position(|&(q, g)| q == slot && g == f) {
-                                v.swap_remove(i);
-                                if v.is_empty() {
-                                    *v = Vec::new();
-                                }
-                            }
-                        }
+                        Anchor::Term(key) => self.posts.remove(key, slot),
                         Anchor::Eq(f, t) => {
                             if let Some(v) = self.eq_post.get_mut(&(f, t)) {
                                 unlist(v, slot);
@@ -618,11 +1134,8 @@ impl<R> SearchIndex<R> {
             }
         }
         self.release_ops(&st.ops);
-        for (f, vals) in st.equals.iter() {
+        for (f, _) in st.equals.iter() {
             self.fields[*f as usize].eq_refs -= 1;
-            for v in vals.iter() {
-                self.terms.release(*v);
-            }
         }
         self.free.push(slot);
         true
@@ -719,6 +1232,7 @@ impl<R> SearchIndex<R> {
             ..FieldInfo::default()
         });
         self.field_ids.insert(name.into(), id);
+        self.pcaches.push(PatternCache::default());
         id
     }
 
@@ -733,11 +1247,12 @@ impl<R> SearchIndex<R> {
                 match leaf {
                     Query::Term { term, .. } => Node::Term {
                         f,
-                        t: self.terms.acquire(term),
+                        h: term_hash(term),
+                        cost: term_cost(term),
                     },
                     Query::Phrase { terms, slop, .. } => Node::Phrase {
                         f,
-                        ts: terms.iter().map(|t| self.terms.acquire(t)).collect(),
+                        ts: terms.iter().map(|t| (term_hash(t), term_cost(t))).collect(),
                         slop: slop.unwrap_or(0),
                     },
                     Query::Prefix { prefix, .. } => {
@@ -775,7 +1290,10 @@ impl<R> SearchIndex<R> {
                 (self.multis.len() - 1) as u32
             }
         };
+        self.pcaches[f as usize].clear();
         let info = &mut self.fields[f as usize];
+        info.lead_dirty = true;
+        self.dirty_shards = true;
         match &kind {
             MultiKind::Prefix(p) => {
                 info.prefixes.insert(p.clone(), m);
@@ -840,6 +1358,12 @@ impl<R> SearchIndex<R> {
     fn rebuild_dirty(&mut self) {
         let multis = &self.multis;
         for info in &mut self.fields {
+            if info.lead_dirty {
+                info.lead = LeadFilter::build(info, multis);
+                info.lead_dirty = false;
+            }
+        }
+        for info in &mut self.fields {
             for group in info.groups.values_mut().flat_map(|g| g.values_mut()) {
                 for shard in group.iter_mut().filter(|s| s.dirty) {
                     shard.ids.retain(|&m| m != u32::MAX);
@@ -878,12 +1402,8 @@ impl<R> SearchIndex<R> {
     fn release_ops(&mut self, ops: &[Op]) {
         for op in ops {
             match *op {
-                Op::Term { f, t } => {
-                    self.fields[f as usize].text_refs -= 1;
-                    self.terms.release(t);
-                }
-                Op::Phrase { f, .. } => self.fields[f as usize].text_refs -= 1,
-                Op::Tid(t) => self.terms.release(t),
+                Op::Term { f, .. } | Op::Phrase { f, .. } => self.fields[f as usize].text_refs -= 1,
+                Op::Tid(_) => {}
                 Op::Multi { f, m } => {
                     self.fields[f as usize].text_refs -= 1;
                     self.release_multi(m);
@@ -906,7 +1426,10 @@ impl<R> SearchIndex<R> {
         };
         self.multi_free.push(m);
         let f = e.field;
+        self.pcaches[f as usize].clear();
         let info = &mut self.fields[f as usize];
+        info.lead_dirty = true;
+        self.dirty_shards = true;
         match &e.kind {
             MultiKind::Prefix(p) => {
                 info.prefixes.remove(p);
@@ -971,14 +1494,12 @@ impl<R> SearchIndex<R> {
 
     fn anchors_of(&self, n: &Node) -> Option<(u32, Vec<Anchor>)> {
         match n {
-            Node::Term { f, t } => {
-                Some((term_cost(self.terms.str(*t)), vec![Anchor::Term(*f, *t)]))
-            }
+            Node::Term { f, h, cost } => Some((*cost, vec![Anchor::Term(field_key(*f, *h))])),
             Node::Phrase { f, ts, .. } => ts
                 .iter()
-                .map(|t| (term_cost(self.terms.str(*t)), *t))
+                .map(|&(h, c)| (c, h))
                 .min()
-                .map(|(c, t)| (c, vec![Anchor::Term(*f, t)])),
+                .map(|(c, h)| (c, vec![Anchor::Term(field_key(*f, h))])),
             Node::Multi { m, .. } => {
                 let e = self.multis[*m as usize].as_ref()?;
                 let cost = match &e.kind {
@@ -1013,7 +1534,7 @@ impl<R> SearchIndex<R> {
         }
     }
 
-    fn pick_anchors(&self, node: &Node, equals: &[(u16, Box<[u32]>)]) -> Option<Box<[Anchor]>> {
+    fn pick_anchors(&self, node: &Node, equals: &[(u16, Box<[u64]>)]) -> Option<Box<[Anchor]>> {
         let mut best = self.anchors_of(node);
         for (f, vals) in equals {
             if vals.is_empty() {
@@ -1047,7 +1568,8 @@ impl<R> SearchIndex<R> {
         }
         let Self {
             fields,
-            terms,
+            posts,
+            pcaches,
             eq_post,
             multis,
             always,
@@ -1056,30 +1578,17 @@ impl<R> SearchIndex<R> {
             stats,
             ..
         } = self;
-        s.stamp = s.stamp.wrapping_add(1);
-        if s.stamp == 0 {
-            s.seen.iter_mut().for_each(|x| *x = 0);
-            s.stamp = 1;
-        }
-        if s.seen.len() < slots.len() {
-            s.seen.resize(slots.len(), 0);
-        }
         s.candidates.clear();
         s.pos_buf.clear();
         s.multi_pairs.clear();
         s.multi_ranges.clear();
-        let stamp = s.stamp;
-        let add = |list: &[u32], seen: &mut Vec<u32>, cands: &mut Vec<u32>| {
-            for &slot in list {
-                if seen[slot as usize] != stamp {
-                    seen[slot as usize] = stamp;
-                    cands.push(slot);
-                }
-            }
-        };
+        // Candidates are collected with repeats, then sorted and deduplicated.
+        let add = |list: &[u32], cands: &mut Vec<u32>| cands.extend_from_slice(list);
 
         // Analyze the text fields anyone looks at.
         let mut used = 0;
+        s.bases.clear();
+        let mut ntok = 0usize;
         for (fid, info) in fields.iter().enumerate() {
             if info.text_refs == 0 {
                 continue;
@@ -1092,150 +1601,124 @@ impl<R> SearchIndex<R> {
             }
             s.analyzed[used].0 = fid as u16;
             s.analyzed[used].1.reset(text);
+            s.bases.push(ntok as u32);
+            ntok += s.analyzed[used].1.len();
             used += 1;
         }
-        // Every inserted term is a distinct token, so the table never fills.
-        let ntok: usize = s.analyzed[..used].iter().map(|(_, a)| a.len()).sum();
-        s.local.clear();
-        s.local
-            .resize((ntok * 2).next_power_of_two().max(16), (0, 0, 0, 0));
-        for k in 0..used {
-            let (fid, a) = &s.analyzed[k];
+        // Group equal (field, term)s without sorting: an open-addressing table keyed by
+        // the term's field key gives each distinct one a group (in order of first
+        // occurrence); its positions are chained in increasing order through `next`.
+        // Every inserted key is a distinct token, so the table never fills.
+        let cap = (ntok * 2).next_power_of_two().max(16);
+        s.gtab.clear();
+        s.gtab.resize(cap, 0);
+        let mask = cap - 1;
+        s.next.clear();
+        s.next.resize(ntok, u32::MAX);
+        s.groups.clear();
+        s.field_patterns.clear();
+        s.field_patterns.extend(fields.iter().map(|info| {
+            !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty()
+        }));
+        // A new distinct term is checked against the posting table's Bloom filter and the
+        // field's pattern pre-check right away; the table entries the survivors need are
+        // then loaded in one tight pass (many cache misses in flight at once) before the
+        // look-ups.
+        s.probe.clear();
+        s.pass.clear();
+        let keys = hash_keys();
+        for ai in 0..used {
+            let (fid, a) = &s.analyzed[ai];
             let fid = *fid;
+            let base = s.bases[ai] as usize;
+            let patterns = s.field_patterns[fid as usize];
             let info = &fields[fid as usize];
-            let has_multi =
-                !info.prefixes.is_empty() || !info.groups.is_empty() || !info.fuzzy.is_empty();
-            // Group equal terms without sorting: a small open-addressing table keyed by
-            // the term hash gives each distinct term a group (in order of first
-            // occurrence); its positions are chained in increasing order through `next`.
-            let n = a.len();
-            s.next.clear();
-            s.next.resize(n, u32::MAX);
-            s.groups.clear();
-            let cap = (n * 2).next_power_of_two().max(16);
-            s.gtab.clear();
-            s.gtab.resize(cap, 0);
-            let mask = cap - 1;
-            for p in 0..n {
-                let h = term_hash(a.term(p));
-                let mut b = (h >> 40) as usize & mask;
+            for p in 0..a.len() {
+                let bytes = a.term_bytes(p);
+                let h = hash_bytes_with(bytes, keys);
+                let fk = field_key(fid, h);
+                let mut b = fk as usize & mask;
                 loop {
                     let g = s.gtab[b];
                     if g == 0 {
-                        s.groups.push((h, p as u32, p as u32));
+                        let key = nonzero(fk);
+                        if posts.may_contain(key) {
+                            s.probe.push(key);
+                        }
+                        if patterns && info.lead.may_match(bytes) {
+                            s.pass.push(s.groups.len() as u32);
+                        }
+                        s.groups.push(Group {
+                            h,
+                            f: fid,
+                            ai: ai as u16,
+                            first: p as u32,
+                            last: p as u32,
+                            start: 0,
+                            end: 0,
+                        });
                         s.gtab[b] = s.groups.len() as u32;
                         break;
                     }
                     let gr = &mut s.groups[g as usize - 1];
-                    if gr.0 == h {
-                        s.next[gr.2 as usize] = p as u32;
-                        gr.2 = p as u32;
+                    if gr.h == h && gr.f == fid {
+                        s.next[base + gr.last as usize] = p as u32;
+                        gr.last = p as u32;
                         break;
                     }
                     b = (b + 1) & mask;
                 }
             }
-            // Term-table look-ups go in batches of independent loads ahead of the rest of
-            // the work, so their cache misses overlap.
-            const BATCH: usize = 16;
-            let mut found: [Option<&TermSlot>; BATCH] = [None; BATCH];
-            for gi in 0..s.groups.len() {
-                if gi % BATCH == 0 {
-                    let end = (gi + BATCH).min(s.groups.len());
-                    for (k, g) in s.groups[gi..end].iter().enumerate() {
-                        found[k] = terms.get_h(g.0);
-                    }
-                }
-                let (_, head, _) = s.groups[gi];
-                let t = a.term(head as usize);
-                let start = s.pos_buf.len() as u32;
-                let mut p = head;
-                while p != u32::MAX {
-                    s.pos_buf.push(p);
-                    p = s.next[p as usize];
-                }
-                let end = s.pos_buf.len() as u32;
-                if let Some(slot) = found[gi % BATCH] {
-                    local_insert(&mut s.local, slot.id, fid, start, end);
-                    for &(q, g) in &slot.post {
-                        if g == fid && s.seen[q as usize] != stamp {
-                            s.seen[q as usize] = stamp;
-                            s.candidates.push(q);
-                        }
-                    }
-                }
-                if has_multi {
+        }
+        for g in s.groups.iter_mut() {
+            let base = s.bases[g.ai as usize] as usize;
+            g.start = s.pos_buf.len() as u32;
+            let mut p = g.first;
+            while p != u32::MAX {
+                s.pos_buf.push(p);
+                p = s.next[base + p as usize];
+            }
+            g.end = s.pos_buf.len() as u32;
+        }
+        let mut touched = 0u64;
+        for &key in &s.probe {
+            touched ^= posts.first_key(key);
+        }
+        for &gi in &s.pass {
+            let g = &s.groups[gi as usize];
+            touched ^= pcaches[g.f as usize].touch(g.h);
+        }
+        std::hint::black_box(touched);
+        for &key in &s.probe {
+            add(posts.get(key), &mut s.candidates);
+        }
+        // Patterns (prefix, wildcard, regex, fuzzy) against each distinct term that passed
+        // the pre-check, through the per-field cache.
+        for pi in 0..s.pass.len() {
+            let g = s.groups[s.pass[pi] as usize];
+            let info = &fields[g.f as usize];
+            let cache = &mut pcaches[g.f as usize];
+            let fired = match cache.get(g.h) {
+                Some(f) => f,
+                None => {
+                    let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
                     s.fired.clear();
-                    // Prefixes.
-                    if info.prefix_lens != 0 {
-                        // Prefixes of 4+ bytes only when the term's first 4 bytes begin one.
-                        let long_ok = t.len() >= 4 && info.prefix_heads.contains_key(&head4(t));
-                        for (bi, _) in t
-                            .char_indices()
-                            .skip(1)
-                            .chain(std::iter::once((t.len(), ' ')))
-                        {
-                            if bi >= 4 && !long_ok {
-                                break;
-                            }
-                            let bit = 1u64 << bi.min(63);
-                            if info.prefix_lens & bit != 0 || bi >= 63 {
-                                if let Some(&m) = info.prefixes.get(&t[..bi]) {
-                                    s.fired.push(m);
-                                }
-                            }
-                        }
+                    fire_patterns(
+                        info,
+                        t,
+                        multis,
+                        &mut s.patset,
+                        &mut s.variants,
+                        &mut s.fired,
+                    );
+                    if cache.insert(g.h, &s.fired) {
+                        stats.pattern_cache_resets += 1;
                     }
-                    // Wildcards / regexes, by literal first characters.
-                    if !info.groups.is_empty() {
-                        let tl = if t.is_ascii() {
-                            t.len()
-                        } else {
-                            t.chars().count()
-                        } as u32;
-                        let ends = std::iter::once(0)
-                            .chain(t.char_indices().map(|(i, c)| i + c.len_utf8()))
-                            .take(WILD_KEY_CHARS + 1);
-                        for (k, end) in ends.enumerate() {
-                            for (which, lk) in [(0, ANY_LEN), (1, tl)] {
-                                if info.key_lens[which][k] == 0 {
-                                    continue;
-                                }
-                                let Some(group) =
-                                    info.groups.get(&lk).and_then(|g| g.get(&t[..end]))
-                                else {
-                                    continue;
-                                };
-                                run_group(group, t, multis, &mut s.patset, &mut s.fired);
-                            }
-                        }
-                    }
-                    // Fuzzy.
-                    if !info.fuzzy.is_empty() {
-                        let k = if info.fuzzy_by_distance[2] > 0 { 2 } else { 1 };
-                        deletions(t, k, &mut s.variants);
-                        for v in s.variants.iter() {
-                            if let Some(list) = info.fuzzy.get(v.as_str()) {
-                                for &m in list {
-                                    if let Some(MultiEntry {
-                                        kind: MultiKind::Fuzzy(w, d),
-                                        ..
-                                    }) = multis[m as usize].as_ref()
-                                    {
-                                        if edit_distance_within(t, w, *d as usize).is_some() {
-                                            s.fired.push(m);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    s.fired.sort_unstable();
-                    s.fired.dedup();
-                    for &m in &s.fired {
-                        s.multi_pairs.push((m, start, end));
-                    }
+                    &s.fired[..]
                 }
+            };
+            for &m in fired {
+                s.multi_pairs.push((m, g.start, g.end));
             }
         }
         // Pattern positions: concatenate each pattern's term ranges, sorted.
@@ -1253,7 +1736,7 @@ impl<R> SearchIndex<R> {
             s.multi_ranges
                 .insert(m, (start as u32, s.pos_buf.len() as u32));
             if let Some(e) = multis[m as usize].as_ref() {
-                add(&e.post, &mut s.seen, &mut s.candidates);
+                add(&e.post, &mut s.candidates);
             }
         }
         // Equality filters.
@@ -1262,22 +1745,37 @@ impl<R> SearchIndex<R> {
                 continue;
             }
             if let Some(v) = doc.get(&info.name) {
-                if let Some(vid) = terms.get(v) {
-                    if let Some(list) = eq_post.get(&(fid as u16, vid)) {
-                        add(list, &mut s.seen, &mut s.candidates);
-                    }
+                if let Some(list) = eq_post.get(&(fid as u16, term_hash(v))) {
+                    add(list, &mut s.candidates);
                 }
             }
         }
-        add(always, &mut s.seen, &mut s.candidates);
+        add(always, &mut s.candidates);
 
         // Verify.
         s.candidates.sort_unstable();
+        s.candidates.dedup();
         stats.verified += s.candidates.len() as u64;
+        // Load every candidate's slot, then its ops and name, ahead of verification (each
+        // pass's cache misses overlap instead of coming one after another).
+        let mut touched = 0usize;
+        for &slot in &s.candidates {
+            if let Some(Some(st)) = slots.get(slot as usize) {
+                touched ^= st.ops.len();
+            }
+        }
+        for &slot in &s.candidates {
+            if let Some(Some(st)) = slots.get(slot as usize) {
+                touched ^= usize::from(matches!(st.ops.first(), Some(Op::And { .. })));
+                touched ^= usize::from(st.name.as_bytes().first().copied().unwrap_or(0));
+            }
+        }
+        std::hint::black_box(touched);
         let mut hits = Vec::new();
         let ctx = Ctx {
             pos_buf: &s.pos_buf,
-            local: &s.local,
+            gtab: &s.gtab,
+            groups: &s.groups,
             multi_ranges: &s.multi_ranges,
         };
         for &slot in &s.candidates {
@@ -1286,8 +1784,7 @@ impl<R> SearchIndex<R> {
             };
             let eq_ok = st.equals.iter().all(|(f, vals)| {
                 doc.get(&fields[*f as usize].name)
-                    .and_then(|v| terms.get(v))
-                    .is_some_and(|vid| vals.contains(&vid))
+                    .is_some_and(|v| vals.contains(&term_hash(v)))
             });
             if !eq_ok {
                 continue;
@@ -1310,7 +1807,7 @@ impl<R> SearchIndex<R> {
                 };
                 let tok = a.tokens[p as usize];
                 highlights
-                    .entry(fields[f as usize].name.to_string())
+                    .entry(String::from(&*fields[f as usize].name))
                     .or_default()
                     .push((tok.start as usize, tok.end as usize));
             }
@@ -1323,17 +1820,80 @@ impl<R> SearchIndex<R> {
     }
 }
 
-fn local_hash(t: u32, f: u16) -> usize {
-    (t.wrapping_mul(0x9E37_79B9) ^ u32::from(f).wrapping_mul(0x85EB_CA6B)) as usize
-}
-
-fn local_insert(local: &mut [(u32, u16, u32, u32)], t: u32, f: u16, start: u32, end: u32) {
-    let mask = local.len() - 1;
-    let mut i = local_hash(t, f) & mask;
-    while local[i].0 != 0 {
-        i = (i + 1) & mask;
+/// The patterns of field `info` that term `t` matches, pushed to `fired` (sorted, once
+/// each).
+fn fire_patterns(
+    info: &FieldInfo,
+    t: &str,
+    multis: &[Option<MultiEntry>],
+    patset: &mut Option<PatternSet>,
+    variants: &mut FxHashSet<String>,
+    fired: &mut Vec<u32>,
+) {
+    // Prefixes.
+    if info.prefix_lens != 0 {
+        // Prefixes of 4+ bytes only when the term's first 4 bytes begin one.
+        let long_ok = t.len() >= 4 && info.prefix_heads.contains_key(&head4(t));
+        for (bi, _) in t
+            .char_indices()
+            .skip(1)
+            .chain(std::iter::once((t.len(), ' ')))
+        {
+            if bi >= 4 && !long_ok {
+                break;
+            }
+            let bit = 1u64 << bi.min(63);
+            if info.prefix_lens & bit != 0 || bi >= 63 {
+                if let Some(&m) = info.prefixes.get(&t[..bi]) {
+                    fired.push(m);
+                }
+            }
+        }
     }
-    local[i] = (t + 1, f, start, end);
+    // Wildcards / regexes, by literal first characters.
+    if !info.groups.is_empty() {
+        let tl = if t.is_ascii() {
+            t.len()
+        } else {
+            t.chars().count()
+        } as u32;
+        let ends = std::iter::once(0)
+            .chain(t.char_indices().map(|(i, c)| i + c.len_utf8()))
+            .take(WILD_KEY_CHARS + 1);
+        for (k, end) in ends.enumerate() {
+            for (which, lk) in [(0, ANY_LEN), (1, tl)] {
+                if info.key_lens[which][k] == 0 {
+                    continue;
+                }
+                let Some(group) = info.groups.get(&lk).and_then(|g| g.get(&t[..end])) else {
+                    continue;
+                };
+                run_group(group, t, multis, patset, fired);
+            }
+        }
+    }
+    // Fuzzy.
+    if !info.fuzzy.is_empty() {
+        let k = if info.fuzzy_by_distance[2] > 0 { 2 } else { 1 };
+        deletions(t, k, variants);
+        for v in variants.iter() {
+            if let Some(list) = info.fuzzy.get(v.as_str()) {
+                for &m in list {
+                    if let Some(MultiEntry {
+                        kind: MultiKind::Fuzzy(w, d),
+                        ..
+                    }) = multis[m as usize].as_ref()
+                    {
+                        if edit_distance_within(t, w, *d as usize).is_some() {
+                            fired.push(m);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    fired.sort_unstable();
+    fired.dedup();
 }
 
 /// Run one group's DFAs on a token; push the pattern ids that match whole.
@@ -1378,21 +1938,24 @@ fn run_group(
 
 struct Ctx<'a> {
     pos_buf: &'a [u32],
-    local: &'a [(u32, u16, u32, u32)],
+    gtab: &'a [u32],
+    groups: &'a [Group],
     multi_ranges: &'a FxHashMap<u32, (u32, u32)>,
 }
 
 impl Ctx<'_> {
-    fn term(&self, f: u16, t: u32) -> &[u32] {
-        let mask = self.local.len() - 1;
-        let mut i = local_hash(t, f) & mask;
+    /// The positions of term `h` in field `f` of the document.
+    fn term(&self, f: u16, h: u64) -> &[u32] {
+        let mask = self.gtab.len() - 1;
+        let mut i = field_key(f, h) as usize & mask;
         loop {
-            let (k, g, a, b) = self.local[i];
-            if k == 0 {
+            let g = self.gtab[i];
+            if g == 0 {
                 return &[];
             }
-            if k == t + 1 && g == f {
-                return &self.pos_buf[a as usize..b as usize];
+            let gr = &self.groups[g as usize - 1];
+            if gr.h == h && gr.f == f {
+                return &self.pos_buf[gr.start as usize..gr.end as usize];
             }
             i = (i + 1) & mask;
         }
@@ -1400,8 +1963,8 @@ impl Ctx<'_> {
 
     fn eval(&self, ops: &[Op], i: usize, marks: &mut Vec<(u16, u32)>) -> bool {
         match ops[i] {
-            Op::Term { f, t } => {
-                let ps = self.term(f, t);
+            Op::Term { f, h } => {
+                let ps = self.term(f, h);
                 marks.extend(ps.iter().map(|&p| (f, p)));
                 !ps.is_empty()
             }
@@ -1416,8 +1979,8 @@ impl Ctx<'_> {
             Op::Phrase { f, n, slop } => {
                 let ts = &ops[i + 1..i + 1 + n as usize];
                 let tid = |k: usize| match ts[k] {
-                    Op::Tid(t) => t,
-                    _ => u32::MAX,
+                    Op::Tid(h) => h,
+                    _ => 0,
                 };
                 if (0..ts.len()).any(|k| self.term(f, tid(k)).is_empty()) {
                     return false;
@@ -1495,6 +2058,40 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        /// The posting table (open addressing, backward-shift deletion, Bloom filter in
+        /// front) answers like a map of sets, through any sequence of inserts and removes.
+        #[test]
+        fn post_table_equals_model(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..40, 0u32..6), 0..400),
+        ) {
+            let mut t = PostTable::default();
+            let mut model: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
+            // Keys that collide in their low bits (same home entry) and in the filter word.
+            let key = |k: u64| nonzero(k.wrapping_mul(1 << 20) ^ (k % 3));
+            for (ins, k, slot) in ops {
+                let kk = key(k);
+                let v = model.entry(kk).or_default();
+                if ins {
+                    if !v.contains(&slot) {
+                        v.push(slot);
+                        t.insert(kk, slot);
+                    }
+                } else if let Some(j) = v.iter().position(|&x| x == slot) {
+                    v.remove(j);
+                    t.remove(kk, slot);
+                }
+                for (&mk, mv) in &model {
+                    let mut got = t.get(mk).to_vec();
+                    got.sort_unstable();
+                    let mut want = mv.clone();
+                    want.sort_unstable();
+                    proptest::prop_assert_eq!(&got, &want);
+                    if !want.is_empty() {
+                        proptest::prop_assert!(t.may_contain(mk));
+                    }
+                }
+            }
+        }
         #[test]
         fn glob_ascii_equals_wildcard_regex(p in "[ab?*]{0,7}", t in "[ab]{0,9}") {
             let re = Regex::new(&wildcard_regex(&p)).unwrap_or_else(|e| panic!("{p}: {e}"));

@@ -198,16 +198,14 @@ impl RebalanceHooks for Hooks {
         }
         self.shared.wake_workers();
         // Each worker checkpoints and stops (or has stopped at shutdown). The wait is
-        // bounded well below the session timeout: a member that takes longer to rejoin
-        // is dropped by the broker, which starts another rebalance. A worker still
-        // releasing afterwards stops reading at once and writes its checkpoint; the new
-        // owner then replays at most what that checkpoint would have covered
-        // (at-least-once, same ids).
-        let bound = self
-            .shared
-            .kafka
-            .as_ref()
-            .map_or(Duration::from_secs(1), |k| k.config.session_timeout / 4);
+        // short (200 ms at most): a member that is slow to rejoin makes tansu start yet
+        // another generation, and with a 1 s wait two members were seen handing the
+        // partitions back and forth for over 30 s. A worker still releasing afterwards
+        // stops reading at once and writes its checkpoint; the new owner then replays
+        // at most what that checkpoint would have covered (at-least-once, same ids).
+        let bound = self.shared.kafka.as_ref().map_or(Duration::ZERO, |k| {
+            (k.config.session_timeout / 20).min(Duration::from_millis(200))
+        });
         let deadline = Instant::now() + bound;
         let mut g = self
             .shared
