@@ -99,7 +99,13 @@ fn main() {
     for _ in 0..passes {
         for r in &docs {
             let d = Document::new().with("title", &r[1]).with("body", &r[2]);
-            idx.match_document(&d, &mut |_, _| true);
+            if owned {
+                idx.match_document(&d, &mut |_, _| true);
+            } else {
+                idx.match_document_with(&d, &mut |_, _| true, &mut |h| {
+                    hl_bytes += h.ranges().count();
+                });
+            }
         }
     }
     let bytes_after = (LIVE.load(Ordering::Relaxed) - before) as f64 / queries.len() as f64;
