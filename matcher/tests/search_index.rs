@@ -389,3 +389,59 @@ fn register_and_drop_under_load() {
     let s = idx.stats();
     assert_eq!((s.searches, s.patterns, s.always_checked), (0, 0, 0));
 }
+
+/// The borrowing API reports the same hits, in the same order, with the same highlight
+/// ranges as the allocating one (which is built from it), across two fields and a
+/// dropped search; the ranges come grouped by field, sorted.
+#[test]
+fn borrowing_hits_equal_owned_hits() {
+    let mut idx: SearchIndex = SearchIndex::default();
+    idx.add(
+        "a",
+        SearchSpec::matches("body", "acme OR title:acme").unwrap(),
+    )
+    .unwrap();
+    idx.add(
+        "b",
+        SearchSpec::matches("body", "\"acme corp\" -x").unwrap(),
+    )
+    .unwrap();
+    idx.add("c", SearchSpec::matches("body", "zzz").unwrap())
+        .unwrap();
+    idx.add("d", SearchSpec::matches("body", "ac* AND corp").unwrap())
+        .unwrap();
+    assert!(idx.remove("d"));
+    let d = Document::new()
+        .with("title", "Acme news")
+        .with("body", "acme corp, and ACME Corp again");
+    let owned = idx.match_document(&d, &mut |_, _| true);
+    let mut borrowed = Vec::new();
+    idx.match_document_with(&d, &mut |_, _| true, &mut |h| {
+        let ranges: Vec<(String, usize, usize)> =
+            h.ranges().map(|(f, a, b)| (f.to_string(), a, b)).collect();
+        borrowed.push((h.search().to_string(), ranges, h.highlights()));
+    });
+    assert_eq!(owned.len(), 2);
+    assert_eq!(borrowed.len(), owned.len());
+    for (o, (name, ranges, hl)) in owned.iter().zip(&borrowed) {
+        assert_eq!(&*o.search, name);
+        assert_eq!(&o.highlights, hl);
+        let mut from_map: Vec<(String, usize, usize)> = Vec::new();
+        for (f, rs) in &o.highlights {
+            from_map.extend(rs.iter().map(|&(a, b)| (f.clone(), a, b)));
+        }
+        let mut sorted = ranges.clone();
+        sorted.sort();
+        assert_eq!(sorted, from_map);
+    }
+    assert_eq!(borrowed[0].0, "a");
+    assert_eq!(
+        borrowed[1].1,
+        [
+            ("body".to_string(), 0, 4),
+            ("body".to_string(), 5, 9),
+            ("body".to_string(), 15, 19),
+            ("body".to_string(), 20, 24)
+        ]
+    );
+}

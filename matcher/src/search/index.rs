@@ -68,6 +68,45 @@ pub struct Hit {
     pub highlights: Highlights,
 }
 
+/// One search that matched a document, borrowed from the index for the duration of a
+/// [`SearchIndex::match_document_with`] callback (nothing is allocated for it).
+pub struct HitRef<'a> {
+    search: &'a Arc<str>,
+    /// (field id, start, end), sorted by field id then start.
+    ranges: &'a [(u16, u32, u32)],
+    fields: &'a [FieldInfo],
+}
+
+impl<'a> HitRef<'a> {
+    /// The search's name.
+    pub fn search(&self) -> &'a Arc<str> {
+        self.search
+    }
+    /// Highlight byte ranges `(field, start, end)`, grouped by field (fields in
+    /// registration order), each field's ranges sorted.
+    pub fn ranges(&self) -> impl Iterator<Item = (&'a str, usize, usize)> + 'a {
+        let fields = self.fields;
+        self.ranges
+            .iter()
+            .map(move |&(f, a, b)| (&*fields[f as usize].name, a as usize, b as usize))
+    }
+    /// The highlights as an owned map (allocates).
+    pub fn highlights(&self) -> Highlights {
+        let mut hl = Highlights::new();
+        let mut i = 0;
+        while i < self.ranges.len() {
+            let f = self.ranges[i].0;
+            let mut v = Vec::new();
+            while i < self.ranges.len() && self.ranges[i].0 == f {
+                v.push((self.ranges[i].1 as usize, self.ranges[i].2 as usize));
+                i += 1;
+            }
+            hl.insert(self.fields[f as usize].name.to_string(), v);
+        }
+        hl
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Node {
     /// `h`: the term's hash; `cost`: its estimated selectivity (see [`len_cost`]).
@@ -118,18 +157,77 @@ struct MultiEntry {
 /// children (`size` = ops in its subtree, itself included), each phrase by its terms.
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Term { f: u16, h: u64 },
+    Term { f: u16, h: H2 },
     Multi { f: u16, m: u32 },
     Phrase { f: u16, n: u16, slop: u32 },
-    Tid(u64),
+    Tid(H2),
     And { size: u32 },
     Or { size: u32 },
     Not { size: u32 },
 }
 
+/// A term hash as two 32-bit halves, so an [`Op`] is 12 bytes (4-byte aligned) and a
+/// typical query's ops fit in its slot's [`Hot`] record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct H2(u32, u32);
+
+impl H2 {
+    fn new(h: u64) -> H2 {
+        H2(h as u32, (h >> 32) as u32)
+    }
+    fn get(self) -> u64 {
+        self.0 as u64 | (self.1 as u64) << 32
+    }
+}
+
+/// Ops kept inline in a slot's [`Hot`] record (larger queries keep theirs on the heap).
+const HOT_OPS: usize = 8;
+
+#[derive(Debug)]
+enum HotOps {
+    Inline(u8, [Op; HOT_OPS]),
+    Heap(Box<[Op]>),
+}
+
+impl HotOps {
+    fn new(ops: Vec<Op>) -> HotOps {
+        if ops.len() <= HOT_OPS {
+            let mut a = [Op::And { size: 0 }; HOT_OPS];
+            a[..ops.len()].copy_from_slice(&ops);
+            HotOps::Inline(ops.len() as u8, a)
+        } else {
+            HotOps::Heap(ops.into_boxed_slice())
+        }
+    }
+    fn get(&self) -> &[Op] {
+        match self {
+            HotOps::Inline(n, a) => &a[..*n as usize],
+            HotOps::Heap(b) => b,
+        }
+    }
+}
+
+/// What verifying a candidate needs, in one 128-byte aligned record per slot (two
+/// adjacent cache lines; the name and the first ops share the first): the name, the
+/// flattened query and whether the cold [`Stored`] part (equality filters, residual) must
+/// be looked at too.
+#[repr(align(64))]
+struct Hot {
+    name: Arc<str>,
+    ops: HotOps,
+    /// Has equality filters or a residual.
+    check: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Op>() == 12);
+const _: () = assert!(std::mem::size_of::<Option<Hot>>() == 128);
+
 fn flatten(n: &Node, out: &mut Vec<Op>) {
     match n {
-        Node::Term { f, h, .. } => out.push(Op::Term { f: *f, h: *h }),
+        Node::Term { f, h, .. } => out.push(Op::Term {
+            f: *f,
+            h: H2::new(*h),
+        }),
         Node::Multi { f, m } => out.push(Op::Multi { f: *f, m: *m }),
         Node::Phrase { f, ts, slop } => {
             out.push(Op::Phrase {
@@ -137,7 +235,7 @@ fn flatten(n: &Node, out: &mut Vec<Op>) {
                 n: ts.len() as u16,
                 slop: *slop,
             });
-            out.extend(ts.iter().map(|(h, _)| Op::Tid(*h)));
+            out.extend(ts.iter().map(|(h, _)| Op::Tid(H2::new(*h))));
         }
         Node::And(cs) | Node::Or(cs) => {
             let at = out.len();
@@ -171,9 +269,8 @@ fn op_size(ops: &[Op], i: usize) -> usize {
     }
 }
 
+/// The cold part of a slot (see [`Hot`] for what verification reads).
 struct Stored<R> {
-    name: Arc<str>,
-    ops: Box<[Op]>,
     /// Equality filters: field and the hashes of the accepted raw values.
     equals: Box<[(u16, Box<[u64]>)]>,
     residual: Option<R>,
@@ -882,6 +979,8 @@ struct Scratch {
     fired: Vec<u32>,
     candidates: Vec<u32>,
     marks: Vec<(u16, u32)>,
+    /// The current hit's highlight ranges: (field id, start, end), sorted.
+    ranges: Vec<(u16, u32, u32)>,
     patset: Option<PatternSet>,
     variants: FxHashSet<String>,
     /// Per field id: whether it has patterns.
@@ -896,6 +995,8 @@ pub struct SearchIndex<R = ()> {
     limits: SearchLimits,
     by_name: FxHashMap<Arc<str>, u32>,
     slots: Vec<Option<Stored<R>>>,
+    /// Per slot, what verification reads (same index as `slots`).
+    hot: Vec<Option<Hot>>,
     free: Vec<u32>,
     fields: Vec<FieldInfo>,
     field_ids: FxHashMap<Box<str>, u16>,
@@ -1004,6 +1105,7 @@ impl<R> SearchIndex<R> {
             limits,
             by_name: FxHashMap::default(),
             slots: Vec::new(),
+            hot: Vec::new(),
             free: Vec::new(),
             fields: Vec::new(),
             field_ids: FxHashMap::default(),
@@ -1066,6 +1168,7 @@ impl<R> SearchIndex<R> {
             Some(s) => s,
             None => {
                 self.slots.push(None);
+                self.hot.push(None);
                 (self.slots.len() - 1) as u32
             }
         };
@@ -1087,9 +1190,12 @@ impl<R> SearchIndex<R> {
         }
         let name: Arc<str> = name.into();
         self.by_name.insert(name.clone(), slot);
-        self.slots[slot as usize] = Some(Stored {
+        self.hot[slot as usize] = Some(Hot {
             name,
-            ops: ops.into_boxed_slice(),
+            ops: HotOps::new(ops),
+            check: !equals.is_empty() || spec.residual.is_some(),
+        });
+        self.slots[slot as usize] = Some(Stored {
             equals: equals.into_boxed_slice(),
             residual: spec.residual,
             anchors,
@@ -1105,6 +1211,7 @@ impl<R> SearchIndex<R> {
         let Some(st) = self.slots[slot as usize].take() else {
             return false;
         };
+        let hot = self.hot[slot as usize].take();
         fn unlist(v: &mut Vec<u32>, slot: u32) {
             if let Some(i) = v.iter().position(|&s| s == slot) {
                 v.swap_remove(i);
@@ -1133,7 +1240,9 @@ impl<R> SearchIndex<R> {
                 }
             }
         }
-        self.release_ops(&st.ops);
+        if let Some(hot) = hot {
+            self.release_ops(hot.ops.get());
+        }
         for (f, _) in st.equals.iter() {
             self.fields[*f as usize].eq_refs -= 1;
         }
@@ -1562,6 +1671,25 @@ impl<R> SearchIndex<R> {
         doc: &Document<'_>,
         residual: &mut dyn FnMut(&str, &R) -> bool,
     ) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        self.match_document_with(doc, residual, &mut |h| {
+            hits.push(Hit {
+                search: h.search().clone(),
+                highlights: h.highlights(),
+            })
+        });
+        hits
+    }
+
+    /// [`match_document`](Self::match_document) without allocating per hit: `on_hit` is
+    /// called once per matching search, in slot order, with a view whose highlight
+    /// ranges borrow the index's scratch buffers (valid for the call only).
+    pub fn match_document_with(
+        &mut self,
+        doc: &Document<'_>,
+        residual: &mut dyn FnMut(&str, &R) -> bool,
+        on_hit: &mut dyn FnMut(HitRef<'_>),
+    ) {
         self.stats.docs += 1;
         if self.dirty_shards {
             self.rebuild_dirty();
@@ -1574,6 +1702,7 @@ impl<R> SearchIndex<R> {
             multis,
             always,
             slots,
+            hot,
             scratch: s,
             stats,
             ..
@@ -1756,22 +1885,15 @@ impl<R> SearchIndex<R> {
         s.candidates.sort_unstable();
         s.candidates.dedup();
         stats.verified += s.candidates.len() as u64;
-        // Load every candidate's slot, then its ops and name, ahead of verification (each
-        // pass's cache misses overlap instead of coming one after another).
+        // Load every candidate's hot record ahead of verification (the cache misses
+        // overlap instead of coming one after another).
         let mut touched = 0usize;
         for &slot in &s.candidates {
-            if let Some(Some(st)) = slots.get(slot as usize) {
-                touched ^= st.ops.len();
-            }
-        }
-        for &slot in &s.candidates {
-            if let Some(Some(st)) = slots.get(slot as usize) {
-                touched ^= usize::from(matches!(st.ops.first(), Some(Op::And { .. })));
-                touched ^= usize::from(st.name.as_bytes().first().copied().unwrap_or(0));
+            if let Some(Some(h)) = hot.get(slot as usize) {
+                touched ^= h.ops.get().len();
             }
         }
         std::hint::black_box(touched);
-        let mut hits = Vec::new();
         let ctx = Ctx {
             pos_buf: &s.pos_buf,
             gtab: &s.gtab,
@@ -1779,44 +1901,49 @@ impl<R> SearchIndex<R> {
             multi_ranges: &s.multi_ranges,
         };
         for &slot in &s.candidates {
-            let Some(st) = slots[slot as usize].as_ref() else {
+            let Some(h) = hot.get(slot as usize).and_then(|h| h.as_ref()) else {
                 continue;
             };
-            let eq_ok = st.equals.iter().all(|(f, vals)| {
-                doc.get(&fields[*f as usize].name)
-                    .is_some_and(|v| vals.contains(&term_hash(v)))
-            });
-            if !eq_ok {
-                continue;
-            }
+            let cold = if h.check {
+                let Some(st) = slots.get(slot as usize).and_then(|s| s.as_ref()) else {
+                    continue;
+                };
+                let eq_ok = st.equals.iter().all(|(f, vals)| {
+                    doc.get(&fields[*f as usize].name)
+                        .is_some_and(|v| vals.contains(&term_hash(v)))
+                });
+                if !eq_ok {
+                    continue;
+                }
+                Some(st)
+            } else {
+                None
+            };
             s.marks.clear();
-            if !ctx.eval(&st.ops, 0, &mut s.marks) {
+            if !ctx.eval(h.ops.get(), 0, &mut s.marks) {
                 continue;
             }
-            if let Some(r) = &st.residual {
-                if !residual(&st.name, r) {
+            if let Some(r) = cold.and_then(|st| st.residual.as_ref()) {
+                if !residual(&h.name, r) {
                     continue;
                 }
             }
             s.marks.sort_unstable();
             s.marks.dedup();
-            let mut highlights = Highlights::new();
+            s.ranges.clear();
             for &(f, p) in &s.marks {
                 let Some((_, a)) = s.analyzed[..used].iter().find(|(x, _)| *x == f) else {
                     continue;
                 };
                 let tok = a.tokens[p as usize];
-                highlights
-                    .entry(String::from(&*fields[f as usize].name))
-                    .or_default()
-                    .push((tok.start as usize, tok.end as usize));
+                s.ranges.push((f, tok.start, tok.end));
             }
-            hits.push(Hit {
-                search: st.name.clone(),
-                highlights,
+            on_hit(HitRef {
+                search: &h.name,
+                ranges: &s.ranges,
+                fields,
             });
         }
-        hits
     }
 }
 
@@ -1964,7 +2091,7 @@ impl Ctx<'_> {
     fn eval(&self, ops: &[Op], i: usize, marks: &mut Vec<(u16, u32)>) -> bool {
         match ops[i] {
             Op::Term { f, h } => {
-                let ps = self.term(f, h);
+                let ps = self.term(f, h.get());
                 marks.extend(ps.iter().map(|&p| (f, p)));
                 !ps.is_empty()
             }
@@ -1979,7 +2106,7 @@ impl Ctx<'_> {
             Op::Phrase { f, n, slop } => {
                 let ts = &ops[i + 1..i + 1 + n as usize];
                 let tid = |k: usize| match ts[k] {
-                    Op::Tid(h) => h,
+                    Op::Tid(h) => h.get(),
                     _ => 0,
                 };
                 if (0..ts.len()).any(|k| self.term(f, tid(k)).is_empty()) {
