@@ -108,6 +108,10 @@ struct StreamRt {
     /// Statements that read this stream, by kind.
     cep: Option<(Arc<CepRuleSet>, PartitionState)>,
     searches: Vec<SearchRt>,
+    /// Position in `searches` of each search, by name (index hits carry the name).
+    search_by_name: HashMap<String, usize>,
+    /// Searches the index cannot evaluate (run by the naive evaluator on every event).
+    naive_searches: Vec<usize>,
     index: SearchIndex<Residual>,
     /// Field names the searches read, and where.
     search_fields: Vec<(String, FieldRef)>,
@@ -126,6 +130,8 @@ impl StreamRt {
             def,
             cep: None,
             searches: Vec::new(),
+            search_by_name: HashMap::new(),
+            naive_searches: Vec::new(),
             index: SearchIndex::new(SearchLimits::default()),
             search_fields: Vec::new(),
             metrics: Vec::new(),
@@ -362,6 +368,11 @@ impl Engine {
                                         diags.push(compile_err(s.filter.span, e.to_string()));
                                         continue;
                                     }
+                                }
+                                st.search_by_name
+                                    .insert(entry.name.to_string(), st.searches.len());
+                                if !rt.indexed {
+                                    st.naive_searches.push(st.searches.len());
                                 }
                                 st.searches.push(rt);
                             }
@@ -814,22 +825,14 @@ impl Engine {
             }
         };
         let index_hits = st.index.match_document(&doc, &mut residual);
-        let by_name: HashMap<&str, usize> = st
-            .searches
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (&*s.name, i))
-            .collect();
         for h in index_hits {
-            if let Some(&i) = by_name.get(&*h.search) {
+            if let Some(&i) = st.search_by_name.get(&*h.search) {
                 hits.push((i, h.highlights));
             }
         }
         // The others: every MATCHES evaluated, then the WHERE.
-        for (i, s) in st.searches.iter().enumerate() {
-            if s.indexed {
-                continue;
-            }
+        for &i in &st.naive_searches {
+            let s = &st.searches[i];
             let mut results = Vec::with_capacity(s.tests.len());
             let mut hl = Highlights::new();
             for (_, q) in &s.tests {
