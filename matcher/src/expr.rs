@@ -288,23 +288,6 @@ impl CompiledExpr {
         walk(&self.node)
     }
 
-    /// When the whole expression is an AND chain of `col = literal` (nothing else), its
-    /// conjuncts: then it is TRUE on a row exactly when [`eq_holds`] holds for each.
-    pub fn exact_equalities(&self) -> Option<Vec<(usize, Value)>> {
-        fn walk(n: &Node, out: &mut Vec<(usize, Value)>) -> bool {
-            match n {
-                Node::CmpColLit(BinaryOp::Eq, c, v) => {
-                    out.push((*c, v.clone()));
-                    true
-                }
-                Node::And(a, b) => walk(a, out) && walk(b, out),
-                _ => false,
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.node, &mut out).then_some(out)
-    }
-
     /// Every `col = literal` conjunct of the top-level AND chain: a row satisfies the
     /// expression only if it satisfies each of them. Empty when there is none.
     pub fn required_equalities(&self) -> Vec<(usize, Value)> {
@@ -842,12 +825,6 @@ fn from_truth(b: Option<bool>) -> Value {
 
 fn cmp_op(op: BinaryOp, a: &Value, b: &Value) -> Value {
     from_truth(cmp_truth(op, a, b))
-}
-
-/// Whether `col = literal` is TRUE for this column value (the comparison a compiled
-/// `col = literal` condition makes).
-pub(crate) fn eq_holds(col: &Value, lit: &Value) -> bool {
-    cmp_truth(BinaryOp::Eq, col, lit) == Some(true)
 }
 
 /// A comparison's truth value (`None` = NULL).

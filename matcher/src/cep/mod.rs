@@ -234,25 +234,7 @@ pub(crate) struct Group {
 #[derive(Debug)]
 pub(crate) struct ConjIndex {
     pub cols: Vec<usize>,
-    pub map: HashMap<u64, IndexEntry, run::IdBuild>,
-}
-
-/// The rules filed under one hash of a [`ConjIndex`].
-#[derive(Debug, Default)]
-pub(crate) struct IndexEntry {
-    pub rules: Vec<u32>,
-    /// First DEFINEs that are exactly the conjunction `cols[i] = lits[i]` (nothing else):
-    /// comparing the row with the literals once decides all of them, so they are not
-    /// evaluated rule by rule.
-    pub proofs: Vec<Proof>,
-}
-
-/// Literals (in the index's column order) and the interned ids of the row-only
-/// predicates that are TRUE exactly when the row's columns equal them.
-#[derive(Debug)]
-pub(crate) struct Proof {
-    pub lits: Vec<Value>,
-    pub preds: Vec<u32>,
+    pub map: HashMap<u64, Vec<u32>, run::IdBuild>,
 }
 
 impl CepRuleSet {
@@ -320,26 +302,14 @@ impl CepRuleSet {
             // start index: per first variable, the `col = literal` conjuncts its DEFINE
             // requires; the rule is a candidate when the row satisfies all of them for
             // some first variable
-            // (conjuncts, the predicate's interned id when it is exactly them)
-            type Key = (Vec<(usize, Value)>, Option<u32>);
-            let mut keys: Option<Vec<Key>> = Some(Vec::new());
+            let mut keys: Option<Vec<Vec<(usize, Value)>>> = Some(Vec::new());
             match &r.first_vars {
                 None => keys = None,
                 Some(vs) => {
                     for v in vs {
-                        let (mut eqs, exact) = match r.vars[*v as usize].kind {
-                            compile::VarKind::Def(p) => {
-                                let e = &r.preds[p as usize];
-                                let (gid, row_only) = pred_ids[ri][p as usize];
-                                let exact = e
-                                    .exact_equalities()
-                                    .filter(|x| {
-                                        row_only && x.iter().all(|(_, l)| run::eq_indexable(l))
-                                    })
-                                    .map(|_| gid);
-                                (e.required_equalities(), exact)
-                            }
-                            _ => (Vec::new(), None),
+                        let mut eqs = match r.vars[*v as usize].kind {
+                            compile::VarKind::Def(p) => r.preds[p as usize].required_equalities(),
+                            _ => Vec::new(),
                         };
                         eqs.retain(|(_, lit)| run::eq_indexable(lit));
                         eqs.sort_by(|a, b| {
@@ -348,7 +318,7 @@ impl CepRuleSet {
                         });
                         eqs.dedup();
                         match (eqs.is_empty(), keys.as_mut()) {
-                            (false, Some(k)) => k.push((eqs, exact)),
+                            (false, Some(k)) => k.push(eqs),
                             _ => keys = None,
                         }
                     }
@@ -356,7 +326,7 @@ impl CepRuleSet {
             }
             match keys {
                 Some(keys) if !keys.is_empty() => {
-                    for (eqs, exact) in keys {
+                    for eqs in keys {
                         let cols: Vec<usize> = eqs.iter().map(|(c, _)| *c).collect();
                         let slot = match group.index.iter().position(|ix| ix.cols == cols) {
                             Some(i) => i,
@@ -372,20 +342,9 @@ impl CepRuleSet {
                         for (_, lit) in &eqs {
                             run::eq_hash(&mut h, lit);
                         }
-                        let entry = group.index[slot].map.entry(h).or_default();
-                        if !entry.rules.contains(&(ri as u32)) {
-                            entry.rules.push(ri as u32);
-                        }
-                        if let Some(gid) = exact {
-                            let lits: Vec<Value> = eqs.into_iter().map(|(_, l)| l).collect();
-                            match entry.proofs.iter_mut().find(|p| p.lits == lits) {
-                                Some(p) if p.preds.contains(&gid) => {}
-                                Some(p) => p.preds.push(gid),
-                                None => entry.proofs.push(Proof {
-                                    lits,
-                                    preds: vec![gid],
-                                }),
-                            }
+                        let list = group.index[slot].map.entry(h).or_default();
+                        if !list.contains(&(ri as u32)) {
+                            list.push(ri as u32);
                         }
                     }
                 }

@@ -207,13 +207,6 @@ struct PredCache {
 }
 
 impl PredCache {
-    /// Records a row-only predicate's value for the current event.
-    fn set(&mut self, gid: u32, v: bool) {
-        let g = gid as usize;
-        self.stamp[g] = self.gen;
-        self.val[g] = v;
-    }
-
     fn next_event(&mut self, n: usize) {
         if self.stamp.len() < n {
             self.stamp.resize(n, 0);
@@ -1466,24 +1459,10 @@ impl PartitionState {
                     if !ix.cols.iter().all(|c| eq_hash(&mut h, row.get(*c))) {
                         continue;
                     }
-                    let Some(entry) = ix.map.get(&h) else {
-                        continue;
-                    };
-                    for &r in &entry.rules {
+                    for &r in ix.map.get(&h).into_iter().flatten() {
                         if self.cand_stamp[r as usize] != gen {
                             self.cand_stamp[r as usize] = gen;
                             cands.push(r);
-                        }
-                    }
-                    // DEFINEs that are exactly this conjunction: decided here, once
-                    for p in &entry.proofs {
-                        let holds = ix
-                            .cols
-                            .iter()
-                            .zip(&p.lits)
-                            .all(|(c, l)| crate::expr::eq_holds(row.get(*c), l));
-                        for &g in &p.preds {
-                            self.cache.set(g, holds);
                         }
                     }
                 }
