@@ -1789,3 +1789,40 @@ fn start_search(
         Some(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn pending_keeps_values_and_undeclared_fields() {
+        let mut extra = serde_json::Map::new();
+        extra.insert("z".into(), serde_json::json!(1));
+        extra.insert("a".into(), serde_json::json!({"x": [1, 2]}));
+        let row = Row {
+            values: vec![Value::String("k".into()), Value::Int(3)],
+            extra,
+        };
+        let p = Pending::new(5, 7, row.clone());
+        assert!(p.extra.is_some());
+        // through a checkpoint too
+        let p: Pending = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!((p.ts, p.offset), (5, 7));
+        let back = p.row();
+        assert_eq!(back, row);
+        assert_eq!(
+            back.extra.keys().collect::<Vec<_>>(),
+            vec!["z", "a"],
+            "field order kept"
+        );
+        let plain = Row {
+            values: vec![Value::Null],
+            extra: serde_json::Map::new(),
+        };
+        let p = Pending::new(1, 2, plain.clone());
+        assert!(p.extra.is_none());
+        assert_eq!(p.row(), plain);
+        assert_eq!(std::mem::size_of::<Pending>(), 48);
+    }
+}
