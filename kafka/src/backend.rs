@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use weir_log::{Appended, Position, Record};
 
 use crate::admin::Admin;
@@ -361,36 +360,35 @@ impl LogBackend for KafkaLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>> {
-        let mut recs = self.read_records(
-            topic,
-            partition,
+        let reader = self.reader(topic, partition)?;
+        let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recs = r.read_values(
             from_offset,
             max_records,
             max_bytes,
             Duration::from_millis(200),
         )?;
-        // Empty means "at the end": if records exist past `from_offset`, the first fetch
+        // Empty at a reported end-of-partition means "at the end" (no broker request).
+        // Empty otherwise: if records exist past `from_offset`, the first fetch
         // (connection, assignment) was just slow, so wait for them.
-        if recs.is_empty() && self.end_offset(topic, partition)? > from_offset {
-            recs = self.read_records(
-                topic,
-                partition,
-                from_offset,
-                max_records,
-                max_bytes,
-                self.config.request_timeout,
-            )?;
+        if recs.is_empty() && !r.at_end() {
+            drop(r);
+            if self.end_offset(topic, partition)? > from_offset {
+                let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
+                recs = r.read_values(
+                    from_offset,
+                    max_records,
+                    max_bytes,
+                    self.config.request_timeout,
+                )?;
+            }
+        } else {
+            drop(r);
         }
-        Ok(recs
-            .into_iter()
-            .filter_map(|r| {
-                Some(Record {
-                    offset: r.offset,
-                    timestamp_ms: r.timestamp_ms,
-                    payload: Bytes::from(r.value?),
-                })
-            })
-            .collect())
+        if let Some(last) = recs.last() {
+            self.note_end(topic, partition, last.offset + 1);
+        }
+        Ok(recs)
     }
 
     /// The high watermark from ListOffsets, raised to what this instance has appended or
