@@ -182,16 +182,27 @@ impl PartitionReader {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<Record>> {
-        self.read_with(from_offset, max_records, max_bytes, wait, |m| {
-            let payload = m.payload().map(Bytes::copy_from_slice);
-            let n = payload.as_ref().map_or(0, Bytes::len);
-            let r = payload.map(|payload| Record {
-                offset: m.offset() as u64,
-                timestamp_ms: m.timestamp().to_millis().unwrap_or(0),
-                payload,
-            });
-            (r, n)
-        })
+        // Values are copied into one buffer per read and handed out as slices of it
+        // (one allocation per batch instead of one per record).
+        let mut buf: Vec<u8> = Vec::new();
+        let spans = self.read_with(from_offset, max_records, max_bytes, wait, |m| {
+            let Some(v) = m.payload() else {
+                return (None, 0);
+            };
+            let start = buf.len();
+            buf.extend_from_slice(v);
+            let ts = m.timestamp().to_millis().unwrap_or(0);
+            (Some((m.offset() as u64, ts, start, buf.len())), v.len())
+        })?;
+        let buf = Bytes::from(buf);
+        Ok(spans
+            .into_iter()
+            .map(|(offset, timestamp_ms, a, b)| Record {
+                offset,
+                timestamp_ms,
+                payload: buf.slice(a..b),
+            })
+            .collect())
     }
 
     /// The read loop. Records already fetched by librdkafka are taken with zero-timeout
