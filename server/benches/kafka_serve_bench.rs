@@ -273,6 +273,8 @@ fn run(bootstrap: &str) {
             let _ = p.wait();
         }
         let run_s = t_owned.map_or(weir_s, |x| x.elapsed().as_secs_f64());
+        let recovery_ms = metric(&w, "weir_kafka_rebalance_recovery_milliseconds ");
+        println!("  of which restoring the workers after the assignment: {recovery_ms:.0} ms");
         println!(
             "weir (1 instance, {PARTS} partitions): {n} events → {matches} outputs in {weir_s:.2} s = {:.0} events/s incl. start and group join; {:.0} events/s from the assignment on",
             n as f64 / weir_s,
