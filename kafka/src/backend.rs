@@ -121,6 +121,8 @@ pub struct KafkaLog {
     producer: Producer,
     names: RwLock<HashMap<String, String>>,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// Client for watermark queries (never assigned).
+    meta: PartitionReader,
     /// Ends seen through our own appends and reads (logical topic, partition → end).
     known_end: Mutex<HashMap<(String, u32), u64>>,
 }
@@ -136,6 +138,7 @@ impl KafkaLog {
             producer: Producer::idempotent(config)?,
             names: RwLock::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            meta: PartitionReader::new(config, &config.statements_topic(), 0)?,
             known_end: Mutex::new(HashMap::new()),
         })
     }
@@ -196,10 +199,11 @@ impl KafkaLog {
         Ok(r)
     }
 
+    /// Through a client of its own: a reader's lock is held for its reads (up to their
+    /// wait), and `/metrics` or an append must not stall a worker's read or wait for it.
     fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
-        let reader = self.reader(topic, partition)?;
-        let r = reader.lock().unwrap_or_else(|p| p.into_inner());
-        r.watermarks()
+        let kt = self.kafka_topic(topic);
+        self.meta.watermarks_of(&kt, partition)
     }
 
     fn note_end(&self, topic: &str, partition: u32, end: u64) {

@@ -142,6 +142,15 @@ impl PartitionReader {
         Ok(())
     }
 
+    /// Low and high watermarks of any `topic`/`partition`, through this reader's client
+    /// (no assignment needed).
+    pub fn watermarks_of(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let (lo, hi) = self
+            .consumer
+            .fetch_watermarks(topic, partition as i32, self.timeout)?;
+        Ok((lo.max(0) as u64, hi.max(0) as u64))
+    }
+
     /// Low and high watermarks (earliest retained offset, next offset to be written).
     pub fn watermarks(&self) -> Result<(u64, u64)> {
         let (lo, hi) =
