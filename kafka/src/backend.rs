@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use weir_log::{Appended, Position, Record};
 
 use crate::admin::Admin;
@@ -122,6 +121,8 @@ pub struct KafkaLog {
     producer: Producer,
     names: RwLock<HashMap<String, String>>,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// Client for watermark queries (never assigned).
+    meta: PartitionReader,
     /// Ends seen through our own appends and reads (logical topic, partition → end).
     known_end: Mutex<HashMap<(String, u32), u64>>,
 }
@@ -137,6 +138,7 @@ impl KafkaLog {
             producer: Producer::idempotent(config)?,
             names: RwLock::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            meta: PartitionReader::new(config, &config.statements_topic(), 0)?,
             known_end: Mutex::new(HashMap::new()),
         })
     }
@@ -197,10 +199,11 @@ impl KafkaLog {
         Ok(r)
     }
 
+    /// Through a client of its own: a reader's lock is held for its reads (up to their
+    /// wait), and `/metrics` or an append must not stall a worker's read or wait for it.
     fn watermarks(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
-        let reader = self.reader(topic, partition)?;
-        let r = reader.lock().unwrap_or_else(|p| p.into_inner());
-        r.watermarks()
+        let kt = self.kafka_topic(topic);
+        self.meta.watermarks_of(&kt, partition)
     }
 
     fn note_end(&self, topic: &str, partition: u32, end: u64) {
@@ -361,36 +364,35 @@ impl LogBackend for KafkaLog {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Vec<Record>> {
-        let mut recs = self.read_records(
-            topic,
-            partition,
+        let reader = self.reader(topic, partition)?;
+        let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut recs = r.read_values(
             from_offset,
             max_records,
             max_bytes,
             Duration::from_millis(200),
         )?;
-        // Empty means "at the end": if records exist past `from_offset`, the first fetch
+        // Empty at a reported end-of-partition means "at the end" (no broker request).
+        // Empty otherwise: if records exist past `from_offset`, the first fetch
         // (connection, assignment) was just slow, so wait for them.
-        if recs.is_empty() && self.end_offset(topic, partition)? > from_offset {
-            recs = self.read_records(
-                topic,
-                partition,
-                from_offset,
-                max_records,
-                max_bytes,
-                self.config.request_timeout,
-            )?;
+        if recs.is_empty() && !r.at_end() {
+            drop(r);
+            if self.end_offset(topic, partition)? > from_offset {
+                let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
+                recs = r.read_values(
+                    from_offset,
+                    max_records,
+                    max_bytes,
+                    self.config.request_timeout,
+                )?;
+            }
+        } else {
+            drop(r);
         }
-        Ok(recs
-            .into_iter()
-            .filter_map(|r| {
-                Some(Record {
-                    offset: r.offset,
-                    timestamp_ms: r.timestamp_ms,
-                    payload: Bytes::from(r.value?),
-                })
-            })
-            .collect())
+        if let Some(last) = recs.last() {
+            self.note_end(topic, partition, last.offset + 1);
+        }
+        Ok(recs)
     }
 
     /// The high watermark from ListOffsets, raised to what this instance has appended or

@@ -28,6 +28,9 @@ impl ClientContext for ReaderContext {
 
 impl ConsumerContext for ReaderContext {}
 
+use bytes::Bytes;
+use weir_log::Record;
+
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 
@@ -139,12 +142,27 @@ impl PartitionReader {
         Ok(())
     }
 
+    /// Low and high watermarks of any `topic`/`partition`, through this reader's client
+    /// (no assignment needed).
+    pub fn watermarks_of(&self, topic: &str, partition: u32) -> Result<(u64, u64)> {
+        let (lo, hi) = self
+            .consumer
+            .fetch_watermarks(topic, partition as i32, self.timeout)?;
+        Ok((lo.max(0) as u64, hi.max(0) as u64))
+    }
+
     /// Low and high watermarks (earliest retained offset, next offset to be written).
     pub fn watermarks(&self) -> Result<(u64, u64)> {
         let (lo, hi) =
             self.consumer
                 .fetch_watermarks(&self.topic, self.partition as i32, self.timeout)?;
         Ok((lo.max(0) as u64, hi.max(0) as u64))
+    }
+
+    /// Whether the last read reached the partition's end (a fetch reported
+    /// end-of-partition and nothing came after it).
+    pub fn at_end(&self) -> bool {
+        self.at_eof
     }
 
     /// Reads records from `from_offset` on: at most `max_records` and about `max_bytes`
@@ -157,30 +175,91 @@ impl PartitionReader {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<KafkaRecord>> {
-        self.seek_to(from_offset)?;
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let deadline = Instant::now() + wait;
-        while out.len() < max_records.max(1) && (out.is_empty() || bytes < max_bytes) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let got = if out.is_empty() {
-                self.consumer.poll(left)
-            } else {
-                self.consumer.poll(Duration::ZERO)
+        self.read_with(from_offset, max_records, max_bytes, wait, |m| {
+            let r = KafkaRecord::from_message(m);
+            let n = r.value.as_ref().map_or(0, Vec::len);
+            (Some(r), n)
+        })
+    }
+
+    /// [`PartitionReader::read`] of offsets, timestamps and values only (no topic, key or
+    /// header copies; tombstones are skipped): the path of `weir serve`'s workers.
+    pub fn read_values(
+        &mut self,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<Record>> {
+        // Values are copied into one buffer per read and handed out as slices of it
+        // (one allocation per batch instead of one per record).
+        let mut buf: Vec<u8> = Vec::new();
+        let spans = self.read_with(from_offset, max_records, max_bytes, wait, |m| {
+            let Some(v) = m.payload() else {
+                return (None, 0);
             };
-            match got {
-                None => break,
+            let start = buf.len();
+            buf.extend_from_slice(v);
+            let ts = m.timestamp().to_millis().unwrap_or(0);
+            (Some((m.offset() as u64, ts, start, buf.len())), v.len())
+        })?;
+        let buf = Bytes::from(buf);
+        Ok(spans
+            .into_iter()
+            .map(|(offset, timestamp_ms, a, b)| Record {
+                offset,
+                timestamp_ms,
+                payload: buf.slice(a..b),
+            })
+            .collect())
+    }
+
+    /// The read loop. Records already fetched by librdkafka are taken with zero-timeout
+    /// polls (no clock reads of ours per record); only an empty queue starts the `wait`.
+    fn read_with<T>(
+        &mut self,
+        from_offset: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wait: Duration,
+        mut take: impl FnMut(&BorrowedMessage<'_>) -> (Option<T>, usize),
+    ) -> Result<Vec<T>> {
+        self.seek_to(from_offset)?;
+        let max = max_records.max(1);
+        let mut out = Vec::with_capacity(max.min(4096));
+        let mut bytes = 0usize;
+        let mut deadline: Option<Instant> = None;
+        while out.len() < max && (out.is_empty() || bytes < max_bytes) {
+            let timeout = match deadline {
+                Some(d) if out.is_empty() => d.saturating_duration_since(Instant::now()),
+                _ => Duration::ZERO,
+            };
+            match self.consumer.poll(timeout) {
+                None => {
+                    if out.is_empty() && deadline.is_none() && !wait.is_zero() {
+                        deadline = Some(Instant::now() + wait);
+                        continue;
+                    }
+                    break;
+                }
                 Some(Ok(m)) => {
-                    let r = KafkaRecord::from_message(&m);
-                    self.next = Some(r.offset + 1);
+                    let offset = m.offset() as u64;
+                    let (r, n) = take(&m);
+                    self.next = Some(offset + 1);
                     self.at_eof = false;
-                    bytes += r.value.as_ref().map_or(0, Vec::len);
-                    out.push(r);
+                    bytes += n;
+                    out.extend(r);
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {
                     self.at_eof = true;
-                    if !out.is_empty() || Instant::now() >= deadline {
+                    if !out.is_empty() {
                         break;
+                    }
+                    match deadline {
+                        None if !wait.is_zero() => deadline = Some(Instant::now() + wait),
+                        None => break,
+                        Some(d) if Instant::now() >= d => break,
+                        Some(_) => {}
                     }
                 }
                 Some(Err(e)) => {

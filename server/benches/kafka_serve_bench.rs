@@ -197,10 +197,42 @@ fn run(bootstrap: &str) {
         }
         let consume_s = t.elapsed().as_secs_f64();
         assert_eq!(got, n);
+        // The same shape as weir's workers: one value-only reader per partition, in
+        // parallel.
+        let t = Instant::now();
+        let got: usize = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..PARTS)
+                .map(|part| {
+                    let cfg = &cfg;
+                    s.spawn(move || {
+                        let mut r = PartitionReader::new(cfg, "b.pay", part).unwrap();
+                        let (mut next, mut got) = (0, 0);
+                        let t0 = Instant::now();
+                        loop {
+                            let b = r
+                                .read_values(next, 8192, 4 << 20, Duration::from_millis(300))
+                                .unwrap();
+                            match b.last() {
+                                Some(l) => {
+                                    next = l.offset + 1;
+                                    got += b.len();
+                                }
+                                None if r.at_end() => return got,
+                                None => assert!(t0.elapsed() < Duration::from_secs(120)),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let par_s = t.elapsed().as_secs_f64();
+        assert_eq!(got, n);
         println!(
-            "broker alone: produce {:.0} events/s, consume {:.0} events/s ({n} events)",
+            "broker alone: produce {:.0} events/s, consume {:.0} events/s (one partition after another, full records), {:.0} events/s ({PARTS} value-only readers in parallel) ({n} events)",
             n as f64 / produce_s,
-            n as f64 / consume_s
+            n as f64 / consume_s,
+            n as f64 / par_s
         );
 
         // 2. weir on N events already in the topic.
@@ -241,6 +273,8 @@ fn run(bootstrap: &str) {
             let _ = p.wait();
         }
         let run_s = t_owned.map_or(weir_s, |x| x.elapsed().as_secs_f64());
+        let recovery_ms = metric(&w, "weir_kafka_rebalance_recovery_milliseconds ");
+        println!("  of which restoring the workers after the assignment: {recovery_ms:.0} ms");
         println!(
             "weir (1 instance, {PARTS} partitions): {n} events → {matches} outputs in {weir_s:.2} s = {:.0} events/s incl. start and group join; {:.0} events/s from the assignment on",
             n as f64 / weir_s,

@@ -32,6 +32,10 @@ pub fn checkpoint_name(partition: u32) -> String {
 }
 
 const BATCH: usize = 2048;
+/// Kafka mode: records per read of one (topic, partition) in a step. Reads return what
+/// librdkafka has already fetched, so this caps a step rather than waiting for more;
+/// larger steps mean fewer output appends waiting for the broker's acknowledgement.
+const KAFKA_BATCH: usize = 8192;
 
 pub struct Worker {
     shared: Arc<Shared>,
@@ -271,7 +275,12 @@ impl Worker {
             if from >= limit {
                 continue;
             }
-            let max = ((limit - from).min(BATCH as u64)) as usize;
+            let batch = if self.shared.kafka.is_some() {
+                KAFKA_BATCH
+            } else {
+                BATCH
+            };
+            let max = ((limit - from).min(batch as u64)) as usize;
             let recs = match self
                 .shared
                 .log
