@@ -224,7 +224,45 @@ impl PartitionReader {
         wait: Duration,
         mut take: impl FnMut(&BorrowedMessage<'_>) -> (Option<T>, usize),
     ) -> Result<Vec<T>> {
-        self.seek_to(from_offset)?;
+        // tansu 0.6 answers a fetch from an offset inside a record batch with the *next*
+        // batch, skipping the rest of that one. So a new position (not the continuation
+        // of the previous read) is sought a little before the wanted offset and the
+        // records below it are dropped; when even the first record seen lies past the
+        // wanted offset, the seek goes further back (down to the partition's start),
+        // because that record may have come from a later batch. Apache Kafka returns the
+        // whole batch, so there this only costs a few dropped records per new position.
+        let mut back: u64 = if self.next == Some(from_offset) {
+            0
+        } else {
+            256
+        };
+        loop {
+            let start = from_offset.saturating_sub(back);
+            let (out, first_seen) =
+                self.read_from(start, from_offset, max_records, max_bytes, wait, &mut take)?;
+            let skipped = start > 0 && start < from_offset && first_seen > Some(from_offset);
+            if !skipped {
+                return Ok(out);
+            }
+            back = back.saturating_mul(16);
+            self.next = None;
+        }
+    }
+
+    /// One pass of [`Self::read_with`]: seeks to `start`, drops records below `from`, and
+    /// also returns the offset of the first record the broker returned.
+    #[allow(clippy::too_many_arguments)]
+    fn read_from<T>(
+        &mut self,
+        start: u64,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        wait: Duration,
+        take: &mut impl FnMut(&BorrowedMessage<'_>) -> (Option<T>, usize),
+    ) -> Result<(Vec<T>, Option<u64>)> {
+        self.seek_to(start)?;
+        let mut first_seen: Option<u64> = None;
         let max = max_records.max(1);
         let mut out = Vec::with_capacity(max.min(4096));
         let mut bytes = 0usize;
@@ -244,6 +282,11 @@ impl PartitionReader {
                 }
                 Some(Ok(m)) => {
                     let offset = m.offset() as u64;
+                    first_seen.get_or_insert(offset);
+                    if offset < from {
+                        self.next = Some(offset + 1);
+                        continue;
+                    }
                     let (r, n) = take(&m);
                     self.next = Some(offset + 1);
                     self.at_eof = false;
@@ -268,7 +311,7 @@ impl PartitionReader {
                 }
             }
         }
-        Ok(out)
+        Ok((out, first_seen))
     }
 
     /// Reads every record from `from_offset` to the partition's end as of now (e.g. the
