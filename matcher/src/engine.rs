@@ -24,7 +24,7 @@ use crate::expr::{compile, CompiledExpr, Context, FieldRef, Scope};
 use crate::metric::{MetricPlan, MetricState, Outcome};
 use crate::output::{output_id, OutputRecord};
 use crate::search::{naive, Document, Highlights, SearchIndex, SearchLimits, SearchSpec};
-use crate::value::{Row, RowDecoder, Value};
+use crate::value::{DecodeError, Row, RowDecoder, Value};
 use dsl::ast::{BinaryOp, DataType, Expr, ExprKind, Literal, SelectItem, StatementKind};
 use dsl::check::{Catalog, Plan};
 use dsl::plan::{LatePolicy, StreamDef};
@@ -561,20 +561,7 @@ impl Engine {
         ingest_time_ms: i64,
         out: &mut Vec<OutputRecord>,
     ) -> Result<(), IngestError> {
-        let row = match self.streams.get_mut(stream) {
-            Some(st) if !self.derived.contains(stream) => {
-                st.decoder.decode(event).map_err(|e| {
-                    st.counters.rejected += 1;
-                    IngestError::Decode(e.to_string())
-                })?
-            }
-            _ => {
-                return Err(IngestError::UnknownStream {
-                    stream: stream.to_string(),
-                    known: self.source_names.clone(),
-                })
-            }
-        };
+        let row = self.decode_with(stream, |d| d.decode(event))?;
         self.ingest_row(stream, offset, row, None, ingest_time_ms, out)
     }
 
@@ -592,21 +579,26 @@ impl Engine {
         ingest_time_ms: i64,
         out: &mut Vec<OutputRecord>,
     ) -> Result<(), IngestError> {
-        let row = match self.streams.get_mut(stream) {
-            Some(st) if !self.derived.contains(stream) => {
-                st.decoder.decode_bytes(event).map_err(|e| {
-                    st.counters.rejected += 1;
-                    IngestError::Decode(e.to_string())
-                })?
-            }
-            _ => {
-                return Err(IngestError::UnknownStream {
-                    stream: stream.to_string(),
-                    known: self.source_names.clone(),
-                })
-            }
-        };
+        let row = self.decode_with(stream, |d| d.decode_bytes(event))?;
         self.ingest_row(stream, offset, row, None, ingest_time_ms, out)
+    }
+
+    /// Decodes an event of source stream `stream` with `decode`, counting a rejection.
+    fn decode_with(
+        &mut self,
+        stream: &str,
+        decode: impl FnOnce(&RowDecoder) -> Result<Row, DecodeError>,
+    ) -> Result<Row, IngestError> {
+        match self.streams.get_mut(stream) {
+            Some(st) if !self.derived.contains(stream) => decode(&st.decoder).map_err(|e| {
+                st.counters.rejected += 1;
+                IngestError::Decode(e.to_string())
+            }),
+            _ => Err(IngestError::UnknownStream {
+                stream: stream.to_string(),
+                known: self.source_names.clone(),
+            }),
+        }
     }
 
     /// The decoder of a source stream (what [`Engine::ingest`] uses), for callers that
