@@ -116,6 +116,17 @@ struct KeyState {
 }
 
 impl KeyState {
+    /// The key's rows (read-only) and its rule states (mutable), borrowed together.
+    fn split_rows(&mut self) -> (KeyRows<'_>, &mut SmallVec<[RuleKey; 1]>) {
+        let kr = KeyRows {
+            rows: &self.rows,
+            base: self.base,
+            next: self.next,
+            values: &self.values,
+        };
+        (kr, &mut self.rules)
+    }
+
     /// Drops the rows no open search needs any more.
     fn trim_rows(&mut self) {
         let keep_from = self
@@ -1335,20 +1346,7 @@ impl PartitionState {
             for h in hashes {
                 let Some(bucket) = g.remove(&h) else { continue };
                 for mut ks in bucket {
-                    let KeyState {
-                        values,
-                        rows,
-                        base,
-                        next,
-                        rules: rks,
-                        ..
-                    } = &mut *ks;
-                    let kr = KeyRows {
-                        rows,
-                        base: *base,
-                        next: *next,
-                        values,
-                    };
+                    let (kr, rks) = ks.split_rows();
                     for rk in rks.iter_mut() {
                         let rule = &rules.rules[rk.rule as usize];
                         for s in rk.searches.iter_mut() {
@@ -1387,20 +1385,7 @@ impl PartitionState {
                     continue;
                 }
                 ks.timer = None;
-                let KeyState {
-                    values,
-                    rows,
-                    base,
-                    next,
-                    rules: rks,
-                    ..
-                } = &mut **ks;
-                let kr = KeyRows {
-                    rows,
-                    base: *base,
-                    next: *next,
-                    values,
-                };
+                let (kr, rks) = ks.split_rows();
                 for rk in rks.iter_mut() {
                     let rule = &rules.rules[rk.rule as usize];
                     let Some(d) = rule.within_ms else { continue };
@@ -1543,20 +1528,7 @@ impl PartitionState {
                 push_small(&mut ks.rows, stored(), 8);
                 ks.next += 1;
                 let idx = ks.next - 1;
-                let KeyState {
-                    values,
-                    rows,
-                    base,
-                    next,
-                    rules: rks,
-                    ..
-                } = &mut **ks;
-                let kr = KeyRows {
-                    rows,
-                    base: *base,
-                    next: *next,
-                    values,
-                };
+                let (kr, rks) = ks.split_rows();
                 for rk in rks.iter_mut() {
                     let rule = &rules.rules[rk.rule as usize];
                     let env = Env {
