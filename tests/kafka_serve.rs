@@ -6,115 +6,24 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use weir_kafka::{KafkaConfig, OutRecord, PartitionReader, Producer, ID_HEADER};
 
 // ---------------------------------------------------------------- broker
 
-fn script() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-broker")
-}
+// The broker helper of weir-kafka's own tests (scripts/kafka-broker, skip or fail
+// without a tansu binary, broker log shown when a test fails).
+#[path = "../kafka/tests/common/mod.rs"]
+mod common;
+use common::Broker;
 
-fn tansu_available() -> bool {
-    if std::env::var_os("WEIR_TANSU").is_some() {
-        return true;
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let cache = std::env::var_os("WEIR_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or(home.join(".cache/weir"));
-    cache
-        .join("tansu-0.6.0-dynostore-libsql/bin/tansu")
-        .exists()
-        || Command::new("sh")
-            .arg("-c")
-            .arg("command -v tansu")
-            .output()
-            .is_ok_and(|o| o.status.success())
-}
-
-struct Broker {
-    dir: tempfile::TempDir,
-    bootstrap: String,
-    persistent: bool,
-}
-
-impl Broker {
-    fn start(persistent: bool) -> Option<Broker> {
-        if !tansu_available() {
-            if std::env::var_os("WEIR_REQUIRE_KAFKA").is_some() {
-                panic!("WEIR_REQUIRE_KAFKA is set but no tansu binary was found (scripts/install-tansu)");
-            }
-            eprintln!(
-                "\n!!!!! SKIPPING Kafka test: no tansu broker binary. Run scripts/install-tansu \
-                 (or set WEIR_TANSU); set WEIR_REQUIRE_KAFKA=1 to make this a failure. !!!!!\n"
-            );
-            return None;
-        }
-        let mut b = Broker {
-            dir: tempfile::tempdir().unwrap(),
-            bootstrap: String::new(),
-            persistent,
-        };
-        b.bootstrap = b.run_start();
-        Some(b)
-    }
-
-    fn run_start(&self) -> String {
-        let mut c = Command::new(script());
-        c.arg("start").arg(self.dir.path());
-        if self.persistent {
-            c.arg("--persistent");
-        }
-        let out = c.output().unwrap();
-        assert!(
-            out.status.success(),
-            "kafka-broker start failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    fn stop(&self) {
-        let _ = Command::new(script())
-            .arg("stop")
-            .arg(self.dir.path())
-            .status();
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        let addr = self.run_start();
-        assert_eq!(addr, self.bootstrap, "restart should reuse the port");
-    }
-
-    fn config(&self) -> KafkaConfig {
-        let mut c = KafkaConfig::new(&self.bootstrap);
-        c.group = "weir-test-client".into();
-        c.replication = 1;
-        c
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log =
-                std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            let keep = std::env::temp_dir().join(format!("weir-broker-{}.log", std::process::id()));
-            let _ = std::fs::write(&keep, &log);
-            eprintln!("--- broker log (whole log in {}) ---", keep.display());
-            for l in tail.iter().rev() {
-                eprintln!("{l}");
-            }
-        }
-        self.stop();
-    }
+/// Client settings of these tests (the group name of their own readers and producers).
+fn client_config(b: &Broker) -> KafkaConfig {
+    let mut c = KafkaConfig::new(&b.bootstrap);
+    c.group = "weir-test-client".into();
+    c.replication = 1;
+    c
 }
 
 // ---------------------------------------------------------------- weir instances
@@ -411,7 +320,7 @@ fn probe_ids(seen: &BTreeMap<String, usize>) -> BTreeSet<String> {
 
 /// Runs the two phases through one instance on its own prefix: the reference ids.
 fn reference_ids(b: &Broker, cards: usize) -> BTreeSet<String> {
-    let cfg = b.config();
+    let cfg = client_config(b);
     let w = weir(b, "ref", "ref.");
     let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));
     assert_eq!(st, 200, "{v}");
@@ -444,7 +353,7 @@ fn events_in_matches_out_on_the_output_topic() {
     let Some(b) = Broker::start(false) else {
         return;
     };
-    let cfg = b.config();
+    let cfg = client_config(&b);
     let w = weir(&b, "g1", "t1.");
     let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));
     assert_eq!(st, 200, "{v}");
@@ -534,7 +443,7 @@ fn statements_posted_on_one_instance_reach_the_others() {
     let Some(b) = Broker::start(false) else {
         return;
     };
-    let cfg = b.config();
+    let cfg = client_config(&b);
     let a = weir(&b, "g2", "t2.");
     // B takes its settings from a config file and WEIR_KAFKA.
     let bb = weir_from_config(&b, "g2", "t2.");
@@ -627,7 +536,7 @@ fn scale_out_survives_a_sigkilled_instance() {
     let Some(b) = Broker::start(false) else {
         return;
     };
-    let cfg = b.config();
+    let cfg = client_config(&b);
     let cards = 200;
     let want = reference_ids(&b, cards);
     let ws: Vec<Weir> = (0..3).map(|_| weir(&b, "g3", "t3.")).collect();
@@ -718,7 +627,7 @@ fn broker_restart_mid_stream_loses_nothing() {
     let Some(mut b) = Broker::start(true) else {
         return;
     };
-    let cfg = b.config();
+    let cfg = client_config(&b);
     let cards = 60;
     let w = weir_with(&b, "g4", "t4.", 4);
     let (st, v) = post(&w, "/v1/statements", &format!("{STREAM}\n{PROBE}"));

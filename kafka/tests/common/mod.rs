@@ -109,6 +109,17 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failing test shows the broker's side (the whole log is kept in a file).
+            let log = self.log();
+            let keep = std::env::temp_dir().join(format!("weir-broker-{}.log", std::process::id()));
+            let _ = std::fs::write(&keep, &log);
+            eprintln!("--- broker log (whole log in {}) ---", keep.display());
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
         self.stop();
     }
 }
