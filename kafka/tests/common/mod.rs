@@ -22,7 +22,7 @@ fn tansu_available() -> bool {
         .map(PathBuf::from)
         .unwrap_or(home.join(".cache/weir"));
     if cache
-        .join("tansu-0.6.0-dynostore-libsql/bin/tansu")
+        .join("tansu-0.6.0-dynostore-libsql-weir1/bin/tansu")
         .exists()
     {
         return true;
