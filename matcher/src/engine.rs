@@ -39,6 +39,82 @@ use std::sync::Arc;
 pub struct EngineConfig {
     pub cep: CepConfig,
     pub search: SearchLimits,
+    /// Statements that read a repartitioned copy of their source stream (see
+    /// [`repartitions`]); empty = every statement reads its stream as written.
+    pub repartition: Vec<Repartition>,
+}
+
+/// A source stream re-keyed for statements whose PARTITION BY (rules) or GROUP BY
+/// (metrics) does not include the stream's `key`: with more than one partition, one
+/// group's events would otherwise be split across partitions. The service copies each
+/// event of `source` into the hidden stream `stream`, placed by the value of `by` (all
+/// in partition 0 when `by` is `None`), and `statements` read that stream instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repartition {
+    pub source: String,
+    /// The column the copies are placed by; `None` = one partition (a rule without
+    /// PARTITION BY, a metric without GROUP BY, or groups by a nested field).
+    pub by: Option<String>,
+    /// The hidden stream's name: `<source>.by.<column>`, or `<source>.single`. Not a valid
+    /// identifier, so it cannot clash with a statement.
+    pub stream: String,
+    pub statements: Vec<String>,
+}
+
+/// The repartitioned streams a catalog needs when stream `s` has `partitions(s)`
+/// partitions: one per (source stream, column) that some rule or metric groups by
+/// without the stream's key. Streams without a `key`, with one partition, and derived
+/// streams (outputs of other statements) are read as they are. Deterministic (catalog
+/// order), so every worker and every instance agrees.
+pub fn repartitions(catalog: &Catalog, partitions: &dyn Fn(&StreamDef) -> u32) -> Vec<Repartition> {
+    let mut out: Vec<Repartition> = Vec::new();
+    for entry in catalog.entries() {
+        let by = match &entry.statement.kind {
+            StatementKind::CreateRule(r) => &r.partition_by,
+            StatementKind::CreateMetric(m) => &m.group_by,
+            _ => continue,
+        };
+        let Some(src) = entry.from().and_then(|f| catalog.get(f)) else {
+            continue;
+        };
+        if src.derived || src.kind != dsl::ast::ObjectKind::Stream {
+            continue;
+        }
+        let Some(key) = &src.output.key else { continue };
+        if partitions(&src.output) <= 1 {
+            continue;
+        }
+        let cols: Vec<&str> = by
+            .iter()
+            .filter_map(|e| match &e.kind {
+                ExprKind::Path(p) if p.len() == 1 => Some(p[0].name.as_str()),
+                _ => None,
+            })
+            .collect();
+        if cols.iter().any(|c| c == key) {
+            continue;
+        }
+        // Placed by the first column (its groups never span two values of it); a nested
+        // field first, or no column: one partition. `dsl`'s key warning names the same.
+        let col = match by.first().map(|e| &e.kind) {
+            Some(ExprKind::Path(p)) if p.len() == 1 => Some(p[0].name.clone()),
+            _ => None,
+        };
+        let stream = match &col {
+            Some(c) => format!("{}.by.{c}", src.name),
+            None => format!("{}.single", src.name),
+        };
+        match out.iter_mut().find(|r| r.stream == stream) {
+            Some(r) => r.statements.push(entry.name.clone()),
+            None => out.push(Repartition {
+                source: src.name.clone(),
+                by: col,
+                stream,
+                statements: vec![entry.name.clone()],
+            }),
+        }
+    }
+    out
 }
 
 /// Why an event was rejected. Nothing else is affected by a rejected event.
@@ -155,6 +231,8 @@ pub struct Engine {
     read: HashSet<String>,
     /// Every stream in catalog order: each after the streams it reads.
     order: Vec<String>,
+    /// Repartitioned (hidden) stream name → its source stream.
+    hidden: HashMap<String, String>,
 }
 
 fn compile_err(span: dsl::ast::Span, msg: impl Into<String>) -> Diagnostic {
@@ -306,12 +384,22 @@ impl Engine {
         let mut derived = HashSet::new();
         let mut order = Vec::new();
         let mut read = HashSet::new();
+        let mut hidden = HashMap::new();
+        let mut reads_hidden: HashMap<&str, &str> = HashMap::new();
+        for r in &config.repartition {
+            for st in &r.statements {
+                reads_hidden.insert(st.as_str(), r.stream.as_str());
+            }
+        }
         for entry in catalog.entries() {
             order.push(entry.name.clone());
             if let Some(from) = entry.from() {
                 read.insert(from.to_string());
             }
-            let input_name = entry.from().map(str::to_string);
+            let input_name = match reads_hidden.get(entry.name.as_str()) {
+                Some(h) => Some(h.to_string()),
+                None => entry.from().map(str::to_string),
+            };
             // The stream this statement reads, as the engine sees it.
             let input_def = input_name
                 .as_ref()
@@ -321,6 +409,14 @@ impl Engine {
                 (StatementKind::CreateStream(_), _) => {
                     source_names.push(entry.name.clone());
                     streams.insert(entry.name.clone(), StreamRt::new(entry.output.clone()));
+                    for r in config.repartition.iter().filter(|r| r.source == entry.name) {
+                        let mut def = entry.output.clone();
+                        def.name = r.stream.clone();
+                        def.key = r.by.clone();
+                        streams.insert(r.stream.clone(), StreamRt::new(def));
+                        order.push(r.stream.clone());
+                        hidden.insert(r.stream.clone(), entry.name.clone());
+                    }
                 }
                 (StatementKind::CreateRule(r), Plan::Rule(_)) => {
                     let Some(input) = input_def else { continue };
@@ -422,6 +518,7 @@ impl Engine {
             derived,
             read,
             order,
+            hidden,
         })
     }
 
@@ -1016,7 +1113,9 @@ impl Engine {
             let Some(old) = snaps.remove(name) else {
                 continue;
             };
-            if !unchanged(name) {
+            // A repartitioned copy is unchanged when its source stream is.
+            let stream_name = self.hidden.get(name).unwrap_or(name);
+            if !unchanged(stream_name) {
                 report.states_reset +=
                     usize::from(old.cep.is_some() && st.cep.is_some()) + old.metrics.len();
                 continue;

@@ -838,8 +838,10 @@ fn var_error(v: &Ident, vars: &Vars, diags: &mut Vec<Diagnostic>) -> bool {
 }
 
 /// When the input stream declares a `key`, events are spread over log partitions by it:
-/// a rule or metric whose PARTITION BY / GROUP BY does not include that column would see
-/// one key's events split across partitions. Warn (it is exact with one partition).
+/// a rule or metric whose PARTITION BY / GROUP BY does not include that column needs one
+/// group's events brought together. The service does that by copying the stream's events
+/// into a hidden stream re-keyed by the first PARTITION BY / GROUP BY column (or into one
+/// partition without one): correct, but one more log write per event. Warn about the cost.
 fn key_alignment_warning(
     what: &str,
     name: &Ident,
@@ -855,11 +857,15 @@ fn key_alignment_warning(
         diags.push(Diagnostic::warning(
             name.span,
             format!(
-                "stream `{}` is partitioned by its key `{key}`, but {what} `{}` does not {} `{key}`: with more than one partition its groups are split across partitions. {} `{key}`, or declare the stream's key as the column you group by",
+                "stream `{}` is partitioned by its key `{key}`, but {what} `{}` does not {} `{key}`: with more than one partition its events are copied into a stream re-keyed by {} (one more log write per event). To avoid that, {} `{key}`, or declare the stream's key as the column you group by",
                 input.name,
                 name.name,
                 if what == "rule" { "PARTITION BY" } else { "GROUP BY" },
-                if what == "rule" { "Add to PARTITION BY" } else { "Add to GROUP BY" },
+                match by.first().map(|e| &e.kind) {
+                    Some(ExprKind::Path(p)) if p.len() == 1 => format!("`{}`", p[0].name),
+                    _ => "nothing (one partition)".to_string(),
+                },
+                if what == "rule" { "add to PARTITION BY" } else { "add to GROUP BY" },
             ),
         ));
     }
