@@ -194,6 +194,9 @@ struct StreamRt {
     metrics: Vec<(Arc<MetricPlan>, MetricState)>,
     max_ts: Option<i64>,
     watermark: i64,
+    /// The watermark comes from outside ([`Engine::advance_watermark`]), not from the
+    /// rows: a repartitioned stream, whose rows merge several source partitions.
+    external_watermark: bool,
     /// Offsets for derived streams (the position of a record in the derived stream).
     next_derived_offset: u64,
     counters: StreamCounters,
@@ -213,6 +216,7 @@ impl StreamRt {
             metrics: Vec::new(),
             max_ts: None,
             watermark: i64::MIN,
+            external_watermark: false,
             next_derived_offset: 0,
             counters: StreamCounters::default(),
         }
@@ -413,7 +417,9 @@ impl Engine {
                         let mut def = entry.output.clone();
                         def.name = r.stream.clone();
                         def.key = r.by.clone();
-                        streams.insert(r.stream.clone(), StreamRt::new(def));
+                        let mut rt = StreamRt::new(def);
+                        rt.external_watermark = true;
+                        streams.insert(r.stream.clone(), rt);
                         order.push(r.stream.clone());
                         hidden.insert(r.stream.clone(), entry.name.clone());
                     }
@@ -817,11 +823,19 @@ impl Engine {
         }
         st.counters.accepted += 1;
         st.max_ts = Some(st.max_ts.map_or(ts, |m| m.max(ts)));
-        let wm = st
-            .max_ts
-            .unwrap_or(i64::MIN)
-            .saturating_sub(st.def.max_delay_ms.min(i64::MAX as u64) as i64);
-        st.watermark = st.watermark.max(wm);
+        if !st.external_watermark {
+            let wm = st
+                .max_ts
+                .unwrap_or(i64::MIN)
+                .saturating_sub(st.def.max_delay_ms.min(i64::MAX as u64) as i64);
+            st.watermark = st.watermark.max(wm);
+        }
+        // With an outside watermark the rule state never moves its own.
+        let cep_delay = if st.external_watermark {
+            u64::MAX
+        } else {
+            st.def.max_delay_ms
+        };
 
         let mut produced = Vec::new();
         // Searches first: they answer on arrival.
@@ -840,15 +854,7 @@ impl Engine {
         // Rules.
         if let Some((set, state)) = st.cep.as_mut() {
             let mut matches = Vec::new();
-            state.process_with(
-                set,
-                row,
-                ts,
-                offset,
-                st.def.max_delay_ms,
-                st.def.late,
-                &mut matches,
-            );
+            state.process_with(set, row, ts, offset, cep_delay, st.def.late, &mut matches);
             produced.extend(matches.into_iter().map(rule_record));
         }
         let wm = st.watermark;
@@ -1198,6 +1204,43 @@ impl Engine {
     /// The current watermark of a stream.
     pub fn watermark(&self, stream: &str) -> Option<i64> {
         self.streams.get(stream).map(|s| s.watermark)
+    }
+
+    /// True when an event of `stream` at event time `ts` would be late and dropped.
+    pub fn drops_late(&self, stream: &str, ts: i64) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|s| s.def.late == LatePolicy::Drop && ts < s.watermark)
+    }
+
+    /// Moves the watermark of a stream whose watermark comes from outside (a
+    /// repartitioned stream: the minimum over its source partitions) forward; it never
+    /// goes back. Buffered rows at or below it are released, WITHIN deadlines and
+    /// windows it passed are decided; outputs go to `out`.
+    pub fn advance_watermark(&mut self, stream: &str, wm: i64, out: &mut Vec<OutputRecord>) {
+        let Some(st) = self.streams.get_mut(stream) else {
+            return;
+        };
+        if !st.external_watermark || wm <= st.watermark {
+            return;
+        }
+        st.watermark = wm;
+        let mut produced = Vec::new();
+        if let Some((set, state)) = st.cep.as_mut() {
+            let mut matches = Vec::new();
+            state.advance_watermark(set, wm, &mut matches);
+            produced.extend(matches.into_iter().map(rule_record));
+        }
+        for (plan, state) in st.metrics.iter_mut() {
+            plan.advance_watermark(state, wm, &mut produced);
+        }
+        let feed: Vec<OutputRecord> = produced
+            .iter()
+            .filter(|r| self.read.contains(r.statement()))
+            .cloned()
+            .collect();
+        out.extend(produced);
+        self.drain(feed, out);
     }
 
     /// Every stream (source and derived) in catalog order.

@@ -338,6 +338,11 @@ impl RowDecoder {
         Ok(Row { values, extra })
     }
 
+    /// True when the stream has an `event_time` column.
+    pub fn has_event_time(&self) -> bool {
+        self.event_time.is_some()
+    }
+
     /// The event time of a decoded row (the `event_time` column), if the stream has one
     /// and the row carries it.
     pub fn event_time(&self, row: &Row) -> Option<i64> {

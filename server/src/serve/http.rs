@@ -845,6 +845,18 @@ async fn prometheus(State(s): St) -> Response {
         relaxed(&c.outputs_deduplicated),
     );
     metric(
+        "weir_repartition_copies_total",
+        "counter",
+        "Events copied into repartitioned streams (statements grouped by a column other than the stream's key).",
+        relaxed(&c.copies_written),
+    );
+    metric(
+        "weir_repartition_copies_deduplicated_total",
+        "counter",
+        "Repartitioned copies written again by a replay after a crash, and dropped.",
+        relaxed(&c.copies_deduplicated),
+    );
+    metric(
         "weir_idempotent_replays_total",
         "counter",
         "Event writes answered from a finished request with the same Idempotency-Key.",

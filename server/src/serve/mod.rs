@@ -11,6 +11,7 @@
 pub mod events;
 pub mod http;
 pub mod idempotency;
+pub mod repartition;
 pub mod state;
 pub mod worker;
 
@@ -494,9 +495,22 @@ pub fn ingest_with<'a>(
         );
     };
     let topic = stream_topic(stream);
-    // Backpressure: refuse when the workers of any partition are too far behind.
-    for p in 0..info.partitions {
-        if shared.runs_partition(p) && shared.lag(&topic, p) > shared.settings.max_lag {
+    // Backpressure: refuse when the workers of any partition are too far behind, on the
+    // stream or on its repartitioned copies.
+    let mut topics = vec![topic.clone()];
+    topics.extend(
+        shared
+            .current()
+            .repartitions(shared.settings.partitions)
+            .iter()
+            .filter(|r| r.source == stream)
+            .map(|r| stream_topic(&r.stream)),
+    );
+    for (topic, p) in topics
+        .iter()
+        .flat_map(|t| (0..info.partitions).map(move |p| (t, p)))
+    {
+        if shared.runs_partition(p) && shared.lag(topic, p) > shared.settings.max_lag {
             shared
                 .counters
                 .requests_throttled

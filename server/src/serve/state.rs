@@ -4,6 +4,7 @@
 use dsl::ast::ObjectKind;
 use dsl::check::Catalog;
 use dsl::Diagnostic;
+use matcher::engine::Repartition;
 use matcher::value::RowDecoder;
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
@@ -239,6 +240,9 @@ pub struct Version {
     pub effect: Position,
     /// Canonical text per statement name (to tell changed statements).
     pub texts: HashMap<String, String>,
+    /// The repartitioned streams this catalog needs (worked out on first use; the
+    /// default partition count is fixed for the life of the process).
+    repartition: std::sync::OnceLock<Vec<Repartition>>,
 }
 
 impl Version {
@@ -248,6 +252,7 @@ impl Version {
             stmt_end: 0,
             effect: Position::new(),
             texts: HashMap::new(),
+            repartition: Default::default(),
         }
     }
 
@@ -262,22 +267,43 @@ impl Version {
             stmt_end,
             effect,
             texts,
+            repartition: Default::default(),
         }
     }
 
-    /// Source streams and their partition counts.
+    /// Source streams and their partition counts, each followed by its repartitioned
+    /// (hidden) streams, which have as many partitions as it.
     pub fn streams(&self, default_partitions: u32) -> Vec<(String, u32)> {
-        self.catalog
-            .entries()
-            .iter()
-            .filter(|e| e.kind == ObjectKind::Stream)
-            .map(|e| {
-                (
-                    e.name.clone(),
-                    e.output.partitions.unwrap_or(default_partitions),
-                )
+        let reparts = self.repartitions(default_partitions);
+        let mut out = Vec::new();
+        for e in self.catalog.entries() {
+            if e.kind != ObjectKind::Stream {
+                continue;
+            }
+            let parts = e.output.partitions.unwrap_or(default_partitions);
+            out.push((e.name.clone(), parts));
+            for r in reparts.iter().filter(|r| r.source == e.name) {
+                out.push((r.stream.clone(), parts));
+            }
+        }
+        out
+    }
+
+    /// Statements grouped by a column other than their stream's key read a copy of the
+    /// stream re-keyed by that column ([`matcher::engine::repartitions`]).
+    pub fn repartitions(&self, default_partitions: u32) -> &[Repartition] {
+        self.repartition.get_or_init(|| {
+            matcher::engine::repartitions(&self.catalog, &|def| {
+                def.partitions.unwrap_or(default_partitions)
             })
-            .collect()
+        })
+    }
+
+    /// The repartitioned stream named `stream`, if it is one.
+    pub fn hidden_stream(&self, default_partitions: u32, stream: &str) -> Option<&Repartition> {
+        self.repartitions(default_partitions)
+            .iter()
+            .find(|r| r.stream == stream)
     }
 }
 
@@ -307,6 +333,9 @@ pub struct Counters {
     pub states_reset: AtomicU64,
     pub checkpoints_written: AtomicU64,
     pub checkpoint_failures: AtomicU64,
+    /// Events copied into repartitioned streams, and copies dropped as replays.
+    pub copies_written: AtomicU64,
+    pub copies_deduplicated: AtomicU64,
 }
 
 /// Progress of one partition worker (what it has applied).
@@ -319,6 +348,10 @@ pub struct Progress {
     pub state_bytes: usize,
     /// Per stream: (accepted, rejected, late_dropped, late_processed, metric_late, metric_group_dropped).
     pub stream_counters: Vec<(String, [u64; 6])>,
+    /// Repartitioned copies this worker wrote: (hidden stream topic, partition, end
+    /// offset after its last append). Input it has applied is covered (`after=`) once
+    /// the workers of those partitions have read that far.
+    pub copies: Vec<(String, u32, u64)>,
 }
 
 /// A question for a worker's engine, run between batches on the worker thread.
@@ -448,6 +481,22 @@ impl Shared {
             if g.applied.get(topic, part).unwrap_or(0) < end {
                 return false;
             }
+            // The copies of these events for repartitioned statements must be applied
+            // too (by whichever worker reads them).
+            let copies = g.copies.clone();
+            drop(g);
+            for (ht, q, e) in copies {
+                if !self.runs_partition(q) {
+                    continue;
+                }
+                let Some(pq) = self.progress.get(q as usize) else {
+                    return false;
+                };
+                let gq = pq.lock().unwrap_or_else(|e| e.into_inner());
+                if gq.applied.get(&ht, q).unwrap_or(0) < e {
+                    return false;
+                }
+            }
         }
         true
     }
@@ -513,6 +562,16 @@ impl Shared {
                     .unwrap_or_else(|| k.config().stream_topic(&e.name));
                 k.map_topic(&stream_topic(&e.name), &kt)?;
             }
+        }
+        // Repartitioned copies: `<prefix><stream>.by.<column>` (internal topics).
+        let reparts = matcher::engine::repartitions(catalog, &|d| {
+            d.partitions.unwrap_or(self.settings.partitions)
+        });
+        for r in reparts {
+            k.map_topic(
+                &stream_topic(&r.stream),
+                &k.config().stream_topic(&r.stream),
+            )?;
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! carried over ([`Engine::restore`]); changed ones start empty (counted in
 //! `weir_states_reset_total`).
 
+use super::repartition;
 use super::state::{relaxed, stream_topic, Progress, Shared, Version};
 use matcher::engine::{Engine, EngineConfig, EngineSnapshot};
 use matcher::output::OutputRecord;
@@ -25,6 +26,14 @@ pub struct WorkerCheckpoint {
     /// End of the outputs topic when the checkpoint was taken: outputs re-derived on
     /// replay are looked up among the ids written from here on.
     pub outputs_end: u64,
+    /// Repartitioned streams read: per hidden topic, per source partition, the next
+    /// source offset expected (copies below it are replays, dropped).
+    #[serde(default)]
+    pub copies_seen: HashMap<String, HashMap<u32, u64>>,
+    /// Repartitioned streams read: per hidden topic, the last mark of each source
+    /// partition (watermark, idle).
+    #[serde(default)]
+    pub marks: HashMap<String, HashMap<u32, (i64, bool)>>,
 }
 
 pub fn checkpoint_name(partition: u32) -> String {
@@ -50,10 +59,29 @@ pub struct Worker {
     /// Sequence of the last checkpoint this worker wrote (Kafka mode: a partition given
     /// back to this instance resumes from memory when nobody wrote a newer one).
     written_seq: Option<u64>,
+    /// Repartitioned copies read: see [`WorkerCheckpoint::copies_seen`].
+    copies_seen: HashMap<String, HashMap<u32, u64>>,
+    /// Repartitioned copies written: (hidden topic, partition) → end offset after the
+    /// last append.
+    copies_written: HashMap<(String, u32), u64>,
+    /// Repartitioned streams read: see [`WorkerCheckpoint::marks`].
+    marks: HashMap<String, HashMap<u32, (i64, bool)>>,
+    /// Marks sent per hidden topic (watermark, idle), to send only changes.
+    marks_sent: HashMap<String, (i64, bool)>,
+    /// Per source stream with repartitioned copies: since when every read found nothing.
+    drained_since: HashMap<String, Instant>,
 }
 
-fn build_engine(v: &Version, partition: u32) -> Engine {
-    match Engine::new(&v.catalog, partition, &EngineConfig::default()) {
+/// A source partition with no new events for this long stops holding back the watermark
+/// of the streams repartitioned from it (as Flink's idle sources).
+pub const REPARTITION_IDLE: Duration = Duration::from_secs(5);
+
+fn build_engine(v: &Version, partition: u32, default_partitions: u32) -> Engine {
+    let config = EngineConfig {
+        repartition: v.repartitions(default_partitions).to_vec(),
+        ..Default::default()
+    };
+    match Engine::new(&v.catalog, partition, &config) {
         Ok(e) => e,
         Err(diags) => {
             for d in diags {
@@ -75,7 +103,7 @@ impl Worker {
     /// A worker that holds no partition yet (Kafka mode, before the group assigns it).
     pub fn idle(shared: Arc<Shared>, partition: u32) -> Worker {
         Worker {
-            engine: build_engine(&Version::empty(), partition),
+            engine: build_engine(&Version::empty(), partition, shared.settings.partitions),
             shared,
             partition,
             version_idx: 0,
@@ -85,6 +113,11 @@ impl Worker {
             state_bytes: 0,
             state_bytes_at: None,
             written_seq: None,
+            copies_seen: HashMap::new(),
+            copies_written: HashMap::new(),
+            marks: HashMap::new(),
+            marks_sent: HashMap::new(),
+            drained_since: HashMap::new(),
         }
     }
 
@@ -116,7 +149,8 @@ impl Worker {
                 let idx = versions.iter().position(|v| v.stmt_end == stmt_end);
                 match (idx, serde_json::from_slice::<WorkerCheckpoint>(&c.data)) {
                     (Some(idx), Ok(ck)) => {
-                        let mut engine = build_engine(&versions[idx], partition);
+                        let mut engine =
+                            build_engine(&versions[idx], partition, shared.settings.partitions);
                         match engine.restore(ck.engine, &|_| true) {
                             Ok(_) => {
                                 let next = c
@@ -125,7 +159,13 @@ impl Worker {
                                     .filter(|(t, p, _)| *t != STATEMENTS_TOPIC && *p == partition)
                                     .map(|(t, _, o)| (t.to_string(), o))
                                     .collect();
-                                start = Some((idx, engine, next, ck.outputs_end));
+                                start = Some((
+                                    idx,
+                                    engine,
+                                    next,
+                                    ck.outputs_end,
+                                    (ck.copies_seen, ck.marks),
+                                ));
                             }
                             Err(e) => {
                                 tracing::warn!(partition, error = %e, "checkpoint not usable; replaying the whole log")
@@ -147,14 +187,20 @@ impl Worker {
                 tracing::warn!(partition, error = %e, "cannot read checkpoints; replaying the whole log")
             }
         }
-        let (version_idx, engine, next, outputs_from) = match start {
+        let (version_idx, engine, next, outputs_from, (copies_seen, marks)) = match start {
             Some(s) => s,
             None => {
                 let v0 = versions
                     .first()
                     .cloned()
                     .unwrap_or_else(|| Arc::new(Version::empty()));
-                (0, build_engine(&v0, partition), HashMap::new(), 0)
+                (
+                    0,
+                    build_engine(&v0, partition, shared.settings.partitions),
+                    HashMap::new(),
+                    0,
+                    (HashMap::new(), HashMap::new()),
+                )
             }
         };
         let mut w = Worker {
@@ -168,6 +214,11 @@ impl Worker {
             state_bytes: 0,
             state_bytes_at: None,
             written_seq: None,
+            copies_seen,
+            copies_written: HashMap::new(),
+            marks,
+            marks_sent: HashMap::new(),
+            drained_since: HashMap::new(),
         };
         w.publish(&versions);
         (w, outputs_from)
@@ -213,6 +264,11 @@ impl Worker {
                 last_checkpoint: last,
                 state_bytes,
                 stream_counters: counters,
+                copies: self
+                    .copies_written
+                    .iter()
+                    .map(|((t, q), e)| (t.clone(), *q, *e))
+                    .collect(),
             };
         }
         self.shared.notify_progress();
@@ -237,7 +293,7 @@ impl Worker {
         let old = &versions[self.version_idx];
         let new = &versions[self.version_idx + 1];
         let snap = self.engine.snapshot();
-        let mut engine = build_engine(new, self.partition);
+        let mut engine = build_engine(new, self.partition, self.shared.settings.partitions);
         let unchanged =
             |name: &str| old.texts.contains_key(name) && old.texts.get(name) == new.texts.get(name);
         match engine.restore(snap, &unchanged) {
@@ -265,11 +321,22 @@ impl Worker {
         };
         let mut read = 0;
         let mut out: Vec<OutputRecord> = Vec::new();
-        for (stream, parts) in v.streams(self.shared.settings.partitions) {
+        let default_parts = self.shared.settings.partitions;
+        // Copies for repartitioned streams, per (hidden topic, partition).
+        let mut copies: HashMap<(String, u32), Vec<Vec<u8>>> = HashMap::new();
+        for (stream, parts) in v.streams(default_parts) {
             if self.partition >= parts {
                 continue;
             }
             let topic = stream_topic(&stream);
+            let hidden = v.hidden_stream(default_parts, &stream).is_some();
+            // Repartitioned streams fed from this one: (hidden topic, column).
+            let targets: Vec<(String, Option<String>)> = v
+                .repartitions(default_parts)
+                .iter()
+                .filter(|r| r.source == stream)
+                .map(|r| (stream_topic(&r.stream), r.by.clone()))
+                .collect();
             let limit = self.limit(versions, &topic);
             let from = self.next.get(&topic).copied().unwrap_or(0);
             if from >= limit {
@@ -309,27 +376,104 @@ impl Worker {
                     continue;
                 }
             };
+            let drained = recs.is_empty();
             let mut next_off = None;
             for r in recs {
                 if r.offset >= limit {
                     break;
                 }
                 next_off = Some(r.offset + 1);
+                let (payload, ingest_ms) = if hidden {
+                    let Some(c) = repartition::decode(&r.payload) else {
+                        self.shared
+                            .counters
+                            .replay_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    };
+                    if let Some((wm, idle)) = c.mark() {
+                        // A source partition's watermark: the merged one may move.
+                        let marks = self.marks.entry(topic.clone()).or_default();
+                        let e = marks.entry(c.partition).or_insert((wm, idle));
+                        *e = (e.0.max(wm), idle);
+                        if let Some(w) = repartition::merged_watermark(marks) {
+                            self.engine.advance_watermark(&stream, w, &mut out);
+                        }
+                        continue;
+                    }
+                    let seen = self
+                        .copies_seen
+                        .entry(topic.clone())
+                        .or_default()
+                        .entry(c.partition)
+                        .or_insert(0);
+                    if c.offset < *seen {
+                        // Appended again by a source worker replaying after a crash.
+                        self.shared
+                            .counters
+                            .copies_deduplicated
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    *seen = c.offset + 1;
+                    (c.payload, c.ts_ms)
+                } else {
+                    (&r.payload[..], r.timestamp_ms)
+                };
                 // Decoded straight into a row (no `serde_json::Value`); a payload the
                 // decoder refuses takes the reference path, which reports and counts it.
-                let row = self
-                    .engine
-                    .decoder(&stream)
-                    .and_then(|d| d.decode_bytes(&r.payload).ok());
+                let mut json = None;
+                let row = match self.engine.decoder(&stream) {
+                    Some(d) => match d.decode_bytes(payload) {
+                        Ok(row) => Some(row),
+                        Err(_) => {
+                            json = serde_json::from_slice::<serde_json::Value>(payload).ok();
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                if !targets.is_empty() {
+                    // Placed by the row (the reference decoding when the fast one refused).
+                    // An event late here (and dropped) is not copied: it would be late in
+                    // one partition too.
+                    let decoder = self.engine.decoder(&stream);
+                    let fallback = match (&row, &json, decoder) {
+                        (None, Some(j), Some(d)) => d.decode(j).ok(),
+                        _ => None,
+                    };
+                    let placed = row.as_ref().or(fallback.as_ref());
+                    let late = match (placed, decoder) {
+                        (Some(pr), Some(d)) => {
+                            let ts = if d.has_event_time() {
+                                d.event_time(pr)
+                            } else {
+                                Some(ingest_ms)
+                            };
+                            ts.is_some_and(|t| self.engine.drops_late(&stream, t))
+                        }
+                        _ => false,
+                    };
+                    if let (Some(placed), Some(d), false) = (placed, decoder, late) {
+                        for (ht, by) in &targets {
+                            let q = repartition::place(placed, d, by.as_deref(), parts);
+                            copies
+                                .entry((ht.clone(), q))
+                                .or_default()
+                                .push(repartition::encode(
+                                    self.partition,
+                                    r.offset,
+                                    r.timestamp_ms,
+                                    &r.payload,
+                                ));
+                        }
+                    }
+                }
                 if let Some(row) = row {
-                    if let Err(e) = self.engine.ingest_row(
-                        &stream,
-                        r.offset,
-                        row,
-                        None,
-                        r.timestamp_ms,
-                        &mut out,
-                    ) {
+                    if let Err(e) = self
+                        .engine
+                        .ingest_row(&stream, r.offset, row, None, ingest_ms, &mut out)
+                    {
                         self.shared
                             .counters
                             .replay_errors
@@ -339,11 +483,11 @@ impl Worker {
                     read += 1;
                     continue;
                 }
-                match serde_json::from_slice::<serde_json::Value>(&r.payload) {
-                    Ok(ev) => {
-                        if let Err(e) =
-                            self.engine
-                                .ingest(&stream, r.offset, &ev, r.timestamp_ms, &mut out)
+                match json {
+                    Some(ev) => {
+                        if let Err(e) = self
+                            .engine
+                            .ingest(&stream, r.offset, &ev, ingest_ms, &mut out)
                         {
                             self.shared
                                 .counters
@@ -352,7 +496,7 @@ impl Worker {
                             tracing::debug!(partition = self.partition, stream, offset = r.offset, error = %e, "event not applied");
                         }
                     }
-                    Err(_) => {
+                    None => {
                         self.shared
                             .counters
                             .replay_errors
@@ -364,12 +508,88 @@ impl Worker {
             if let Some(n) = next_off {
                 self.next.insert(topic.clone(), n);
             }
+            // Tell the readers of this stream's repartitioned copies how far its
+            // watermark got here, and when this partition has read all its input.
+            if !targets.is_empty() {
+                let wm = self.engine.watermark(&stream).unwrap_or(i64::MIN);
+                let idle = if drained {
+                    self.drained_since
+                        .entry(stream.clone())
+                        .or_insert_with(Instant::now)
+                        .elapsed()
+                        >= REPARTITION_IDLE
+                } else {
+                    self.drained_since.remove(&stream);
+                    false
+                };
+                // A partition that never saw an event does not take part.
+                let mark = (wm, idle);
+                for (ht, _) in targets.iter().filter(|_| wm > i64::MIN) {
+                    if self.marks_sent.get(ht) == Some(&mark) {
+                        continue;
+                    }
+                    self.marks_sent.insert(ht.clone(), mark);
+                    for q in 0..parts {
+                        copies
+                            .entry((ht.clone(), q))
+                            .or_default()
+                            .push(repartition::encode_mark(self.partition, wm, idle));
+                    }
+                }
+            }
+        }
+        if !copies.is_empty() {
+            self.write_copies(copies);
         }
         if !out.is_empty() {
             self.write_outputs(out);
         }
         self.events_since_ckpt += read as u64;
         read
+    }
+
+    /// Appends repartitioned copies and waits until they are durable (a copy is read only
+    /// once durable, and the checkpoint covering its source must not come first). A
+    /// failed append is retried: copies are never skipped.
+    fn write_copies(&mut self, copies: HashMap<(String, u32), Vec<Vec<u8>>>) {
+        let mut copies: Vec<_> = copies.into_iter().collect();
+        copies.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut waits = Vec::new();
+        for ((topic, q), recs) in copies {
+            let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+            let mut delay = Duration::from_millis(10);
+            loop {
+                match self.shared.log.append_nowait(&topic, q, &refs) {
+                    Ok(a) => {
+                        let n = recs
+                            .iter()
+                            .filter(|r| repartition::decode(r).is_some_and(|c| c.mark().is_none()))
+                            .count();
+                        self.shared
+                            .counters
+                            .copies_written
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        self.copies_written.insert((topic.clone(), q), a.end_offset);
+                        waits.push((topic, q, a.end_offset));
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(partition = self.partition, topic, error = %e, "cannot append repartitioned copies; retrying");
+                        std::thread::sleep(delay);
+                        delay = (delay * 2).min(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+        for (topic, q, end) in waits {
+            let mut delay = Duration::from_millis(10);
+            while let Err(e) = self.shared.log.wait_durable(&topic, q, end) {
+                tracing::error!(partition = self.partition, topic, error = %e, "repartitioned copies not durable; retrying");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+        self.shared.wake_workers();
     }
 
     fn write_outputs(&self, out: Vec<OutputRecord>) {
@@ -519,6 +739,8 @@ impl Worker {
         let ck = WorkerCheckpoint {
             engine: self.engine.snapshot(),
             outputs_end,
+            copies_seen: self.copies_seen.clone(),
+            marks: self.marks.clone(),
         };
         let data = match serde_json::to_vec(&ck) {
             Ok(d) => d,

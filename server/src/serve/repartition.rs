@@ -1,0 +1,177 @@
+//! Repartitioning: a rule or metric grouped by a column other than its stream's `key`
+//! reads a copy of the stream re-keyed by that column ([`matcher::engine::Repartition`]).
+//!
+//! The worker of source partition `p` appends each event of the stream, as it applies it,
+//! to the hidden stream's topic (`stream.<source>.by.<column>`, as many partitions as the
+//! source), in the partition the column's value hashes to. A copy is the event's bytes
+//! behind a small header: the source partition and offset, and the source record's
+//! timestamp (the event time of streams without `event_time`).
+//!
+//! After a crash, the source worker replays from its checkpoint and appends some copies
+//! again. The reader of a hidden partition keeps, per source partition, the next source
+//! offset it expects (in its checkpoint) and drops copies below it, so each event is
+//! applied once; and since the log orders the copies, replays see the same input.
+//! A source checkpoint is written only after its copies are durable.
+
+use matcher::value::{Row, RowDecoder, Value};
+
+const MAGIC: &[u8; 3] = b"WR\x01";
+const HEADER: usize = 3 + 4 + 8 + 8;
+
+/// A copy of source record (`partition`, `offset`) with timestamp `ts_ms`.
+pub fn encode(partition: u32, offset: u64, ts_ms: i64, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER + payload.len());
+    v.extend_from_slice(MAGIC);
+    v.extend_from_slice(&partition.to_le_bytes());
+    v.extend_from_slice(&offset.to_le_bytes());
+    v.extend_from_slice(&ts_ms.to_le_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A watermark mark from source partition `partition`: its watermark of the source
+/// stream, and whether it has read all its input (idle: it does not hold the repartitioned
+/// stream's watermark back until it sends a copy again).
+pub fn encode_mark(partition: u32, watermark: i64, idle: bool) -> Vec<u8> {
+    encode(partition, MARK, watermark, &[u8::from(idle)])
+}
+
+/// The offset field of a mark.
+const MARK: u64 = u64::MAX;
+
+/// A copy's source record: (partition, offset, timestamp, event bytes).
+pub struct Copy<'a> {
+    pub partition: u32,
+    pub offset: u64,
+    pub ts_ms: i64,
+    pub payload: &'a [u8],
+}
+
+impl Copy<'_> {
+    /// A mark ([`encode_mark`]): `Some((watermark, idle))`.
+    pub fn mark(&self) -> Option<(i64, bool)> {
+        (self.offset == MARK).then(|| (self.ts_ms, self.payload.first() == Some(&1)))
+    }
+}
+
+/// The watermark of a repartitioned stream in one partition, from the marks of its
+/// source partitions: the lowest watermark of the active ones; when every one is idle,
+/// the highest (all input so far has arrived, as in one partition). `None` before any mark.
+pub fn merged_watermark(marks: &std::collections::HashMap<u32, (i64, bool)>) -> Option<i64> {
+    let active = marks
+        .values()
+        .filter(|(_, idle)| !idle)
+        .map(|(w, _)| *w)
+        .min();
+    active.or_else(|| marks.values().map(|(w, _)| *w).max())
+}
+
+pub fn decode(rec: &[u8]) -> Option<Copy<'_>> {
+    if rec.len() < HEADER || &rec[..3] != MAGIC {
+        return None;
+    }
+    let partition = u32::from_le_bytes(rec[3..7].try_into().ok()?);
+    let offset = u64::from_le_bytes(rec[7..15].try_into().ok()?);
+    let ts_ms = i64::from_le_bytes(rec[15..23].try_into().ok()?);
+    Some(Copy {
+        partition,
+        offset,
+        ts_ms,
+        payload: &rec[HEADER..],
+    })
+}
+
+/// Where a row's copy goes: the hash of column `by` (declared or not) modulo `parts`;
+/// partition 0 without a column.
+pub fn place(row: &Row, decoder: &RowDecoder, by: Option<&str>, parts: u32) -> u32 {
+    let Some(col) = by else { return 0 };
+    if parts <= 1 {
+        return 0;
+    }
+    let h = match decoder.column_index(col) {
+        Some(i) => value_hash(row.get(i)),
+        None => match row.extra.get(col) {
+            Some(j) => value_hash(&Value::from_json(j)),
+            None => value_hash(&Value::Null),
+        },
+    };
+    (h % parts as u64) as u32
+}
+
+/// A stable hash (FNV-1a) of a value, equal for values that group together: an INT and
+/// a FLOAT with the same integral value hash alike.
+pub fn value_hash(v: &Value) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |tag: u8, bytes: &[u8]| {
+        for b in std::iter::once(&tag).chain(bytes) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    match v {
+        Value::Null => eat(0, &[]),
+        Value::Bool(b) => eat(1, &[u8::from(*b)]),
+        Value::Int(i) => eat(2, &i.to_le_bytes()),
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e18 => {
+            eat(2, &(*f as i64).to_le_bytes())
+        }
+        Value::Float(f) => eat(3, &f.to_bits().to_le_bytes()),
+        Value::String(s) => eat(4, s.as_bytes()),
+        Value::Timestamp(t) => eat(5, &t.to_le_bytes()),
+        Value::Json(j) => eat(6, j.to_string().as_bytes()),
+    }
+    h
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_round_trip() {
+        let c = encode(3, 1 << 40, -5, b"{\"a\":1}");
+        let d = decode(&c).unwrap();
+        assert_eq!(
+            (d.partition, d.offset, d.ts_ms, d.payload),
+            (3, 1 << 40, -5, &b"{\"a\":1}"[..])
+        );
+        assert!(decode(b"{\"a\":1}").is_none());
+        assert!(decode(&c[..10]).is_none());
+        assert!(decode(&c).unwrap().mark().is_none());
+        let m = encode_mark(2, 12_345, true);
+        let d = decode(&m).unwrap();
+        assert_eq!((d.partition, d.mark()), (2, Some((12_345, true))));
+    }
+
+    #[test]
+    fn merged_watermark_is_the_slowest_active_source() {
+        use std::collections::HashMap;
+        let mut m: HashMap<u32, (i64, bool)> = HashMap::new();
+        assert_eq!(merged_watermark(&m), None);
+        m.insert(0, (100, false));
+        m.insert(1, (50, false));
+        m.insert(2, (500, true));
+        assert_eq!(merged_watermark(&m), Some(50));
+        m.insert(1, (50, true));
+        assert_eq!(merged_watermark(&m), Some(100));
+        m.insert(0, (100, true));
+        assert_eq!(merged_watermark(&m), Some(500));
+    }
+
+    #[test]
+    fn equal_groups_hash_alike() {
+        assert_eq!(value_hash(&Value::Int(7)), value_hash(&Value::Float(7.0)));
+        assert_ne!(value_hash(&Value::Int(7)), value_hash(&Value::Float(7.5)));
+        assert_ne!(
+            value_hash(&Value::String("7".into())),
+            value_hash(&Value::Int(7))
+        );
+        // Stable across builds and processes (copies placed before a restart and after
+        // it must meet): a fixed value.
+        assert_eq!(
+            value_hash(&Value::String("m1".into())),
+            13263902551165912081
+        );
+    }
+}
