@@ -688,3 +688,126 @@ fn broker_restart_mid_stream_loses_nothing() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// A rule partitioned by `merchant` over a topic keyed by `card`, on two instances: the
+/// events go through the internal repartition topic (written by the instance that reads a
+/// card's partition, read by the one that runs the merchant's), and each merchant's
+/// sequence, made of three cards' payments, matches once.
+#[test]
+fn rules_grouped_by_another_column_are_repartitioned_across_instances() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let cfg = client_config(&b);
+    let a = weir(&b, "g5", "t5.");
+    let stream = "CREATE STREAM pay (card STRING, merchant STRING, amount FLOAT, ts TIMESTAMP)
+      WITH (event_time = 'ts', key = 'card');";
+    let rule = "CREATE RULE per_merchant AS FROM pay PARTITION BY merchant
+      PATTERN (s1 s2 big) WITHIN 1 MINUTE
+      DEFINE s1 AS amount < 5, s2 AS amount < 5 AND card <> s1.card,
+             big AS amount > 500 AND card <> s2.card
+      MEASURES s1.card AS c1, s2.card AS c2, big.card AS c3;";
+    let (st, v) = post(&a, "/v1/statements", &format!("{stream}\n{rule}"));
+    assert_eq!(st, 200, "{v}");
+    assert!(v["warnings"].to_string().contains("re-keyed"), "{v}");
+    let b2 = weir(&b, "g5", "t5.");
+    // Both instances run some partitions before the events come.
+    let t0 = Instant::now();
+    while owned_partitions(&a) == 4 || owned_partitions(&b2) == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the group never split"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let merchants = 12;
+    let mut evs = Vec::new();
+    let mut ts = 10_000;
+    for m in 0..merchants {
+        for (k, amount) in [(0, 1.0), (1, 2.0), (2, 900.0)] {
+            ts += 10;
+            evs.push(
+                json!({"card": format!("c{m}-{k}"), "merchant": format!("m{m}"),
+                            "amount": amount, "ts": ts}),
+            );
+        }
+    }
+    // Later events on many cards move every source partition's watermark past them.
+    for i in 0..32 {
+        evs.push(
+            json!({"card": format!("f{i}"), "merchant": "flush", "amount": 1.0,
+                        "ts": 1_000_000 + i}),
+        );
+    }
+    produce(&cfg, "t5.pay", &evs);
+    let t0 = Instant::now();
+    loop {
+        let outs: Vec<(String, Value)> = output_topic(&cfg, "t5.")
+            .into_iter()
+            .filter(|(_, v)| v["rule"] == "per_merchant")
+            .collect();
+        let ms: BTreeSet<String> = outs
+            .iter()
+            .map(|(_, v)| v["fields"]["merchant"].as_str().unwrap().to_string())
+            .collect();
+        if ms.len() == merchants {
+            let ids: BTreeSet<&String> = outs.iter().map(|(id, _)| id).collect();
+            assert_eq!(ids.len(), merchants, "one output per merchant: {outs:?}");
+            for (_, v) in &outs {
+                let m = v["fields"]["merchant"].as_str().unwrap();
+                assert_eq!(
+                    v["fields"]["c3"].as_str().unwrap(),
+                    format!("c{}-2", &m[1..])
+                );
+            }
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let m: Vec<String> = [&a, &b2]
+                .iter()
+                .flat_map(|w| {
+                    get(w, "/metrics")
+                        .1
+                        .as_str()
+                        .unwrap_or("")
+                        .lines()
+                        .filter(|l| {
+                            l.contains("repartition")
+                                || l.contains("lag")
+                                || l.contains("engine_events")
+                                || l.contains("owned")
+                        })
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "{} of {merchants} merchants matched: {outs:?}\n{}",
+                ms.len(),
+                m.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The copies went through the internal topic.
+    let copied: u64 = [&a, &b2]
+        .iter()
+        .map(|w| {
+            get(w, "/metrics")
+                .1
+                .as_str()
+                .unwrap_or("")
+                .lines()
+                .find_map(|l| l.strip_prefix("weir_repartition_copies_total "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(copied >= evs.len() as u64, "{copied} copies");
+    let mut seen = 0;
+    for p in 0..4 {
+        let mut r = PartitionReader::new(&cfg, "t5.pay.by.merchant", p).unwrap();
+        seen += r.read_to_end(0).unwrap().len();
+    }
+    assert!(seen >= evs.len(), "{seen} records in the internal topic");
+}

@@ -55,15 +55,17 @@ impl Copy<'_> {
 }
 
 /// The watermark of a repartitioned stream in one partition, from the marks of its
-/// source partitions: the lowest watermark of the active ones; when every one is idle,
-/// the highest (all input so far has arrived, as in one partition). `None` before any mark.
-pub fn merged_watermark(marks: &std::collections::HashMap<u32, (i64, bool)>) -> Option<i64> {
-    let active = marks
-        .values()
+/// `sources` source partitions: the lowest watermark of the active ones (a source not
+/// heard from yet is active, at the lowest watermark: it may still send anything); when
+/// every one is idle, the highest (all input so far has arrived, as in one partition).
+pub fn merged_watermark(marks: &std::collections::HashMap<u32, (i64, bool)>, sources: u32) -> i64 {
+    let state = |p: u32| marks.get(&p).copied().unwrap_or((i64::MIN, false));
+    let active = (0..sources)
+        .map(state)
         .filter(|(_, idle)| !idle)
-        .map(|(w, _)| *w)
+        .map(|(w, _)| w)
         .min();
-    active.or_else(|| marks.values().map(|(w, _)| *w).max())
+    active.unwrap_or_else(|| (0..sources).map(|p| state(p).0).max().unwrap_or(i64::MIN))
 }
 
 pub fn decode(rec: &[u8]) -> Option<Copy<'_>> {
@@ -148,15 +150,17 @@ mod tests {
     fn merged_watermark_is_the_slowest_active_source() {
         use std::collections::HashMap;
         let mut m: HashMap<u32, (i64, bool)> = HashMap::new();
-        assert_eq!(merged_watermark(&m), None);
+        assert_eq!(merged_watermark(&m, 3), i64::MIN);
         m.insert(0, (100, false));
-        m.insert(1, (50, false));
         m.insert(2, (500, true));
-        assert_eq!(merged_watermark(&m), Some(50));
+        // Source 1 has not been heard from: it holds the watermark back.
+        assert_eq!(merged_watermark(&m, 3), i64::MIN);
+        m.insert(1, (50, false));
+        assert_eq!(merged_watermark(&m, 3), 50);
         m.insert(1, (50, true));
-        assert_eq!(merged_watermark(&m), Some(100));
+        assert_eq!(merged_watermark(&m, 3), 100);
         m.insert(0, (100, true));
-        assert_eq!(merged_watermark(&m), Some(500));
+        assert_eq!(merged_watermark(&m, 3), 500);
     }
 
     #[test]

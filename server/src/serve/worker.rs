@@ -396,9 +396,8 @@ impl Worker {
                         let marks = self.marks.entry(topic.clone()).or_default();
                         let e = marks.entry(c.partition).or_insert((wm, idle));
                         *e = (e.0.max(wm), idle);
-                        if let Some(w) = repartition::merged_watermark(marks) {
-                            self.engine.advance_watermark(&stream, w, &mut out);
-                        }
+                        let w = repartition::merged_watermark(marks, parts);
+                        self.engine.advance_watermark(&stream, w, &mut out);
                         continue;
                     }
                     let seen = self
@@ -522,9 +521,8 @@ impl Worker {
                     self.drained_since.remove(&stream);
                     false
                 };
-                // A partition that never saw an event does not take part.
                 let mark = (wm, idle);
-                for (ht, _) in targets.iter().filter(|_| wm > i64::MIN) {
+                for (ht, _) in &targets {
                     if self.marks_sent.get(ht) == Some(&mark) {
                         continue;
                     }
