@@ -4,7 +4,9 @@
 //! 3. recovery time per GB of log (no checkpoint: full replay).
 //!
 //! Run: `cargo bench -p server --bench serve_bench` (env: BENCH_SECS, BENCH_RATE,
-//! BENCH_RECOVERY_EVENTS).
+//! BENCH_RECOVERY_EVENTS). `BENCH_ONLY=repartition` (not in the default run) compares a
+//! rule grouped by the stream's key with the same rule grouped by another column
+//! (BENCH_REPART_EVENTS, BENCH_RUNS).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -419,6 +421,86 @@ fn recovery(events: u64, example: bool) {
     let _ = std::fs::remove_dir_all(&d);
 }
 
+/// What repartitioning costs: the same events and the same rule, grouped by the stream's
+/// key (each partition's worker applies its own events) and by another column holding the
+/// same values (every event is also copied into the re-keyed stream and applied there). Events are written
+/// first (fsync never, so the append is not what is measured); the figure is events per
+/// second from the first write until the workers (and the copies' readers) have applied
+/// everything.
+fn repartition_cost(events: u64) {
+    // `card2` holds the same value as `card`: the rule does the same work either way.
+    for (name, by) in [("aligned", "card"), ("repartitioned", "card2")] {
+        let d = dir(&format!("repart-{name}"));
+        let rules = d.join("rules.weir");
+        std::fs::write(
+            &rules,
+            format!(
+                "CREATE STREAM pay (card STRING, card2 STRING, amount FLOAT, ts TIMESTAMP)
+                   WITH (event_time = 'ts', max_delay = '1 second', key = 'card');
+                 CREATE RULE r AS FROM pay PARTITION BY {by}
+                   PATTERN (small{{3,}} big) WITHIN 1 MINUTE
+                   DEFINE small AS amount < 5, big AS amount > 500
+                   MEASURES COUNT(small.*) AS n;"
+            ),
+        )
+        .unwrap();
+        let (s, _) = start(
+            &d,
+            &[
+                "--rules",
+                rules.to_str().unwrap(),
+                "--partitions",
+                "2",
+                "--fsync",
+                "never",
+                "--max-lag",
+                "1000000000",
+            ],
+        );
+        let url = format!("{}/v1/streams/pay/events", s.base);
+        let batch = 5000u64;
+        let bodies: Vec<String> = (0..events / batch)
+            .map(|k| {
+                let mut b = String::new();
+                for i in k * batch..(k + 1) * batch {
+                    let e = json!({"card": format!("c{}", i % 5000), "card2": format!("c{}", i % 5000),
+                        "amount": if i % 17 == 0 { 700.0 } else { 1.0 + (i % 4) as f64 }, "ts": i as i64});
+                    b.push_str(&e.to_string());
+                    b.push('\n');
+                }
+                b
+            })
+            .collect();
+        let agent = ureq::Agent::new();
+        let t0 = Instant::now();
+        for b in &bodies {
+            agent
+                .post(&url)
+                .set("Content-Type", "application/x-ndjson")
+                .send_string(b)
+                .unwrap();
+        }
+        let written = t0.elapsed();
+        loop {
+            let lag = prom_sum(&s.base, "weir_partition_lag_events{");
+            if lag == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let el = t0.elapsed().as_secs_f64();
+        let copies = prom_sum(&s.base, "weir_repartition_copies_total");
+        let matches = prom_sum(&s.base, "weir_outputs_written_total");
+        println!(
+            "repartition: {name:13} (PARTITION BY {by}): {events} events written in {:.2} s, all applied after {el:.2} s = {:.0} events/s; {copies} copies, {matches} outputs",
+            written.as_secs_f64(),
+            events as f64 / el
+        );
+        drop(s);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -433,6 +515,11 @@ fn main() {
     }
     if only.is_empty() || only == "recovery" {
         recovery(env_u64("BENCH_RECOVERY_EVENTS", 1_000_000), false);
+    }
+    if only == "repartition" {
+        for _ in 0..env_u64("BENCH_RUNS", 2) {
+            repartition_cost(env_u64("BENCH_REPART_EVENTS", 500_000));
+        }
     }
     if only == "recovery-example" {
         recovery(env_u64("BENCH_RECOVERY_EVENTS", 1_000_000), true);
