@@ -811,3 +811,66 @@ fn rules_grouped_by_another_column_are_repartitioned_across_instances() {
     }
     assert!(seen >= evs.len(), "{seen} records in the internal topic");
 }
+
+/// `Idempotency-Key` on Kafka: a retried write is answered from the stored answer and
+/// appends nothing; the same key with another body is refused; a restarted instance (the
+/// keys live in the `<prefix>requests` topic) still knows the key.
+#[test]
+fn idempotency_key_works_on_kafka() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let cfg = client_config(&b);
+    let w = weir(&b, "g6", "t6.");
+    let (st, v) = post(&w, "/v1/statements", STREAM);
+    assert_eq!(st, 200, "{v}");
+    let body: String = (0..20)
+        .map(|i| {
+            format!(
+                "{}\n",
+                json!({"card": format!("c{i}"), "amount": 1.0, "ts": i, "seq": i})
+            )
+        })
+        .collect();
+    let keyed = |w: &Weir, key: &str, body: &str| -> (u16, Value, bool) {
+        let r = ureq::post(&format!("{}/v1/streams/pay/events", w.base))
+            .set("Content-Type", "application/x-ndjson")
+            .set("Idempotency-Key", key)
+            .send_string(body);
+        let resp = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let replayed = resp.header("Idempotent-Replayed") == Some("true");
+        (resp.status(), resp.into_json().unwrap(), replayed)
+    };
+    let (st, first, replayed) = keyed(&w, "k1", &body);
+    assert_eq!((st, replayed), (200, false), "{first}");
+    assert_eq!(first["accepted"], 20);
+    let (st, again, replayed) = keyed(&w, "k1", &body);
+    assert_eq!((st, replayed), (200, true), "{again}");
+    assert_eq!(again, first);
+    let (st, v, _) = keyed(&w, "k1", "{\"card\":\"x\",\"amount\":1,\"ts\":1}\n");
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{v}"
+    );
+    drop(w);
+    // Another instance of the group (this one stopped): the key is known there too.
+    let w2 = weir(&b, "g6", "t6.");
+    let (st, v, replayed) = keyed(&w2, "k1", &body);
+    assert_eq!((st, replayed), (200, true), "{v}");
+    // Each event is in the topic once.
+    let mut seqs = BTreeMap::new();
+    for p in 0..4 {
+        let mut r = PartitionReader::new(&cfg, "t6.pay", p).unwrap();
+        for rec in r.read_to_end(0).unwrap() {
+            let v: Value = serde_json::from_slice(rec.value.as_deref().unwrap()).unwrap();
+            *seqs.entry(v["seq"].as_u64().unwrap()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seqs.len(), 20, "{seqs:?}");
+    assert!(seqs.values().all(|&n| n == 1), "each event once: {seqs:?}");
+}
