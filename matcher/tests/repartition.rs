@@ -103,8 +103,25 @@ fn repartitioned_statements_read_only_the_hidden_stream() {
         e.ingest("pay.by.merchant", i as u64, ev, 0, &mut out)
             .unwrap();
     }
+    // Its watermark comes from outside (the merged source partitions): nothing is
+    // released before it moves.
+    assert!(out.is_empty(), "{out:?}");
+    e.advance_watermark("pay.by.merchant", 1_500, &mut out);
+    assert!(
+        out.is_empty(),
+        "the second row (at 2000) is still buffered: {out:?}"
+    );
+    e.advance_watermark("pay.by.merchant", 2_000, &mut out);
     let names: Vec<&str> = out.iter().map(|r| r.statement()).collect();
     assert_eq!(names, vec!["per_merchant"], "{out:?}");
+    // A row older than that watermark is late (and dropped) in the hidden stream.
+    let mut out = Vec::new();
+    let old = json!({"card": "c3", "merchant": "m", "amount": 1.0, "ts": 1500});
+    e.ingest("pay.by.merchant", 9, &old, 0, &mut out).unwrap();
+    assert_eq!(e.counters("pay.by.merchant").unwrap().late_dropped, 1);
+    // Moving the watermark of a source stream from outside does nothing.
+    e.advance_watermark("pay", 1_000_000, &mut out);
+    assert_eq!(e.watermark("pay"), Some(2000));
     // The hidden stream's state is checkpointed and restored with the rest.
     let snap = e.snapshot();
     assert!(snap.streams.contains_key("pay.by.merchant"));
