@@ -1468,9 +1468,25 @@ fn statements_grouped_by_another_column_see_all_their_events() {
     );
     assert_eq!(st, 200, "{v}");
     // `after=` covers the repartitioned copies too: every output is there at once.
-    let got = all_outputs(&s, v["position"].as_str().unwrap());
+    let pos = v["position"].as_str().unwrap().to_string();
+    let got = all_outputs(&s, &pos);
     by_id(got.clone());
     let got = comparable(&got);
+    // The open window of a repartitioned metric's group is found in whichever partition
+    // the group landed in.
+    let (st, w) = get(
+        &s,
+        &format!("/v1/metrics/merchant_sales?group.merchant=f3&after={pos}"),
+    );
+    assert_eq!(st, 200, "{w}");
+    let open: Vec<&Value> = w["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["final"] == false)
+        .collect();
+    assert_eq!(open.len(), 1, "{w}");
+    assert_eq!(open[0]["values"]["n"], 1, "{w}");
     events.extend(repart_flush());
     let want = run_reference(&d, REPART_RULES, &events);
     assert!(want.iter().any(|x| x.contains("per_merchant")), "{want:?}");
