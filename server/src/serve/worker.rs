@@ -275,10 +275,18 @@ impl Worker {
     }
 
     /// True when this partition has reached every offset of `effect`.
-    fn reached(&self, effect: &Position) -> bool {
+    /// Only the topics the current version reads count: a topic it does not read (e.g. the
+    /// copies of a dropped repartitioned rule, which lagging source workers may still
+    /// append to) has nothing this partition must apply first.
+    fn reached(&self, current: &Version, effect: &Position) -> bool {
+        let read: Vec<String> = current
+            .streams(self.shared.settings.partitions)
+            .into_iter()
+            .map(|(s, _)| stream_topic(&s))
+            .collect();
         effect
             .iter()
-            .filter(|(_, p, _)| *p == self.partition)
+            .filter(|(t, p, _)| *p == self.partition && read.iter().any(|r| r == t))
             .all(|(t, _, o)| self.next.get(t).copied().unwrap_or(0) >= o)
     }
 
@@ -305,6 +313,21 @@ impl Worker {
             }
             Err(e) => tracing::warn!(partition = self.partition, error = %e, "state reset"),
         }
+        // A topic the old version did not read: what lies below the new version's effect
+        // position belongs to versions that do not read it (a re-created stream's old
+        // events, copies for a dropped repartitioned rule), so nobody applies it.
+        let parts = self.shared.settings.partitions;
+        let read: Vec<String> = old
+            .streams(parts)
+            .into_iter()
+            .map(|(s, _)| stream_topic(&s))
+            .collect();
+        for (t, p, o) in new.effect.iter() {
+            if p == self.partition && !read.iter().any(|r| r == t) {
+                let n = self.next.entry(t.to_string()).or_insert(0);
+                *n = (*n).max(o);
+            }
+        }
         self.engine = engine;
         self.version_idx += 1;
     }
@@ -312,7 +335,10 @@ impl Worker {
     /// Processes what is available; returns the number of events read.
     fn step(&mut self, versions: &[Arc<Version>]) -> usize {
         while self.version_idx + 1 < versions.len()
-            && self.reached(&versions[self.version_idx + 1].effect)
+            && self.reached(
+                &versions[self.version_idx],
+                &versions[self.version_idx + 1].effect,
+            )
         {
             self.switch_version(versions);
         }
