@@ -11,15 +11,17 @@
 //! decides which later searches survive. This gives exactly batch MATCH_RECOGNIZE's result.
 
 use super::compile::{Inst, VarKind};
+use super::table::KeyTable;
 use super::{CepConfig, CepRule, CepRuleSet, MatchOutput};
 use crate::expr::{AggFunc, Context, FieldRef, Nav, VarId};
 use crate::value::{Row, Value};
 use dsl::ast::AfterMatch;
 use dsl::plan::LatePolicy;
+use mem_prefetch::prefetch_read_data;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 /// Version of the serialized [`PartitionState`].
@@ -299,11 +301,7 @@ impl std::hash::Hasher for IdHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            h = (h ^ u64::from_le_bytes(buf))
-                .wrapping_mul(K)
-                .rotate_left(26);
+            h = (h ^ tail_word(rest)).wrapping_mul(K).rotate_left(26);
         }
         self.0 = (h ^ bytes.len() as u64).wrapping_mul(K);
     }
@@ -312,6 +310,17 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+
+/// The last 1–7 bytes of a string as a little-endian word padded with zeros (what
+/// `u64::from_le_bytes` of a zero-padded copy gives, without a `memcpy` call).
+#[inline]
+fn tail_word(rest: &[u8]) -> u64 {
+    let mut w = 0u64;
+    for (i, b) in rest.iter().enumerate().take(8) {
+        w |= (*b as u64) << (8 * i);
+    }
+    w
+}
 
 /// Hash of the partition-key values: a canonical encoding (type tag, then the value's
 /// bytes, strings with their length) mixed a word at a time. Deterministic (no seed) and
@@ -330,9 +339,7 @@ fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            mix(u64::from_le_bytes(buf));
+            mix(tail_word(rest));
         }
     };
     for v in vals {
@@ -408,9 +415,7 @@ pub(crate) fn eq_hash(h: &mut u64, v: &Value) -> bool {
             }
             let rest = chunks.remainder();
             if !rest.is_empty() {
-                let mut buf = [0u8; 8];
-                buf[..rest.len()].copy_from_slice(rest);
-                mix(u64::from_le_bytes(buf));
+                mix(tail_word(rest));
             }
         }
         Value::Null | Value::Json(_) => return false,
@@ -418,17 +423,14 @@ pub(crate) fn eq_hash(h: &mut u64, v: &Value) -> bool {
     true
 }
 
-/// The keys whose partition-key hash is equal (almost always one).
-type Bucket = SmallVec<[Box<KeyState>; 1]>;
-
 /// Mutable state of one log partition for one [`CepRuleSet`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionState {
     version: u32,
     partition: u32,
     rule_names: Vec<String>,
-    /// Per rule group: key hash → the keys with that hash (almost always one).
-    groups_state: Vec<HashMap<u64, Bucket, IdBuild>>,
+    /// Per rule group: the keys with state, by the hash of their partition key.
+    groups_state: Vec<KeyTable<KeyState>>,
     /// Reorder buffer: rows that arrived in order (the common case, O(1))…
     reorder_run: VecDeque<Pending>,
     /// …and rows that arrived out of order.
@@ -1075,6 +1077,12 @@ fn resolve(
     }
 }
 
+/// Declared column `i` of a buffered row (NULL when out of range), as [`Row::get`].
+fn pending_get(p: &Pending, i: usize) -> &Value {
+    static NULL: Value = Value::Null;
+    p.values.get(i).unwrap_or(&NULL)
+}
+
 /// The partition key of a row for one rule group: hash, plus owned values when the
 /// PARTITION BY items are expressions rather than plain columns.
 struct RowKey {
@@ -1153,6 +1161,83 @@ impl PartitionState {
         }
     }
 
+    /// Software-pipelined prefetch for the rows about to leave the reorder buffer. They
+    /// waited there about a second, so their data and their keys' state are out of the
+    /// near caches, and each is reached through the one before (row → values → strings →
+    /// key hash → table slot → key state → key string): loaded one after another when the
+    /// row is processed, these misses add up. Each release moves every in-order row
+    /// nearer by one step, and this issues the next load of its chain, so the misses of
+    /// several upcoming rows are in flight while the current row is processed. Only a
+    /// hint: nothing here changes state or results.
+    fn prefetch_ahead(&self, rules: &CepRuleSet) {
+        const VALUES: usize = 5;
+        const STRINGS: usize = 4;
+        const SLOT: usize = 3;
+        const STATE: usize = 2;
+        const INNER: usize = 1;
+        let run = &self.reorder_run;
+        if run.len() <= INNER {
+            return;
+        }
+        if let Some(p) = run.get(VALUES) {
+            // a value is 32 bytes: one prefetch per 64-byte line
+            for v in p.values.iter().step_by(2) {
+                prefetch_read_data::<_, 3>(v);
+            }
+            if let Some(v) = p.values.last() {
+                prefetch_read_data::<_, 3>(v);
+            }
+        }
+        if let Some(p) = run.get(STRINGS) {
+            for v in &p.values {
+                if let Value::String(s) = v {
+                    if let Some(b) = s.as_bytes().first() {
+                        prefetch_read_data::<_, 3>(b);
+                    }
+                }
+            }
+        }
+        for (g, table) in rules.groups.iter().zip(&self.groups_state) {
+            let rep = &rules.rules[g.rules[0] as usize];
+            let Some(cols) = &rep.partition_cols else {
+                continue;
+            };
+            let key_hash = |p: &Pending| hash_values(cols.iter().map(|c| pending_get(p, *c)));
+            if let Some(p) = run.get(SLOT) {
+                table.prefetch_slot(key_hash(p));
+            }
+            if let Some(p) = run.get(STATE) {
+                if let Some(ks) = table.first_with_hash(key_hash(p)) {
+                    prefetch_read_data::<_, 3>(&ks.values);
+                    prefetch_read_data::<_, 3>(&ks.rows);
+                    prefetch_read_data::<_, 3>(&ks.rules);
+                    prefetch_read_data::<_, 3>(&ks.timer);
+                }
+            }
+            if let Some(p) = run.get(INNER) {
+                if let Some(ks) = table.first_with_hash(key_hash(p)) {
+                    for v in &ks.values {
+                        if let Value::String(s) = v {
+                            if let Some(b) = s.as_bytes().first() {
+                                prefetch_read_data::<_, 3>(b);
+                            }
+                        }
+                    }
+                    if ks.rows.spilled() {
+                        if let Some(r) = ks.rows.first() {
+                            prefetch_read_data::<_, 3>(r);
+                        }
+                    }
+                    if ks.rules.spilled() {
+                        if let Some(r) = ks.rules.first() {
+                            prefetch_read_data::<_, 3>(r);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Rows waiting in the reorder buffer.
     pub fn buffered_rows(&self) -> usize {
         self.buffered()
@@ -1164,7 +1249,7 @@ impl PartitionState {
             version: STATE_VERSION,
             partition,
             rule_names: rules.rules.iter().map(|r| r.name.to_string()).collect(),
-            groups_state: rules.groups.iter().map(|_| HashMap::default()).collect(),
+            groups_state: rules.groups.iter().map(|_| KeyTable::default()).collect(),
             reorder_run: VecDeque::new(),
             reorder: BinaryHeap::new(),
             max_ts: None,
@@ -1203,12 +1288,7 @@ impl PartitionState {
     /// Counters, with the gauges refreshed.
     pub fn counters(&self) -> CepCounters {
         let mut c = self.counters.clone();
-        c.live_keys = self
-            .groups_state
-            .iter()
-            .flat_map(|g| g.values())
-            .map(|b| b.len() as u64)
-            .sum();
+        c.live_keys = self.groups_state.iter().map(|g| g.len() as u64).sum();
         c.live_partial_matches = self.rule_live.iter().sum();
         c
     }
@@ -1226,23 +1306,20 @@ impl PartitionState {
         }
         let mut total = 0;
         for g in &self.groups_state {
-            // a table slot per key (plus hashbrown's control byte)
-            total += g.len() * (size_of::<(u64, Bucket)>() + 1);
-            for b in g.values() {
-                total += heap(b);
-                for ks in b {
-                    total += size_of::<KeyState>() + heap(&ks.values) + heap(&ks.rows);
-                    total += heap(&ks.rules);
-                    for v in &ks.values {
-                        if let Value::String(s) = v {
-                            total += s.capacity();
-                        }
+            // the table's slots, used or not
+            total += g.capacity() * KeyTable::<KeyState>::SLOT_BYTES;
+            for (_, ks) in g.iter() {
+                total += size_of::<KeyState>() + heap(&ks.values) + heap(&ks.rows);
+                total += heap(&ks.rules);
+                for v in &ks.values {
+                    if let Value::String(s) = v {
+                        total += s.capacity();
                     }
-                    for rk in &ks.rules {
-                        total += heap(&rk.searches);
-                        for s in &rk.searches {
-                            total += heap(&s.nodes) + heap(&s.threads);
-                        }
+                }
+                for rk in &ks.rules {
+                    total += heap(&rk.searches);
+                    for s in &rk.searches {
+                        total += heap(&s.nodes) + heap(&s.threads);
                     }
                 }
             }
@@ -1320,6 +1397,7 @@ impl PartitionState {
             self.watermark = wm;
         }
         while self.buffer_min_ts().is_some_and(|ts| ts <= self.watermark) {
+            self.prefetch_ahead(rules);
             if let Some(p) = self.buffer_pop() {
                 let (ts, offset) = (p.ts, p.offset);
                 self.engine_row(rules, p.row(), ts, offset, false, out);
@@ -1341,19 +1419,14 @@ impl PartitionState {
         };
         for g in self.groups_state.iter_mut() {
             // deterministic order: by key hash
-            let mut hashes: Vec<u64> = g.keys().copied().collect();
-            hashes.sort_unstable();
-            for h in hashes {
-                let Some(bucket) = g.remove(&h) else { continue };
-                for mut ks in bucket {
-                    let (kr, rks) = ks.split_rows();
-                    for rk in rks.iter_mut() {
-                        let rule = &rules.rules[rk.rule as usize];
-                        for s in rk.searches.iter_mut() {
-                            s.expire(rule);
-                        }
-                        resolve(&mut em, rule, rk, kr, out);
+            for (_, mut ks) in g.take_sorted() {
+                let (kr, rks) = ks.split_rows();
+                for rk in rks.iter_mut() {
+                    let rule = &rules.rules[rk.rule as usize];
+                    for s in rk.searches.iter_mut() {
+                        s.expire(rule);
                     }
+                    resolve(&mut em, rule, rk, kr, out);
                 }
             }
         }
@@ -1371,16 +1444,18 @@ impl PartitionState {
             };
             let wm = self.watermark;
             let gs = &mut self.groups_state[g as usize];
-            let Some(bucket) = gs.get_mut(&h) else {
+            let slots = gs.slots_with_hash(h);
+            if slots.is_empty() {
                 continue;
-            };
+            }
             let mut em = Emit {
                 rules,
                 partition: self.partition,
                 counters: &mut self.counters,
             };
             let mut rearm = Vec::new();
-            for ks in bucket.iter_mut() {
+            for &i in &slots {
+                let Some(ks) = gs.get_mut(i) else { continue };
                 if ks.timer != Some(deadline) {
                     continue;
                 }
@@ -1412,9 +1487,9 @@ impl PartitionState {
                     rearm.push(next);
                 }
             }
-            bucket.retain(|ks| !ks.rules.is_empty());
-            if bucket.is_empty() {
-                gs.remove(&h);
+            // drop the keys left without state (each removal may move the others)
+            while let Some(i) = gs.find(h, |ks| ks.rules.is_empty()) {
+                gs.remove(i);
             }
             for d in rearm {
                 self.timers.push(Reverse((d, g, h)));
@@ -1432,10 +1507,23 @@ impl PartitionState {
         late: bool,
         out: &mut Vec<MatchOutput>,
     ) {
-        self.counters.rows += 1;
-        self.cache.next_event(rules.n_preds);
-        if self.cand_stamp.len() < rules.rules.len() {
-            self.cand_stamp.resize(rules.rules.len(), 0);
+        let PartitionState {
+            partition,
+            groups_state,
+            timers,
+            rule_live,
+            counters,
+            cache,
+            scratch,
+            cand_stamp,
+            cand_gen,
+            cand_buf,
+            ..
+        } = self;
+        counters.rows += 1;
+        cache.next_event(rules.n_preds);
+        if cand_stamp.len() < rules.rules.len() {
+            cand_stamp.resize(rules.rules.len(), 0);
         }
         // The row goes behind an `Arc` only when some key keeps it (most rows start
         // nothing and meet no open partial match).
@@ -1443,22 +1531,23 @@ impl PartitionState {
         let mut shared: Option<Arc<Row>> = None;
         for (gi, group) in rules.groups.iter().enumerate() {
             let rep = &rules.rules[group.rules[0] as usize];
-            self.cand_gen = self.cand_gen.wrapping_add(1);
-            if self.cand_gen == 0 {
-                self.cand_stamp.iter_mut().for_each(|s| *s = 0);
-                self.cand_gen = 1;
+            *cand_gen = cand_gen.wrapping_add(1);
+            if *cand_gen == 0 {
+                cand_stamp.iter_mut().for_each(|s| *s = 0);
+                *cand_gen = 1;
             }
-            let gen = self.cand_gen;
-            let mut cands = std::mem::take(&mut self.cand_buf);
+            let gen = *cand_gen;
+            let mut cands = std::mem::take(cand_buf);
             cands.clear();
-            let (key, mut ks) = {
+            let table = &mut groups_state[gi];
+            let (key, slot) = {
                 let Some(row) = owned.as_ref().or(shared.as_deref()) else {
                     return;
                 };
                 // candidate rules that may start on this row: the index, then the first
                 // DEFINE when it reads only the row (evaluated once, cached)
                 for &r in &group.always {
-                    self.cand_stamp[r as usize] = gen;
+                    cand_stamp[r as usize] = gen;
                     cands.push(r);
                 }
                 for ix in &group.index {
@@ -1467,8 +1556,8 @@ impl PartitionState {
                         continue;
                     }
                     for &r in ix.map.get(&h).into_iter().flatten() {
-                        if self.cand_stamp[r as usize] != gen {
-                            self.cand_stamp[r as usize] = gen;
+                        if cand_stamp[r as usize] != gen {
+                            cand_stamp[r as usize] = gen;
                             cands.push(r);
                         }
                     }
@@ -1478,25 +1567,18 @@ impl PartitionState {
                         rule: &rules.rules[*r as usize],
                         pred_ids: &rules.pred_ids[*r as usize],
                     };
-                    let keep = may_start(&env, &mut self.cache, row);
+                    let keep = may_start(&env, cache, row);
                     if !keep {
-                        self.cand_stamp[*r as usize] = 0;
+                        cand_stamp[*r as usize] = 0;
                     }
                     keep
                 });
                 let key = row_key(rep, row);
-                // taken out while processed; the (possibly empty) bucket stays so that
-                // putting the key back costs no allocation
-                let ks = self.groups_state[gi].get_mut(&key.hash).and_then(|bucket| {
-                    bucket
-                        .iter()
-                        .position(|ks| key_matches(rep, row, &key, &ks.values))
-                        .map(|i| bucket.swap_remove(i))
-                });
-                (key, ks)
+                let slot = table.find(key.hash, |ks| key_matches(rep, row, &key, &ks.values));
+                (key, slot)
             };
-            if ks.is_none() && cands.is_empty() {
-                self.cand_buf = cands;
+            if slot.is_none() && cands.is_empty() {
+                *cand_buf = cands;
                 continue;
             }
             if let Some(r) = owned.take() {
@@ -1514,8 +1596,8 @@ impl PartitionState {
             };
             let mut em = Emit {
                 rules,
-                partition: self.partition,
-                counters: &mut self.counters,
+                partition: *partition,
+                counters,
             };
             let mut timer_needed: Option<i64> = None;
             let mut note_timer = |d: Option<i64>| {
@@ -1523,8 +1605,14 @@ impl PartitionState {
                     timer_needed = Some(timer_needed.map_or(d, |x: i64| x.min(d)));
                 }
             };
+            // a key met for the first time is built here and put in the table at the end
+            let mut fresh: Option<Box<KeyState>> = None;
+            let mut ks: Option<&mut KeyState> = match slot {
+                Some(i) => table.get_mut(i),
+                None => None,
+            };
             // existing rule states of this key
-            if let Some(ks) = ks.as_mut() {
+            if let Some(ks) = ks.as_deref_mut() {
                 push_small(&mut ks.rows, stored(), 8);
                 ks.next += 1;
                 let idx = ks.next - 1;
@@ -1538,46 +1626,29 @@ impl PartitionState {
                     let before = rk.threads();
                     let mn = rk.matches + 1;
                     for s in rk.searches.iter_mut() {
-                        s.step(
-                            &env,
-                            &mut self.cache,
-                            &mut self.scratch,
-                            kr.rows,
-                            kr.base,
-                            row,
-                            ts,
-                            mn,
-                        );
+                        s.step(&env, cache, scratch, kr.rows, kr.base, row, ts, mn);
                     }
-                    if self.cand_stamp[rk.rule as usize] == gen {
-                        let live = self.rule_live[rk.rule as usize] as usize;
+                    if cand_stamp[rk.rule as usize] == gen {
+                        let live = rule_live[rk.rule as usize] as usize;
                         if live >= rule.config.max_partial_matches_per_rule {
                             em.counters.starts_refused += 1;
-                        } else if let Some(s) = start_search(
-                            &env,
-                            &mut self.cache,
-                            &mut self.scratch,
-                            kr.rows,
-                            kr.base,
-                            row,
-                            idx,
-                            ts,
-                            mn,
-                        ) {
+                        } else if let Some(s) =
+                            start_search(&env, cache, scratch, kr.rows, kr.base, row, idx, ts, mn)
+                        {
                             note_timer(rule.within_ms);
                             push_small(&mut rk.searches, s, 4);
                         }
                     }
                     resolve(&mut em, rule, rk, kr, out);
                     let after = rk.threads();
-                    let l = &mut self.rule_live[rk.rule as usize];
+                    let l = &mut rule_live[rk.rule as usize];
                     *l = (*l + after as u64).saturating_sub(before as u64);
                 }
             }
             // rules without state for this key
             for &r in &cands {
                 if ks
-                    .as_ref()
+                    .as_deref()
                     .is_some_and(|ks| ks.rules.iter().any(|rk| rk.rule == r))
                 {
                     continue;
@@ -1588,40 +1659,35 @@ impl PartitionState {
                     pred_ids: &rules.pred_ids[r as usize],
                 };
                 // the row's index in the key: its last row when the key exists
-                let (rows, base, idx): (&[StoredRow], u64, u64) = match ks.as_ref() {
+                let (rows, base, idx): (&[StoredRow], u64, u64) = match ks.as_deref() {
                     Some(ks) => (&ks.rows, ks.base, ks.next - 1),
                     None => (&[], 0, 0),
                 };
-                let Some(s) = start_search(
-                    &env,
-                    &mut self.cache,
-                    &mut self.scratch,
-                    rows,
-                    base,
-                    row,
-                    idx,
-                    ts,
-                    1,
-                ) else {
+                let Some(s) = start_search(&env, cache, scratch, rows, base, row, idx, ts, 1)
+                else {
                     continue;
                 };
-                if self.rule_live[r as usize] as usize >= rule.config.max_partial_matches_per_rule {
+                if rule_live[r as usize] as usize >= rule.config.max_partial_matches_per_rule {
                     em.counters.starts_refused += 1;
                     continue;
                 }
                 note_timer(rule.within_ms);
-                let ks = ks.get_or_insert_with(|| {
+                if ks.is_none() {
                     let mut rows = SmallVec::new();
                     rows.push(stored());
-                    Box::new(KeyState {
+                    fresh = Some(Box::new(KeyState {
                         values: key_values(rep, row, &key),
                         rows,
                         base: 0,
                         next: 1,
                         rules: SmallVec::new(),
                         timer: None,
-                    })
-                });
+                    }));
+                    ks = fresh.as_deref_mut();
+                }
+                let Some(ks) = ks.as_deref_mut() else {
+                    continue;
+                };
                 let mut searches = SmallVec::new();
                 searches.push(s);
                 let mut rk = RuleKey {
@@ -1636,33 +1702,37 @@ impl PartitionState {
                     values: &ks.values,
                 };
                 resolve(&mut em, rule, &mut rk, kr, out);
-                self.rule_live[r as usize] += rk.threads() as u64;
+                rule_live[r as usize] += rk.threads() as u64;
                 if !rk.idle(rule) {
                     push_small(&mut ks.rules, rk, 4);
                 }
             }
-            self.cand_buf = cands;
-            let gs = &mut self.groups_state[gi];
-            let had = ks.is_some();
-            if let Some(mut ks) = ks {
+            *cand_buf = cands;
+            let mut keep = false;
+            if let Some(ks) = ks {
                 ks.rules
                     .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
                 if !ks.rules.is_empty() {
+                    keep = true;
                     ks.trim_rows();
                     // one pending timer per key: the earliest deadline (re-armed on firing)
                     if let Some(d) = timer_needed {
                         let at = ts.saturating_add(d);
                         if ks.timer.is_none_or(|t| at < t) {
                             ks.timer = Some(at);
-                            self.timers.push(Reverse((at, gi as u32, key.hash)));
+                            timers.push(Reverse((at, gi as u32, key.hash)));
                         }
                     }
-                    gs.entry(key.hash).or_default().push(ks);
-                    continue;
                 }
             }
-            if had && gs.get(&key.hash).is_some_and(|b| b.is_empty()) {
-                gs.remove(&key.hash);
+            match (slot, fresh) {
+                (Some(i), _) if !keep => {
+                    table.remove(i);
+                }
+                (None, Some(b)) if keep => {
+                    table.insert(key.hash, b);
+                }
+                _ => {}
             }
         }
     }
@@ -1766,6 +1836,16 @@ fn start_search(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn tail_word_is_the_zero_padded_little_endian_word() {
+        for n in 0..=7usize {
+            let bytes: Vec<u8> = (0..n as u8).map(|i| 0xa0 + i).collect();
+            let mut buf = [0u8; 8];
+            buf[..n].copy_from_slice(&bytes);
+            assert_eq!(tail_word(&bytes), u64::from_le_bytes(buf), "{n} bytes");
+        }
+    }
 
     #[test]
     fn pending_keeps_values_and_undeclared_fields() {
