@@ -173,6 +173,11 @@ struct Pending {
     offset: u64,
     values: Vec<Value>,
     extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    /// Hash of the row's key in the first rule group, worked out by
+    /// [`PartitionState::prefetch_ahead`] shortly before the row leaves the buffer
+    /// (0 = not yet; not stored in checkpoints).
+    #[serde(skip)]
+    key_hash: u64,
 }
 
 impl Pending {
@@ -183,6 +188,7 @@ impl Pending {
             offset,
             values,
             extra: (!extra.is_empty()).then(|| Box::new(extra)),
+            key_hash: 0,
         }
     }
 
@@ -327,39 +333,44 @@ fn tail_word(rest: &[u8]) -> u64 {
 /// allocation-free; part of the checkpoint format (keys are stored by this hash).
 fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |w: u64| h = (h ^ w).wrapping_mul(K).rotate_left(26);
-    let put_bytes = |tag: u64, bytes: &[u8], mix: &mut dyn FnMut(u64)| {
-        mix(tag | ((bytes.len() as u64) << 8));
+    #[inline(always)]
+    fn mix(h: &mut u64, w: u64) {
+        *h = (*h ^ w).wrapping_mul(K).rotate_left(26);
+    }
+    #[inline(always)]
+    fn put_bytes(h: &mut u64, tag: u64, bytes: &[u8]) {
+        mix(h, tag | ((bytes.len() as u64) << 8));
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            mix(u64::from_le_bytes([
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-            ]));
+            mix(
+                h,
+                u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+            );
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            mix(tail_word(rest));
+            mix(h, tail_word(rest));
         }
-    };
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for v in vals {
         match v {
-            Value::Null => mix(0),
-            Value::Bool(b) => mix(1 | ((*b as u64) << 8)),
+            Value::Null => mix(&mut h, 0),
+            Value::Bool(b) => mix(&mut h, 1 | ((*b as u64) << 8)),
             Value::Int(i) => {
-                mix(2);
-                mix(*i as u64)
+                mix(&mut h, 2);
+                mix(&mut h, *i as u64)
             }
             Value::Float(f) => {
-                mix(3);
-                mix(f.to_bits())
+                mix(&mut h, 3);
+                mix(&mut h, f.to_bits())
             }
-            Value::String(s) => put_bytes(4, s.as_bytes(), &mut mix),
+            Value::String(s) => put_bytes(&mut h, 4, s.as_bytes()),
             Value::Timestamp(t) => {
-                mix(5);
-                mix(*t as u64)
+                mix(&mut h, 5);
+                mix(&mut h, *t as u64)
             }
-            Value::Json(j) => put_bytes(6, j.to_string().as_bytes(), &mut mix),
+            Value::Json(j) => put_bytes(&mut h, 6, j.to_string().as_bytes()),
         }
     }
     h.wrapping_mul(K)
@@ -1090,10 +1101,10 @@ struct RowKey {
     computed: Option<Vec<Value>>,
 }
 
-fn row_key(rule: &CepRule, row: &Row) -> RowKey {
+fn row_key(rule: &CepRule, row: &Row, known_hash: Option<u64>) -> RowKey {
     match &rule.partition_cols {
         Some(cols) => RowKey {
-            hash: hash_values(cols.iter().map(|c| row.get(*c))),
+            hash: known_hash.unwrap_or_else(|| hash_values(cols.iter().map(|c| row.get(*c)))),
             computed: None,
         },
         None => {
@@ -1169,16 +1180,24 @@ impl PartitionState {
     /// nearer by one step, and this issues the next load of its chain, so the misses of
     /// several upcoming rows are in flight while the current row is processed. Only a
     /// hint: nothing here changes state or results.
-    fn prefetch_ahead(&self, rules: &CepRuleSet) {
+    fn prefetch_ahead(&mut self, rules: &CepRuleSet) {
         const VALUES: usize = 5;
         const STRINGS: usize = 4;
         const SLOT: usize = 3;
         const STATE: usize = 2;
         const INNER: usize = 1;
-        let run = &self.reorder_run;
-        if run.len() <= INNER {
+        if self.reorder_run.len() <= INNER {
             return;
         }
+        // the key hash of the first group, once per row (kept for the matcher)
+        if let (Some(g), Some(p)) = (rules.groups.first(), self.reorder_run.get_mut(SLOT)) {
+            if let Some(cols) = &rules.rules[g.rules[0] as usize].partition_cols {
+                if p.key_hash == 0 {
+                    p.key_hash = hash_values(cols.iter().map(|c| pending_get(p, *c)));
+                }
+            }
+        }
+        let run = &self.reorder_run;
         if let Some(p) = run.get(VALUES) {
             // a value is 32 bytes: one prefetch per 64-byte line
             for v in p.values.iter().step_by(2) {
@@ -1197,12 +1216,18 @@ impl PartitionState {
                 }
             }
         }
-        for (g, table) in rules.groups.iter().zip(&self.groups_state) {
+        for (gi, (g, table)) in rules.groups.iter().zip(&self.groups_state).enumerate() {
             let rep = &rules.rules[g.rules[0] as usize];
             let Some(cols) = &rep.partition_cols else {
                 continue;
             };
-            let key_hash = |p: &Pending| hash_values(cols.iter().map(|c| pending_get(p, *c)));
+            let key_hash = |p: &Pending| {
+                if gi == 0 && p.key_hash != 0 {
+                    p.key_hash
+                } else {
+                    hash_values(cols.iter().map(|c| pending_get(p, *c)))
+                }
+            };
             if let Some(p) = run.get(SLOT) {
                 table.prefetch_slot(key_hash(p));
             }
@@ -1399,8 +1424,8 @@ impl PartitionState {
         while self.buffer_min_ts().is_some_and(|ts| ts <= self.watermark) {
             self.prefetch_ahead(rules);
             if let Some(p) = self.buffer_pop() {
-                let (ts, offset) = (p.ts, p.offset);
-                self.engine_row(rules, p.row(), ts, offset, false, out);
+                let (ts, offset, h) = (p.ts, p.offset, p.key_hash);
+                self.engine_row_hashed(rules, p.row(), ts, offset, false, h, out);
             }
         }
         self.fire_timers(rules, out);
@@ -1507,6 +1532,22 @@ impl PartitionState {
         late: bool,
         out: &mut Vec<MatchOutput>,
     ) {
+        self.engine_row_hashed(rules, row, ts, offset, late, 0, out)
+    }
+
+    /// [`engine_row`](Self::engine_row) with the hash of the row's key in the first rule
+    /// group when it is already known (0 = work it out).
+    #[allow(clippy::too_many_arguments)]
+    fn engine_row_hashed(
+        &mut self,
+        rules: &CepRuleSet,
+        row: Row,
+        ts: i64,
+        offset: u64,
+        late: bool,
+        key_hash0: u64,
+        out: &mut Vec<MatchOutput>,
+    ) {
         let PartitionState {
             partition,
             groups_state,
@@ -1573,7 +1614,12 @@ impl PartitionState {
                     }
                     keep
                 });
-                let key = row_key(rep, row);
+                let known = if gi == 0 && key_hash0 != 0 {
+                    Some(key_hash0)
+                } else {
+                    None
+                };
+                let key = row_key(rep, row, known);
                 let slot = table.find(key.hash, |ks| key_matches(rep, row, &key, &ks.values));
                 (key, slot)
             };
@@ -1837,6 +1883,75 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// `hash_values` as it was written before (a `dyn` closure per string): checkpoints
+    /// store keys by this hash, so the faster code must give the same values.
+    fn hash_values_v4<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |w: u64| h = (h ^ w).wrapping_mul(K).rotate_left(26);
+        let put_bytes = |tag: u64, bytes: &[u8], mix: &mut dyn FnMut(u64)| {
+            mix(tag | ((bytes.len() as u64) << 8));
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                mix(u64::from_le_bytes([
+                    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+                ]));
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut buf = [0u8; 8];
+                buf[..rest.len()].copy_from_slice(rest);
+                mix(u64::from_le_bytes(buf));
+            }
+        };
+        for v in vals {
+            match v {
+                Value::Null => mix(0),
+                Value::Bool(b) => mix(1 | ((*b as u64) << 8)),
+                Value::Int(i) => {
+                    mix(2);
+                    mix(*i as u64)
+                }
+                Value::Float(f) => {
+                    mix(3);
+                    mix(f.to_bits())
+                }
+                Value::String(s) => put_bytes(4, s.as_bytes(), &mut mix),
+                Value::Timestamp(t) => {
+                    mix(5);
+                    mix(*t as u64)
+                }
+                Value::Json(j) => put_bytes(6, j.to_string().as_bytes(), &mut mix),
+            }
+        }
+        h.wrapping_mul(K)
+    }
+
+    #[test]
+    fn key_hash_is_unchanged() {
+        let samples: Vec<Vec<Value>> = vec![
+            vec![],
+            vec![Value::Null],
+            vec![Value::String(String::new())],
+            vec![Value::String("u1".into())],
+            vec![Value::String("user-12345678".into()), Value::Int(-7)],
+            vec![Value::String("exactly8".into()), Value::Bool(true)],
+            vec![Value::Float(1.5), Value::Timestamp(1_767_225_600_000)],
+            vec![Value::Json(Box::new(serde_json::json!({"a": [1, "x"]})))],
+            vec![
+                Value::String("ünïcödé key with some length".into()),
+                Value::Bool(false),
+            ],
+        ];
+        for vals in &samples {
+            assert_eq!(
+                hash_values(vals.iter()),
+                hash_values_v4(vals.iter()),
+                "{vals:?}"
+            );
+        }
+    }
+
     #[test]
     fn tail_word_is_the_zero_padded_little_endian_word() {
         for n in 0..=7usize {
@@ -1875,6 +1990,6 @@ mod tests {
         let p = Pending::new(1, 2, plain.clone());
         assert!(p.extra.is_none());
         assert_eq!(p.row(), plain);
-        assert_eq!(std::mem::size_of::<Pending>(), 48);
+        assert_eq!(std::mem::size_of::<Pending>(), 56);
     }
 }
