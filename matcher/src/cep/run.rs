@@ -321,11 +321,25 @@ pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
 /// `u64::from_le_bytes` of a zero-padded copy gives, without a `memcpy` call).
 #[inline]
 fn tail_word(rest: &[u8]) -> u64 {
-    let mut w = 0u64;
-    for (i, b) in rest.iter().enumerate().take(8) {
-        w |= (*b as u64) << (8 * i);
+    // two overlapping loads cover 2–7 bytes; the overlap holds the same bytes in both
+    let n = rest.len();
+    match n {
+        0 => 0,
+        1 => rest[0] as u64,
+        2..=3 => {
+            let lo = u16::from_le_bytes([rest[0], rest[1]]) as u64;
+            let hi = u16::from_le_bytes([rest[n - 2], rest[n - 1]]) as u64;
+            lo | (hi << (8 * (n - 2)))
+        }
+        4..=7 => {
+            let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+            let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
+            lo | ((hi as u64) << (8 * (n - 4)))
+        }
+        _ => u64::from_le_bytes([
+            rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], rest[7],
+        ]),
     }
-    w
 }
 
 /// Hash of the partition-key values: a canonical encoding (type tag, then the value's
@@ -1088,6 +1102,18 @@ fn resolve(
     }
 }
 
+/// Starts loading the bytes of the strings among `values`.
+#[inline]
+fn prefetch_strings(values: &[Value]) {
+    for v in values {
+        if let Value::String(s) = v {
+            if let Some(b) = s.as_bytes().first() {
+                prefetch_read_data::<_, 3>(b);
+            }
+        }
+    }
+}
+
 /// Declared column `i` of a buffered row (NULL when out of range), as [`Row::get`].
 fn pending_get(p: &Pending, i: usize) -> &Value {
     static NULL: Value = Value::Null;
@@ -1189,16 +1215,27 @@ impl PartitionState {
         if self.reorder_run.len() <= INNER {
             return;
         }
+        let Some(g0) = rules.groups.first() else {
+            return;
+        };
+        let cols0 = rules.rules[g0.rules[0] as usize].partition_cols.as_deref();
+        let (front, back) = self.reorder_run.as_mut_slices();
         // the key hash of the first group, once per row (kept for the matcher)
-        if let (Some(g), Some(p)) = (rules.groups.first(), self.reorder_run.get_mut(SLOT)) {
-            if let Some(cols) = &rules.rules[g.rules[0] as usize].partition_cols {
-                if p.key_hash == 0 {
-                    p.key_hash = hash_values(cols.iter().map(|c| pending_get(p, *c)));
-                }
+        let slot_row = match front.len() {
+            n if SLOT < n => front.get_mut(SLOT),
+            n => back.get_mut(SLOT - n),
+        };
+        if let (Some(cols), Some(p)) = (cols0, slot_row) {
+            if p.key_hash == 0 {
+                p.key_hash = hash_values(cols.iter().map(|c| pending_get(p, *c)));
             }
         }
-        let run = &self.reorder_run;
-        if let Some(p) = run.get(VALUES) {
+        let (front, back) = (&*front, &*back);
+        let at = |k: usize| match front.len() {
+            n if k < n => front.get(k),
+            n => back.get(k - n),
+        };
+        if let Some(p) = at(VALUES) {
             // a value is 32 bytes: one prefetch per 64-byte line
             for v in p.values.iter().step_by(2) {
                 prefetch_read_data::<_, 3>(v);
@@ -1207,18 +1244,16 @@ impl PartitionState {
                 prefetch_read_data::<_, 3>(v);
             }
         }
-        if let Some(p) = run.get(STRINGS) {
-            for v in &p.values {
-                if let Value::String(s) = v {
-                    if let Some(b) = s.as_bytes().first() {
-                        prefetch_read_data::<_, 3>(b);
-                    }
-                }
-            }
+        if let Some(p) = at(STRINGS) {
+            prefetch_strings(&p.values);
         }
         for (gi, (g, table)) in rules.groups.iter().zip(&self.groups_state).enumerate() {
-            let rep = &rules.rules[g.rules[0] as usize];
-            let Some(cols) = &rep.partition_cols else {
+            let cols = if gi == 0 {
+                cols0
+            } else {
+                rules.rules[g.rules[0] as usize].partition_cols.as_deref()
+            };
+            let Some(cols) = cols else {
                 continue;
             };
             let key_hash = |p: &Pending| {
@@ -1228,35 +1263,31 @@ impl PartitionState {
                     hash_values(cols.iter().map(|c| pending_get(p, *c)))
                 }
             };
-            if let Some(p) = run.get(SLOT) {
-                table.prefetch_slot(key_hash(p));
-            }
-            if let Some(p) = run.get(STATE) {
-                if let Some(ks) = table.first_with_hash(key_hash(p)) {
-                    prefetch_read_data::<_, 3>(&ks.values);
-                    prefetch_read_data::<_, 3>(&ks.rows);
-                    prefetch_read_data::<_, 3>(&ks.rules);
-                    prefetch_read_data::<_, 3>(&ks.timer);
+            if gi > 0 {
+                if let Some(p) = at(SLOT) {
+                    table.prefetch_slot(key_hash(p));
                 }
+            } else if let Some(p) = at(SLOT) {
+                table.prefetch_slot(p.key_hash);
             }
-            if let Some(p) = run.get(INNER) {
-                if let Some(ks) = table.first_with_hash(key_hash(p)) {
-                    for v in &ks.values {
-                        if let Value::String(s) = v {
-                            if let Some(b) = s.as_bytes().first() {
-                                prefetch_read_data::<_, 3>(b);
-                            }
-                        }
-                    }
+            if let Some(ks) = at(STATE).and_then(|p| table.first_with_hash(key_hash(p))) {
+                prefetch_read_data::<_, 3>(&ks.values);
+                prefetch_read_data::<_, 3>(&ks.rows);
+                prefetch_read_data::<_, 3>(&ks.rules);
+                prefetch_read_data::<_, 3>(&ks.timer);
+            }
+            if let Some(ks) = at(INNER).and_then(|p| table.first_with_hash(key_hash(p))) {
+                prefetch_strings(&ks.values);
+                // the oldest row the key keeps (navigation such as FIRST(a.x) reads it)
+                if let Some(r) = ks.rows.first() {
+                    prefetch_read_data::<_, 3>(&*r.row);
                     if ks.rows.spilled() {
-                        if let Some(r) = ks.rows.first() {
-                            prefetch_read_data::<_, 3>(r);
-                        }
+                        prefetch_read_data::<_, 3>(r);
                     }
-                    if ks.rules.spilled() {
-                        if let Some(r) = ks.rules.first() {
-                            prefetch_read_data::<_, 3>(r);
-                        }
+                }
+                if ks.rules.spilled() {
+                    if let Some(r) = ks.rules.first() {
+                        prefetch_read_data::<_, 3>(r);
                     }
                 }
             }

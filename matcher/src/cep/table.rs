@@ -124,7 +124,9 @@ impl<V> KeyTable<V> {
 
     /// Adds a value (the caller has checked that its key is not there yet); returns its slot.
     pub fn insert(&mut self, hash: u64, val: Box<V>) -> usize {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
+        // at most half full: most look-ups are for keys that are not there (a row whose
+        // key has no state), and with linear probing their cost grows fast with the load
+        if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let mask = self.mask();
