@@ -267,7 +267,7 @@ struct Scratch {
     stamp: Vec<u32>,
     gen: u32,
     /// (pc, projection hash) → (node, len) of the first thread there this step.
-    seen: rustc_hash::FxHashMap<(u32, u64), (u32, u32)>,
+    seen: Seen,
     /// The threads of the step being taken (copied out of the search).
     clist: Vec<Thread>,
     stack: Vec<u32>,
@@ -286,6 +286,56 @@ impl Scratch {
         if !self.seen.is_empty() {
             self.seen.clear();
         }
+    }
+}
+
+/// (pc, projection hash) → (node, len) of the first thread there in a step. Most steps
+/// see a handful of entries: a short list is scanned (no hashing, and clearing it costs
+/// nothing); past [`Seen::SMALL`] entries they move to a hash map.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    small: Vec<(u32, u64, (u32, u32))>,
+    big: rustc_hash::FxHashMap<(u32, u64), (u32, u32)>,
+}
+
+impl Seen {
+    const SMALL: usize = 16;
+
+    fn is_empty(&self) -> bool {
+        self.small.is_empty() && self.big.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.small.clear();
+        if !self.big.is_empty() {
+            self.big.clear();
+        }
+    }
+
+    #[inline]
+    fn get(&self, pc: u32, h: u64) -> Option<(u32, u32)> {
+        if self.big.is_empty() {
+            self.small
+                .iter()
+                .find(|e| e.0 == pc && e.1 == h)
+                .map(|e| e.2)
+        } else {
+            self.big.get(&(pc, h)).copied()
+        }
+    }
+
+    /// Records the first thread at (pc, h); the caller checked it is not there yet.
+    #[inline]
+    fn insert(&mut self, pc: u32, h: u64, v: (u32, u32)) {
+        if self.big.is_empty() {
+            if self.small.len() < Self::SMALL {
+                self.small.push((pc, h, v));
+                return;
+            }
+            self.big
+                .extend(self.small.drain(..).map(|(pc, h, v)| ((pc, h), v)));
+        }
+        self.big.insert((pc, h), v);
     }
 }
 
@@ -775,13 +825,13 @@ fn closure(
                     true
                 }
             }
-            Some(h) => match sc.seen.get(&(pc, *h)) {
+            Some(h) => match sc.seen.get(pc, *h) {
                 None => {
-                    sc.seen.insert((pc, *h), (t.node, t.len));
+                    sc.seen.insert(pc, *h, (t.node, t.len));
                     true
                 }
                 // same hash: merge only when the projections are really equal
-                Some(&(n2, l2)) => {
+                Some((n2, l2)) => {
                     !projection(rule, nodes, t.node, t.len).eq(projection(rule, nodes, n2, l2))
                 }
             },
