@@ -2009,6 +2009,31 @@ mod tests {
     }
 
     #[test]
+    fn seen_list_acts_like_a_map() {
+        // past Seen::SMALL entries the list moves to a map; clearing goes back
+        let mut seen = Seen::default();
+        let mut reference = std::collections::HashMap::new();
+        let mut x = 12345u64;
+        for step in 0..200u32 {
+            if step % 50 == 0 {
+                seen.clear();
+                reference.clear();
+                assert!(seen.is_empty());
+            }
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (pc, h) = ((x >> 60) as u32, (x >> 40) % 3);
+            assert_eq!(seen.get(pc, h), reference.get(&(pc, h)).copied());
+            if seen.get(pc, h).is_none() {
+                seen.insert(pc, h, (step, step + 1));
+                reference.insert((pc, h), (step, step + 1));
+            }
+        }
+        assert!(reference.len() > Seen::SMALL, "the map mode was reached");
+    }
+
+    #[test]
     fn key_hash_is_unchanged() {
         let samples: Vec<Vec<Value>> = vec![
             vec![],
