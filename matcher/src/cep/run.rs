@@ -526,6 +526,11 @@ pub struct PartitionState {
     cand_gen: u32,
     #[serde(skip)]
     cand_buf: Vec<u32>,
+    /// Emptied key states kept for new keys (at most [`SPARE_KEYS`]): a new key reuses the
+    /// box and the room its vectors had grown to instead of allocating them again.
+    #[serde(skip)]
+    #[allow(clippy::vec_box)] // the boxes themselves are what is reused (the table holds boxes)
+    spare: Vec<Box<KeyState>>,
 }
 
 /// Evaluation context of a DEFINE (current row tentatively mapped to a variable) or of
@@ -1152,6 +1157,25 @@ fn resolve(
     }
 }
 
+/// Emptied key states kept for reuse per partition (each keeps the room its vectors grew
+/// to, so this bounds that memory too).
+const SPARE_KEYS: usize = 256;
+
+/// Empties a removed key state and keeps it for the next new key (when there is room).
+#[allow(clippy::vec_box)] // see `PartitionState::spare`
+fn recycle(spare: &mut Vec<Box<KeyState>>, mut ks: Box<KeyState>) {
+    if spare.len() >= SPARE_KEYS {
+        return;
+    }
+    ks.values.clear();
+    ks.rows.clear();
+    ks.rules.clear();
+    ks.base = 0;
+    ks.next = 0;
+    ks.timer = None;
+    spare.push(ks);
+}
+
 /// Starts loading the bytes of the strings among `values`.
 #[inline]
 fn prefetch_strings(values: &[Value]) {
@@ -1368,6 +1392,7 @@ impl PartitionState {
             cand_stamp: Vec::new(),
             cand_gen: 0,
             cand_buf: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -1595,7 +1620,9 @@ impl PartitionState {
             }
             // drop the keys left without state (each removal may move the others)
             while let Some(i) = gs.find(h, |ks| ks.rules.is_empty()) {
-                gs.remove(i);
+                if let Some(ks) = gs.remove(i) {
+                    recycle(&mut self.spare, ks);
+                }
             }
             for d in rearm {
                 self.timers.push(Reverse((d, g, h)));
@@ -1640,6 +1667,7 @@ impl PartitionState {
             cand_stamp,
             cand_gen,
             cand_buf,
+            spare,
             ..
         } = self;
         counters.rows += 1;
@@ -1800,16 +1828,28 @@ impl PartitionState {
                 }
                 note_timer(rule.within_ms);
                 if ks.is_none() {
-                    let mut rows = SmallVec::new();
-                    rows.push(stored());
-                    fresh = Some(Box::new(KeyState {
-                        values: key_values(rep, row, &key),
-                        rows,
-                        base: 0,
-                        next: 1,
-                        rules: SmallVec::new(),
-                        timer: None,
-                    }));
+                    let b = match spare.pop() {
+                        Some(mut b) => {
+                            // emptied by `recycle`: same state as a new one
+                            b.values.extend(key_values(rep, row, &key));
+                            b.rows.push(stored());
+                            b.next = 1;
+                            b
+                        }
+                        None => {
+                            let mut rows = SmallVec::new();
+                            rows.push(stored());
+                            Box::new(KeyState {
+                                values: key_values(rep, row, &key),
+                                rows,
+                                base: 0,
+                                next: 1,
+                                rules: SmallVec::new(),
+                                timer: None,
+                            })
+                        }
+                    };
+                    fresh = Some(b);
                     ks = fresh.as_deref_mut();
                 }
                 let Some(ks) = ks.as_deref_mut() else {
@@ -1854,10 +1894,16 @@ impl PartitionState {
             }
             match (slot, fresh) {
                 (Some(i), _) if !keep => {
-                    table.remove(i);
+                    if let Some(ks) = table.remove(i) {
+                        recycle(spare, ks);
+                    }
                 }
-                (None, Some(b)) if keep => {
-                    table.insert(key.hash, b);
+                (None, Some(b)) => {
+                    if keep {
+                        table.insert(key.hash, b);
+                    } else {
+                        recycle(spare, b);
+                    }
                 }
                 _ => {}
             }
