@@ -1158,13 +1158,14 @@ fn resolve(
 }
 
 /// Emptied key states kept for reuse per partition (each keeps the room its vectors grew
-/// to, so this bounds that memory too).
+/// to, at most 32 rows and 8 rules, so this bounds that memory too: under 256 × 2 KiB).
 const SPARE_KEYS: usize = 256;
 
 /// Empties a removed key state and keeps it for the next new key (when there is room).
 #[allow(clippy::vec_box)] // see `PartitionState::spare`
 fn recycle(spare: &mut Vec<Box<KeyState>>, mut ks: Box<KeyState>) {
-    if spare.len() >= SPARE_KEYS {
+    // a key that had grown large is freed rather than kept: the spare boxes stay small
+    if spare.len() >= SPARE_KEYS || ks.rows.capacity() > 32 || ks.rules.capacity() > 8 {
         return;
     }
     ks.values.clear();
