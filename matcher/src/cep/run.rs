@@ -1158,7 +1158,7 @@ fn resolve(
 }
 
 /// Emptied key states kept for reuse per partition (each keeps the room its vectors grew
-/// to, at most 32 rows and 8 rules, so this bounds that memory too: under 256 × 2 KiB).
+/// to, at most 32 rows and 8 rules: about 3 KiB each, under 1 MiB per partition).
 const SPARE_KEYS: usize = 256;
 
 /// Empties a removed key state and keeps it for the next new key (when there is room).
