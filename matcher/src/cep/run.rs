@@ -529,7 +529,8 @@ pub struct PartitionState {
     /// Emptied key states kept for new keys (at most [`SPARE_KEYS`]): a new key reuses the
     /// box and the room its vectors had grown to instead of allocating them again.
     #[serde(skip)]
-    #[allow(clippy::vec_box)] // the boxes themselves are what is reused (the table holds boxes)
+    #[allow(clippy::vec_box)]
+    // the boxes themselves are what is reused (the table holds boxes)
     spare: Vec<Box<KeyState>>,
 }
 
