@@ -79,6 +79,7 @@
 
 mod compile;
 mod run;
+mod table;
 
 pub use compile::CepRule;
 pub use run::{CepCounters, PartitionState, STATE_VERSION};

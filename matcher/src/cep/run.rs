@@ -11,15 +11,17 @@
 //! decides which later searches survive. This gives exactly batch MATCH_RECOGNIZE's result.
 
 use super::compile::{Inst, VarKind};
+use super::table::KeyTable;
 use super::{CepConfig, CepRule, CepRuleSet, MatchOutput};
 use crate::expr::{AggFunc, Context, FieldRef, Nav, VarId};
 use crate::value::{Row, Value};
 use dsl::ast::AfterMatch;
 use dsl::plan::LatePolicy;
+use mem_prefetch::prefetch_read_data;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 /// Version of the serialized [`PartitionState`].
@@ -171,6 +173,11 @@ struct Pending {
     offset: u64,
     values: Vec<Value>,
     extra: Option<Box<serde_json::Map<String, serde_json::Value>>>,
+    /// Hash of the row's key in the first rule group, worked out by
+    /// [`PartitionState::prefetch_ahead`] shortly before the row leaves the buffer
+    /// (0 = not yet; not stored in checkpoints).
+    #[serde(skip)]
+    key_hash: u64,
 }
 
 impl Pending {
@@ -181,6 +188,7 @@ impl Pending {
             offset,
             values,
             extra: (!extra.is_empty()).then(|| Box::new(extra)),
+            key_hash: 0,
         }
     }
 
@@ -259,7 +267,7 @@ struct Scratch {
     stamp: Vec<u32>,
     gen: u32,
     /// (pc, projection hash) → (node, len) of the first thread there this step.
-    seen: rustc_hash::FxHashMap<(u32, u64), (u32, u32)>,
+    seen: Seen,
     /// The threads of the step being taken (copied out of the search).
     clist: Vec<Thread>,
     stack: Vec<u32>,
@@ -281,6 +289,56 @@ impl Scratch {
     }
 }
 
+/// (pc, projection hash) → (node, len) of the first thread there in a step. Most steps
+/// see a handful of entries: a short list is scanned (no hashing, and clearing it costs
+/// nothing); past [`Seen::SMALL`] entries they move to a hash map.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    small: Vec<(u32, u64, (u32, u32))>,
+    big: rustc_hash::FxHashMap<(u32, u64), (u32, u32)>,
+}
+
+impl Seen {
+    const SMALL: usize = 16;
+
+    fn is_empty(&self) -> bool {
+        self.small.is_empty() && self.big.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.small.clear();
+        if !self.big.is_empty() {
+            self.big.clear();
+        }
+    }
+
+    #[inline]
+    fn get(&self, pc: u32, h: u64) -> Option<(u32, u32)> {
+        if self.big.is_empty() {
+            self.small
+                .iter()
+                .find(|e| e.0 == pc && e.1 == h)
+                .map(|e| e.2)
+        } else {
+            self.big.get(&(pc, h)).copied()
+        }
+    }
+
+    /// Records the first thread at (pc, h); the caller checked it is not there yet.
+    #[inline]
+    fn insert(&mut self, pc: u32, h: u64, v: (u32, u32)) {
+        if self.big.is_empty() {
+            if self.small.len() < Self::SMALL {
+                self.small.push((pc, h, v));
+                return;
+            }
+            self.big
+                .extend(self.small.drain(..).map(|(pc, h, v)| ((pc, h), v)));
+        }
+        self.big.insert((pc, h), v);
+    }
+}
+
 /// Identity hasher for keys that are already hashes.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
@@ -299,11 +357,7 @@ impl std::hash::Hasher for IdHasher {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            h = (h ^ u64::from_le_bytes(buf))
-                .wrapping_mul(K)
-                .rotate_left(26);
+            h = (h ^ tail_word(rest)).wrapping_mul(K).rotate_left(26);
         }
         self.0 = (h ^ bytes.len() as u64).wrapping_mul(K);
     }
@@ -313,46 +367,74 @@ impl std::hash::Hasher for IdHasher {
 }
 pub(crate) type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
 
+/// The last 1–7 bytes of a string as a little-endian word padded with zeros (what
+/// `u64::from_le_bytes` of a zero-padded copy gives, without a `memcpy` call).
+#[inline]
+fn tail_word(rest: &[u8]) -> u64 {
+    // two overlapping loads cover 2–7 bytes; the overlap holds the same bytes in both
+    let n = rest.len();
+    match n {
+        0 => 0,
+        1 => rest[0] as u64,
+        2..=3 => {
+            let lo = u16::from_le_bytes([rest[0], rest[1]]) as u64;
+            let hi = u16::from_le_bytes([rest[n - 2], rest[n - 1]]) as u64;
+            lo | (hi << (8 * (n - 2)))
+        }
+        4..=7 => {
+            let lo = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+            let hi = u32::from_le_bytes([rest[n - 4], rest[n - 3], rest[n - 2], rest[n - 1]]);
+            lo | ((hi as u64) << (8 * (n - 4)))
+        }
+        _ => u64::from_le_bytes([
+            rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], rest[7],
+        ]),
+    }
+}
+
 /// Hash of the partition-key values: a canonical encoding (type tag, then the value's
 /// bytes, strings with their length) mixed a word at a time. Deterministic (no seed) and
 /// allocation-free; part of the checkpoint format (keys are stored by this hash).
 fn hash_values<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
     const K: u64 = 0xf135_7aea_2e62_a9c5;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |w: u64| h = (h ^ w).wrapping_mul(K).rotate_left(26);
-    let put_bytes = |tag: u64, bytes: &[u8], mix: &mut dyn FnMut(u64)| {
-        mix(tag | ((bytes.len() as u64) << 8));
+    #[inline(always)]
+    fn mix(h: &mut u64, w: u64) {
+        *h = (*h ^ w).wrapping_mul(K).rotate_left(26);
+    }
+    #[inline(always)]
+    fn put_bytes(h: &mut u64, tag: u64, bytes: &[u8]) {
+        mix(h, tag | ((bytes.len() as u64) << 8));
         let mut chunks = bytes.chunks_exact(8);
         for c in &mut chunks {
-            mix(u64::from_le_bytes([
-                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
-            ]));
+            mix(
+                h,
+                u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+            );
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut buf = [0u8; 8];
-            buf[..rest.len()].copy_from_slice(rest);
-            mix(u64::from_le_bytes(buf));
+            mix(h, tail_word(rest));
         }
-    };
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for v in vals {
         match v {
-            Value::Null => mix(0),
-            Value::Bool(b) => mix(1 | ((*b as u64) << 8)),
+            Value::Null => mix(&mut h, 0),
+            Value::Bool(b) => mix(&mut h, 1 | ((*b as u64) << 8)),
             Value::Int(i) => {
-                mix(2);
-                mix(*i as u64)
+                mix(&mut h, 2);
+                mix(&mut h, *i as u64)
             }
             Value::Float(f) => {
-                mix(3);
-                mix(f.to_bits())
+                mix(&mut h, 3);
+                mix(&mut h, f.to_bits())
             }
-            Value::String(s) => put_bytes(4, s.as_bytes(), &mut mix),
+            Value::String(s) => put_bytes(&mut h, 4, s.as_bytes()),
             Value::Timestamp(t) => {
-                mix(5);
-                mix(*t as u64)
+                mix(&mut h, 5);
+                mix(&mut h, *t as u64)
             }
-            Value::Json(j) => put_bytes(6, j.to_string().as_bytes(), &mut mix),
+            Value::Json(j) => put_bytes(&mut h, 6, j.to_string().as_bytes()),
         }
     }
     h.wrapping_mul(K)
@@ -408,9 +490,7 @@ pub(crate) fn eq_hash(h: &mut u64, v: &Value) -> bool {
             }
             let rest = chunks.remainder();
             if !rest.is_empty() {
-                let mut buf = [0u8; 8];
-                buf[..rest.len()].copy_from_slice(rest);
-                mix(u64::from_le_bytes(buf));
+                mix(tail_word(rest));
             }
         }
         Value::Null | Value::Json(_) => return false,
@@ -418,17 +498,14 @@ pub(crate) fn eq_hash(h: &mut u64, v: &Value) -> bool {
     true
 }
 
-/// The keys whose partition-key hash is equal (almost always one).
-type Bucket = SmallVec<[Box<KeyState>; 1]>;
-
 /// Mutable state of one log partition for one [`CepRuleSet`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PartitionState {
     version: u32,
     partition: u32,
     rule_names: Vec<String>,
-    /// Per rule group: key hash → the keys with that hash (almost always one).
-    groups_state: Vec<HashMap<u64, Bucket, IdBuild>>,
+    /// Per rule group: the keys with state, by the hash of their partition key.
+    groups_state: Vec<KeyTable<KeyState>>,
     /// Reorder buffer: rows that arrived in order (the common case, O(1))…
     reorder_run: VecDeque<Pending>,
     /// …and rows that arrived out of order.
@@ -449,6 +526,12 @@ pub struct PartitionState {
     cand_gen: u32,
     #[serde(skip)]
     cand_buf: Vec<u32>,
+    /// Emptied key states kept for new keys (at most [`SPARE_KEYS`]): a new key reuses the
+    /// box and the room its vectors had grown to instead of allocating them again.
+    #[serde(skip)]
+    #[allow(clippy::vec_box)]
+    // the boxes themselves are what is reused (the table holds boxes)
+    spare: Vec<Box<KeyState>>,
 }
 
 /// Evaluation context of a DEFINE (current row tentatively mapped to a variable) or of
@@ -748,13 +831,13 @@ fn closure(
                     true
                 }
             }
-            Some(h) => match sc.seen.get(&(pc, *h)) {
+            Some(h) => match sc.seen.get(pc, *h) {
                 None => {
-                    sc.seen.insert((pc, *h), (t.node, t.len));
+                    sc.seen.insert(pc, *h, (t.node, t.len));
                     true
                 }
                 // same hash: merge only when the projections are really equal
-                Some(&(n2, l2)) => {
+                Some((n2, l2)) => {
                     !projection(rule, nodes, t.node, t.len).eq(projection(rule, nodes, n2, l2))
                 }
             },
@@ -1075,6 +1158,44 @@ fn resolve(
     }
 }
 
+/// Emptied key states kept for reuse per partition (each keeps the room its vectors grew
+/// to, at most 32 rows and 8 rules: about 3 KiB each, under 1 MiB per partition).
+const SPARE_KEYS: usize = 256;
+
+/// Empties a removed key state and keeps it for the next new key (when there is room).
+#[allow(clippy::vec_box)] // see `PartitionState::spare`
+fn recycle(spare: &mut Vec<Box<KeyState>>, mut ks: Box<KeyState>) {
+    // a key that had grown large is freed rather than kept: the spare boxes stay small
+    if spare.len() >= SPARE_KEYS || ks.rows.capacity() > 32 || ks.rules.capacity() > 8 {
+        return;
+    }
+    ks.values.clear();
+    ks.rows.clear();
+    ks.rules.clear();
+    ks.base = 0;
+    ks.next = 0;
+    ks.timer = None;
+    spare.push(ks);
+}
+
+/// Starts loading the bytes of the strings among `values`.
+#[inline]
+fn prefetch_strings(values: &[Value]) {
+    for v in values {
+        if let Value::String(s) = v {
+            if let Some(b) = s.as_bytes().first() {
+                prefetch_read_data::<_, 3>(b);
+            }
+        }
+    }
+}
+
+/// Declared column `i` of a buffered row (NULL when out of range), as [`Row::get`].
+fn pending_get(p: &Pending, i: usize) -> &Value {
+    static NULL: Value = Value::Null;
+    p.values.get(i).unwrap_or(&NULL)
+}
+
 /// The partition key of a row for one rule group: hash, plus owned values when the
 /// PARTITION BY items are expressions rather than plain columns.
 struct RowKey {
@@ -1082,10 +1203,10 @@ struct RowKey {
     computed: Option<Vec<Value>>,
 }
 
-fn row_key(rule: &CepRule, row: &Row) -> RowKey {
+fn row_key(rule: &CepRule, row: &Row, known_hash: Option<u64>) -> RowKey {
     match &rule.partition_cols {
         Some(cols) => RowKey {
-            hash: hash_values(cols.iter().map(|c| row.get(*c))),
+            hash: known_hash.unwrap_or_else(|| hash_values(cols.iter().map(|c| row.get(*c)))),
             computed: None,
         },
         None => {
@@ -1153,6 +1274,102 @@ impl PartitionState {
         }
     }
 
+    /// Software-pipelined prefetch for the rows about to leave the reorder buffer. They
+    /// waited there about a second, so their data and their keys' state are out of the
+    /// near caches, and each is reached through the one before (row → values → strings →
+    /// key hash → table slot → key state → key string): loaded one after another when the
+    /// row is processed, these misses add up. Each release moves every in-order row
+    /// nearer by one step, and this issues the next load of its chain, so the misses of
+    /// several upcoming rows are in flight while the current row is processed. Only a
+    /// hint: nothing here changes state or results.
+    fn prefetch_ahead(&mut self, rules: &CepRuleSet) {
+        const VALUES: usize = 5;
+        const STRINGS: usize = 4;
+        const SLOT: usize = 3;
+        const STATE: usize = 2;
+        const INNER: usize = 1;
+        if self.reorder_run.len() <= INNER {
+            return;
+        }
+        let Some(g0) = rules.groups.first() else {
+            return;
+        };
+        let cols0 = rules.rules[g0.rules[0] as usize].partition_cols.as_deref();
+        let (front, back) = self.reorder_run.as_mut_slices();
+        // the key hash of the first group, once per row (kept for the matcher)
+        let slot_row = match front.len() {
+            n if SLOT < n => front.get_mut(SLOT),
+            n => back.get_mut(SLOT - n),
+        };
+        if let (Some(cols), Some(p)) = (cols0, slot_row) {
+            if p.key_hash == 0 {
+                p.key_hash = hash_values(cols.iter().map(|c| pending_get(p, *c)));
+            }
+        }
+        let (front, back) = (&*front, &*back);
+        let at = |k: usize| match front.len() {
+            n if k < n => front.get(k),
+            n => back.get(k - n),
+        };
+        if let Some(p) = at(VALUES) {
+            // a value is 32 bytes: one prefetch per 64-byte line
+            for v in p.values.iter().step_by(2) {
+                prefetch_read_data::<_, 3>(v);
+            }
+            if let Some(v) = p.values.last() {
+                prefetch_read_data::<_, 3>(v);
+            }
+        }
+        if let Some(p) = at(STRINGS) {
+            prefetch_strings(&p.values);
+        }
+        for (gi, (g, table)) in rules.groups.iter().zip(&self.groups_state).enumerate() {
+            let cols = if gi == 0 {
+                cols0
+            } else {
+                rules.rules[g.rules[0] as usize].partition_cols.as_deref()
+            };
+            let Some(cols) = cols else {
+                continue;
+            };
+            let key_hash = |p: &Pending| {
+                if gi == 0 && p.key_hash != 0 {
+                    p.key_hash
+                } else {
+                    hash_values(cols.iter().map(|c| pending_get(p, *c)))
+                }
+            };
+            if gi > 0 {
+                if let Some(p) = at(SLOT) {
+                    table.prefetch_slot(key_hash(p));
+                }
+            } else if let Some(p) = at(SLOT) {
+                table.prefetch_slot(p.key_hash);
+            }
+            if let Some(ks) = at(STATE).and_then(|p| table.first_with_hash(key_hash(p))) {
+                prefetch_read_data::<_, 3>(&ks.values);
+                prefetch_read_data::<_, 3>(&ks.rows);
+                prefetch_read_data::<_, 3>(&ks.rules);
+                prefetch_read_data::<_, 3>(&ks.timer);
+            }
+            if let Some(ks) = at(INNER).and_then(|p| table.first_with_hash(key_hash(p))) {
+                prefetch_strings(&ks.values);
+                // the oldest row the key keeps (navigation such as FIRST(a.x) reads it)
+                if let Some(r) = ks.rows.first() {
+                    prefetch_read_data::<_, 3>(&*r.row);
+                    if ks.rows.spilled() {
+                        prefetch_read_data::<_, 3>(r);
+                    }
+                }
+                if ks.rules.spilled() {
+                    if let Some(r) = ks.rules.first() {
+                        prefetch_read_data::<_, 3>(r);
+                    }
+                }
+            }
+        }
+    }
+
     /// Rows waiting in the reorder buffer.
     pub fn buffered_rows(&self) -> usize {
         self.buffered()
@@ -1164,7 +1381,7 @@ impl PartitionState {
             version: STATE_VERSION,
             partition,
             rule_names: rules.rules.iter().map(|r| r.name.to_string()).collect(),
-            groups_state: rules.groups.iter().map(|_| HashMap::default()).collect(),
+            groups_state: rules.groups.iter().map(|_| KeyTable::default()).collect(),
             reorder_run: VecDeque::new(),
             reorder: BinaryHeap::new(),
             max_ts: None,
@@ -1177,6 +1394,7 @@ impl PartitionState {
             cand_stamp: Vec::new(),
             cand_gen: 0,
             cand_buf: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -1203,12 +1421,7 @@ impl PartitionState {
     /// Counters, with the gauges refreshed.
     pub fn counters(&self) -> CepCounters {
         let mut c = self.counters.clone();
-        c.live_keys = self
-            .groups_state
-            .iter()
-            .flat_map(|g| g.values())
-            .map(|b| b.len() as u64)
-            .sum();
+        c.live_keys = self.groups_state.iter().map(|g| g.len() as u64).sum();
         c.live_partial_matches = self.rule_live.iter().sum();
         c
     }
@@ -1226,23 +1439,20 @@ impl PartitionState {
         }
         let mut total = 0;
         for g in &self.groups_state {
-            // a table slot per key (plus hashbrown's control byte)
-            total += g.len() * (size_of::<(u64, Bucket)>() + 1);
-            for b in g.values() {
-                total += heap(b);
-                for ks in b {
-                    total += size_of::<KeyState>() + heap(&ks.values) + heap(&ks.rows);
-                    total += heap(&ks.rules);
-                    for v in &ks.values {
-                        if let Value::String(s) = v {
-                            total += s.capacity();
-                        }
+            // the table's slots, used or not
+            total += g.capacity() * KeyTable::<KeyState>::SLOT_BYTES;
+            for (_, ks) in g.iter() {
+                total += size_of::<KeyState>() + heap(&ks.values) + heap(&ks.rows);
+                total += heap(&ks.rules);
+                for v in &ks.values {
+                    if let Value::String(s) = v {
+                        total += s.capacity();
                     }
-                    for rk in &ks.rules {
-                        total += heap(&rk.searches);
-                        for s in &rk.searches {
-                            total += heap(&s.nodes) + heap(&s.threads);
-                        }
+                }
+                for rk in &ks.rules {
+                    total += heap(&rk.searches);
+                    for s in &rk.searches {
+                        total += heap(&s.nodes) + heap(&s.threads);
                     }
                 }
             }
@@ -1320,9 +1530,10 @@ impl PartitionState {
             self.watermark = wm;
         }
         while self.buffer_min_ts().is_some_and(|ts| ts <= self.watermark) {
+            self.prefetch_ahead(rules);
             if let Some(p) = self.buffer_pop() {
-                let (ts, offset) = (p.ts, p.offset);
-                self.engine_row(rules, p.row(), ts, offset, false, out);
+                let (ts, offset, h) = (p.ts, p.offset, p.key_hash);
+                self.engine_row_hashed(rules, p.row(), ts, offset, false, h, out);
             }
         }
         self.fire_timers(rules, out);
@@ -1341,19 +1552,14 @@ impl PartitionState {
         };
         for g in self.groups_state.iter_mut() {
             // deterministic order: by key hash
-            let mut hashes: Vec<u64> = g.keys().copied().collect();
-            hashes.sort_unstable();
-            for h in hashes {
-                let Some(bucket) = g.remove(&h) else { continue };
-                for mut ks in bucket {
-                    let (kr, rks) = ks.split_rows();
-                    for rk in rks.iter_mut() {
-                        let rule = &rules.rules[rk.rule as usize];
-                        for s in rk.searches.iter_mut() {
-                            s.expire(rule);
-                        }
-                        resolve(&mut em, rule, rk, kr, out);
+            for (_, mut ks) in g.take_sorted() {
+                let (kr, rks) = ks.split_rows();
+                for rk in rks.iter_mut() {
+                    let rule = &rules.rules[rk.rule as usize];
+                    for s in rk.searches.iter_mut() {
+                        s.expire(rule);
                     }
+                    resolve(&mut em, rule, rk, kr, out);
                 }
             }
         }
@@ -1371,16 +1577,18 @@ impl PartitionState {
             };
             let wm = self.watermark;
             let gs = &mut self.groups_state[g as usize];
-            let Some(bucket) = gs.get_mut(&h) else {
+            let slots = gs.slots_with_hash(h);
+            if slots.is_empty() {
                 continue;
-            };
+            }
             let mut em = Emit {
                 rules,
                 partition: self.partition,
                 counters: &mut self.counters,
             };
             let mut rearm = Vec::new();
-            for ks in bucket.iter_mut() {
+            for &i in &slots {
+                let Some(ks) = gs.get_mut(i) else { continue };
                 if ks.timer != Some(deadline) {
                     continue;
                 }
@@ -1412,9 +1620,11 @@ impl PartitionState {
                     rearm.push(next);
                 }
             }
-            bucket.retain(|ks| !ks.rules.is_empty());
-            if bucket.is_empty() {
-                gs.remove(&h);
+            // drop the keys left without state (each removal may move the others)
+            while let Some(i) = gs.find(h, |ks| ks.rules.is_empty()) {
+                if let Some(ks) = gs.remove(i) {
+                    recycle(&mut self.spare, ks);
+                }
             }
             for d in rearm {
                 self.timers.push(Reverse((d, g, h)));
@@ -1432,10 +1642,40 @@ impl PartitionState {
         late: bool,
         out: &mut Vec<MatchOutput>,
     ) {
-        self.counters.rows += 1;
-        self.cache.next_event(rules.n_preds);
-        if self.cand_stamp.len() < rules.rules.len() {
-            self.cand_stamp.resize(rules.rules.len(), 0);
+        self.engine_row_hashed(rules, row, ts, offset, late, 0, out)
+    }
+
+    /// [`engine_row`](Self::engine_row) with the hash of the row's key in the first rule
+    /// group when it is already known (0 = work it out).
+    #[allow(clippy::too_many_arguments)]
+    fn engine_row_hashed(
+        &mut self,
+        rules: &CepRuleSet,
+        row: Row,
+        ts: i64,
+        offset: u64,
+        late: bool,
+        key_hash0: u64,
+        out: &mut Vec<MatchOutput>,
+    ) {
+        let PartitionState {
+            partition,
+            groups_state,
+            timers,
+            rule_live,
+            counters,
+            cache,
+            scratch,
+            cand_stamp,
+            cand_gen,
+            cand_buf,
+            spare,
+            ..
+        } = self;
+        counters.rows += 1;
+        cache.next_event(rules.n_preds);
+        if cand_stamp.len() < rules.rules.len() {
+            cand_stamp.resize(rules.rules.len(), 0);
         }
         // The row goes behind an `Arc` only when some key keeps it (most rows start
         // nothing and meet no open partial match).
@@ -1443,22 +1683,23 @@ impl PartitionState {
         let mut shared: Option<Arc<Row>> = None;
         for (gi, group) in rules.groups.iter().enumerate() {
             let rep = &rules.rules[group.rules[0] as usize];
-            self.cand_gen = self.cand_gen.wrapping_add(1);
-            if self.cand_gen == 0 {
-                self.cand_stamp.iter_mut().for_each(|s| *s = 0);
-                self.cand_gen = 1;
+            *cand_gen = cand_gen.wrapping_add(1);
+            if *cand_gen == 0 {
+                cand_stamp.iter_mut().for_each(|s| *s = 0);
+                *cand_gen = 1;
             }
-            let gen = self.cand_gen;
-            let mut cands = std::mem::take(&mut self.cand_buf);
+            let gen = *cand_gen;
+            let mut cands = std::mem::take(cand_buf);
             cands.clear();
-            let (key, mut ks) = {
+            let table = &mut groups_state[gi];
+            let (key, slot) = {
                 let Some(row) = owned.as_ref().or(shared.as_deref()) else {
                     return;
                 };
                 // candidate rules that may start on this row: the index, then the first
                 // DEFINE when it reads only the row (evaluated once, cached)
                 for &r in &group.always {
-                    self.cand_stamp[r as usize] = gen;
+                    cand_stamp[r as usize] = gen;
                     cands.push(r);
                 }
                 for ix in &group.index {
@@ -1467,8 +1708,8 @@ impl PartitionState {
                         continue;
                     }
                     for &r in ix.map.get(&h).into_iter().flatten() {
-                        if self.cand_stamp[r as usize] != gen {
-                            self.cand_stamp[r as usize] = gen;
+                        if cand_stamp[r as usize] != gen {
+                            cand_stamp[r as usize] = gen;
                             cands.push(r);
                         }
                     }
@@ -1478,25 +1719,23 @@ impl PartitionState {
                         rule: &rules.rules[*r as usize],
                         pred_ids: &rules.pred_ids[*r as usize],
                     };
-                    let keep = may_start(&env, &mut self.cache, row);
+                    let keep = may_start(&env, cache, row);
                     if !keep {
-                        self.cand_stamp[*r as usize] = 0;
+                        cand_stamp[*r as usize] = 0;
                     }
                     keep
                 });
-                let key = row_key(rep, row);
-                // taken out while processed; the (possibly empty) bucket stays so that
-                // putting the key back costs no allocation
-                let ks = self.groups_state[gi].get_mut(&key.hash).and_then(|bucket| {
-                    bucket
-                        .iter()
-                        .position(|ks| key_matches(rep, row, &key, &ks.values))
-                        .map(|i| bucket.swap_remove(i))
-                });
-                (key, ks)
+                let known = if gi == 0 && key_hash0 != 0 {
+                    Some(key_hash0)
+                } else {
+                    None
+                };
+                let key = row_key(rep, row, known);
+                let slot = table.find(key.hash, |ks| key_matches(rep, row, &key, &ks.values));
+                (key, slot)
             };
-            if ks.is_none() && cands.is_empty() {
-                self.cand_buf = cands;
+            if slot.is_none() && cands.is_empty() {
+                *cand_buf = cands;
                 continue;
             }
             if let Some(r) = owned.take() {
@@ -1514,8 +1753,8 @@ impl PartitionState {
             };
             let mut em = Emit {
                 rules,
-                partition: self.partition,
-                counters: &mut self.counters,
+                partition: *partition,
+                counters,
             };
             let mut timer_needed: Option<i64> = None;
             let mut note_timer = |d: Option<i64>| {
@@ -1523,8 +1762,14 @@ impl PartitionState {
                     timer_needed = Some(timer_needed.map_or(d, |x: i64| x.min(d)));
                 }
             };
+            // a key met for the first time is built here and put in the table at the end
+            let mut fresh: Option<Box<KeyState>> = None;
+            let mut ks: Option<&mut KeyState> = match slot {
+                Some(i) => table.get_mut(i),
+                None => None,
+            };
             // existing rule states of this key
-            if let Some(ks) = ks.as_mut() {
+            if let Some(ks) = ks.as_deref_mut() {
                 push_small(&mut ks.rows, stored(), 8);
                 ks.next += 1;
                 let idx = ks.next - 1;
@@ -1538,46 +1783,29 @@ impl PartitionState {
                     let before = rk.threads();
                     let mn = rk.matches + 1;
                     for s in rk.searches.iter_mut() {
-                        s.step(
-                            &env,
-                            &mut self.cache,
-                            &mut self.scratch,
-                            kr.rows,
-                            kr.base,
-                            row,
-                            ts,
-                            mn,
-                        );
+                        s.step(&env, cache, scratch, kr.rows, kr.base, row, ts, mn);
                     }
-                    if self.cand_stamp[rk.rule as usize] == gen {
-                        let live = self.rule_live[rk.rule as usize] as usize;
+                    if cand_stamp[rk.rule as usize] == gen {
+                        let live = rule_live[rk.rule as usize] as usize;
                         if live >= rule.config.max_partial_matches_per_rule {
                             em.counters.starts_refused += 1;
-                        } else if let Some(s) = start_search(
-                            &env,
-                            &mut self.cache,
-                            &mut self.scratch,
-                            kr.rows,
-                            kr.base,
-                            row,
-                            idx,
-                            ts,
-                            mn,
-                        ) {
+                        } else if let Some(s) =
+                            start_search(&env, cache, scratch, kr.rows, kr.base, row, idx, ts, mn)
+                        {
                             note_timer(rule.within_ms);
                             push_small(&mut rk.searches, s, 4);
                         }
                     }
                     resolve(&mut em, rule, rk, kr, out);
                     let after = rk.threads();
-                    let l = &mut self.rule_live[rk.rule as usize];
+                    let l = &mut rule_live[rk.rule as usize];
                     *l = (*l + after as u64).saturating_sub(before as u64);
                 }
             }
             // rules without state for this key
             for &r in &cands {
                 if ks
-                    .as_ref()
+                    .as_deref()
                     .is_some_and(|ks| ks.rules.iter().any(|rk| rk.rule == r))
                 {
                     continue;
@@ -1588,40 +1816,47 @@ impl PartitionState {
                     pred_ids: &rules.pred_ids[r as usize],
                 };
                 // the row's index in the key: its last row when the key exists
-                let (rows, base, idx): (&[StoredRow], u64, u64) = match ks.as_ref() {
+                let (rows, base, idx): (&[StoredRow], u64, u64) = match ks.as_deref() {
                     Some(ks) => (&ks.rows, ks.base, ks.next - 1),
                     None => (&[], 0, 0),
                 };
-                let Some(s) = start_search(
-                    &env,
-                    &mut self.cache,
-                    &mut self.scratch,
-                    rows,
-                    base,
-                    row,
-                    idx,
-                    ts,
-                    1,
-                ) else {
+                let Some(s) = start_search(&env, cache, scratch, rows, base, row, idx, ts, 1)
+                else {
                     continue;
                 };
-                if self.rule_live[r as usize] as usize >= rule.config.max_partial_matches_per_rule {
+                if rule_live[r as usize] as usize >= rule.config.max_partial_matches_per_rule {
                     em.counters.starts_refused += 1;
                     continue;
                 }
                 note_timer(rule.within_ms);
-                let ks = ks.get_or_insert_with(|| {
-                    let mut rows = SmallVec::new();
-                    rows.push(stored());
-                    Box::new(KeyState {
-                        values: key_values(rep, row, &key),
-                        rows,
-                        base: 0,
-                        next: 1,
-                        rules: SmallVec::new(),
-                        timer: None,
-                    })
-                });
+                if ks.is_none() {
+                    let b = match spare.pop() {
+                        Some(mut b) => {
+                            // emptied by `recycle`: same state as a new one
+                            b.values.extend(key_values(rep, row, &key));
+                            b.rows.push(stored());
+                            b.next = 1;
+                            b
+                        }
+                        None => {
+                            let mut rows = SmallVec::new();
+                            rows.push(stored());
+                            Box::new(KeyState {
+                                values: key_values(rep, row, &key),
+                                rows,
+                                base: 0,
+                                next: 1,
+                                rules: SmallVec::new(),
+                                timer: None,
+                            })
+                        }
+                    };
+                    fresh = Some(b);
+                    ks = fresh.as_deref_mut();
+                }
+                let Some(ks) = ks.as_deref_mut() else {
+                    continue;
+                };
                 let mut searches = SmallVec::new();
                 searches.push(s);
                 let mut rk = RuleKey {
@@ -1636,33 +1871,43 @@ impl PartitionState {
                     values: &ks.values,
                 };
                 resolve(&mut em, rule, &mut rk, kr, out);
-                self.rule_live[r as usize] += rk.threads() as u64;
+                rule_live[r as usize] += rk.threads() as u64;
                 if !rk.idle(rule) {
                     push_small(&mut ks.rules, rk, 4);
                 }
             }
-            self.cand_buf = cands;
-            let gs = &mut self.groups_state[gi];
-            let had = ks.is_some();
-            if let Some(mut ks) = ks {
+            *cand_buf = cands;
+            let mut keep = false;
+            if let Some(ks) = ks {
                 ks.rules
                     .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
                 if !ks.rules.is_empty() {
+                    keep = true;
                     ks.trim_rows();
                     // one pending timer per key: the earliest deadline (re-armed on firing)
                     if let Some(d) = timer_needed {
                         let at = ts.saturating_add(d);
                         if ks.timer.is_none_or(|t| at < t) {
                             ks.timer = Some(at);
-                            self.timers.push(Reverse((at, gi as u32, key.hash)));
+                            timers.push(Reverse((at, gi as u32, key.hash)));
                         }
                     }
-                    gs.entry(key.hash).or_default().push(ks);
-                    continue;
                 }
             }
-            if had && gs.get(&key.hash).is_some_and(|b| b.is_empty()) {
-                gs.remove(&key.hash);
+            match (slot, fresh) {
+                (Some(i), _) if !keep => {
+                    if let Some(ks) = table.remove(i) {
+                        recycle(spare, ks);
+                    }
+                }
+                (None, Some(b)) => {
+                    if keep {
+                        table.insert(key.hash, b);
+                    } else {
+                        recycle(spare, b);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1767,6 +2012,110 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// `hash_values` as it was written before (a `dyn` closure per string): checkpoints
+    /// store keys by this hash, so the faster code must give the same values.
+    fn hash_values_v4<'a>(vals: impl Iterator<Item = &'a Value>) -> u64 {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut mix = |w: u64| h = (h ^ w).wrapping_mul(K).rotate_left(26);
+        let put_bytes = |tag: u64, bytes: &[u8], mix: &mut dyn FnMut(u64)| {
+            mix(tag | ((bytes.len() as u64) << 8));
+            let mut chunks = bytes.chunks_exact(8);
+            for c in &mut chunks {
+                mix(u64::from_le_bytes([
+                    c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+                ]));
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut buf = [0u8; 8];
+                buf[..rest.len()].copy_from_slice(rest);
+                mix(u64::from_le_bytes(buf));
+            }
+        };
+        for v in vals {
+            match v {
+                Value::Null => mix(0),
+                Value::Bool(b) => mix(1 | ((*b as u64) << 8)),
+                Value::Int(i) => {
+                    mix(2);
+                    mix(*i as u64)
+                }
+                Value::Float(f) => {
+                    mix(3);
+                    mix(f.to_bits())
+                }
+                Value::String(s) => put_bytes(4, s.as_bytes(), &mut mix),
+                Value::Timestamp(t) => {
+                    mix(5);
+                    mix(*t as u64)
+                }
+                Value::Json(j) => put_bytes(6, j.to_string().as_bytes(), &mut mix),
+            }
+        }
+        h.wrapping_mul(K)
+    }
+
+    #[test]
+    fn seen_list_acts_like_a_map() {
+        // past Seen::SMALL entries the list moves to a map; clearing goes back
+        let mut seen = Seen::default();
+        let mut reference = std::collections::HashMap::new();
+        let mut x = 12345u64;
+        for step in 0..200u32 {
+            if step % 50 == 0 {
+                seen.clear();
+                reference.clear();
+                assert!(seen.is_empty());
+            }
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let (pc, h) = ((x >> 60) as u32, (x >> 40) % 3);
+            assert_eq!(seen.get(pc, h), reference.get(&(pc, h)).copied());
+            if seen.get(pc, h).is_none() {
+                seen.insert(pc, h, (step, step + 1));
+                reference.insert((pc, h), (step, step + 1));
+            }
+        }
+        assert!(reference.len() > Seen::SMALL, "the map mode was reached");
+    }
+
+    #[test]
+    fn key_hash_is_unchanged() {
+        let samples: Vec<Vec<Value>> = vec![
+            vec![],
+            vec![Value::Null],
+            vec![Value::String(String::new())],
+            vec![Value::String("u1".into())],
+            vec![Value::String("user-12345678".into()), Value::Int(-7)],
+            vec![Value::String("exactly8".into()), Value::Bool(true)],
+            vec![Value::Float(1.5), Value::Timestamp(1_767_225_600_000)],
+            vec![Value::Json(Box::new(serde_json::json!({"a": [1, "x"]})))],
+            vec![
+                Value::String("ünïcödé key with some length".into()),
+                Value::Bool(false),
+            ],
+        ];
+        for vals in &samples {
+            assert_eq!(
+                hash_values(vals.iter()),
+                hash_values_v4(vals.iter()),
+                "{vals:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tail_word_is_the_zero_padded_little_endian_word() {
+        for n in 0..=7usize {
+            let bytes: Vec<u8> = (0..n as u8).map(|i| 0xa0 + i).collect();
+            let mut buf = [0u8; 8];
+            buf[..n].copy_from_slice(&bytes);
+            assert_eq!(tail_word(&bytes), u64::from_le_bytes(buf), "{n} bytes");
+        }
+    }
+
     #[test]
     fn pending_keeps_values_and_undeclared_fields() {
         let mut extra = serde_json::Map::new();
@@ -1795,6 +2144,6 @@ mod tests {
         let p = Pending::new(1, 2, plain.clone());
         assert!(p.extra.is_none());
         assert_eq!(p.row(), plain);
-        assert_eq!(std::mem::size_of::<Pending>(), 48);
+        assert_eq!(std::mem::size_of::<Pending>(), 56);
     }
 }
