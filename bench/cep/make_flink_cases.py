@@ -85,7 +85,8 @@ def main():
     ap.add_argument("--cases", type=int, default=4)
     ap.add_argument("--only", type=int, nargs="*", help="seeds to (re)generate")
     args = ap.parse_args()
-    plan = [(11, 3, 1500), (12, 20, 3000), (13, 1, 800), (14, 50, 4000), (15, 7, 2000), (16, 2, 1200)]
+    plan = [(11, 3, 1500), (12, 20, 3000), (13, 1, 800), (14, 50, 4000), (15, 7, 2000), (16, 2, 1200),
+            (17, 10, 2500), (18, 100, 5000), (19, 4, 1800), (20, 30, 3500)]
     ap_seeds = [s for s in plan if args.only is None or s[0] in args.only]
     for seed, keys, n in ap_seeds[: args.cases]:
         d = make_case(seed, keys, n)
