@@ -725,8 +725,8 @@ impl Worker {
 pub fn load_seen_ids(shared: &Shared, from: u64) -> usize {
     if let Some(k) = shared.log.as_kafka() {
         // Kafka: to the end as of now (a fetch's end report, no wait after it); the id
-        // is in each record's `weir-id` header.
-        let from = from.max(k.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0));
+        // is in each record's `weir-id` header (`read_to_end` starts at the earliest
+        // retained offset when `from` is below it).
         let recs = match k.read_records_to_end(OUTPUTS_TOPIC, 0, from) {
             Ok(r) => r,
             Err(e) => {
