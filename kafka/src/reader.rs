@@ -31,7 +31,7 @@ impl ClientContext for ReaderContext {
 
 impl ConsumerContext for ReaderContext {}
 
-use bytes::Bytes;
+use bytes::BytesMut;
 use weir_log::Record;
 
 use crate::config::KafkaConfig;
@@ -143,6 +143,9 @@ impl SharedConsumer {
             next: None,
             at_eof: false,
             timeout: self.timeout,
+            buf: BytesMut::new(),
+            buf_hint: 0,
+            spans: Vec::new(),
         }
     }
 
@@ -276,6 +279,10 @@ pub struct PartitionReader {
     next: Option<u64>,
     at_eof: bool,
     timeout: Duration,
+    /// [`PartitionReader::read_values`]' value buffer, its usual size, and its spans.
+    buf: BytesMut,
+    buf_hint: usize,
+    spans: Vec<(u64, i64, usize, usize)>,
 }
 
 impl PartitionReader {
@@ -289,6 +296,9 @@ impl PartitionReader {
             next: None,
             at_eof: false,
             timeout: config.request_timeout,
+            buf: BytesMut::new(),
+            buf_hint: 0,
+            spans: Vec::new(),
         })
     }
 
@@ -355,11 +365,21 @@ impl PartitionReader {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<KafkaRecord>> {
-        self.read_with(from_offset, max_records, max_bytes, wait, false, |m| {
-            let r = KafkaRecord::from_message(m);
-            let n = r.value.as_ref().map_or(0, Vec::len);
-            (Some(r), n)
-        })
+        let mut out = Vec::new();
+        self.read_with(
+            from_offset,
+            max_records,
+            max_bytes,
+            wait,
+            false,
+            &mut out,
+            |m| {
+                let r = KafkaRecord::from_message(m);
+                let n = r.value.as_ref().map_or(0, Vec::len);
+                (Some(r), n)
+            },
+        )?;
+        Ok(out)
     }
 
     /// [`PartitionReader::read`] of offsets, timestamps and values only (no topic, key or
@@ -371,27 +391,45 @@ impl PartitionReader {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<Record>> {
-        // Values are copied into one buffer per read and handed out as slices of it
-        // (one allocation per batch instead of one per record).
-        let mut buf: Vec<u8> = Vec::new();
-        let spans = self.read_with(from_offset, max_records, max_bytes, wait, false, |m| {
-            let Some(v) = m.payload() else {
-                return (None, 0);
-            };
-            let start = buf.len();
-            buf.extend_from_slice(v);
-            let ts = m.timestamp().to_millis().unwrap_or(0);
-            (Some((m.offset() as u64, ts, start, buf.len())), v.len())
-        })?;
-        let buf = Bytes::from(buf);
-        Ok(spans
-            .into_iter()
-            .map(|(offset, timestamp_ms, a, b)| Record {
+        // Values are copied into one buffer and handed out as slices of it (one
+        // allocation per batch instead of one per record). The buffer is reused once the
+        // previous read's records are dropped (`BytesMut::reserve` reclaims it), and so
+        // is the list of spans: no fresh pages to fault in per read.
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.reserve(self.buf_hint);
+        let mut spans = std::mem::take(&mut self.spans);
+        let r = self.read_with(
+            from_offset,
+            max_records,
+            max_bytes,
+            wait,
+            false,
+            &mut spans,
+            |m| {
+                let Some(v) = m.payload() else {
+                    return (None, 0);
+                };
+                let start = buf.len();
+                buf.extend_from_slice(v);
+                let ts = m.timestamp().to_millis().unwrap_or(0);
+                (Some((m.offset() as u64, ts, start, buf.len())), v.len())
+            },
+        );
+        self.buf_hint = self.buf_hint.max(buf.len()).min(8 << 20);
+        let frozen = buf.split().freeze();
+        self.buf = buf;
+        let recs = spans
+            .iter()
+            .map(|&(offset, timestamp_ms, a, b)| Record {
                 offset,
                 timestamp_ms,
-                payload: buf.slice(a..b),
+                payload: frozen.slice(a..b),
             })
-            .collect())
+            .collect();
+        spans.clear();
+        self.spans = spans;
+        r?;
+        Ok(recs)
     }
 
     /// The read loop. Records already fetched by librdkafka are taken with zero-timeout
@@ -405,8 +443,9 @@ impl PartitionReader {
         max_bytes: usize,
         wait: Duration,
         stop_at_eof: bool,
+        out: &mut Vec<T>,
         mut take: impl FnMut(&BorrowedMessage<'_>) -> (Option<T>, usize),
-    ) -> Result<Vec<T>> {
+    ) -> Result<()> {
         // tansu 0.6 answers a fetch from an offset inside a record batch with the *next*
         // batch, skipping the rest of that one. So a new position (not the continuation
         // of the previous read) is sought a little before the wanted offset and the
@@ -421,26 +460,28 @@ impl PartitionReader {
         };
         loop {
             let start = from_offset.saturating_sub(back);
-            let (out, first_seen) = self.read_from(
+            let first_seen = self.read_from(
                 start,
                 from_offset,
                 max_records,
                 max_bytes,
                 wait,
                 stop_at_eof,
+                out,
                 &mut take,
             )?;
             let skipped = start > 0 && start < from_offset && first_seen > Some(from_offset);
             if !skipped {
-                return Ok(out);
+                return Ok(());
             }
             back = back.saturating_mul(16);
             self.next = None;
         }
     }
 
-    /// One pass of [`Self::read_with`]: seeks to `start`, drops records below `from`, and
-    /// also returns the offset of the first record the broker returned.
+    /// One pass of [`Self::read_with`]: seeks to `start`, drops records below `from`,
+    /// fills `out` (emptied first), and returns the offset of the first record the broker
+    /// returned.
     #[allow(clippy::too_many_arguments)]
     fn read_from<T>(
         &mut self,
@@ -450,15 +491,17 @@ impl PartitionReader {
         max_bytes: usize,
         wait: Duration,
         stop_at_eof: bool,
+        out: &mut Vec<T>,
         take: &mut impl FnMut(&BorrowedMessage<'_>) -> (Option<T>, usize),
-    ) -> Result<(Vec<T>, Option<u64>)> {
+    ) -> Result<Option<u64>> {
         self.seek_to(start)?;
         if let Source::Shared { shared, .. } = &self.source {
             shared.serve();
         }
         let mut first_seen: Option<u64> = None;
         let max = max_records.max(1);
-        let mut out = Vec::with_capacity(max.min(4096));
+        out.clear();
+        out.reserve(max.min(1 << 16));
         let mut bytes = 0usize;
         let mut deadline: Option<Instant> = None;
         while out.len() < max && (out.is_empty() || bytes < max_bytes) {
@@ -505,7 +548,7 @@ impl PartitionReader {
                 }
             }
         }
-        Ok((out, first_seen))
+        Ok(first_seen)
     }
 
     /// Reads every record from `from_offset` to the partition's end as of now (e.g. the
@@ -527,11 +570,20 @@ impl PartitionReader {
         let mut out = Vec::new();
         let deadline = Instant::now() + self.timeout * 3;
         loop {
-            let batch = self.read_with(next, 10_000, 16 << 20, self.timeout, true, |m| {
-                let r = KafkaRecord::from_message(m);
-                let n = r.value.as_ref().map_or(0, Vec::len);
-                (Some(r), n)
-            })?;
+            let mut batch = Vec::new();
+            self.read_with(
+                next,
+                10_000,
+                16 << 20,
+                self.timeout,
+                true,
+                &mut batch,
+                |m| {
+                    let r = KafkaRecord::from_message(m);
+                    let n = r.value.as_ref().map_or(0, Vec::len);
+                    (Some(r), n)
+                },
+            )?;
             match batch.last() {
                 Some(last) => next = last.offset + 1,
                 None if self.at_eof => break,

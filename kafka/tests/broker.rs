@@ -283,6 +283,18 @@ fn readers_sharing_a_consumer_keep_their_own_positions() {
     let mut r1 = shared.reader("weir.sh", 1);
     assert_eq!(check(&mut r1, 1, 37, 113, &want), 150);
     assert_eq!(shared.assigned(), 3);
+    // Records of a read stay intact while later reads of the reader go on (the value
+    // buffer is reused only once they are dropped).
+    let held = r1
+        .read_values(0, 20, 1 << 20, Duration::from_secs(5))
+        .unwrap();
+    let later = r1
+        .read_values(20, 20, 1 << 20, Duration::from_secs(5))
+        .unwrap();
+    for (i, x) in held.iter().chain(&later).enumerate() {
+        assert_eq!(x.offset, i as u64);
+        assert_eq!(&x.payload[..], want[1][i].as_bytes());
+    }
     // Through the log: every partition of a topic reads through the same consumers,
     // and a released partition is read afresh, from exactly the asked offset.
     for p in 0..3u32 {
