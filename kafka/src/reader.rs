@@ -585,6 +585,11 @@ impl PartitionReader {
                 },
             )?;
             match batch.last() {
+                // The end was reported right after this batch's last record.
+                Some(_) if self.at_eof => {
+                    out.extend(batch);
+                    break;
+                }
                 Some(last) => next = last.offset + 1,
                 None if self.at_eof => break,
                 None => {

@@ -346,6 +346,31 @@ fn read_to_end_sees_records_written_after_an_earlier_end() {
         next = got.last().unwrap().offset + 1;
         assert!(r.read_to_end(next).unwrap().is_empty(), "round {round}");
     }
+    // "As of now": a record written a while after the call is not waited for (a read
+    // ending with the end report returns; it does not wait for more records).
+    let mut fresh = PartitionReader::new(&b.config(), "weir.ends", 0).unwrap();
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            log.append("ends", 0, &[b"late"]).unwrap();
+        });
+        // One record first: the rest and the end report are then fetched and queued
+        // together, so the next read takes the records and the end report at once.
+        let first = fresh
+            .read_values(0, 1, 1 << 20, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        std::thread::sleep(Duration::from_millis(500));
+        let got = fresh.read_to_end(1).unwrap();
+        assert_eq!(
+            got.len(),
+            want.len() - 1,
+            "read_to_end waited for a later record"
+        );
+        got
+    });
+    assert_eq!(got.last().unwrap().offset, next - 1);
+    want.push("late".into());
     // From inside a batch (offset 15 of the batch 10..20), on a reader at the end.
     let got = r.read_to_end(15).unwrap();
     assert_eq!(got.len(), want.len() - 15);
