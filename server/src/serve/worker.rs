@@ -309,6 +309,15 @@ impl Worker {
                     continue;
                 }
             };
+            // A read may wait for records (Kafka: up to 200 ms): a statement installed
+            // meanwhile takes effect at its recorded position, so records from there on
+            // wait for the next step (which switches versions first).
+            let latest = self.shared.versions();
+            let limit = if latest.len() > versions.len() {
+                limit.min(self.limit(&latest, &topic))
+            } else {
+                limit
+            };
             let mut next_off = None;
             for r in recs {
                 if r.offset >= limit {
