@@ -436,6 +436,7 @@ impl PartitionReader {
     /// polls (no clock reads of ours per record); only an empty queue starts the `wait`.
     /// `stop_at_eof`: an end-of-partition report ends an empty read at once (instead of
     /// waiting out `wait` for records written after it).
+    #[allow(clippy::too_many_arguments)]
     fn read_with<T>(
         &mut self,
         from_offset: u64,
