@@ -189,21 +189,26 @@ impl KafkaLog {
     }
 
     /// Every record (with keys and headers) from `from_offset` to the partition's end as
-    /// of now ([`PartitionReader::read_to_end`]: returns when a fetch reports the end, no
-    /// extra wait).
+    /// of now, handed to `each` a batch at a time ([`PartitionReader::read_to_end_each`]:
+    /// returns when a fetch reports the end, no extra wait).
     pub fn read_records_to_end(
         &self,
         topic: &str,
         partition: u32,
         from_offset: u64,
-    ) -> Result<Vec<KafkaRecord>> {
+        mut each: impl FnMut(Vec<KafkaRecord>),
+    ) -> Result<()> {
         let reader = self.reader(topic, partition)?;
         let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
-        let got = r.read_to_end(from_offset)?;
-        if let Some(last) = got.last() {
-            self.note_end(topic, partition, last.offset + 1);
+        let mut end = None;
+        r.read_to_end_each(from_offset, |batch| {
+            end = batch.last().map(|l| l.offset + 1).or(end);
+            each(batch);
+        })?;
+        if let Some(e) = end {
+            self.note_end(topic, partition, e);
         }
-        Ok(got)
+        Ok(())
     }
 
     fn reader(&self, topic: &str, partition: u32) -> Result<Arc<Mutex<PartitionReader>>> {

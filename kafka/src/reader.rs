@@ -558,6 +558,18 @@ impl PartitionReader {
     /// batches). Returns as soon as that report arrives (one fetch round trip at the end,
     /// no extra wait).
     pub fn read_to_end(&mut self, from_offset: u64) -> Result<Vec<KafkaRecord>> {
+        let mut out = Vec::new();
+        self.read_to_end_each(from_offset, |batch| out.extend(batch))?;
+        Ok(out)
+    }
+
+    /// [`PartitionReader::read_to_end`] handing the records to `each` a batch (at most
+    /// 10 000) at a time, so a long partition is not held in memory at once.
+    pub fn read_to_end_each(
+        &mut self,
+        from_offset: u64,
+        mut each: impl FnMut(Vec<KafkaRecord>),
+    ) -> Result<()> {
         let mut next = from_offset;
         if self.next == Some(from_offset) && self.at_eof {
             // Continuing where an earlier read saw the end: librdkafka reports an end
@@ -568,8 +580,7 @@ impl PartitionReader {
             let (lo, _) = self.watermarks()?;
             next = from_offset.max(lo);
         }
-        let mut out = Vec::new();
-        let deadline = Instant::now() + self.timeout * 3;
+        let mut deadline = Instant::now() + self.timeout * 3;
         loop {
             let mut batch = Vec::new();
             self.read_with(
@@ -588,11 +599,15 @@ impl PartitionReader {
             match batch.last() {
                 // The end was reported right after this batch's last record.
                 Some(_) if self.at_eof => {
-                    out.extend(batch);
-                    break;
+                    each(batch);
+                    return Ok(());
                 }
-                Some(last) => next = last.offset + 1,
-                None if self.at_eof => break,
+                Some(last) => {
+                    next = last.offset + 1;
+                    deadline = Instant::now() + self.timeout * 3;
+                    each(batch);
+                }
+                None if self.at_eof => return Ok(()),
                 None => {
                     if Instant::now() > deadline {
                         return Err(Error::Timeout(format!(
@@ -602,9 +617,7 @@ impl PartitionReader {
                     }
                 }
             }
-            out.extend(batch);
         }
-        Ok(out)
     }
 
     /// Assigns the partition at exactly `offset` (no seek-back: `offset` must be where a

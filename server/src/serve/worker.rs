@@ -736,28 +736,26 @@ pub fn load_seen_ids(shared: &Shared, from: u64) -> usize {
         // Kafka: to the end as of now (a fetch's end report, no wait after it); the id
         // is in each record's `weir-id` header (`read_to_end` starts at the earliest
         // retained offset when `from` is below it).
-        let recs = match k.read_records_to_end(OUTPUTS_TOPIC, 0, from) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the output ids to de-duplicate");
-                Vec::new()
-            }
-        };
         let mut seen = shared.seen_ids.write().unwrap_or_else(|e| e.into_inner());
-        for r in &recs {
-            match r.header(weir_kafka::ID_HEADER) {
-                Some(id) => {
-                    seen.insert(String::from_utf8_lossy(id).into_owned());
-                }
-                None => {
-                    let v = r.value.as_deref().unwrap_or_default();
-                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(v) {
-                        if let Some(id) = v.get("id").and_then(|i| i.as_str()) {
-                            seen.insert(id.to_string());
+        let read = k.read_records_to_end(OUTPUTS_TOPIC, 0, from, |recs| {
+            for r in &recs {
+                match r.header(weir_kafka::ID_HEADER) {
+                    Some(id) => {
+                        seen.insert(String::from_utf8_lossy(id).into_owned());
+                    }
+                    None => {
+                        let v = r.value.as_deref().unwrap_or_default();
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(v) {
+                            if let Some(id) = v.get("id").and_then(|i| i.as_str()) {
+                                seen.insert(id.to_string());
+                            }
                         }
                     }
                 }
             }
+        });
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "cannot read the output ids to de-duplicate");
         }
         return seen.len();
     }
