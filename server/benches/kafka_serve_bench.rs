@@ -155,8 +155,26 @@ fn main() {
         return;
     }
     let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let broker_pid = std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let _stop = BrokerGuard(script, dir.path().to_path_buf());
-    run(&bootstrap);
+    run(&bootstrap, &broker_pid);
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one), from
+/// /proc (0 where unavailable). Assumes 100 clock ticks per second.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(") ").map(|x| x.1) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
 }
 
 /// Stops the broker, also when the run panics.
@@ -175,7 +193,7 @@ fn sigterm(w: &mut Weir) {
     let _ = w.child.wait();
 }
 
-fn run(bootstrap: &str) {
+fn run(bootstrap: &str, broker_pid: &str) {
     let bootstrap = bootstrap.to_string();
     {
         let n: usize = std::env::var("WEIR_KAFKA_BENCH_EVENTS")
@@ -220,6 +238,7 @@ fn run(bootstrap: &str) {
         produce(&p, &events, 1000);
         let produce_s = t.elapsed().as_secs_f64();
         let count = std::sync::atomic::AtomicU64::new(0);
+        let cpu0 = (cpu_secs(broker_pid), cpu_secs("self"));
         let t = Instant::now();
         let (got, samples) = std::thread::scope(|s| {
             let hs: Vec<_> = (0..PARTS)
@@ -264,6 +283,7 @@ fn run(bootstrap: &str) {
             (got, sampler.join().unwrap())
         });
         let par_s = t.elapsed().as_secs_f64();
+        let cpu_bare = (cpu_secs(broker_pid) - cpu0.0, cpu_secs("self") - cpu0.1);
         assert_eq!(got, n);
         let broker_mid = middle_rate(&samples, n as u64);
         println!(
@@ -277,6 +297,7 @@ fn run(bootstrap: &str) {
         // event counter (sampled through /metrics), over the middle 80 % of the events,
         // so start-up, group join and restore do not count.
         let t = Instant::now();
+        let broker_cpu0 = cpu_secs(broker_pid);
         let w = weir(&bootstrap);
         // WEIR_BENCH_PERF=FILE: profile weir during this phase (perf record).
         let perf = std::env::var("WEIR_BENCH_PERF").ok().map(|f| {
@@ -307,9 +328,15 @@ fn run(bootstrap: &str) {
                 t.elapsed() < Duration::from_secs(600),
                 "weir did not finish"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            // Every scrape costs weir and the broker a little (the lag metric asks the
+            // broker for each partition's end): 10 a second.
+            std::thread::sleep(Duration::from_millis(100));
         }
         let weir_s = t.elapsed().as_secs_f64();
+        let cpu_weir = (
+            cpu_secs(broker_pid) - broker_cpu0,
+            cpu_secs(&w.child.id().to_string()),
+        );
         if let Some(mut p) = perf {
             let _ = Command::new("kill")
                 .args(["-INT", &p.id().to_string()])
@@ -328,6 +355,14 @@ fn run(bootstrap: &str) {
             100.0 * weir_mid / broker_mid,
             n as f64 / end.duration_since(first).as_secs_f64().max(1e-3),
             n as f64 / weir_s
+        );
+        println!(
+            "  CPU (2 cores): bare consume: broker {:.2} s + readers {:.2} s; weir run: broker {:.2} s + weir {:.2} s ({:.2} µs of weir CPU per event, incl. start-up)",
+            cpu_bare.0,
+            cpu_bare.1,
+            cpu_weir.0,
+            cpu_weir.1,
+            cpu_weir.1 * 1e6 / n as f64
         );
         println!(
             "  start → all partitions owned {:.2} s, restore after the assignment {recovery_ms:.0} ms, first event applied {:.2} s after start",
