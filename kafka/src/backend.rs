@@ -233,18 +233,24 @@ impl KafkaLog {
         Ok(r)
     }
 
-    /// Stops reading `topic`/`partition` (e.g. a worker partition that moved to another
-    /// instance): its records are no longer fetched; a later read starts afresh.
+    /// Stops fetching `topic`/`partition` (e.g. a worker partition that moved to another
+    /// instance) until its next read, which positions it afresh. The reader itself stays
+    /// (one reader per partition: a second one on the same consumer would take records
+    /// from the first one's queue).
     pub fn release(&self, topic: &str, partition: u32) {
         let kt = self.kafka_topic(topic);
         let r = self
             .readers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(&(kt, partition));
-        // The last handle's drop unassigns the partition (a read in progress elsewhere
-        // finishes first: it holds a handle).
-        drop(r);
+            .get(&(kt, partition))
+            .cloned();
+        if let Some(r) = r {
+            let mut r = r.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = r.stop() {
+                tracing::debug!(error = %e, topic, partition, "stopping a reader");
+            }
+        }
     }
 
     /// Partitions being fetched by this log's readers (all shared consumers).

@@ -157,9 +157,9 @@ impl SharedConsumer {
             .len()
     }
 
-    /// Stops fetching `topic`/`partition` (its reader was dropped): the other partitions
-    /// of the consumer are not touched. A later reader of it starts afresh.
-    pub fn release(&self, topic: &str, partition: u32) -> Result<()> {
+    /// Stops fetching `topic`/`partition` (its reader was dropped or stopped): the other
+    /// partitions of the consumer are not touched. Its next positioning starts afresh.
+    fn release(&self, topic: &str, partition: u32) -> Result<()> {
         let mut a = self.assigned.lock().unwrap_or_else(|p| p.into_inner());
         if a.remove(&(topic.to_string(), partition)) {
             let mut tpl = TopicPartitionList::new();

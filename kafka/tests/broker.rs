@@ -309,6 +309,12 @@ fn readers_sharing_a_consumer_keep_their_own_positions() {
             .collect();
         assert_eq!(got, expect, "partition {p} after a release");
     }
+    // Released partitions are no longer fetched.
+    let before = log.fetched_partitions();
+    for p in 0..3u32 {
+        log.release("sh", p);
+    }
+    assert_eq!(log.fetched_partitions(), before - 3);
 }
 
 /// `read_to_end` returns at a fetch's end report, and a later call on the same reader
