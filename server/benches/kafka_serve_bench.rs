@@ -13,7 +13,8 @@
 //!    partition again), then one is SIGKILLed (time until the survivor owns all).
 //!
 //! `cargo bench -p server --bench kafka_serve_bench` (needs scripts/install-tansu; prints
-//! a skip otherwise). WEIR_KAFKA_BENCH_EVENTS sets N (default 1000000).
+//! a skip otherwise). WEIR_KAFKA_BENCH_EVENTS sets N (default 1000000),
+//! WEIR_KAFKA_BENCH_PARTS the stream partitions = weir workers = parallel readers (4).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -21,7 +22,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weir_kafka::{KafkaConfig, OutRecord, PartitionReader, Producer};
 
-const PARTS: u32 = 4;
+/// Partitions of the stream topic = weir's workers = the broker's parallel readers
+/// (`WEIR_KAFKA_BENCH_PARTS`, default 4).
+fn parts() -> u32 {
+    static P: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *P.get_or_init(|| {
+        std::env::var("WEIR_KAFKA_BENCH_PARTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&p| p > 0)
+            .unwrap_or(4)
+    })
+}
 const STATEMENTS: &str =
     "CREATE STREAM pay (card STRING, amount FLOAT, sent INT) WITH (key = 'card');
 CREATE RULE big AS FROM pay PARTITION BY card PATTERN (b) DEFINE b AS amount > 990
@@ -59,7 +71,7 @@ fn weir(bootstrap: &str) -> Weir {
         ])
         .args([
             "--partitions",
-            &PARTS.to_string(),
+            &parts().to_string(),
             "--kafka-session-ms",
             "4000",
         ])
@@ -232,7 +244,7 @@ fn run(bootstrap: &str, broker_pid: &str) {
         }
         let p = Producer::idempotent(&cfg).unwrap();
 
-        // 1. The broker alone: produce, then read back by PARTS value-only readers in
+        // 1. The broker alone: produce, then read back by `parts()` value-only readers in
         // parallel (the shape of weir's workers: one reader per partition).
         let t = Instant::now();
         produce(&p, &events, 1000);
@@ -241,7 +253,7 @@ fn run(bootstrap: &str, broker_pid: &str) {
         let cpu0 = (cpu_secs(broker_pid), cpu_secs("self"));
         let t = Instant::now();
         let (got, samples) = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..PARTS)
+            let hs: Vec<_> = (0..parts())
                 .map(|part| {
                     let (cfg, count) = (&cfg, &count);
                     s.spawn(move || {
@@ -287,7 +299,8 @@ fn run(bootstrap: &str, broker_pid: &str) {
         assert_eq!(got, n);
         let broker_mid = middle_rate(&samples, n as u64);
         println!(
-            "broker alone: produce {:.0} events/s; consume ({PARTS} value-only readers in parallel) {:.0} events/s over the middle 80 %, {:.0} events/s whole run ({n} events)",
+            "broker alone: produce {:.0} events/s; consume ({} value-only readers in parallel) {:.0} events/s over the middle 80 %, {:.0} events/s whole run ({n} events)",
+            parts(),
             n as f64 / produce_s,
             broker_mid,
             n as f64 / par_s
@@ -318,10 +331,10 @@ fn run(bootstrap: &str, broker_pid: &str) {
             let lag = m("weir_kafka_consumer_lag{");
             let owned = m("weir_kafka_owned_partitions ");
             samples.push((Instant::now(), applied as u64));
-            if owned == PARTS as f64 && t_owned.is_none() {
+            if owned == parts() as f64 && t_owned.is_none() {
                 t_owned = Some(Instant::now());
             }
-            if owned == PARTS as f64 && lag == 0.0 && outs >= matches as f64 {
+            if owned == parts() as f64 && lag == 0.0 && outs >= matches as f64 {
                 break;
             }
             assert!(
@@ -351,7 +364,8 @@ fn run(bootstrap: &str, broker_pid: &str) {
         let weir_mid = middle_rate(&samples, n as u64);
         let recovery_ms = metric(&w, "weir_kafka_rebalance_recovery_milliseconds ");
         println!(
-            "weir (1 instance, {PARTS} partitions): {n} events → {matches} outputs; {weir_mid:.0} events/s over the middle 80 % ({:.0} % of the broker's consume rate); {:.0} events/s from the first applied event to the end; {:.0} events/s incl. start and group join ({weir_s:.2} s)",
+            "weir (1 instance, {} partitions): {n} events → {matches} outputs; {weir_mid:.0} events/s over the middle 80 % ({:.0} % of the broker's consume rate); {:.0} events/s from the first applied event to the end; {:.0} events/s incl. start and group join ({weir_s:.2} s)",
+            parts(),
             100.0 * weir_mid / broker_mid,
             n as f64 / end.duration_since(first).as_secs_f64().max(1e-3),
             n as f64 / weir_s
@@ -434,7 +448,7 @@ fn run(bootstrap: &str, broker_pid: &str) {
         loop {
             let a = metric(&w, "weir_kafka_owned_partitions ");
             let b = metric(&w2, "weir_kafka_owned_partitions ");
-            if a + b == PARTS as f64 && a > 0.0 && b > 0.0 {
+            if a + b == parts() as f64 && a > 0.0 && b > 0.0 {
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(120), "no rebalance");
@@ -448,7 +462,7 @@ fn run(bootstrap: &str, broker_pid: &str) {
         w2.child.kill().unwrap();
         w2.child.wait().unwrap();
         let t = Instant::now();
-        while metric(&w, "weir_kafka_owned_partitions ") < PARTS as f64 {
+        while metric(&w, "weir_kafka_owned_partitions ") < parts() as f64 {
             assert!(t.elapsed() < Duration::from_secs(120), "no takeover");
             std::thread::sleep(Duration::from_millis(20));
         }
