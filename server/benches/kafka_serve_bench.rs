@@ -300,8 +300,8 @@ fn run(bootstrap: &str, broker_pid: &str) {
         let broker_mid = middle_rate(&samples, n as u64);
         println!(
             "broker alone: produce {:.0} events/s; consume ({} value-only readers in parallel) {:.0} events/s over the middle 80 %, {:.0} events/s whole run ({n} events)",
-            parts(),
             n as f64 / produce_s,
+            parts(),
             broker_mid,
             n as f64 / par_s
         );
