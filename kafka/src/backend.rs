@@ -12,7 +12,7 @@ use crate::admin::Admin;
 use crate::config::KafkaConfig;
 use crate::error::{Error, Result};
 use crate::producer::{OutRecord, Producer};
-use crate::reader::{KafkaRecord, PartitionReader};
+use crate::reader::{KafkaRecord, PartitionReader, SharedConsumer};
 
 /// The log as the server sees it. Topic names are weir's logical names (`statements`,
 /// `outputs`, a stream's name); a backend maps them to its own.
@@ -121,6 +121,9 @@ pub struct KafkaLog {
     producer: Producer,
     names: RwLock<HashMap<String, String>>,
     readers: Mutex<HashMap<(String, u32), SharedReader>>,
+    /// Readers of partition `p` of any topic share consumer `p` (a worker's streams: one
+    /// connection and one fetch request, not one per topic).
+    consumers: Mutex<HashMap<u32, Arc<SharedConsumer>>>,
     /// Client for watermark queries (never assigned).
     meta: PartitionReader,
     /// Ends seen through our own appends and reads (logical topic, partition → end).
@@ -138,6 +141,7 @@ impl KafkaLog {
             producer: Producer::idempotent(config)?,
             names: RwLock::new(HashMap::new()),
             readers: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
             meta: PartitionReader::new(config, &config.statements_topic(), 0)?,
             known_end: Mutex::new(HashMap::new()),
         })
@@ -184,19 +188,75 @@ impl KafkaLog {
         Ok(got)
     }
 
+    /// Every record (with keys and headers) from `from_offset` to the partition's end as
+    /// of now, handed to `each` a batch at a time ([`PartitionReader::read_to_end_each`]:
+    /// returns when a fetch reports the end, no extra wait).
+    pub fn read_records_to_end(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_offset: u64,
+        mut each: impl FnMut(Vec<KafkaRecord>),
+    ) -> Result<()> {
+        let reader = self.reader(topic, partition)?;
+        let mut r = reader.lock().unwrap_or_else(|p| p.into_inner());
+        let mut end = None;
+        r.read_to_end_each(from_offset, |batch| {
+            end = batch.last().map(|l| l.offset + 1).or(end);
+            each(batch);
+        })?;
+        if let Some(e) = end {
+            self.note_end(topic, partition, e);
+        }
+        Ok(())
+    }
+
     fn reader(&self, topic: &str, partition: u32) -> Result<Arc<Mutex<PartitionReader>>> {
         let kt = self.kafka_topic(topic);
         let mut m = self.readers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = m.get(&(kt.clone(), partition)) {
             return Ok(r.clone());
         }
-        let r = Arc::new(Mutex::new(PartitionReader::new(
-            &self.config,
-            &kt,
-            partition,
-        )?));
+        let shared = {
+            let mut c = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+            match c.get(&partition) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = SharedConsumer::new(&self.config)?;
+                    c.insert(partition, s.clone());
+                    s
+                }
+            }
+        };
+        let r = Arc::new(Mutex::new(shared.reader(&kt, partition)));
         m.insert((kt, partition), r.clone());
         Ok(r)
+    }
+
+    /// Stops fetching `topic`/`partition` (e.g. a worker partition that moved to another
+    /// instance) until its next read, which positions it afresh. The reader itself stays
+    /// (one reader per partition: a second one on the same consumer would take records
+    /// from the first one's queue).
+    pub fn release(&self, topic: &str, partition: u32) {
+        let kt = self.kafka_topic(topic);
+        let r = self
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(kt, partition))
+            .cloned();
+        if let Some(r) = r {
+            let mut r = r.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = r.stop() {
+                tracing::debug!(error = %e, topic, partition, "stopping a reader");
+            }
+        }
+    }
+
+    /// Partitions being fetched by this log's readers (all shared consumers).
+    pub fn fetched_partitions(&self) -> usize {
+        let c = self.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        c.values().map(|s| s.assigned()).sum()
     }
 
     /// Through a client of its own: a reader's lock is held for its reads (up to their

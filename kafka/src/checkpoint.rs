@@ -154,7 +154,12 @@ impl KafkaCheckpointStore {
         };
         let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
         let from = cache.next;
-        let recs = cache.reader.read_to_end(from)?;
+        let recs = cache.reader.read_to_end(from);
+        // Scans are occasional (restores, a first checkpoint): no fetching in between.
+        if let Err(e) = cache.reader.stop() {
+            tracing::debug!(error = %e, "stopping a checkpoints reader");
+        }
+        let recs = recs?;
         // key → latest value, as compaction would leave it (a tombstone deletes).
         for r in recs {
             cache.next = cache.next.max(r.offset + 1);

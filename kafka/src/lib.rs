@@ -37,6 +37,6 @@ pub use outputs::{Output, OutputWriter, ID_HEADER};
 pub use partitioner::{murmur2, partition_for_key};
 pub use producer::{Delivered, OutRecord, Producer};
 pub use rdkafka::consumer::ConsumerGroupMetadata;
-pub use reader::{KafkaRecord, PartitionReader};
+pub use reader::{KafkaRecord, PartitionReader, SharedConsumer};
 pub use statements::StatementLog;
 pub use watermark::WatermarkTracker;

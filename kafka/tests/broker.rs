@@ -208,6 +208,182 @@ fn outputs_carry_key_and_weir_id_header() {
     }
 }
 
+/// Readers sharing one consumer (a worker's partitions) keep their own positions: each
+/// reads its partition in order from exactly where it is asked to (also from inside a
+/// batch, tansu's mid-batch fetch), a seek of one does not move the others, and
+/// releasing one partition (it moved to another instance) leaves the others reading
+/// from their exact offsets.
+#[test]
+fn readers_sharing_a_consumer_keep_their_own_positions() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let cfg = b.config();
+    let log = KafkaLog::open(&cfg).unwrap();
+    log.create_topic("sh", 3).unwrap();
+    let mut want: Vec<Vec<String>> = vec![Vec::new(); 3];
+    let append = |want: &mut Vec<Vec<String>>, batches: usize| {
+        for p in 0..3u32 {
+            for _ in 0..batches {
+                let n = want[p as usize].len();
+                let vals: Vec<String> = (0..25).map(|i| format!("p{p}-{}", n + i)).collect();
+                let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_bytes()).collect();
+                log.append("sh", p, &refs).unwrap();
+                want[p as usize].extend(vals);
+            }
+        }
+    };
+    append(&mut want, 4);
+    let shared = SharedConsumer::new(&cfg).unwrap();
+    let mut r: Vec<PartitionReader> = (0..3).map(|p| shared.reader("weir.sh", p)).collect();
+    // Reads `n` records of partition `p` from `from` and checks them against `want`.
+    let check = |r: &mut PartitionReader, p: usize, from: u64, n: usize, want: &[Vec<String>]| {
+        let mut got: Vec<(u64, String)> = Vec::new();
+        let mut next = from;
+        let t0 = Instant::now();
+        while got.len() < n {
+            let recs = r
+                .read_values(next, n - got.len(), 1 << 20, Duration::from_millis(500))
+                .unwrap();
+            for x in &recs {
+                got.push((x.offset, String::from_utf8(x.payload.to_vec()).unwrap()));
+                next = x.offset + 1;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "partition {p} stalled at {next}"
+            );
+        }
+        let expect: Vec<(u64, String)> = (from..from + n as u64)
+            .map(|o| (o, want[p][o as usize].clone()))
+            .collect();
+        assert_eq!(got, expect, "partition {p} from {from}");
+        next
+    };
+    let mut next = [0u64; 3];
+    next[0] = check(&mut r[0], 0, 0, 30, &want);
+    next[1] = check(&mut r[1], 1, 0, 10, &want);
+    // A new position of partition 2 (a batch start), then of partition 0 inside a batch
+    // (40 of 25..50): the others continue where they were.
+    next[2] = check(&mut r[2], 2, 50, 20, &want);
+    next[0] = check(&mut r[0], 0, 40, 20, &want);
+    next[1] = check(&mut r[1], 1, next[1], 40, &want);
+    next[2] = check(&mut r[2], 2, next[2], 30, &want);
+    assert_eq!((next[0], next[1], next[2]), (60, 50, 100));
+    assert_eq!(shared.assigned(), 3);
+    // Partition 1 moves away: its reader goes, the others go on from their offsets,
+    // including records written afterwards.
+    drop(r.remove(1));
+    assert_eq!(shared.assigned(), 2);
+    append(&mut want, 2);
+    let n0 = check(&mut r[0], 0, next[0], 90, &want);
+    let n2 = check(&mut r[1], 2, next[2], 50, &want);
+    assert_eq!((n0, n2), (150, 150));
+    // Partition 1 comes back (a new reader on the same consumer), from inside a batch.
+    let mut r1 = shared.reader("weir.sh", 1);
+    assert_eq!(check(&mut r1, 1, 37, 113, &want), 150);
+    assert_eq!(shared.assigned(), 3);
+    // Records of a read stay intact while later reads of the reader go on (the value
+    // buffer is reused only once they are dropped).
+    let held = r1
+        .read_values(0, 20, 1 << 20, Duration::from_secs(5))
+        .unwrap();
+    let later = r1
+        .read_values(20, 20, 1 << 20, Duration::from_secs(5))
+        .unwrap();
+    for (i, x) in held.iter().chain(&later).enumerate() {
+        assert_eq!(x.offset, i as u64);
+        assert_eq!(&x.payload[..], want[1][i].as_bytes());
+    }
+    // Through the log: every partition of a topic reads through the same consumers,
+    // and a released partition is read afresh, from exactly the asked offset.
+    for p in 0..3u32 {
+        let recs = log.read("sh", p, 60, 10, 1 << 20).unwrap();
+        assert_eq!(recs.len(), 10);
+        assert_eq!(recs[0].offset, 60);
+        log.release("sh", p);
+        let recs = log.read("sh", p, 61, 5, 1 << 20).unwrap();
+        let got: Vec<(u64, &[u8])> = recs.iter().map(|x| (x.offset, &x.payload[..])).collect();
+        let expect: Vec<(u64, &[u8])> = (61..66u64)
+            .map(|o| (o, want[p as usize][o as usize].as_bytes()))
+            .collect();
+        assert_eq!(got, expect, "partition {p} after a release");
+    }
+    // Released partitions are no longer fetched.
+    let before = log.fetched_partitions();
+    for p in 0..3u32 {
+        log.release("sh", p);
+    }
+    assert_eq!(log.fetched_partitions(), before - 3);
+}
+
+/// `read_to_end` returns at a fetch's end report, and a later call on the same reader
+/// (which already saw the end once) still sees records written in between: the end is
+/// "as of now", not the end the reader saw last time.
+#[test]
+fn read_to_end_sees_records_written_after_an_earlier_end() {
+    let Some(b) = Broker::start(false) else {
+        return;
+    };
+    let log = KafkaLog::open(&b.config()).unwrap();
+    log.create_topic("ends", 1).unwrap();
+    let mut r = PartitionReader::new(&b.config(), "weir.ends", 0).unwrap();
+    assert!(r.read_to_end(0).unwrap().is_empty());
+    assert!(r.at_end());
+    let mut want: Vec<String> = Vec::new();
+    let mut next = 0;
+    for round in 0..3 {
+        // Batches of 10 (multi-record batches: tansu's ListOffsets under-reports them).
+        for _ in 0..2 {
+            let vals: Vec<String> = (0..10)
+                .map(|i| format!("r{round}-{}", want.len() + i))
+                .collect();
+            let refs: Vec<&[u8]> = vals.iter().map(|v| v.as_bytes()).collect();
+            log.append("ends", 0, &refs).unwrap();
+            want.extend(vals);
+        }
+        let got = r.read_to_end(next).unwrap();
+        let vals: Vec<String> = got
+            .iter()
+            .map(|x| String::from_utf8(x.value.clone().unwrap()).unwrap())
+            .collect();
+        assert_eq!(vals, want[next as usize..], "round {round}");
+        assert_eq!(got[0].offset, next);
+        next = got.last().unwrap().offset + 1;
+        assert!(r.read_to_end(next).unwrap().is_empty(), "round {round}");
+    }
+    // "As of now": a record written a while after the call is not waited for (a read
+    // ending with the end report returns; it does not wait for more records).
+    let mut fresh = PartitionReader::new(&b.config(), "weir.ends", 0).unwrap();
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            log.append("ends", 0, &[b"late"]).unwrap();
+        });
+        // One record first: the rest and the end report are then fetched and queued
+        // together, so the next read takes the records and the end report at once.
+        let first = fresh
+            .read_values(0, 1, 1 << 20, Duration::from_secs(5))
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        std::thread::sleep(Duration::from_millis(500));
+        let got = fresh.read_to_end(1).unwrap();
+        assert_eq!(
+            got.len(),
+            want.len() - 1,
+            "read_to_end waited for a later record"
+        );
+        got
+    });
+    assert_eq!(got.last().unwrap().offset, next - 1);
+    want.push("late".into());
+    // From inside a batch (offset 15 of the batch 10..20), on a reader at the end.
+    let got = r.read_to_end(15).unwrap();
+    assert_eq!(got.len(), want.len() - 15);
+    assert_eq!(got[0].offset, 15);
+    assert_eq!(got[0].value.as_deref(), Some(want[15].as_bytes()));
+}
+
 #[test]
 fn checkpoints_round_trip_through_the_compacted_topic() {
     let Some(b) = Broker::start(false) else {

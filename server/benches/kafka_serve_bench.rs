@@ -1,16 +1,20 @@
 //! Kafka → `weir serve --kafka` → Kafka, through a local tansu broker (memory engine):
 //!
 //! 1. the broker alone: produce N keyed events (batches of 1000, acknowledged) and read
-//!    them back (one reader per partition);
-//! 2. weir: N events already in the stream topic, one instance started on them; time until
-//!    it has applied all of them and written every output (a simple rule matching 1 %);
+//!    them back (one value-only reader per partition, in parallel: weir's shape);
+//! 2. weir: N events already in the stream topic, one instance started on them, until it
+//!    has applied all of them and written every output (a simple rule matching 1 %).
+//!    Both consume rates are taken over the middle 80 % of the events (from 10 % to 90 %
+//!    read), so start-up, group join and restore do not count; the whole-run rates are
+//!    printed too;
 //! 3. end-to-end latency: events produced at a steady rate, each matching, with its send
 //!    time in the event; p50/p99 of (output read from the outputs topic − send time);
 //! 4. rebalance recovery: a second instance joins (time until the group owns every
 //!    partition again), then one is SIGKILLed (time until the survivor owns all).
 //!
 //! `cargo bench -p server --bench kafka_serve_bench` (needs scripts/install-tansu; prints
-//! a skip otherwise). WEIR_KAFKA_BENCH_EVENTS sets N (default 200000).
+//! a skip otherwise). WEIR_KAFKA_BENCH_EVENTS sets N (default 1000000),
+//! WEIR_KAFKA_BENCH_PARTS the stream partitions = weir workers = parallel readers (4).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -18,7 +22,18 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use weir_kafka::{KafkaConfig, OutRecord, PartitionReader, Producer};
 
-const PARTS: u32 = 4;
+/// Partitions of the stream topic = weir's workers = the broker's parallel readers
+/// (`WEIR_KAFKA_BENCH_PARTS`, default 4).
+fn parts() -> u32 {
+    static P: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *P.get_or_init(|| {
+        std::env::var("WEIR_KAFKA_BENCH_PARTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&p| p > 0)
+            .unwrap_or(4)
+    })
+}
 const STATEMENTS: &str =
     "CREATE STREAM pay (card STRING, amount FLOAT, sent INT) WITH (key = 'card');
 CREATE RULE big AS FROM pay PARTITION BY card PATTERN (b) DEFINE b AS amount > 990
@@ -43,8 +58,8 @@ fn weir(bootstrap: &str) -> Weir {
         .unwrap()
         .port();
     let data = std::env::temp_dir().join(format!("weir-kbench-{port}"));
-    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(&data)
         .args([
             "--kafka",
@@ -56,16 +71,22 @@ fn weir(bootstrap: &str) -> Weir {
         ])
         .args([
             "--partitions",
-            &PARTS.to_string(),
+            &parts().to_string(),
             "--kafka-session-ms",
             "4000",
         ])
         .args(["--max-lag", "100000000"])
-        .env("WEIR_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::null());
+    // WEIR_KAFKA_BENCH_LOG=DIR: weir's info log in DIR/weir-PORT.log (restore times).
+    match std::env::var_os("WEIR_KAFKA_BENCH_LOG") {
+        Some(d) => {
+            let f =
+                std::fs::File::create(PathBuf::from(d).join(format!("weir-{port}.log"))).unwrap();
+            cmd.env("WEIR_LOG", "info").stderr(f)
+        }
+        None => cmd.env("WEIR_LOG", "error").stderr(Stdio::null()),
+    };
+    let child = cmd.spawn().unwrap();
     let w = Weir {
         child,
         base: format!("http://127.0.0.1:{port}"),
@@ -79,14 +100,34 @@ fn weir(bootstrap: &str) -> Weir {
 }
 
 fn metric(w: &Weir, name: &str) -> f64 {
-    let Ok(r) = ureq::get(&format!("{}/metrics", w.base)).call() else {
-        return 0.0;
-    };
-    let text = r.into_string().unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metrics(w)(name)
+}
+
+/// One scrape of /metrics; the closure sums the samples whose line starts with a name.
+fn metrics(w: &Weir) -> impl Fn(&str) -> f64 {
+    let text = ureq::get(&format!("{}/metrics", w.base))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .unwrap_or_default();
+    move |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// Events per second between the samples where the count first reached 10 % and 90 %
+/// of `n` (a steady-state rate: start-up and the tail do not count).
+fn middle_rate(samples: &[(Instant, u64)], n: u64) -> f64 {
+    let at = |f: u64| samples.iter().find(|(_, c)| *c * 10 >= n * f).copied();
+    match (at(1), at(9)) {
+        (Some((t1, c1)), Some((t9, c9))) if t9 > t1 => {
+            (c9 - c1) as f64 / t9.duration_since(t1).as_secs_f64()
+        }
+        _ => 0.0,
+    }
 }
 
 fn now_us() -> i64 {
@@ -126,8 +167,26 @@ fn main() {
         return;
     }
     let bootstrap = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let broker_pid = std::fs::read_to_string(dir.path().join("pid"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let _stop = BrokerGuard(script, dir.path().to_path_buf());
-    run(&bootstrap);
+    run(&bootstrap, &broker_pid);
+}
+
+/// CPU seconds (user + system) used so far by process `pid` ("self" for this one), from
+/// /proc (0 where unavailable). Assumes 100 clock ticks per second.
+fn cpu_secs(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(") ").map(|x| x.1) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(11) + t(12)) / 100.0
 }
 
 /// Stops the broker, also when the run panics.
@@ -146,13 +205,13 @@ fn sigterm(w: &mut Weir) {
     let _ = w.child.wait();
 }
 
-fn run(bootstrap: &str) {
+fn run(bootstrap: &str, broker_pid: &str) {
     let bootstrap = bootstrap.to_string();
     {
         let n: usize = std::env::var("WEIR_KAFKA_BENCH_EVENTS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(200_000);
+            .unwrap_or(1_000_000);
         let mut cfg = KafkaConfig::new(&bootstrap);
         cfg.replication = 1;
         cfg.request_timeout = Duration::from_secs(30);
@@ -185,25 +244,18 @@ fn run(bootstrap: &str) {
         }
         let p = Producer::idempotent(&cfg).unwrap();
 
-        // 1. The broker alone.
+        // 1. The broker alone: produce, then read back by `parts()` value-only readers in
+        // parallel (the shape of weir's workers: one reader per partition).
         let t = Instant::now();
         produce(&p, &events, 1000);
         let produce_s = t.elapsed().as_secs_f64();
+        let count = std::sync::atomic::AtomicU64::new(0);
+        let cpu0 = (cpu_secs(broker_pid), cpu_secs("self"));
         let t = Instant::now();
-        let mut got = 0;
-        for part in 0..PARTS {
-            let mut r = PartitionReader::new(&cfg, "b.pay", part).unwrap();
-            got += r.read_to_end(0).unwrap().len();
-        }
-        let consume_s = t.elapsed().as_secs_f64();
-        assert_eq!(got, n);
-        // The same shape as weir's workers: one value-only reader per partition, in
-        // parallel.
-        let t = Instant::now();
-        let got: usize = std::thread::scope(|s| {
-            let hs: Vec<_> = (0..PARTS)
+        let (got, samples) = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..parts())
                 .map(|part| {
-                    let cfg = &cfg;
+                    let (cfg, count) = (&cfg, &count);
                     s.spawn(move || {
                         let mut r = PartitionReader::new(cfg, "b.pay", part).unwrap();
                         let (mut next, mut got) = (0, 0);
@@ -216,6 +268,10 @@ fn run(bootstrap: &str) {
                                 Some(l) => {
                                     next = l.offset + 1;
                                     got += b.len();
+                                    count.fetch_add(
+                                        b.len() as u64,
+                                        std::sync::atomic::Ordering::Relaxed,
+                                    );
                                 }
                                 None if r.at_end() => return got,
                                 None => assert!(t0.elapsed() < Duration::from_secs(120)),
@@ -224,19 +280,37 @@ fn run(bootstrap: &str) {
                     })
                 })
                 .collect();
-            hs.into_iter().map(|h| h.join().unwrap()).sum()
+            let sampler = s.spawn(|| {
+                let mut v = Vec::new();
+                loop {
+                    let c = count.load(std::sync::atomic::Ordering::Relaxed);
+                    v.push((Instant::now(), c));
+                    if c >= n as u64 {
+                        return v;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let got: usize = hs.into_iter().map(|h| h.join().unwrap()).sum();
+            (got, sampler.join().unwrap())
         });
         let par_s = t.elapsed().as_secs_f64();
+        let cpu_bare = (cpu_secs(broker_pid) - cpu0.0, cpu_secs("self") - cpu0.1);
         assert_eq!(got, n);
+        let broker_mid = middle_rate(&samples, n as u64);
         println!(
-            "broker alone: produce {:.0} events/s, consume {:.0} events/s (one partition after another, full records), {:.0} events/s ({PARTS} value-only readers in parallel) ({n} events)",
+            "broker alone: produce {:.0} events/s; consume ({} value-only readers in parallel) {:.0} events/s over the middle 80 %, {:.0} events/s whole run ({n} events)",
             n as f64 / produce_s,
-            n as f64 / consume_s,
+            parts(),
+            broker_mid,
             n as f64 / par_s
         );
 
-        // 2. weir on N events already in the topic.
+        // 2. weir on N events already in the topic. The rate is taken from the engine's
+        // event counter (sampled through /metrics), over the middle 80 % of the events,
+        // so start-up, group join and restore do not count.
         let t = Instant::now();
+        let broker_cpu0 = cpu_secs(broker_pid);
         let w = weir(&bootstrap);
         // WEIR_BENCH_PERF=FILE: profile weir during this phase (perf record).
         let perf = std::env::var("WEIR_BENCH_PERF").ok().map(|f| {
@@ -249,36 +323,65 @@ fn run(bootstrap: &str) {
                 .unwrap()
         });
         let mut t_owned = None;
+        let mut samples = Vec::new();
         loop {
-            let outs = metric(&w, "weir_outputs_written_total ");
-            let lag = metric(&w, "weir_kafka_consumer_lag{");
-            let owned = metric(&w, "weir_kafka_owned_partitions ");
-            if owned == PARTS as f64 && t_owned.is_none() {
+            let m = metrics(&w);
+            let applied = m("weir_engine_events_total{stream=\"pay\",outcome=\"accepted\"}");
+            let outs = m("weir_outputs_written_total ");
+            let lag = m("weir_kafka_consumer_lag{");
+            let owned = m("weir_kafka_owned_partitions ");
+            samples.push((Instant::now(), applied as u64));
+            if owned == parts() as f64 && t_owned.is_none() {
                 t_owned = Some(Instant::now());
             }
-            if owned == PARTS as f64 && lag == 0.0 && outs >= matches as f64 {
+            if owned == parts() as f64 && lag == 0.0 && outs >= matches as f64 {
                 break;
             }
             assert!(
                 t.elapsed() < Duration::from_secs(600),
                 "weir did not finish"
             );
-            std::thread::sleep(Duration::from_millis(50));
+            // Every scrape costs weir and the broker a little (the lag metric asks the
+            // broker for each partition's end): 10 a second.
+            std::thread::sleep(Duration::from_millis(100));
         }
         let weir_s = t.elapsed().as_secs_f64();
+        let cpu_weir = (
+            cpu_secs(broker_pid) - broker_cpu0,
+            cpu_secs(&w.child.id().to_string()),
+        );
         if let Some(mut p) = perf {
             let _ = Command::new("kill")
                 .args(["-INT", &p.id().to_string()])
                 .status();
             let _ = p.wait();
         }
-        let run_s = t_owned.map_or(weir_s, |x| x.elapsed().as_secs_f64());
+        let first = samples
+            .iter()
+            .find(|(_, c)| *c > 0)
+            .map_or(t, |(at, _)| *at);
+        let end = samples.last().map_or(t, |(at, _)| *at);
+        let weir_mid = middle_rate(&samples, n as u64);
         let recovery_ms = metric(&w, "weir_kafka_rebalance_recovery_milliseconds ");
-        println!("  of which restoring the workers after the assignment: {recovery_ms:.0} ms");
         println!(
-            "weir (1 instance, {PARTS} partitions): {n} events → {matches} outputs in {weir_s:.2} s = {:.0} events/s incl. start and group join; {:.0} events/s from the assignment on",
-            n as f64 / weir_s,
-            n as f64 / run_s
+            "weir (1 instance, {} partitions): {n} events → {matches} outputs; {weir_mid:.0} events/s over the middle 80 % ({:.0} % of the broker's consume rate); {:.0} events/s from the first applied event to the end; {:.0} events/s incl. start and group join ({weir_s:.2} s)",
+            parts(),
+            100.0 * weir_mid / broker_mid,
+            n as f64 / end.duration_since(first).as_secs_f64().max(1e-3),
+            n as f64 / weir_s
+        );
+        println!(
+            "  CPU (2 cores): bare consume: broker {:.2} s + readers {:.2} s; weir run: broker {:.2} s + weir {:.2} s ({:.2} µs of weir CPU per event, incl. start-up)",
+            cpu_bare.0,
+            cpu_bare.1,
+            cpu_weir.0,
+            cpu_weir.1,
+            cpu_weir.1 * 1e6 / n as f64
+        );
+        println!(
+            "  start → all partitions owned {:.2} s, restore after the assignment {recovery_ms:.0} ms, first event applied {:.2} s after start",
+            t_owned.map_or(0.0, |x| x.duration_since(t).as_secs_f64()),
+            first.duration_since(t).as_secs_f64()
         );
 
         // 3. End-to-end latency at a steady rate.
@@ -345,7 +448,7 @@ fn run(bootstrap: &str) {
         loop {
             let a = metric(&w, "weir_kafka_owned_partitions ");
             let b = metric(&w2, "weir_kafka_owned_partitions ");
-            if a + b == PARTS as f64 && a > 0.0 && b > 0.0 {
+            if a + b == parts() as f64 && a > 0.0 && b > 0.0 {
                 break;
             }
             assert!(t.elapsed() < Duration::from_secs(120), "no rebalance");
@@ -359,7 +462,7 @@ fn run(bootstrap: &str) {
         w2.child.kill().unwrap();
         w2.child.wait().unwrap();
         let t = Instant::now();
-        while metric(&w, "weir_kafka_owned_partitions ") < PARTS as f64 {
+        while metric(&w, "weir_kafka_owned_partitions ") < parts() as f64 {
             assert!(t.elapsed() < Duration::from_secs(120), "no takeover");
             std::thread::sleep(Duration::from_millis(20));
         }

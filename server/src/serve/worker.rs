@@ -403,6 +403,15 @@ impl Worker {
                 }
             };
             let drained = recs.is_empty();
+            // A read may wait for records (Kafka: up to 200 ms): a statement installed
+            // meanwhile takes effect at its recorded position, so records from there on
+            // wait for the next step (which switches versions first).
+            let latest = self.shared.versions();
+            let limit = if latest.len() > versions.len() {
+                limit.min(self.limit(&latest, &topic))
+            } else {
+                limit
+            };
             let mut next_off = None;
             for r in recs {
                 if r.offset >= limit {
@@ -907,6 +916,13 @@ impl Worker {
             (false, true) => {
                 let versions = self.shared.versions();
                 self.checkpoint(&versions);
+                // Stop fetching the partition's stream topics (the readers share one
+                // consumer per worker partition; the others are not disturbed).
+                if let Some(klog) = self.shared.log.as_kafka() {
+                    for t in self.next.keys() {
+                        klog.release(t, self.partition);
+                    }
+                }
                 let k = self.shared.kafka.as_ref().map(|k| &k.active[p]);
                 if let Some(a) = k {
                     a.store(false, Ordering::SeqCst);
@@ -922,12 +938,14 @@ impl Worker {
                     .checkpoints
                     .latest_checkpoint(&checkpoint_name(self.partition));
                 let warm = matches!(&latest, Ok(Some(c)) if Some(c.seq) == self.written_seq);
-                let n = if warm {
-                    0
+                let t_ckpt = t0.elapsed();
+                let (n, t_state) = if warm {
+                    (0, Duration::ZERO)
                 } else {
                     let (w, from) = Worker::recover(self.shared.clone(), self.partition);
                     *self = w;
-                    load_seen_ids(&self.shared, from)
+                    let t_state = t0.elapsed();
+                    (load_seen_ids(&self.shared, from), t_state)
                 };
                 if let Some(k) = &self.shared.kafka {
                     k.active[p].store(true, Ordering::SeqCst);
@@ -946,6 +964,8 @@ impl Worker {
                 tracing::info!(
                     partition = p,
                     ms = t0.elapsed().as_millis() as u64,
+                    latest_ms = t_ckpt.as_millis() as u64,
+                    state_ms = t_state.as_millis() as u64,
                     ids = n,
                     warm,
                     "partition restored"
@@ -958,6 +978,33 @@ impl Worker {
 
 /// Reads the output ids written from `from` on (for de-duplication after recovery).
 pub fn load_seen_ids(shared: &Shared, from: u64) -> usize {
+    if let Some(k) = shared.log.as_kafka() {
+        // Kafka: to the end as of now (a fetch's end report, no wait after it); the id
+        // is in each record's `weir-id` header (`read_to_end` starts at the earliest
+        // retained offset when `from` is below it).
+        let mut seen = shared.seen_ids.write().unwrap_or_else(|e| e.into_inner());
+        let read = k.read_records_to_end(OUTPUTS_TOPIC, 0, from, |recs| {
+            for r in &recs {
+                match r.header(weir_kafka::ID_HEADER) {
+                    Some(id) => {
+                        seen.insert(String::from_utf8_lossy(id).into_owned());
+                    }
+                    None => {
+                        let v = r.value.as_deref().unwrap_or_default();
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(v) {
+                            if let Some(id) = v.get("id").and_then(|i| i.as_str()) {
+                                seen.insert(id.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        if let Err(e) = read {
+            tracing::warn!(error = %e, "cannot read the output ids to de-duplicate");
+        }
+        return seen.len();
+    }
     let mut seen = shared.seen_ids.write().unwrap_or_else(|e| e.into_inner());
     let mut at = from.max(shared.log.start_offset(OUTPUTS_TOPIC, 0).unwrap_or(0));
     loop {
