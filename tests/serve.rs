@@ -1640,3 +1640,58 @@ fn a_repartitioned_rule_added_at_run_time() {
         "{m}"
     );
 }
+
+/// Copies of a dropped repartitioned rule that a lagging source partition appends after
+/// the drop must not hold later statement changes back: nothing reads them any more.
+#[test]
+fn copies_after_a_dropped_repartitioned_rule_do_not_block_later_changes() {
+    let d = tmpdir("repart-drop");
+    let stream = "CREATE STREAM pay (card STRING, merchant STRING, amount FLOAT, ts TIMESTAMP)
+      WITH (event_time = 'ts', key = 'card');";
+    let rule = "CREATE RULE per_merchant AS FROM pay PARTITION BY merchant
+      PATTERN (a) WITHIN 1 MINUTE DEFINE a AS amount > 500;";
+    let evs = |t0: i64| -> String {
+        Value::Array(
+            (0..40)
+                .map(|i| json!({"card": format!("c{i}"), "merchant": format!("m{}", i % 5), "amount": 900.0, "ts": t0 + i}))
+                .collect(),
+        )
+        .to_string()
+    };
+    let mut s = start(&d, &["--partitions", "2"]);
+    assert_eq!(
+        post(&s, "/v1/statements", &format!("{stream}\n{rule}")).0,
+        200
+    );
+    assert_eq!(post(&s, "/v1/streams/pay/events", &evs(1000)).0, 200);
+    assert_eq!(post(&s, "/v1/statements", "DROP RULE per_merchant;").0, 200);
+    sigterm(&mut s);
+    drop(s);
+    // What a source partition still running the old catalog would have done: one more
+    // copy in the re-keyed topic, after the drop's position.
+    {
+        let log = weir_log::Log::open(d.join("log"), weir_log::LogConfig::default()).unwrap();
+        let copy = {
+            let mut v = b"WR\x01".to_vec();
+            v.extend_from_slice(&0u32.to_le_bytes());
+            v.extend_from_slice(&999u64.to_le_bytes());
+            v.extend_from_slice(&0i64.to_le_bytes());
+            v.extend_from_slice(br#"{"card":"late","merchant":"m1","amount":900.0,"ts":1500}"#);
+            v
+        };
+        for p in 0..2 {
+            log.append("stream.pay.by.merchant", p, &[copy.as_slice()])
+                .unwrap();
+        }
+    }
+    let s = start(&d, &["--partitions", "2"]);
+    // A later change must take effect in every partition.
+    let per_card = "CREATE RULE per_card AS FROM pay PARTITION BY card
+      PATTERN (a) WITHIN 1 MINUTE DEFINE a AS amount > 500;";
+    assert_eq!(post(&s, "/v1/statements", per_card).0, 200);
+    let (st, v) = post(&s, "/v1/streams/pay/events", &evs(5000));
+    assert_eq!(st, 200, "{v}");
+    let outs = all_outputs(&s, v["position"].as_str().unwrap());
+    let n = outs.iter().filter(|r| r["rule"] == "per_card").count();
+    assert_eq!(n, 40, "{outs:?}");
+}
