@@ -612,11 +612,16 @@ fn scale_out_survives_a_sigkilled_instance() {
 }
 
 fn owned_partitions(w: &Weir) -> u64 {
+    metric(w, "weir_kafka_owned_partitions")
+}
+
+/// The value of an unlabelled metric on `/metrics` (0 when absent).
+fn metric(w: &Weir, name: &str) -> u64 {
     let m = get(w, "/metrics").1;
     m.as_str()
         .unwrap_or("")
         .lines()
-        .find_map(|l| l.strip_prefix("weir_kafka_owned_partitions "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap_or(0)
 }
@@ -792,16 +797,7 @@ fn rules_grouped_by_another_column_are_repartitioned_across_instances() {
     // The copies went through the internal topic.
     let copied: u64 = [&a, &b2]
         .iter()
-        .map(|w| {
-            get(w, "/metrics")
-                .1
-                .as_str()
-                .unwrap_or("")
-                .lines()
-                .find_map(|l| l.strip_prefix("weir_repartition_copies_total "))
-                .and_then(|n| n.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        })
+        .map(|w| metric(w, "weir_repartition_copies_total"))
         .sum();
     assert!(copied >= evs.len() as u64, "{copied} copies");
     let mut seen = 0;
