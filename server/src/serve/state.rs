@@ -289,6 +289,14 @@ impl Version {
         out
     }
 
+    /// The log topics of [`Version::streams`].
+    pub fn topics(&self, default_partitions: u32) -> Vec<String> {
+        self.streams(default_partitions)
+            .into_iter()
+            .map(|(s, _)| stream_topic(&s))
+            .collect()
+    }
+
     /// Statements grouped by a column other than their stream's key read a copy of the
     /// stream re-keyed by that column ([`matcher::engine::repartitions`]).
     pub fn repartitions(&self, default_partitions: u32) -> &[Repartition] {

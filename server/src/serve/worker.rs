@@ -279,11 +279,7 @@ impl Worker {
     /// copies of a dropped repartitioned rule, which lagging source workers may still
     /// append to) has nothing this partition must apply first.
     fn reached(&self, current: &Version, effect: &Position) -> bool {
-        let read: Vec<String> = current
-            .streams(self.shared.settings.partitions)
-            .into_iter()
-            .map(|(s, _)| stream_topic(&s))
-            .collect();
+        let read = current.topics(self.shared.settings.partitions);
         effect
             .iter()
             .filter(|(t, p, _)| *p == self.partition && read.iter().any(|r| r == t))
@@ -316,12 +312,7 @@ impl Worker {
         // A topic the old version did not read: what lies below the new version's effect
         // position belongs to versions that do not read it (a re-created stream's old
         // events, copies for a dropped repartitioned rule), so nobody applies it.
-        let parts = self.shared.settings.partitions;
-        let read: Vec<String> = old
-            .streams(parts)
-            .into_iter()
-            .map(|(s, _)| stream_topic(&s))
-            .collect();
+        let read = old.topics(self.shared.settings.partitions);
         for (t, p, o) in new.effect.iter() {
             if p == self.partition && !read.iter().any(|r| r == t) {
                 let n = self.next.entry(t.to_string()).or_insert(0);
@@ -348,8 +339,10 @@ impl Worker {
         let mut read = 0;
         let mut out: Vec<OutputRecord> = Vec::new();
         let default_parts = self.shared.settings.partitions;
-        // Copies for repartitioned streams, per (hidden topic, partition).
+        // Copies for repartitioned streams (and watermark marks), per (hidden topic,
+        // partition); `copied` counts the copies alone.
         let mut copies: HashMap<(String, u32), Vec<Vec<u8>>> = HashMap::new();
+        let mut copied = 0u64;
         for (stream, parts) in v.streams(default_parts) {
             if self.partition >= parts {
                 continue;
@@ -491,6 +484,7 @@ impl Worker {
                     if let (Some(placed), Some(d), false) = (placed, decoder, late) {
                         for (ht, by) in &targets {
                             let q = repartition::place(placed, d, by.as_deref(), parts);
+                            copied += 1;
                             copies
                                 .entry((ht.clone(), q))
                                 .or_default()
@@ -573,6 +567,10 @@ impl Worker {
         }
         if !copies.is_empty() {
             self.write_copies(copies);
+            self.shared
+                .counters
+                .copies_written
+                .fetch_add(copied, Ordering::Relaxed);
         }
         if !out.is_empty() {
             self.write_outputs(out);
@@ -594,14 +592,6 @@ impl Worker {
             loop {
                 match self.shared.log.append_nowait(&topic, q, &refs) {
                     Ok(a) => {
-                        let n = recs
-                            .iter()
-                            .filter(|r| repartition::decode(r).is_some_and(|c| c.mark().is_none()))
-                            .count();
-                        self.shared
-                            .counters
-                            .copies_written
-                            .fetch_add(n as u64, Ordering::Relaxed);
                         self.copies_written.insert((topic.clone(), q), a.end_offset);
                         waits.push((topic, q, a.end_offset));
                         break;
