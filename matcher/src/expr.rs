@@ -120,7 +120,8 @@ pub enum Nav {
         n: u32,
     },
     /// `PREV(col, n)` (var None: n rows before the current row) or `PREV(v.col, n)` (n rows
-    /// before the last row mapped to v); physical rows of the match.
+    /// before the last row mapped to v): physical rows of the partition, which may be
+    /// before the match's first row (SQL:2016; NULL before the partition's first row).
     Prev {
         var: Option<VarId>,
         field: FieldRef,
@@ -235,9 +236,18 @@ pub struct CompiledExpr {
     pub history_vars: Vec<Option<VarId>>,
     uses_match_number: bool,
     row_only: bool,
+    /// The largest `n` of the `PREV(…, n)` in the expression (0 = none): how many rows
+    /// before a match's first row it can read.
+    max_prev: u32,
 }
 
 impl CompiledExpr {
+    /// How many rows before a match's first row the expression can read (`PREV` reaches
+    /// into the partition before the match).
+    pub fn lookback(&self) -> u32 {
+        self.max_prev
+    }
+
     /// True when the value depends only on the current row (no navigation, aggregates
     /// or MATCHES): such results can be cached per event and shared between rules.
     pub fn reads_only_row(&self) -> bool {
@@ -313,6 +323,7 @@ struct Compiler<'a, 'b> {
     history: Vec<Option<VarId>>,
     uses_match_number: bool,
     row_only: bool,
+    max_prev: u32,
 }
 
 /// Compiles an expression in a scope.
@@ -323,6 +334,7 @@ pub fn compile(expr: &ast::Expr, scope: &Scope) -> Result<CompiledExpr, ExprErro
         history: Vec::new(),
         uses_match_number: false,
         row_only: true,
+        max_prev: 0,
     };
     let node = c.expr(expr)?;
     c.row_only = !has_context_nodes(&node);
@@ -332,6 +344,7 @@ pub fn compile(expr: &ast::Expr, scope: &Scope) -> Result<CompiledExpr, ExprErro
         history_vars: c.history,
         uses_match_number: c.uses_match_number,
         row_only: c.row_only,
+        max_prev: c.max_prev,
     })
 }
 
@@ -661,6 +674,9 @@ impl Compiler<'_, '_> {
                     if Some(*v) == self.scope.current_var {
                         return Ok(Node::Field(field.clone()));
                     }
+                }
+                if let Nav::Prev { n, .. } = &nav {
+                    self.max_prev = self.max_prev.max(*n);
                 }
                 match &nav {
                     Nav::Prev { var: None, .. } => {}

@@ -91,7 +91,7 @@ fn gen_define(r: &mut Rng, me: &str) -> Option<Expr> {
     let other = *r.pick(&VARS);
     let t = *r.pick(&["a", "b", "c"]);
     let n = r.below(10) as i64;
-    Some(match r.below(13) {
+    Some(match r.below(15) {
         0 => return None,
         1 | 2 => bin(Eq, col("t"), str(t)),
         3 => bin(Gt, col("v"), int(n)),
@@ -122,6 +122,13 @@ fn gen_define(r: &mut Rng, me: &str) -> Option<Expr> {
             Gt,
             func("AVG", vec![col(&format!("{other}.v"))]),
             int(n / 2),
+        ),
+        // PREV reaches rows before the match's first row
+        12 => bin(Lt, col("v"), func("PREV", vec![col("v"), int(1 + n % 3)])),
+        13 => bin(
+            LtEq,
+            func("PREV", vec![col(&format!("{other}.v")), int(n % 3)]),
+            col("v"),
         ),
         _ => bin(NotEq, col("t"), str(t)),
     })
@@ -201,6 +208,8 @@ fn gen_case(seed: u64) -> Option<Case> {
         ("mn", func("MATCH_NUMBER", vec![])),
         ("last_t", func("LAST", vec![col("t"), int(1)])),
         ("mx", func("MAX", vec![col("A.v")])),
+        ("prev_b", func("PREV", vec![col("B.v"), int(2)])),
+        ("prev_t", func("PREV", vec![col("t"), int(3)])),
     ];
     let delay = r.below(4);
     // late rows under Emit only when no watermark-driven decision exists (no WITHIN)

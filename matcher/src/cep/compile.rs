@@ -64,6 +64,9 @@ pub struct CepRule {
     pub(crate) first_vars: Option<Vec<VarId>>,
     pub(crate) output_columns: Vec<(String, DataType)>,
     pub(crate) config: CepConfig,
+    /// Rows before a match's first row that `PREV` can read: the key keeps its last
+    /// `lookback` rows even while it has no open partial match.
+    pub(crate) lookback: u32,
 }
 
 fn cerr<T>(span: Span, message: impl Into<String>) -> Result<T, CompileError> {
@@ -480,6 +483,12 @@ impl CepRule {
         let first_vars = first_classify_vars(&prog, &vars);
 
         let partition_cols: Option<Vec<usize>> = partition.iter().map(|p| p.as_column()).collect();
+        let lookback = preds
+            .iter()
+            .chain(measures.iter().map(|(_, m)| m))
+            .map(|e| e.lookback())
+            .max()
+            .unwrap_or(0);
         Ok(CepRule {
             name: Arc::from(rule.name.name.as_str()),
             stream: stream.name.clone(),
@@ -501,6 +510,7 @@ impl CepRule {
             first_vars,
             output_columns,
             config: config.clone(),
+            lookback,
         })
     }
 

@@ -227,6 +227,9 @@ pub(crate) struct Group {
     /// Per set of columns: rules whose first variable requires `col = literal` on each of
     /// them, by the hash of those literals (see [`run::eq_hash`]).
     pub index: Vec<ConjIndex>,
+    /// The largest [`CepRule::lookback`] of the group's rules: rows every key keeps
+    /// before its oldest open partial match (0 = keys without one are dropped).
+    pub lookback: u64,
 }
 
 /// Start index on a conjunction of equalities: a row is looked up by the hash of its
@@ -278,6 +281,7 @@ impl CepRuleSet {
                         rules: Vec::new(),
                         always: Vec::new(),
                         index: Vec::new(),
+                        lookback: 0,
                     });
                     groups.len() - 1
                 }
@@ -285,6 +289,7 @@ impl CepRuleSet {
             rule_group.push(g as u32);
             let group = &mut groups[g];
             group.rules.push(ri as u32);
+            group.lookback = group.lookback.max(r.lookback as u64);
             let mut ids = Vec::new();
             for p in &r.preds {
                 let row_only = p.reads_only_row();

@@ -25,7 +25,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 /// Version of the serialized [`PartitionState`].
-pub const STATE_VERSION: u32 = 4;
+pub const STATE_VERSION: u32 = 5;
 
 const NONE: u32 = u32::MAX;
 
@@ -106,7 +106,7 @@ impl RuleKey {
 /// Everything one key holds for one rule group, in one allocation in the common case:
 /// the rows since the oldest open search of any rule (shared by the key's rules; row
 /// `i` of the key is `rows[i - base]`) and the per-rule searches.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct KeyState {
     values: SmallVec<[Value; 1]>,
     rows: SmallVec<[StoredRow; 2]>,
@@ -129,14 +129,16 @@ impl KeyState {
         (kr, &mut self.rules)
     }
 
-    /// Drops the rows no open search needs any more.
-    fn trim_rows(&mut self) {
+    /// Drops the rows no open search needs any more, keeping `lookback` rows before the
+    /// oldest open search (or before the next row) for `PREV`.
+    fn trim_rows(&mut self, lookback: u64) {
         let keep_from = self
             .rules
             .iter()
             .filter_map(|rk| rk.searches.first().map(|s| s.start))
             .min()
-            .unwrap_or(self.next);
+            .unwrap_or(self.next)
+            .saturating_sub(lookback);
         if keep_from > self.base {
             let n = ((keep_from - self.base) as usize).min(self.rows.len());
             if n == self.rows.len() {
@@ -603,6 +605,23 @@ impl Ctx<'_> {
             None => Value::Null,
         }
     }
+    /// A field of the key's row `abs` (key-level index), which may be before the match:
+    /// NULL when that row is not kept (before the partition's first row).
+    fn field_abs(&self, abs: Option<u64>, field: &FieldRef) -> Value {
+        let Some(abs) = abs else {
+            return Value::Null;
+        };
+        if abs >= self.start {
+            return self.field_at(u32::try_from(abs - self.start).ok(), field);
+        }
+        match abs
+            .checked_sub(self.base)
+            .and_then(|i| self.rows.get(i as usize))
+        {
+            Some(r) => field.get(&r.row),
+            None => Value::Null,
+        }
+    }
 }
 
 fn aggregate(func: AggFunc, vals: &[Value], rows: usize, star: bool) -> Value {
@@ -695,7 +714,8 @@ impl Context for Ctx<'_> {
                     None => self.last_pos(),
                     Some(_) => self.nth_last(*var, 0),
                 };
-                self.field_at(anchor.and_then(|a| a.checked_sub(*n)), field)
+                let abs = anchor.and_then(|a| (self.start + a as u64).checked_sub(*n as u64));
+                self.field_abs(abs, field)
             }
             Nav::Agg { func, var, arg } => {
                 let mut vals = Vec::new();
@@ -1444,6 +1464,12 @@ impl PartitionState {
             for (_, ks) in g.iter() {
                 total += size_of::<KeyState>() + heap(&ks.values) + heap(&ks.rows);
                 total += heap(&ks.rules);
+                if ks.rules.is_empty() {
+                    // kept only for PREV (see `Group::lookback`): the rows are this key's
+                    for r in &ks.rows {
+                        total += size_of::<Row>() + r.row.values.len() * size_of::<Value>();
+                    }
+                }
                 for v in &ks.values {
                     if let Value::String(s) = v {
                         total += s.capacity();
@@ -1576,6 +1602,7 @@ impl PartitionState {
                 break;
             };
             let wm = self.watermark;
+            let lookback = rules.groups.get(g as usize).map_or(0, |x| x.lookback);
             let gs = &mut self.groups_state[g as usize];
             let slots = gs.slots_with_hash(h);
             if slots.is_empty() {
@@ -1614,14 +1641,18 @@ impl PartitionState {
                 }
                 ks.rules
                     .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
-                ks.trim_rows();
+                ks.trim_rows(lookback);
                 if let Some(next) = ks.next_deadline(rules) {
                     ks.timer = Some(next);
                     rearm.push(next);
                 }
             }
-            // drop the keys left without state (each removal may move the others)
-            while let Some(i) = gs.find(h, |ks| ks.rules.is_empty()) {
+            // drop the keys left without state (each removal may move the others); keys
+            // of a group whose rules read rows before the match keep their last rows
+            while let Some(i) = gs
+                .find(h, |ks| ks.rules.is_empty())
+                .filter(|_| lookback == 0)
+            {
                 if let Some(ks) = gs.remove(i) {
                     recycle(&mut self.spare, ks);
                 }
@@ -1734,7 +1765,7 @@ impl PartitionState {
                 let slot = table.find(key.hash, |ks| key_matches(rep, row, &key, &ks.values));
                 (key, slot)
             };
-            if slot.is_none() && cands.is_empty() {
+            if slot.is_none() && cands.is_empty() && group.lookback == 0 {
                 *cand_buf = cands;
                 continue;
             }
@@ -1801,6 +1832,16 @@ impl PartitionState {
                     let l = &mut rule_live[rk.rule as usize];
                     *l = (*l + after as u64).saturating_sub(before as u64);
                 }
+            }
+            // a new key of a group whose rules read rows before the match: kept from its
+            // first row on
+            if ks.is_none() && group.lookback > 0 {
+                let mut b = spare.pop().unwrap_or_default();
+                b.values.extend(key_values(rep, row, &key));
+                b.rows.push(stored());
+                b.next = 1;
+                fresh = Some(b);
+                ks = fresh.as_deref_mut();
             }
             // rules without state for this key
             for &r in &cands {
@@ -1881,9 +1922,9 @@ impl PartitionState {
             if let Some(ks) = ks {
                 ks.rules
                     .retain(|rk| !rk.idle(&rules.rules[rk.rule as usize]));
-                if !ks.rules.is_empty() {
+                if !ks.rules.is_empty() || group.lookback > 0 {
                     keep = true;
-                    ks.trim_rows();
+                    ks.trim_rows(group.lookback);
                     // one pending timer per key: the earliest deadline (re-armed on firing)
                     if let Some(d) = timer_needed {
                         let at = ts.saturating_add(d);

@@ -247,10 +247,12 @@ impl Context for RCtx<'_> {
                 Some(p) => field.get(self.row(*p)),
                 None => Value::Null,
             },
+            // SQL:2016: the partition's row n before the anchor, which may be before the
+            // match's first row (NULL before the partition's first row)
             Nav::Prev { var, field, n } => {
                 let anchor = sel(var).last().copied();
-                match anchor.and_then(|a| a.checked_sub(*n as usize)) {
-                    Some(p) => field.get(self.row(p)),
+                match anchor.and_then(|a| (self.start + a).checked_sub(*n as usize)) {
+                    Some(p) => field.get(&self.rows[p].0.row),
                     None => Value::Null,
                 }
             }
