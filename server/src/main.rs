@@ -8,10 +8,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod check_cmd;
-mod run_cmd;
-mod serve;
-mod serve_cmd;
+use server::{check_cmd, run_cmd, serve_cmd};
 
 #[derive(Parser)]
 #[command(

@@ -137,7 +137,10 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.rules
     };
-    let partitions = args.partitions.or(file.partitions).unwrap_or(4);
+    let partitions = args
+        .partitions
+        .or(file.partitions)
+        .unwrap_or(Settings::default().partitions);
     if partitions == 0 || partitions > 256 {
         bail!("--partitions must be between 1 and 256");
     }
@@ -149,18 +152,19 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     if !(checkpoint_secs > 0.0 && checkpoint_secs < 86_400.0) {
         bail!("--checkpoint-secs must be positive");
     }
+    let d = Settings::default();
     let settings = Settings {
         partitions,
         token: args.token.or(file.token).filter(|t| !t.is_empty()),
         max_body_bytes: args
             .max_body_bytes
             .or(file.max_body_bytes)
-            .unwrap_or(16 << 20),
-        max_statement_bytes: file.max_statement_bytes.unwrap_or(1 << 20),
-        max_statements: file.max_statements.unwrap_or(10_000),
-        max_lag: args.max_lag.or(file.max_lag).unwrap_or(1_000_000),
+            .unwrap_or(d.max_body_bytes),
+        max_statement_bytes: file.max_statement_bytes.unwrap_or(d.max_statement_bytes),
+        max_statements: file.max_statements.unwrap_or(d.max_statements),
+        max_lag: args.max_lag.or(file.max_lag).unwrap_or(d.max_lag),
         checkpoint_interval: Duration::from_secs_f64(checkpoint_secs),
-        max_subscriptions: file.max_subscriptions.unwrap_or(1024),
+        max_subscriptions: file.max_subscriptions.unwrap_or(d.max_subscriptions),
     };
     let log_cfg = LogConfig {
         fsync,
@@ -193,7 +197,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     if kafka.is_none() && (group.is_some() || prefix.is_some() || session_ms.is_some()) {
         bail!("--group, --topic-prefix and --kafka-session-ms need --kafka HOST:PORT");
     }
-    let (shared, workers) = match kafka {
+    let (app, workers) = match kafka {
         Some(bootstrap) => {
             let mut cfg = weir_kafka::KafkaConfig::new(bootstrap);
             if let Some(g) = group {
@@ -217,11 +221,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             serve::open(&data, log_cfg, settings)?
         }
     };
+    let shared = app.shared.clone();
     let mut background = Vec::new();
     if shared.kafka.is_some() {
-        background.push(serve::kafka::start_statement_follower(shared.clone()));
+        background.push(serve::statements::start_statement_follower(app.clone()));
     }
-    serve::apply_rule_files(&shared, &rule_texts)?;
+    serve::apply_rule_files(&app, &rule_texts)?;
     let handles = serve::start_workers(&shared, workers);
     if shared.kafka.is_some() {
         background.push(serve::kafka::start_group(shared.clone())?);
@@ -232,13 +237,14 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let shared2 = shared.clone();
+    let app2 = app.clone();
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!(listen = %listener.local_addr()?, data = %data.display(), kafka = shared2.kafka.is_some(), "weir serve listening");
-        let app = serve::http::router(shared2.clone());
-        axum::serve(listener, app)
+        let router = serve::routes::app(app2);
+        axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 tracing::info!("shutting down");

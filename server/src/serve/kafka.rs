@@ -1,146 +1,20 @@
-//! Kafka mode (`weir serve --kafka`, `docs/kafka.md`): the statements follower, the
-//! consumer-group member that hands worker partitions to this instance, event appends,
-//! and the Kafka metrics.
+//! Kafka mode (`weir serve --kafka`, `docs/kafka.md`): the consumer-group member that
+//! hands worker partitions to this instance, and the Kafka metrics. (The statements
+//! follower is in [`super::statements`], event appends in [`super::ingest`].)
 //!
 //! Ownership: the group is subscribed to the leases topic (`<prefix>leases`, one
 //! partition per worker, never written). Owning lease partition `p` means running worker
 //! `p`, which reads partition `p` of every stream topic. Stream topics can thus be added
 //! without a rebalance, and one worker's streams always move together.
 
-use super::state::{relaxed, stream_topic, Shared, LEASES_TOPIC};
-use super::ApiError;
+use super::log::stream_topic;
+use super::state::{relaxed, Shared, LEASES_TOPIC};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weir_kafka::{GroupMember, KafkaLog, LogBackend, RebalanceHooks};
 use weir_log::STATEMENTS_TOPIC;
-
-/// Appends a request's checked events, in the order of the request (checked as one
-/// partition, see `StreamInfo::in_order`): Kafka's partitioner on the key column's text
-/// places each, so weir and other producers agree per key. Each
-/// partition's append waits for the broker's acknowledgement.
-pub fn append_batches(
-    k: &KafkaLog,
-    topic: &str,
-    key: Option<&str>,
-    partitions: u32,
-    per_part: &[Vec<std::borrow::Cow<'_, [u8]>>],
-) -> Result<(), ApiError> {
-    let n = partitions.max(1) as usize;
-    let mut parts: Vec<Vec<(String, &[u8])>> = vec![Vec::new(); n];
-    for r in per_part.iter().flatten() {
-        let r: &[u8] = r.as_ref();
-        match key {
-            Some(col) => {
-                let kt = serde_json::from_slice::<serde_json::Value>(r)
-                    .map(|ev| super::state::key_text(&ev, col))
-                    .unwrap_or_default();
-                let p = weir_kafka::partition_for_key(kt.as_bytes(), partitions) as usize;
-                parts[p.min(n - 1)].push((kt, r));
-            }
-            None => parts[0].push((String::new(), r)),
-        }
-    }
-    for (p, recs) in parts.iter().enumerate() {
-        if recs.is_empty() {
-            continue;
-        }
-        let r = if key.is_some() {
-            let pairs: Vec<(&[u8], &[u8])> = recs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
-            k.append_keyed(topic, p as u32, &pairs)
-        } else {
-            let refs: Vec<&[u8]> = recs.iter().map(|(_, v)| *v).collect();
-            k.append(topic, p as u32, &refs)
-        };
-        r.map_err(|e| ApiError::new(503, "log_error", e.to_string()))?;
-    }
-    Ok(())
-}
-
-/// Waits until the statements follower has read the topic up to `end` (exclusive), then
-/// tells whether the record ending there was installed (false: it no longer checked after
-/// a concurrent change from another instance, or the follower is too slow).
-pub fn wait_statement_applied(shared: &Shared, end: u64) -> bool {
-    let Some(k) = &shared.kafka else {
-        return true;
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut g = shared
-        .progress_seq
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    while k.statements_next.load(Ordering::SeqCst) < end {
-        let now = Instant::now();
-        if now >= deadline {
-            return false;
-        }
-        g = shared
-            .progress_cv
-            .wait_timeout(g, (deadline - now).min(Duration::from_millis(50)))
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-    drop(g);
-    shared.versions().iter().any(|v| v.stmt_end == end)
-}
-
-/// Follows the statements topic: every record (this instance's too) is installed in the
-/// topic's order, so every instance has the same catalog history.
-pub fn start_statement_follower(shared: Arc<Shared>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let Some(k) = &shared.kafka else { return };
-        while !shared.shutdown.load(Ordering::SeqCst) {
-            let at = k.statements_next.load(Ordering::SeqCst);
-            let recs = match shared.log.read(STATEMENTS_TOPIC, 0, at, 1024, 16 << 20) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the statements topic");
-                    std::thread::sleep(Duration::from_millis(500));
-                    continue;
-                }
-            };
-            if recs.is_empty() {
-                continue;
-            }
-            let w = shared
-                .ingest_lock
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            let mut versions: Vec<_> = shared.versions().as_ref().clone();
-            let mut catalog = versions
-                .last()
-                .map(|v| (*v.catalog).clone())
-                .unwrap_or_default();
-            let mut next = at;
-            for r in &recs {
-                if r.offset < next {
-                    continue;
-                }
-                next = r.offset + 1;
-                super::replay_statement(&mut catalog, &mut versions, r);
-            }
-            if let Err(e) = shared.map_kafka_topics(&catalog) {
-                tracing::error!(error = %e, "a stream names an invalid Kafka topic");
-            }
-            // Topics of new streams exist (the instance that took the statement created
-            // them; this is for a crash in between).
-            if let Some(v) = versions.last() {
-                for (s, p) in v.streams(shared.settings.partitions) {
-                    if let Err(e) = shared.log.create_topic(&stream_topic(&s), p) {
-                        tracing::warn!(stream = s, error = %e, "cannot create the stream's topic");
-                    }
-                }
-            }
-            *shared.versions.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(versions);
-            k.statements_next.store(next, Ordering::SeqCst);
-            drop(w);
-            shared.refresh_streams();
-            shared.wake_workers();
-            shared.notify_progress();
-        }
-    })
-}
 
 struct Hooks {
     shared: Arc<Shared>,

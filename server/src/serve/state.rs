@@ -1,167 +1,16 @@
-//! The service's shared state: the log, the catalog history (event-sourced from the
-//! `statements` topic), worker progress, counters.
+//! The state the workers and the request path share: the catalog history (event-sourced
+//! from the `statements` topic), worker progress, counters, and the Kafka side.
 
+use super::log::{stream_topic, Checkpoints, ServerLog};
 use dsl::ast::ObjectKind;
 use dsl::check::Catalog;
-use dsl::Diagnostic;
 use matcher::engine::Repartition;
-use matcher::value::RowDecoder;
-use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use weir_kafka::{KafkaCheckpointStore, KafkaConfig, KafkaLog, LogBackend};
-use weir_log::{Checkpoint, CheckpointStore, Log, Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
-
-/// The service's log: the embedded [`Log`] or Kafka ([`KafkaLog`]). Shared operations go
-/// through [`LogBackend`] (this derefs to it); the few embedded-only ones (group commit,
-/// sync) are matched where used.
-pub struct ServerLog {
-    backend: Arc<dyn LogBackend>,
-    kind: LogKind,
-}
-
-pub enum LogKind {
-    Embedded(Arc<Log>),
-    Kafka(Arc<KafkaLog>),
-}
-
-impl ServerLog {
-    pub fn embedded(log: Log) -> ServerLog {
-        let log = Arc::new(log);
-        ServerLog {
-            backend: log.clone(),
-            kind: LogKind::Embedded(log),
-        }
-    }
-
-    pub fn kafka(log: Arc<KafkaLog>) -> ServerLog {
-        ServerLog {
-            backend: log.clone(),
-            kind: LogKind::Kafka(log),
-        }
-    }
-
-    /// The embedded log, when this service runs on it.
-    pub fn as_embedded(&self) -> Option<&Log> {
-        match &self.kind {
-            LogKind::Embedded(l) => Some(l),
-            LogKind::Kafka(_) => None,
-        }
-    }
-
-    /// Kafka, when this service runs on it.
-    pub fn as_kafka(&self) -> Option<&KafkaLog> {
-        match &self.kind {
-            LogKind::Kafka(l) => Some(l),
-            LogKind::Embedded(_) => None,
-        }
-    }
-
-    /// Appends without waiting for durability (embedded log; Kafka appends are
-    /// acknowledged by the broker before they return).
-    pub fn append_nowait(
-        &self,
-        topic: &str,
-        partition: u32,
-        records: &[&[u8]],
-    ) -> Result<weir_log::Appended, weir_kafka::Error> {
-        match &self.kind {
-            LogKind::Embedded(l) => Ok(l.append_nowait(topic, partition, records)?),
-            LogKind::Kafka(k) => k.append(topic, partition, records),
-        }
-    }
-
-    /// Waits until records below `end` are durable (embedded log; a no-op on Kafka, whose
-    /// appends are acknowledged already).
-    pub fn wait_durable(
-        &self,
-        topic: &str,
-        partition: u32,
-        end: u64,
-    ) -> Result<(), weir_kafka::Error> {
-        match &self.kind {
-            LogKind::Embedded(l) => Ok(l.wait_durable(topic, partition, end)?),
-            LogKind::Kafka(_) => Ok(()),
-        }
-    }
-
-    /// Creates a topic with its own retention (embedded log; on Kafka, retention is the
-    /// topic's configuration on the broker).
-    pub fn create_topic_with_retention(
-        &self,
-        topic: &str,
-        partitions: u32,
-        retention: weir_log::Retention,
-    ) -> Result<(), weir_kafka::Error> {
-        match &self.kind {
-            LogKind::Embedded(l) => {
-                Ok(l.create_topic_with_retention(topic, partitions, retention)?)
-            }
-            LogKind::Kafka(k) => k.create_topic(topic, partitions),
-        }
-    }
-
-    /// Sets when a topic's records become readable (embedded log only).
-    pub fn set_visibility(
-        &self,
-        topic: &str,
-        visibility: weir_log::Visibility,
-    ) -> Result<(), weir_kafka::Error> {
-        match &self.kind {
-            LogKind::Embedded(l) => Ok(l.set_visibility(topic, visibility)?),
-            LogKind::Kafka(_) => Ok(()),
-        }
-    }
-
-    /// Flushes the embedded log (Kafka acknowledges every append already).
-    pub fn sync(&self) -> Result<(), String> {
-        match &self.kind {
-            LogKind::Embedded(l) => l.sync().map_err(|e| e.to_string()),
-            LogKind::Kafka(_) => Ok(()),
-        }
-    }
-}
-
-impl std::ops::Deref for ServerLog {
-    type Target = dyn LogBackend;
-    fn deref(&self) -> &Self::Target {
-        &*self.backend
-    }
-}
-
-/// Where worker checkpoints are kept: files next to the embedded log, or Kafka's
-/// compacted checkpoints topic.
-pub enum Checkpoints {
-    Files(CheckpointStore),
-    Kafka(Box<KafkaCheckpointStore>),
-}
-
-impl Checkpoints {
-    pub fn write_checkpoint(
-        &self,
-        name: &str,
-        covered: &Position,
-        data: &[u8],
-    ) -> Result<u64, String> {
-        match self {
-            Checkpoints::Files(c) => c
-                .write_checkpoint(name, covered, data)
-                .map_err(|e| e.to_string()),
-            Checkpoints::Kafka(c) => c
-                .write_checkpoint(name, covered, data)
-                .map_err(|e| e.to_string()),
-        }
-    }
-
-    pub fn latest_checkpoint(&self, name: &str) -> Result<Option<Checkpoint>, String> {
-        match self {
-            Checkpoints::Files(c) => c.latest_checkpoint(name).map_err(|e| e.to_string()),
-            Checkpoints::Kafka(c) => c.latest_checkpoint(name).map_err(|e| e.to_string()),
-        }
-    }
-}
+use weir_kafka::KafkaConfig;
+use weir_log::{Position, OUTPUTS_TOPIC, STATEMENTS_TOPIC};
 
 /// Kafka mode: which workers this instance owns (granted by the consumer group) and the
 /// hand-over handshake with the group thread.
@@ -211,6 +60,7 @@ impl KafkaSide {
 pub const LEASES_TOPIC: &str = "leases";
 
 /// Settings of a running service (after merging flags, environment and the config file).
+/// `Default` holds the documented defaults (docs/operations.md).
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub partitions: u32,
@@ -225,9 +75,19 @@ pub struct Settings {
     pub max_subscriptions: usize,
 }
 
-/// The log topic of a stream's events.
-pub fn stream_topic(stream: &str) -> String {
-    format!("stream.{stream}")
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            partitions: 4,
+            token: None,
+            max_body_bytes: 16 << 20,
+            max_statement_bytes: 1 << 20,
+            max_statements: 2_000_000,
+            max_lag: 1_000_000,
+            checkpoint_interval: Duration::from_secs(10),
+            max_subscriptions: 1024,
+        }
+    }
 }
 
 /// One catalog version: the catalog after a statements record, and the stream positions
@@ -315,20 +175,6 @@ impl Version {
     }
 }
 
-/// A stream's ingest-side view: how to validate and route its events.
-pub struct StreamInfo {
-    pub decoder: RowDecoder,
-    /// The streaming ingest check ([`super::events`]).
-    pub schema: super::events::Schema,
-    pub event_time: Option<String>,
-    pub key: Option<String>,
-    pub partitions: u32,
-    /// Kafka mode: the same stream seen as one partition, so a request's events are
-    /// checked in their order; Kafka's partitioner then places them
-    /// ([`super::kafka::append_batches`]).
-    pub in_order: Option<Arc<StreamInfo>>,
-}
-
 /// Counters exported on `/metrics`.
 #[derive(Default)]
 pub struct Counters {
@@ -375,7 +221,6 @@ pub struct Shared {
     pub settings: Settings,
     pub workers: u32,
     pub versions: RwLock<Arc<Vec<Arc<Version>>>>,
-    pub streams: RwLock<HashMap<String, Arc<StreamInfo>>>,
     /// Held shared by ingest appends, exclusively by statement changes, so a statement's
     /// effect position is exact.
     pub ingest_lock: RwLock<()>,
@@ -395,8 +240,6 @@ pub struct Shared {
     pub subscriptions: std::sync::atomic::AtomicUsize,
     /// Bumped after every outputs append: live subscribers wait on it (no thread hop).
     pub outputs_tick: tokio::sync::watch::Sender<u64>,
-    /// Idempotency keys of event writes ([`super::idempotency`]).
-    pub idempotency: super::idempotency::Table,
 }
 
 impl Shared {
@@ -412,14 +255,6 @@ impl Shared {
         v.last()
             .cloned()
             .unwrap_or_else(|| Arc::new(Version::empty()))
-    }
-
-    pub fn stream_info(&self, name: &str) -> Option<Arc<StreamInfo>> {
-        self.streams
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
     }
 
     /// Runs `f` on every worker's engine and collects the answers (5 s timeout each).
@@ -584,102 +419,9 @@ impl Shared {
         Ok(())
     }
 
-    /// Rebuilds the ingest-side stream table from the current catalog.
-    pub fn refresh_streams(&self) {
-        let cur = self.current();
-        let mut map = HashMap::new();
-        for e in cur.catalog.entries() {
-            if e.kind == ObjectKind::Stream {
-                map.insert(
-                    e.name.clone(),
-                    Arc::new(StreamInfo {
-                        decoder: RowDecoder::new(&e.output),
-                        schema: super::events::Schema::new(&e.output),
-                        event_time: e.output.event_time.clone(),
-                        key: e.output.key.clone(),
-                        partitions: e.output.partitions.unwrap_or(self.settings.partitions),
-                        in_order: self.kafka.as_ref().map(|_| {
-                            Arc::new(StreamInfo {
-                                decoder: RowDecoder::new(&e.output),
-                                schema: super::events::Schema::new(&e.output),
-                                event_time: e.output.event_time.clone(),
-                                key: e.output.key.clone(),
-                                partitions: 1,
-                                in_order: None,
-                            })
-                        }),
-                    }),
-                );
-            }
-        }
-        *self.streams.write().unwrap_or_else(|e| e.into_inner()) = map;
-    }
-
     pub fn outputs_end(&self) -> u64 {
         self.log.end_offset(OUTPUTS_TOPIC, 0).unwrap_or(0)
     }
-}
-
-/// A statements-topic record.
-pub fn statement_record(text: &str, effect: &Position) -> Vec<u8> {
-    json!({"text": text, "effect": effect.encode()})
-        .to_string()
-        .into_bytes()
-}
-
-pub fn parse_statement_record(payload: &[u8]) -> Result<(String, Position), String> {
-    let v: Json = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-    let text = v
-        .get("text")
-        .and_then(Json::as_str)
-        .ok_or("missing text")?
-        .to_string();
-    let effect = v
-        .get("effect")
-        .and_then(Json::as_str)
-        .map(Position::decode)
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    Ok((text, effect))
-}
-
-/// Diagnostics as the API's error details (line, column, snippet per error).
-pub fn diagnostics_json(diags: &[Diagnostic], src: &str) -> Json {
-    Json::Array(
-        diags
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| {
-                let mut j = d.to_json("<body>", src);
-                if let Some(o) = j.as_object_mut() {
-                    o.remove("file");
-                }
-                j
-            })
-            .collect(),
-    )
-}
-
-/// The text of an event's key column (a string as is, other values as JSON).
-pub fn key_text(event: &Json, key: &str) -> String {
-    match event.get(key) {
-        Some(Json::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-        None => String::new(),
-    }
-}
-
-/// Stable partition of an event: FNV-1a of the key column's JSON text.
-pub fn partition_of(event: &Json, key: Option<&str>, partitions: u32) -> u32 {
-    let Some(k) = key else { return 0 };
-    let text = key_text(event, k);
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in text.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    (h % partitions.max(1) as u64) as u32
 }
 
 pub fn relaxed(a: &AtomicU64) -> u64 {

@@ -12,8 +12,8 @@
 //! decoder, which gives the authoritative answer and the error message. So the fast path
 //! cannot accept an event the decoder would reject (tested against the decoder below).
 
-use super::state::{partition_of, StreamInfo};
-use super::EventIn;
+use super::routing::{fnv1a, partition_of, partition_of_hash, FNV_EMPTY};
+use super::{EventIn, StreamInfo};
 use dsl::ast::DataType;
 use dsl::plan::StreamDef;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
@@ -32,7 +32,7 @@ pub struct Schema {
 /// What the pass learned about a valid event.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Checked {
-    /// FNV-1a hash of the key column's text (the same text [`super::state::partition_of`]
+    /// FNV-1a hash of the key column's text (the same text [`super::routing::partition_of`]
     /// hashes), or of "" when the stream has no key or the event lacks it.
     pub key_hash: u64,
 }
@@ -70,23 +70,6 @@ impl Schema {
             key_hash: seen.key_hash.unwrap_or(FNV_EMPTY),
         })
     }
-}
-
-const FNV_EMPTY: u64 = 0xcbf29ce484222325;
-
-/// FNV-1a, as [`super::state::partition_of`] computes it.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = FNV_EMPTY;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
-/// Partition of a key hash (as [`super::state::partition_of`]).
-pub fn partition_of_hash(h: u64, partitions: u32) -> u32 {
-    (h % partitions.max(1) as u64) as u32
 }
 
 #[derive(Default)]
@@ -604,7 +587,7 @@ mod tests {
             let s = Schema::new(&d);
             for l in lines {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let want = super::super::state::partition_of(&v, Some("k"), 7);
+                let want = super::super::routing::partition_of(&v, Some("k"), 7);
                 let got = s
                     .check(l.as_bytes())
                     .map(|c| partition_of_hash(c.key_hash, 7));

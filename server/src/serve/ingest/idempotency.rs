@@ -17,9 +17,12 @@
 //! Keys are remembered (in memory, rebuilt from the `requests` topic at the first keyed
 //! request after a start) within bounds: [`MAX_KEYS`] keys and the topic's retention.
 
-use super::events::{fnv1a, split_events, split_ndjson, Batches};
-use super::state::{stream_topic, Shared};
-use super::{ApiError, EventIn, IngestResult};
+use super::check::{split_events, split_ndjson, Batches};
+use super::routing::fnv1a;
+use super::{EventIn, Ingest, IngestResult};
+use crate::serve::error::AppError;
+use crate::serve::log::stream_topic;
+use crate::serve::state::Shared;
 use serde_json::{json, Value as Json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,7 +77,7 @@ impl Inner {
 }
 
 /// The key of a request, if it has one (400 when malformed).
-pub fn key_of(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+pub fn key_of(headers: &axum::http::HeaderMap) -> Result<Option<String>, AppError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -84,7 +87,7 @@ pub fn key_of(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiErro
         {
             Ok(Some(k.to_string()))
         }
-        _ => Err(ApiError::new(
+        _ => Err(AppError::new(
             400,
             "invalid_idempotency_key",
             format!("`Idempotency-Key` must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
@@ -107,21 +110,27 @@ pub fn answer(r: &IngestResult) -> Json {
     })
 }
 
-fn log_err(e: weir_kafka::Error) -> ApiError {
-    ApiError::new(503, "log_error", e.to_string())
+fn log_err(e: weir_kafka::Error) -> AppError {
+    AppError::new(503, "log_error", e.to_string())
 }
 
 /// Ingests `body` without a key.
-pub fn ingest(shared: &Shared, stream: &str, body: Body) -> Result<Json, ApiError> {
-    ingest_skipping(shared, stream, body, None).map(|r| answer(&r))
+pub fn ingest(
+    shared: &Shared,
+    ingest: &Ingest,
+    stream: &str,
+    body: Body,
+) -> Result<Json, AppError> {
+    ingest_skipping(shared, ingest, stream, body, None).map(|r| answer(&r))
 }
 
 fn ingest_skipping(
     shared: &Shared,
+    ingest: &Ingest,
     stream: &str,
     body: Body,
     present: Option<&mut HashMap<(usize, u64), u32>>,
-) -> Result<IngestResult, ApiError> {
+) -> Result<IngestResult, AppError> {
     let skip = |b: &mut Batches| {
         if let Some(present) = present {
             for part in &mut b.per_part {
@@ -130,12 +139,12 @@ fn ingest_skipping(
         }
     };
     match body {
-        Body::Ndjson(bytes) => super::ingest_with(shared, stream, |info| {
+        Body::Ndjson(bytes) => super::ingest_with(shared, ingest, stream, |info| {
             let mut b = split_ndjson(info, &bytes);
             skip(&mut b);
             b
         }),
-        Body::Parsed(events) => super::ingest_with(shared, stream, |info| {
+        Body::Parsed(events) => super::ingest_with(shared, ingest, stream, |info| {
             let mut b = split_events(info, events);
             skip(&mut b);
             b
@@ -158,21 +167,22 @@ fn take_present(present: &mut HashMap<(usize, u64), u32>, r: &[u8]) -> bool {
 /// replay of a finished request. Blocking.
 pub fn ingest_keyed(
     shared: &Shared,
+    ingest: &Ingest,
     stream: &str,
     key: &str,
     body: Body,
     body_bytes: &[u8],
-) -> Result<(Json, bool), ApiError> {
-    let table = &shared.idempotency;
+) -> Result<(Json, bool), AppError> {
+    let table = &ingest.idempotency;
     let hash = fnv1a(body_bytes) ^ (body_bytes.len() as u64).rotate_left(32);
     let topic = stream_topic(stream);
     let resume_from = {
         let mut g = table.inner.lock().unwrap_or_else(|e| e.into_inner());
         if !g.loaded {
-            load(shared, &mut g)?;
+            load(shared, &mut g, &table.forgotten)?;
         }
         let differs = || {
-            ApiError::new(
+            AppError::new(
                 422,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with a different body",
@@ -180,7 +190,7 @@ pub fn ingest_keyed(
         };
         match g.keys.get(key).cloned() {
             Some(State::Running) => {
-                return Err(ApiError::new(
+                return Err(AppError::new(
                     409,
                     "request_in_progress",
                     "a request with this Idempotency-Key is running; retry later",
@@ -206,7 +216,17 @@ pub fn ingest_keyed(
             }
         }
     };
-    let result = run(shared, stream, &topic, key, hash, body, resume_from.clone()).map_err(|b| *b);
+    let result = run(
+        shared,
+        ingest,
+        stream,
+        &topic,
+        key,
+        hash,
+        body,
+        resume_from.clone(),
+    )
+    .map_err(|b| *b);
     let mut g = table.inner.lock().unwrap_or_else(|e| e.into_inner());
     match result {
         Ok((answer, from)) => {
@@ -255,10 +275,12 @@ pub fn ingest_keyed(
     }
 }
 
-type RunResult = Result<(Json, Position), Box<(ApiError, Option<Position>)>>;
+type RunResult = Result<(Json, Position), Box<(AppError, Option<Position>)>>;
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     shared: &Shared,
+    ingest: &Ingest,
     stream: &str,
     topic: &str,
     key: &str,
@@ -270,7 +292,7 @@ fn run(
         Some(from) => {
             let mut present =
                 scan(shared, topic, &from).map_err(|e| Box::new((e, Some(from.clone()))))?;
-            let r = ingest_skipping(shared, stream, body, Some(&mut present))
+            let r = ingest_skipping(shared, ingest, stream, body, Some(&mut present))
                 .map_err(|e| Box::new((e, Some(from.clone()))))?;
             return Ok((answer(&r), from));
         }
@@ -291,7 +313,7 @@ fn run(
                 .append(REQUESTS_TOPIC, 0, &[rec.to_string().as_bytes()])
         })
         .map_err(|e| Box::new((log_err(e), None)))?;
-    let r = ingest_skipping(shared, stream, body, None)
+    let r = ingest_skipping(shared, ingest, stream, body, None)
         .map_err(|e| Box::new((e, Some(from.clone()))))?;
     Ok((answer(&r), from))
 }
@@ -309,7 +331,7 @@ fn scan(
     shared: &Shared,
     topic: &str,
     from: &Position,
-) -> Result<HashMap<(usize, u64), u32>, ApiError> {
+) -> Result<HashMap<(usize, u64), u32>, AppError> {
     let mut present = HashMap::new();
     for (t, p, start) in from.iter() {
         if t != topic {
@@ -317,7 +339,7 @@ fn scan(
         }
         let end = shared.log.end_offset(topic, p).map_err(log_err)?;
         if end.saturating_sub(start) > MAX_RESUME_SCAN {
-            return Err(ApiError::new(
+            return Err(AppError::new(
                 409,
                 "idempotency_key_expired",
                 format!("too much was written since this request started (more than {MAX_RESUME_SCAN} events in partition {p}); it cannot be resumed safely"),
@@ -329,7 +351,7 @@ fn scan(
                 .log
                 .read(topic, p, at, 4096, 8 << 20)
                 .map_err(|e| match e {
-                    weir_kafka::Error::Log(weir_log::Error::OffsetTruncated { .. }) => ApiError::new(
+                    weir_kafka::Error::Log(weir_log::Error::OffsetTruncated { .. }) => AppError::new(
                         409,
                         "idempotency_key_expired",
                         "the events written since this request started are no longer retained; it cannot be resumed safely",
@@ -351,7 +373,7 @@ fn scan(
 }
 
 /// Rebuilds the table from the `requests` topic.
-fn load(shared: &Shared, g: &mut Inner) -> Result<(), ApiError> {
+fn load(shared: &Shared, g: &mut Inner, forgotten: &AtomicU64) -> Result<(), AppError> {
     shared
         .log
         .create_topic_with_retention(REQUESTS_TOPIC, 1, requests_retention())
@@ -360,7 +382,6 @@ fn load(shared: &Shared, g: &mut Inner) -> Result<(), ApiError> {
         .log
         .start_offset(REQUESTS_TOPIC, 0)
         .map_err(log_err)?;
-    let forgotten = &shared.idempotency.forgotten;
     loop {
         let recs = shared
             .log

@@ -1,0 +1,195 @@
+//! Health, readiness, the Prometheus exposition (`/metrics`) and the OpenAPI document.
+use super::St;
+use crate::serve::error::AppError;
+use crate::serve::log::stream_topic;
+use crate::serve::state::relaxed;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+pub async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+pub async fn readyz(State(s): St) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        AppError::new(503, "recovering", "recovery is not finished").into_response()
+    }
+}
+
+pub async fn prometheus(State(s): St) -> Response {
+    let c = &s.counters;
+    let mut t = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, v: u64| {
+        let _ = writeln!(t, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    metric(
+        "weir_events_accepted_total",
+        "counter",
+        "Events appended to the log.",
+        relaxed(&c.events_accepted),
+    );
+    metric(
+        "weir_events_rejected_total",
+        "counter",
+        "Events rejected at ingest.",
+        relaxed(&c.events_rejected),
+    );
+    metric(
+        "weir_requests_throttled_total",
+        "counter",
+        "Ingest requests refused under backpressure.",
+        relaxed(&c.requests_throttled),
+    );
+    metric(
+        "weir_outputs_written_total",
+        "counter",
+        "Output records appended.",
+        relaxed(&c.outputs_written),
+    );
+    metric(
+        "weir_outputs_deduplicated_total",
+        "counter",
+        "Re-derived outputs skipped after recovery.",
+        relaxed(&c.outputs_deduplicated),
+    );
+    metric(
+        "weir_repartition_copies_total",
+        "counter",
+        "Events copied into repartitioned streams (statements grouped by a column other than the stream's key).",
+        relaxed(&c.copies_written),
+    );
+    metric(
+        "weir_repartition_copies_deduplicated_total",
+        "counter",
+        "Repartitioned copies written again by a replay after a crash, and dropped.",
+        relaxed(&c.copies_deduplicated),
+    );
+    metric(
+        "weir_idempotent_replays_total",
+        "counter",
+        "Event writes answered from a finished request with the same Idempotency-Key.",
+        relaxed(&s.ingest.idempotency.replayed),
+    );
+    metric(
+        "weir_idempotency_keys_forgotten_total",
+        "counter",
+        "Idempotency keys forgotten because of the key bound.",
+        relaxed(&s.ingest.idempotency.forgotten),
+    );
+    metric(
+        "weir_replay_errors_total",
+        "counter",
+        "Logged events the engine could not apply.",
+        relaxed(&c.replay_errors),
+    );
+    metric(
+        "weir_states_reset_total",
+        "counter",
+        "Rule sets / metrics whose state restarted empty after a statement change.",
+        relaxed(&c.states_reset),
+    );
+    metric(
+        "weir_checkpoints_total",
+        "counter",
+        "Checkpoints written.",
+        relaxed(&c.checkpoints_written),
+    );
+    metric(
+        "weir_checkpoint_failures_total",
+        "counter",
+        "Checkpoints that failed.",
+        relaxed(&c.checkpoint_failures),
+    );
+    metric(
+        "weir_recovery_milliseconds",
+        "gauge",
+        "Time the last recovery took.",
+        relaxed(&s.recovery_ms),
+    );
+    metric(
+        "weir_ready",
+        "gauge",
+        "1 once recovery finished.",
+        u64::from(s.ready.load(Ordering::SeqCst)),
+    );
+    metric(
+        "weir_subscriptions",
+        "gauge",
+        "Live SSE and WebSocket subscriptions.",
+        s.subscriptions.load(Ordering::SeqCst) as u64,
+    );
+    let names = [
+        "accepted",
+        "rejected",
+        "late_dropped",
+        "late_processed",
+        "metric_late",
+        "metric_group_dropped",
+    ];
+    let mut per_stream: HashMap<String, [u64; 6]> = HashMap::new();
+    let _ = writeln!(t, "# HELP weir_partition_lag_events Events written but not yet applied.\n# TYPE weir_partition_lag_events gauge");
+    let streams: Vec<(String, u32)> = s.current().streams(s.settings.partitions);
+    for (st, parts) in &streams {
+        let topic = stream_topic(st);
+        for p in 0..*parts {
+            let _ = writeln!(
+                t,
+                "weir_partition_lag_events{{stream=\"{st}\",partition=\"{p}\"}} {}",
+                s.lag(&topic, p)
+            );
+        }
+    }
+    let _ = writeln!(
+        t,
+        "# HELP weir_state_bytes Approximate engine state held.\n# TYPE weir_state_bytes gauge"
+    );
+    let mut ages = Vec::new();
+    for (i, p) in s.progress.iter().enumerate() {
+        let g = p.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(t, "weir_state_bytes{{partition=\"{i}\"}} {}", g.state_bytes);
+        ages.push((i, g.last_checkpoint.map(|x| x.elapsed().as_secs_f64())));
+        for (name, v) in &g.stream_counters {
+            let e = per_stream.entry(name.clone()).or_default();
+            for k in 0..6 {
+                e[k] += v[k];
+            }
+        }
+    }
+    let _ = writeln!(t, "# HELP weir_checkpoint_age_seconds Seconds since the partition's last checkpoint (-1: none yet).\n# TYPE weir_checkpoint_age_seconds gauge");
+    for (i, a) in ages {
+        let _ = writeln!(
+            t,
+            "weir_checkpoint_age_seconds{{partition=\"{i}\"}} {:.3}",
+            a.unwrap_or(-1.0)
+        );
+    }
+    let _ = writeln!(t, "# HELP weir_engine_events_total Events seen by the engine per stream, by outcome.\n# TYPE weir_engine_events_total counter");
+    let mut keys: Vec<_> = per_stream.keys().cloned().collect();
+    keys.sort();
+    for k in keys {
+        for (i, n) in names.iter().enumerate() {
+            let _ = writeln!(
+                t,
+                "weir_engine_events_total{{stream=\"{k}\",outcome=\"{n}\"}} {}",
+                per_stream[&k][i]
+            );
+        }
+    }
+    t.push_str(&crate::serve::kafka::metrics(&s));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t).into_response()
+}
+
+pub async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../../docs/openapi.json"),
+    )
+        .into_response()
+}

@@ -1,0 +1,265 @@
+//! The HTTP API driven in-process: `serve::routes::app` over a real embedded log in a
+//! temporary folder, requests sent with `tower::ServiceExt::oneshot` (axum's
+//! `examples/testing`). The error answers (400/401/404/413/422/429) are checked here;
+//! tests that need a process (crashes, signals) spawn the binary (`tests/serve.rs`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use serde_json::{json, Value};
+use server::serve::{self, state::Settings, App};
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use tower::ServiceExt;
+use weir_log::LogConfig;
+
+/// A service over a fresh log; workers run unless `workers` is false.
+struct Svc {
+    app: App,
+    handles: Vec<JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Svc {
+    fn new(settings: Settings, workers: bool) -> Svc {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, ws) = serve::open(dir.path(), LogConfig::default(), settings).unwrap();
+        let handles = if workers {
+            serve::start_workers(&app.shared, ws)
+        } else {
+            Vec::new()
+        };
+        Svc {
+            app,
+            handles,
+            _dir: dir,
+        }
+    }
+
+    async fn call(&self, req: Request<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
+        let r = serve::routes::app(self.app.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        (status, v, headers)
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let (s, v, _) = self
+            .call(
+                Request::post(path)
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await;
+        (s, v)
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let (s, v, _) = self
+            .call(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        (s, v)
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        self.app.shutdown.store(true, Ordering::SeqCst);
+        self.app.wake_workers();
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("")
+}
+
+const STREAM: &str = "CREATE STREAM tx (card STRING, amount FLOAT, ts TIMESTAMP) WITH (event_time = 'ts', key = 'card');";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_answer_400_with_what_is_wrong() {
+    let s = Svc::new(Settings::default(), true);
+    let (st, v) = s.post("/v1/statements", "CREATE STREAM (;").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(code(&v), "invalid_statement");
+    assert!(v["error"]["errors"][0]["line"].is_number(), "{v}");
+    let (st, v) = s.post("/v1/statements", STREAM).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.post("/v1/streams/tx/events", "{not json").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(code(&v), "invalid_json");
+    let (st, v) = s.post("/v1/streams/tx/events", "42").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(code(&v), "invalid_event");
+    let (st, v) = s.get("/v1/outputs?limit=many").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(code(&v), "invalid_parameter");
+    let (st, v) = s.get("/v1/outputs?after=garbage").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(code(&v), "invalid_position");
+    // An event of the wrong type is answered 200 with the event listed as rejected.
+    let (st, v) = s
+        .post(
+            "/v1/streams/tx/events",
+            r#"[{"card":"a","amount":"x","ts":1}, {"card":"a","amount":1.0,"ts":2}]"#,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], 1);
+    assert_eq!(v["rejected"][0]["index"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_need_the_token_when_one_is_set() {
+    let s = Svc::new(
+        Settings {
+            token: Some("sekrit".into()),
+            ..Settings::default()
+        },
+        true,
+    );
+    let (st, v) = s.post("/v1/statements", STREAM).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    assert_eq!(code(&v), "unauthorized");
+    let (st, _, _) = s
+        .call(
+            Request::post("/v1/statements")
+                .header(header::AUTHORIZATION, "Bearer wrong!")
+                .body(Body::from(STREAM))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, v, _) = s
+        .call(
+            Request::post("/v1/statements")
+                .header(header::AUTHORIZATION, "Bearer sekrit")
+                .body(Body::from(STREAM))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s.post("/v1/streams/tx/events", "{}").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{v}");
+    // Reads stay open.
+    let (st, _) = s.get("/v1/statements").await;
+    assert_eq!(st, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_things_answer_404_with_what_exists() {
+    let s = Svc::new(Settings::default(), true);
+    s.post("/v1/statements", STREAM).await;
+    let (st, v) = s.post("/v1/streams/nope/events", "{}").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(code(&v), "unknown_stream");
+    assert_eq!(v["error"]["known_streams"], json!(["tx"]));
+    let (st, v) = s.get("/v1/statements/nope").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(code(&v), "unknown_statement");
+    let (st, v) = s.get("/v1/metrics/nope").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(code(&v), "unknown_metric");
+    let (st, v) = s.get("/v2/anything").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(code(&v), "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_answer_413() {
+    let s = Svc::new(
+        Settings {
+            max_body_bytes: 1000,
+            max_statement_bytes: 200,
+            ..Settings::default()
+        },
+        true,
+    );
+    let (st, v) = s.post("/v1/statements", STREAM).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let big = format!(
+        "[{}]",
+        vec![r#"{"card":"a","amount":1,"ts":1}"#; 100].join(",")
+    );
+    let (st, v) = s.post("/v1/streams/tx/events", &big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(code(&v), "body_too_large");
+    assert_eq!(v["error"]["limit"], 1000);
+    let long = format!("{STREAM} -- {}", "x".repeat(300));
+    let (st, v) = s.post("/v1/statements", &long).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(code(&v), "statement_too_large");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_idempotency_key_with_another_body_answers_422() {
+    let s = Svc::new(Settings::default(), true);
+    s.post("/v1/statements", STREAM).await;
+    let keyed = |body: &'static str| {
+        Request::post("/v1/streams/tx/events")
+            .header("idempotency-key", "k-1")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let (st, v, h) = s.call(keyed(r#"{"card":"a","amount":1,"ts":1}"#)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(h.get("idempotent-replayed").is_none());
+    let (st, v, h) = s.call(keyed(r#"{"card":"a","amount":1,"ts":1}"#)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(h.get("idempotent-replayed").unwrap(), "true");
+    let (st, v, _) = s.call(keyed(r#"{"card":"b","amount":1,"ts":1}"#)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(code(&v), "idempotency_key_reused");
+    let (st, v, _) = s
+        .call(
+            Request::post("/v1/streams/tx/events")
+                .header("idempotency-key", "has space")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(code(&v), "invalid_idempotency_key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_answers_429_when_the_workers_are_behind() {
+    // No workers run: every appended event stays unapplied.
+    let s = Svc::new(
+        Settings {
+            max_lag: 3,
+            partitions: 1,
+            ..Settings::default()
+        },
+        false,
+    );
+    let (st, v) = s.post("/v1/statements", STREAM).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let four = r#"[{"card":"a","amount":1,"ts":1},{"card":"a","amount":1,"ts":2},{"card":"a","amount":1,"ts":3},{"card":"a","amount":1,"ts":4}]"#;
+    let (st, v) = s.post("/v1/streams/tx/events", four).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v, h) = s
+        .call(
+            Request::post("/v1/streams/tx/events")
+                .body(Body::from(r#"{"card":"a","amount":1,"ts":5}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(code(&v), "backpressure");
+    assert_eq!(h.get(header::RETRY_AFTER).unwrap(), "1");
+    let (_, m) = s.get("/metrics").await;
+    let m = m.as_str().unwrap().to_string();
+    assert!(m.contains("weir_requests_throttled_total 1"), "{m}");
+}
