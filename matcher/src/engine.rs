@@ -23,7 +23,9 @@ use crate::cep::{CepConfig, CepRule, CepRuleSet, MatchOutput, PartitionState};
 use crate::expr::{compile, CompiledExpr, Context, FieldRef, Scope};
 use crate::metric::{MetricPlan, MetricState, Outcome};
 use crate::output::{output_id, OutputRecord};
-use crate::search::{naive, Document, Highlights, SearchIndex, SearchLimits, SearchSpec};
+use crate::search::{
+    naive, Document, Highlights, SearchIndex, SearchLimits, SearchScratch, SearchSpec,
+};
 use crate::value::{DecodeError, Row, RowDecoder, Value};
 use dsl::ast::{BinaryOp, DataType, Expr, ExprKind, Literal, SelectItem, StatementKind};
 use dsl::check::{Catalog, Plan};
@@ -189,6 +191,7 @@ struct StreamRt {
     /// Searches the index cannot evaluate (run by the naive evaluator on every event).
     naive_searches: Vec<usize>,
     index: SearchIndex<Residual>,
+    search_scratch: SearchScratch,
     /// Field names the searches read, and where.
     search_fields: Vec<(String, FieldRef)>,
     metrics: Vec<(Arc<MetricPlan>, MetricState)>,
@@ -212,6 +215,7 @@ impl StreamRt {
             search_by_name: HashMap::new(),
             naive_searches: Vec::new(),
             index: SearchIndex::new(SearchLimits::default()),
+            search_scratch: SearchScratch::default(),
             search_fields: Vec::new(),
             metrics: Vec::new(),
             max_ts: None,
@@ -516,6 +520,9 @@ impl Engine {
         }
         if !diags.is_empty() {
             return Err(diags);
+        }
+        for st in streams.values_mut() {
+            st.index.prepare();
         }
         Ok(Engine {
             partition,
@@ -919,7 +926,9 @@ impl Engine {
                 s.filter.eval_bool(&SearchCtx { row, results: &v })
             }
         };
-        let index_hits = st.index.match_document(&doc, &mut residual);
+        let index_hits = st
+            .index
+            .match_document(&mut st.search_scratch, &doc, &mut residual);
         for h in index_hits {
             if let Some(&i) = st.search_by_name.get(&*h.search) {
                 hits.push((i, h.highlights));

@@ -4,7 +4,7 @@
 
 use dsl::query::parse_query;
 use matcher::search::{
-    naive, Document, Highlights, SearchError, SearchIndex, SearchLimits, SearchSpec,
+    naive, Document, Highlights, SearchError, SearchIndex, SearchLimits, SearchScratch, SearchSpec,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -51,9 +51,10 @@ fn operator_case_file() {
         let doc = Document::new().with("title", title).with("body", body);
         // Index path.
         let mut idx: SearchIndex = SearchIndex::default();
+        let mut sc = SearchScratch::default();
         idx.add("s", SearchSpec::matches("body", q).expect(q))
             .expect(q);
-        let hits = idx.match_document(&doc, &mut |_, _| true);
+        let hits = idx.match_document(&mut sc, &doc, &mut |_, _| true);
         let got = hits.into_iter().next().map(|h| h.highlights);
         assert_eq!(got, want, "index, query {q}");
         // Naive path.
@@ -67,6 +68,7 @@ fn operator_case_file() {
 #[test]
 fn equality_filters_and_residual() {
     let mut idx: SearchIndex<u32> = SearchIndex::default();
+    let mut sc = SearchScratch::default();
     idx.add(
         "en_acme",
         SearchSpec::matches("body", "acme")
@@ -90,7 +92,7 @@ fn equality_filters_and_residual() {
     .unwrap();
     let mut names = |d: &Document<'_>, allow: bool| {
         let mut v: Vec<String> = idx
-            .match_document(d, &mut |_, r: &u32| allow && *r == 7)
+            .match_document(&mut sc, d, &mut |_, r: &u32| allow && *r == 7)
             .into_iter()
             .map(|h| h.search.to_string())
             .collect();
@@ -121,6 +123,7 @@ fn limits_and_errors() {
         max_query_bytes: 40,
         max_clauses: 4,
     });
+    let mut sc = SearchScratch::default();
     idx.add("a", SearchSpec::matches("body", "a").unwrap())
         .unwrap();
     idx.add("b", SearchSpec::matches("body", "b").unwrap())
@@ -171,7 +174,7 @@ fn limits_and_errors() {
     assert_eq!(idx.stats().rejected, 5);
     // Failed replacements left "a" in place.
     let d = Document::new().with("body", "a");
-    assert_eq!(idx.match_document(&d, &mut |_, _| true).len(), 1);
+    assert_eq!(idx.match_document(&mut sc, &d, &mut |_, _| true).len(), 1);
     assert!(SearchSpec::<()>::matches("body", "\"open").is_err());
 }
 
@@ -231,6 +234,7 @@ proptest! {
         docs in prop::collection::vec((text(), text()), 1..8),
     ) {
         let mut idx: SearchIndex = SearchIndex::default();
+        let mut sc = SearchScratch::default();
         let mut parsed = Vec::new();
         for (i, q) in queries.iter().enumerate() {
             let name = format!("q{i}");
@@ -247,7 +251,7 @@ proptest! {
         for (title, body) in &docs {
             let doc = Document::new().with("title", title).with("body", body);
             let got: Answer = idx
-                .match_document(&doc, &mut |_, _| true)
+                .match_document(&mut sc, &doc, &mut |_, _| true)
                 .into_iter()
                 .map(|h| (h.search.to_string(), h.highlights))
                 .collect();
@@ -294,6 +298,7 @@ proptest! {
         docs in prop::collection::vec((text(), text()), 1..8),
     ) {
         let mut idx: SearchIndex = SearchIndex::default();
+        let mut sc = SearchScratch::default();
         let mut parsed = Vec::new();
         for (i, q) in queries.iter().enumerate() {
             let query = match parse_query(q) {
@@ -308,7 +313,7 @@ proptest! {
         for (title, body) in &docs {
             let doc = Document::new().with("title", title).with("body", body);
             let got: Answer = idx
-                .match_document(&doc, &mut |_, _| true)
+                .match_document(&mut sc, &doc, &mut |_, _| true)
                 .into_iter()
                 .map(|h| (h.search.to_string(), h.highlights))
                 .collect();
@@ -331,6 +336,7 @@ fn register_and_drop_under_load() {
     let qs = query_text();
     let ts = text();
     let mut idx: SearchIndex = SearchIndex::default();
+    let mut sc = SearchScratch::default();
     let mut live: BTreeMap<String, dsl::query::Query> = BTreeMap::new();
     let steps = if std::env::var("WEIR_LONG_TESTS").is_ok() {
         20_000
@@ -365,7 +371,7 @@ fn register_and_drop_under_load() {
             );
             let doc = Document::new().with("title", &title).with("body", &body);
             let got: Answer = idx
-                .match_document(&doc, &mut |_, _| true)
+                .match_document(&mut sc, &doc, &mut |_, _| true)
                 .into_iter()
                 .map(|h| (h.search.to_string(), h.highlights))
                 .collect();
@@ -396,6 +402,7 @@ fn register_and_drop_under_load() {
 #[test]
 fn borrowing_hits_equal_owned_hits() {
     let mut idx: SearchIndex = SearchIndex::default();
+    let mut sc = SearchScratch::default();
     idx.add(
         "a",
         SearchSpec::matches("body", "acme OR title:acme").unwrap(),
@@ -414,9 +421,9 @@ fn borrowing_hits_equal_owned_hits() {
     let d = Document::new()
         .with("title", "Acme news")
         .with("body", "acme corp, and ACME Corp again");
-    let owned = idx.match_document(&d, &mut |_, _| true);
+    let owned = idx.match_document(&mut sc, &d, &mut |_, _| true);
     let mut borrowed = Vec::new();
-    idx.match_document_with(&d, &mut |_, _| true, &mut |h| {
+    idx.match_document_with(&mut sc, &d, &mut |_, _| true, &mut |h| {
         let ranges: Vec<(String, usize, usize)> =
             h.ranges().map(|(f, a, b)| (f.to_string(), a, b)).collect();
         borrowed.push((h.search().to_string(), ranges, h.highlights()));
@@ -444,4 +451,60 @@ fn borrowing_hits_equal_owned_hits() {
             ("body".to_string(), 20, 24)
         ]
     );
+}
+
+/// One index matched from two threads at once (`&self`, a scratch per thread) answers as
+/// from one; a scratch moved between two indexes does not carry the first one's pattern
+/// results over; a pattern added after a scratch cached a term's results is seen.
+#[test]
+fn shared_index_and_scratch_reuse() {
+    let mut a: SearchIndex = SearchIndex::default();
+    let mut b: SearchIndex = SearchIndex::default();
+    a.add("pre", SearchSpec::matches("body", "acm*").unwrap())
+        .unwrap();
+    b.add("wild", SearchSpec::matches("body", "ac?e").unwrap())
+        .unwrap();
+    a.prepare();
+    b.prepare();
+    let d = Document::new().with("body", "acme news");
+    let names = |hits: Vec<matcher::search::Hit>| -> Vec<String> {
+        hits.into_iter().map(|h| h.search.to_string()).collect()
+    };
+    let mut sc = SearchScratch::default();
+    assert_eq!(
+        names(a.match_document(&mut sc, &d, &mut |_, _| true)),
+        ["pre"]
+    );
+    assert_eq!(
+        names(b.match_document(&mut sc, &d, &mut |_, _| true)),
+        ["wild"]
+    );
+    assert_eq!(
+        names(a.match_document(&mut sc, &d, &mut |_, _| true)),
+        ["pre"]
+    );
+    // A new pattern on a field whose cache already holds "acme".
+    a.add("pre2", SearchSpec::matches("body", "ac*").unwrap())
+        .unwrap();
+    assert_eq!(
+        names(a.match_document(&mut sc, &d, &mut |_, _| true)),
+        ["pre", "pre2"]
+    );
+    a.prepare();
+    let (a, d) = (&a, &d);
+    std::thread::scope(|s| {
+        let t: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut sc = SearchScratch::default();
+                    (0..200)
+                        .map(|_| a.match_document(&mut sc, d, &mut |_, _| true).len())
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        for h in t {
+            assert_eq!(h.join().unwrap(), 400);
+        }
+    });
 }

@@ -9,7 +9,7 @@
 //! - proximity `"a b"~N`: Lucene's slop also accepts reordered terms; weir counts in-order
 //!   gaps only, so these are not compared.
 
-use matcher::search::{Document, SearchIndex, SearchSpec};
+use matcher::search::{Document, SearchIndex, SearchScratch, SearchSpec};
 use std::collections::{BTreeMap, BTreeSet};
 
 enum Known {
@@ -29,6 +29,7 @@ fn run_case(dir: &str, known: &[(&str, Known)]) {
     let queries = std::fs::read_to_string(format!("{base}/queries.tsv")).unwrap();
     let expected = std::fs::read_to_string(format!("{base}/expected.tsv")).unwrap();
     let mut idx: SearchIndex = SearchIndex::default();
+    let mut sc = SearchScratch::default();
     let mut names = Vec::new();
     for line in queries.lines().filter(|l| !l.is_empty()) {
         let (name, q) = line.split_once('\t').unwrap();
@@ -44,7 +45,7 @@ fn run_case(dir: &str, known: &[(&str, Known)]) {
     for line in docs.lines().filter(|l| !l.is_empty()) {
         let f: Vec<&str> = line.splitn(3, '\t').collect();
         let doc = Document::new().with("title", f[1]).with("body", f[2]);
-        for h in idx.match_document(&doc, &mut |_, _| true) {
+        for h in idx.match_document(&mut sc, &doc, &mut |_, _| true) {
             got.get_mut(&*h.search).unwrap().insert(f[0].to_string());
         }
     }

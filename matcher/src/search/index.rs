@@ -44,7 +44,7 @@ impl Default for SearchLimits {
     }
 }
 
-/// Counters.
+/// What the index holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SearchStats {
     pub searches: usize,
@@ -54,6 +54,11 @@ pub struct SearchStats {
     pub always_checked: usize,
     /// Distinct patterns (prefix / wildcard / regex / fuzzy).
     pub patterns: usize,
+}
+
+/// What one [`SearchScratch`] (one partition worker) matched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MatchStats {
     pub docs: u64,
     /// Candidate searches verified, over all documents.
     pub verified: u64,
@@ -347,8 +352,11 @@ struct FieldInfo {
     fuzzy_by_distance: [usize; 3],
     /// Which terms can match any pattern at all, by their first bytes.
     lead: LeadFilter,
-    /// Patterns changed since `lead` was built.
+    /// Patterns changed since `lead` was built (the filter is then not used).
     lead_dirty: bool,
+    /// Bumped whenever the field's patterns change: a [`SearchScratch`]'s pattern cache
+    /// for the field made at another generation is emptied before use.
+    pat_gen: u64,
 }
 
 /// A quick test that rules out most document terms before the pattern cache. Every
@@ -854,6 +862,8 @@ struct PBucket {
 /// whenever the field's patterns change.
 #[derive(Default)]
 struct PatternCache {
+    /// The field's `pat_gen` the entries were made at.
+    gen: u64,
     buckets: Vec<PBucket>,
     lists: Vec<u32>,
     /// Insertions (round-robin victim choice).
@@ -863,8 +873,11 @@ struct PatternCache {
 }
 
 impl PatternCache {
-    fn clear(&mut self) {
-        *self = PatternCache::default();
+    fn clear(&mut self, gen: u64) {
+        *self = PatternCache {
+            gen,
+            ..PatternCache::default()
+        };
     }
 
     #[inline]
@@ -990,6 +1003,37 @@ struct Scratch {
     /// Groups to look up in the pattern caches (past the head/tail filter).
     pass: Vec<u32>,
 }
+
+/// Everything matching a document writes to, owned by the caller (one per partition
+/// worker), so a [`SearchIndex`] is matched through `&self` and shared between threads.
+/// Holds the document's analysis buffers and, per field, which patterns recently seen
+/// terms fire (emptied when the field's patterns change, or when the scratch is used with
+/// another index).
+#[derive(Default)]
+pub struct SearchScratch {
+    s: Scratch,
+    /// Per field id of `owner`.
+    pcaches: Vec<PatternCache>,
+    /// The [`SearchIndex::uid`] the caches belong to (0: none yet).
+    owner: u64,
+    stats: MatchStats,
+}
+
+impl SearchScratch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// What was matched with this scratch.
+    pub fn stats(&self) -> &MatchStats {
+        &self.stats
+    }
+}
+
+/// Distinct ids of index instances (a scratch notices being used with another one).
+fn next_uid() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
 /// Many stored searches, matched against one document at a time.
 pub struct SearchIndex<R = ()> {
     limits: SearchLimits,
@@ -1002,8 +1046,6 @@ pub struct SearchIndex<R = ()> {
     field_ids: FxHashMap<Box<str>, u16>,
     /// Per (field, term) key: the slots anchored on it.
     posts: PostTable,
-    /// Per field id: the pattern results of recent document terms.
-    pcaches: Vec<PatternCache>,
     /// Per (field, value hash): slots anchored on that equality value.
     eq_post: FxHashMap<(u16, u64), Vec<u32>>,
     multis: Vec<Option<MultiEntry>>,
@@ -1011,9 +1053,15 @@ pub struct SearchIndex<R = ()> {
     multi_ids: FxHashMap<(u16, MultiKind), u32>,
     always: Vec<u32>,
     dirty_shards: bool,
-    stats: SearchStats,
-    scratch: Scratch,
+    rejected: u64,
+    /// Distinct per instance (see [`SearchScratch`]).
+    uid: u64,
 }
+
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<SearchIndex<usize>>();
+};
 
 impl<R> Default for SearchIndex<R> {
     fn default() -> Self {
@@ -1110,15 +1158,14 @@ impl<R> SearchIndex<R> {
             fields: Vec::new(),
             field_ids: FxHashMap::default(),
             posts: PostTable::default(),
-            pcaches: Vec::new(),
             eq_post: FxHashMap::default(),
             multis: Vec::new(),
             multi_free: Vec::new(),
             multi_ids: FxHashMap::default(),
             always: Vec::new(),
             dirty_shards: false,
-            stats: SearchStats::default(),
-            scratch: Scratch::default(),
+            rejected: 0,
+            uid: next_uid(),
         }
     }
 
@@ -1135,11 +1182,12 @@ impl<R> SearchIndex<R> {
     }
 
     pub fn stats(&self) -> SearchStats {
-        let mut s = self.stats.clone();
-        s.searches = self.by_name.len();
-        s.always_checked = self.always.len();
-        s.patterns = self.multi_ids.len();
-        s
+        SearchStats {
+            searches: self.by_name.len(),
+            rejected: self.rejected,
+            always_checked: self.always.len(),
+            patterns: self.multi_ids.len(),
+        }
     }
 
     // ───────────────────────── registration ─────────────────────────
@@ -1149,7 +1197,7 @@ impl<R> SearchIndex<R> {
     pub fn add(&mut self, name: &str, spec: SearchSpec<R>) -> Result<(), SearchError> {
         let r = self.validate(name, &spec);
         if let Err(e) = r {
-            self.stats.rejected += 1;
+            self.rejected += 1;
             return Err(e);
         }
         self.remove(name);
@@ -1341,7 +1389,6 @@ impl<R> SearchIndex<R> {
             ..FieldInfo::default()
         });
         self.field_ids.insert(name.into(), id);
-        self.pcaches.push(PatternCache::default());
         id
     }
 
@@ -1399,8 +1446,8 @@ impl<R> SearchIndex<R> {
                 (self.multis.len() - 1) as u32
             }
         };
-        self.pcaches[f as usize].clear();
         let info = &mut self.fields[f as usize];
+        info.pat_gen += 1;
         info.lead_dirty = true;
         self.dirty_shards = true;
         match &kind {
@@ -1455,8 +1502,9 @@ impl<R> SearchIndex<R> {
         Node::Multi { f, m }
     }
 
-    /// Build the pattern automata changed by `add` / `remove` now rather than on the next
-    /// document (after a batch of registrations, to keep that document's latency low).
+    /// Build the pattern automata and filters changed by `add` / `remove`. Call it after
+    /// a batch of changes: until then the changed pattern groups are matched one pattern
+    /// at a time (correct, but slow for regexes).
     pub fn prepare(&mut self) {
         if self.dirty_shards {
             self.rebuild_dirty();
@@ -1535,8 +1583,8 @@ impl<R> SearchIndex<R> {
         };
         self.multi_free.push(m);
         let f = e.field;
-        self.pcaches[f as usize].clear();
         let info = &mut self.fields[f as usize];
+        info.pat_gen += 1;
         info.lead_dirty = true;
         self.dirty_shards = true;
         match &e.kind {
@@ -1665,14 +1713,16 @@ impl<R> SearchIndex<R> {
 
     /// Match one document against every stored search. `residual` is called for the
     /// searches that have a residual condition, after everything else of theirs matched.
-    /// Hits come in registration-slot order.
+    /// Hits come in registration-slot order. `scratch` holds the matching buffers (one
+    /// per thread matching this index).
     pub fn match_document(
-        &mut self,
+        &self,
+        scratch: &mut SearchScratch,
         doc: &Document<'_>,
         residual: &mut dyn FnMut(&str, &R) -> bool,
     ) -> Vec<Hit> {
         let mut hits = Vec::new();
-        self.match_document_with(doc, residual, &mut |h| {
+        self.match_document_with(scratch, doc, residual, &mut |h| {
             hits.push(Hit {
                 search: h.search().clone(),
                 highlights: h.highlights(),
@@ -1683,30 +1733,43 @@ impl<R> SearchIndex<R> {
 
     /// [`match_document`](Self::match_document) without allocating per hit: `on_hit` is
     /// called once per matching search, in slot order, with a view whose highlight
-    /// ranges borrow the index's scratch buffers (valid for the call only).
+    /// ranges borrow the scratch's buffers (valid for the call only).
     pub fn match_document_with(
-        &mut self,
+        &self,
+        scratch: &mut SearchScratch,
         doc: &Document<'_>,
         residual: &mut dyn FnMut(&str, &R) -> bool,
         on_hit: &mut dyn FnMut(HitRef<'_>),
     ) {
-        self.stats.docs += 1;
-        if self.dirty_shards {
-            self.rebuild_dirty();
-        }
         let Self {
             fields,
             posts,
-            pcaches,
             eq_post,
             multis,
             always,
             slots,
             hot,
-            scratch: s,
-            stats,
             ..
         } = self;
+        let SearchScratch {
+            s,
+            pcaches,
+            owner,
+            stats,
+        } = scratch;
+        stats.docs += 1;
+        if *owner != self.uid {
+            pcaches.clear();
+            *owner = self.uid;
+        }
+        if pcaches.len() < fields.len() {
+            pcaches.resize_with(fields.len(), PatternCache::default);
+        }
+        for (c, info) in pcaches.iter_mut().zip(fields.iter()) {
+            if c.gen != info.pat_gen {
+                c.clear(info.pat_gen);
+            }
+        }
         s.candidates.clear();
         s.pos_buf.clear();
         s.multi_pairs.clear();
@@ -1774,7 +1837,7 @@ impl<R> SearchIndex<R> {
                         if posts.may_contain(key) {
                             s.probe.push(key);
                         }
-                        if patterns && info.lead.may_match(bytes) {
+                        if patterns && (info.lead_dirty || info.lead.may_match(bytes)) {
                             s.pass.push(s.groups.len() as u32);
                         }
                         s.groups.push(Group {
@@ -2032,6 +2095,26 @@ fn run_group(
     fired: &mut Vec<u32>,
 ) {
     for shard in group {
+        if shard.dirty {
+            // Changed since the last `prepare`: one pattern at a time.
+            for &m in &shard.ids {
+                let hit = match multis.get(m as usize).and_then(|e| e.as_ref()) {
+                    Some(MultiEntry {
+                        kind: MultiKind::Wildcard(p),
+                        ..
+                    }) => glob_match(p, t),
+                    Some(MultiEntry {
+                        kind: MultiKind::Regex(p),
+                        ..
+                    }) => build_regex(&[token_regex(p)]).is_ok_and(|re| re.is_match(t)),
+                    _ => false,
+                };
+                if hit {
+                    fired.push(m);
+                }
+            }
+            continue;
+        }
         if shard.glob {
             for &m in &shard.ids {
                 if let Some(MultiEntry {

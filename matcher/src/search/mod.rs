@@ -16,7 +16,7 @@ pub mod analysis;
 mod index;
 pub mod naive;
 
-pub use index::{Hit, HitRef, SearchIndex, SearchLimits, SearchStats};
+pub use index::{Hit, HitRef, MatchStats, SearchIndex, SearchLimits, SearchScratch, SearchStats};
 
 use dsl::query::{parse_query, Query, QueryError};
 use std::collections::BTreeMap;
