@@ -326,7 +326,7 @@ pub enum Pattern {
     Var(Ident),
     /// `!v`: absence of a row satisfying v's DEFINE (between terms, or last with WITHIN).
     Absent(Ident),
-    /// Juxtaposition (≥ 2 items).
+    /// Juxtaposition (≥ 2 items); with no item, the empty pattern `()`.
     Seq(Vec<Pattern>),
     /// `a -> b -> c` (≥ 2 items): each item followed by the next with any rows between.
     FollowedBy(Vec<Pattern>),
@@ -341,6 +341,20 @@ pub enum Pattern {
         greedy: bool,
         span: Span,
     },
+}
+
+impl Pattern {
+    /// Whether the pattern can match zero rows (then it gives empty matches); `!v` takes
+    /// no row of the match.
+    pub fn can_be_empty(&self) -> bool {
+        match self {
+            Pattern::Var(_) => false,
+            Pattern::Absent(_) => true,
+            Pattern::Seq(xs) | Pattern::FollowedBy(xs) => xs.iter().all(Pattern::can_be_empty),
+            Pattern::Alt(xs) => xs.iter().any(Pattern::can_be_empty),
+            Pattern::Repeat { inner, min, .. } => *min == 0 || inner.can_be_empty(),
+        }
+    }
 }
 
 // ───────────────────────────── searches ─────────────────────────────

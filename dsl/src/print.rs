@@ -389,6 +389,8 @@ fn pattern_prec(p: &Pattern) -> u8 {
     match p {
         Pattern::Alt(_) => 1,
         Pattern::FollowedBy(_) => 2,
+        // the empty pattern `()` prints its own parentheses
+        Pattern::Seq(items) if items.is_empty() => 5,
         Pattern::Seq(_) => 3,
         Pattern::Repeat { .. } => 4,
         Pattern::Var(_) | Pattern::Absent(_) => 5,
@@ -423,6 +425,7 @@ impl Display for Pattern {
         match self {
             Pattern::Var(v) => write!(f, "{v}"),
             Pattern::Absent(v) => write!(f, "!{v}"),
+            Pattern::Seq(items) if items.is_empty() => f.write_str("()"),
             Pattern::Seq(items) => pattern_list(f, items, " ", 3),
             Pattern::FollowedBy(items) => pattern_list(f, items, " -> ", 2),
             Pattern::Alt(items) => pattern_list(f, items, " | ", 1),

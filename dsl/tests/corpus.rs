@@ -162,7 +162,7 @@ const CORPUS: &[(&str, usize, &[Expect])] = &[
             (3, 39, "found `#`"),
             (4, 36, "a quantifier cannot follow another quantifier"),
             (5, 36, "cannot apply to an absence"),
-            (6, 34, "expected a pattern variable or `(`, found `)`"),
+            (6, 34, "expected a pattern variable or `(`, found `|`"),
             (7, 36, "expected a repeat count"),
             (8, 37, "`.*` can only follow a pattern variable name"),
             (9, 33, "empty quoted identifier"),

@@ -140,6 +140,8 @@ fn pattern() -> impl Strategy<Value = Pattern> {
     let leaf = prop_oneof![
         4 => ident().prop_map(Pattern::Var),
         1 => ident().prop_map(Pattern::Absent),
+        // the empty pattern `()`
+        1 => Just(Pattern::Seq(Vec::new())),
     ];
     leaf.prop_recursive(4, 40, 4, |inner| {
         prop_oneof![

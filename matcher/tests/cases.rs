@@ -235,15 +235,21 @@ fn run_case(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-#[test]
-fn case_files() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
-    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+/// The `*.case` files of a folder, sorted.
+fn case_paths(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "case"))
         .collect();
     paths.sort();
+    paths
+}
+
+#[test]
+fn case_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cases");
+    let paths = case_paths(&dir);
     assert!(paths.len() >= 20, "case files missing in {dir:?}");
     let mut failures = Vec::new();
     for p in &paths {
@@ -258,4 +264,183 @@ fn case_files() {
         paths.len(),
         failures.join("\n\n")
     );
+}
+
+/// What happened to one rule of a Trino case file.
+struct RuleOutcome {
+    name: String,
+    /// `weir check` (parse + check) accepted the rule.
+    checked: bool,
+    /// Ok = the output (or the expected error) is Trino's.
+    result: Result<(), String>,
+    /// Accepted by check but refused by the engine's compiler (must never happen).
+    check_not_run: Option<String>,
+}
+
+/// Runs each rule of a Trino case file on its own: the stream statement plus that rule
+/// (one `CREATE` per line; `--` comment lines before a rule belong to it), compared with
+/// the expected records of that rule (`{"rule", "error"}` = an expected error).
+fn run_trino_file(path: &Path) -> Vec<RuleOutcome> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let case = parse_case(&text);
+    let creates: Vec<&str> = case
+        .statements
+        .lines()
+        .filter(|l| l.starts_with("CREATE "))
+        .collect();
+    let stream_text = creates[0];
+    let mut out = Vec::new();
+    for rule_text in &creates[1..] {
+        let name = rule_text
+            .trim_start_matches("CREATE RULE ")
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let want: Vec<serde_json::Value> = case
+            .expect
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["rule"] == name.as_str())
+            .collect();
+        let want_error = want
+            .iter()
+            .find_map(|v| v["error"].as_str().map(str::to_string));
+        let src = format!("{stream_text}\n{rule_text}");
+        let diags = Catalog::new().check_source(&src);
+        let errors: Vec<String> = diags
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.message.clone())
+            .collect();
+        let checked = errors.is_empty();
+        let mut outcome = RuleOutcome {
+            name: name.clone(),
+            checked,
+            result: Ok(()),
+            check_not_run: None,
+        };
+        // compile (only what check accepted can reach the engine)
+        let compiled = if checked {
+            let (stmts, _) = dsl::parse::parse_statements(&src);
+            let mut catalog = Catalog::new();
+            let _ = catalog.apply(&stmts[..1]);
+            let base = catalog.stream("t").cloned().unwrap();
+            let rule = stmts.iter().find_map(|s| match &s.kind {
+                StatementKind::CreateRule(r) => Some(r.clone()),
+                _ => None,
+            });
+            match rule.map(|r| CepRule::compile(&r, &base, &CepConfig::default())) {
+                Some(Ok(c)) => Ok((c, base)),
+                Some(Err(e)) => {
+                    outcome.check_not_run = Some(e.message.clone());
+                    Err(e.message)
+                }
+                None => Err("no rule".to_string()),
+            }
+        } else {
+            Err(errors.join("; "))
+        };
+        outcome.result = match (compiled, want_error) {
+            (Err(e), Some(w)) if e.contains(&w) => Ok(()),
+            (Err(e), _) => Err(format!("refused: {e}")),
+            (Ok(_), Some(w)) => Err(format!("accepted; Trino fails with {w:?}")),
+            (Ok((c, base)), None) => {
+                let set = CepRuleSet::new(vec![c]).unwrap();
+                let decoder = RowDecoder::new(&base);
+                let mut st = PartitionState::new(0, &set);
+                let mut got_out = Vec::new();
+                for (i, line) in case.events.iter().enumerate() {
+                    let row = decoder.decode_str(line).unwrap();
+                    let ts = decoder.event_time(&row).unwrap();
+                    st.process_with(
+                        &set,
+                        row,
+                        ts,
+                        i as u64,
+                        base.max_delay_ms,
+                        base.late,
+                        &mut got_out,
+                    );
+                }
+                st.finish(&set, &mut got_out);
+                let mut got: Vec<String> = got_out.iter().map(|m| normalize(render(m))).collect();
+                let mut want: Vec<String> = want.into_iter().map(normalize).collect();
+                got.sort();
+                want.sort();
+                if got == want {
+                    Ok(())
+                } else {
+                    Err(format!("got {got:?}, want {want:?}"))
+                }
+            }
+        };
+        out.push(outcome);
+    }
+    out
+}
+
+/// Trino's row-pattern tests as weir rules (`tests/trino/`, see its README): every rule
+/// either gives Trino's rows or is listed in `tests/trino/known_differences.txt` with the
+/// reason. A listed rule that passes fails this test, so the count only goes up. Also
+/// check ≡ run: no rule that `weir check` accepts may be refused by the engine.
+#[test]
+fn trino_cases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/trino");
+    let known_text = std::fs::read_to_string(dir.join("known_differences.txt")).unwrap();
+    let known: BTreeMap<String, String> = known_text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, why) = l.split_once(' ').unwrap_or((l, ""));
+            (k.to_string(), why.trim().to_string())
+        })
+        .collect();
+    let paths = case_paths(&dir);
+    let (mut total, mut passed) = (0, 0);
+    let mut problems = Vec::new();
+    let mut listed_seen = Vec::new();
+    let mut report = String::new();
+    for p in &paths {
+        let file = p.file_stem().unwrap().to_string_lossy().to_string();
+        for o in run_trino_file(p) {
+            total += 1;
+            let key = format!("{file}/{}", o.name);
+            let listed = known.contains_key(&key);
+            if listed {
+                listed_seen.push(key.clone());
+            }
+            if let Some(e) = &o.check_not_run {
+                problems.push(format!(
+                    "{key}: `weir check` accepts it, the engine refuses: {e}"
+                ));
+            }
+            match (&o.result, listed) {
+                (Ok(()), false) => passed += 1,
+                (Ok(()), true) => {
+                    passed += 1;
+                    problems.push(format!(
+                        "{key} passes now: remove it from known_differences.txt"
+                    ))
+                }
+                (Err(_), true) => {}
+                (Err(e), false) => problems.push(format!("{key} fails: {e}")),
+            }
+            report.push_str(&format!(
+                "{key}: {} (check {})\n",
+                if o.result.is_ok() { "pass" } else { "FAIL" },
+                if o.checked { "accepts" } else { "refuses" }
+            ));
+        }
+    }
+    for k in known.keys() {
+        if !listed_seen.contains(k) {
+            problems.push(format!(
+                "{k} is listed in known_differences.txt but is no case"
+            ));
+        }
+    }
+    eprintln!("{report}Trino cases: {passed} of {total} pass");
+    assert!(total >= 100, "Trino case files missing in {dir:?}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

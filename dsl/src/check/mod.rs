@@ -756,6 +756,11 @@ fn check_pattern(p: &Pattern, tail: bool, within: bool, diags: &mut Vec<Diagnost
                             v.span,
                             format!("`!{}` ends a group but not the pattern; a trailing absence must be the last term of the whole pattern", v.name),
                         ));
+                    } else if i == last && tail && items[..i].iter().all(Pattern::can_be_empty) {
+                        diags.push(Diagnostic::error(
+                            v.span,
+                            format!("the rows before a trailing `!{}` can be none; the wait needs a first row", v.name),
+                        ));
                     } else if i == last && !within {
                         diags.push(Diagnostic::error(
                             v.span,

@@ -13,7 +13,17 @@ use crate::ast::{Pattern, Span};
 /// A whole pattern (the text between `PATTERN (` and `)`).
 pub(crate) fn pattern(i: &str) -> PResult<'_, Pattern> {
     let terms = Cell::new(0usize);
+    if let Some(r) = empty_pattern(i)? {
+        return Ok((r, Pattern::Seq(Vec::new())));
+    }
     alt_p(i, &terms)
+}
+
+/// The empty pattern: nothing before the closing `)` (it matches zero rows, SQL:2016 `()`).
+/// Returns the input, unconsumed, when it is empty.
+fn empty_pattern(i: &str) -> Result<Option<&str>, nom::Err<super::lex::PErr>> {
+    let t = tok_start(i)?;
+    Ok(t.starts_with(')').then_some(i))
 }
 
 fn alt_p<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
@@ -98,7 +108,10 @@ fn term<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
         return hard(t, len, msg);
     }
     let (r, base) = if let Some((r, _)) = attempt(sym_q("(")(t))? {
-        let (r, p) = cut(alt_p(r, n))?;
+        let (r, p) = match empty_pattern(r)? {
+            Some(r) => (r, Pattern::Seq(Vec::new())),
+            None => cut(alt_p(r, n))?,
+        };
         let (r, _) = cut(labelled(r, "`)` to close the group", sym(")")))?;
         (r, p)
     } else {
@@ -127,7 +140,7 @@ fn quantifier<'a>(start: &'a str, i: &'a str, base: Pattern) -> PResult<'a, Patt
         None => (r, true),
     };
     let after = tok_start(r)?;
-    if after.starts_with(['*', '+', '?', '{']) {
+    if after.starts_with(['*', '+', '?']) || (after.starts_with('{') && !after.starts_with("{-")) {
         return hard(
             after,
             1,
@@ -161,6 +174,7 @@ fn bounds(q: &str) -> Result<(&str, u32, Option<u32>), nom::Err<super::lex::PErr
         (Some(n), false, _) => (n, Some(n)),
         (Some(n), true, None) => (n, None),
         (None, true, Some(m)) => (0, Some(m)),
+        (None, true, None) => (0, None),
         (Some(n), true, Some(m)) => {
             if n > m {
                 let (_, ()) = hard(

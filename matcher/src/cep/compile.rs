@@ -253,17 +253,6 @@ impl ProgBuilder<'_> {
     }
 }
 
-/// Whether the pattern can match zero rows.
-fn nullable(p: &Pattern) -> bool {
-    match p {
-        Pattern::Var(_) => false,
-        Pattern::Absent(_) => true,
-        Pattern::Seq(xs) | Pattern::FollowedBy(xs) => xs.iter().all(nullable),
-        Pattern::Alt(xs) => xs.iter().any(nullable),
-        Pattern::Repeat { inner, min, .. } => *min == 0 || nullable(inner),
-    }
-}
-
 impl CepRule {
     /// Compiles a rule against the stream it reads.
     pub fn compile(
@@ -374,10 +363,13 @@ impl CepRule {
                 );
             }
         }
-        if nullable(&body) {
+        // A pattern that can match zero rows gives empty matches (SQL:2016): found at a
+        // row, they take none. A trailing absence waits from the match's first row, so its
+        // body needs one.
+        if trailing.is_some() && body.can_be_empty() {
             return cerr(
                 rule.pattern_span(),
-                "the pattern can match zero rows; every match needs at least one row",
+                "the rows before a trailing `!v` can be none; the wait needs a first row",
             );
         }
         let within_ms = rule.within.map(|d| d.millis.min(i64::MAX as u64) as i64);

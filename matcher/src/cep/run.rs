@@ -1083,8 +1083,10 @@ fn emit_match(
     };
     let at = |i: u64| &kr.rows[(s.start + i - kr.base) as usize];
     let first = at(0);
-    let last = at(best.len as u64 - 1);
-    let late = (0..best.len as u64).any(|i| at(i).late);
+    // an empty match takes no row: it is reported at the row where it was found
+    let empty = best.len == 0;
+    let last = at((best.len as u64).saturating_sub(1));
+    let late = (0..(best.len as u64).max(1)).any(|i| at(i).late);
     let mut fields = Vec::with_capacity(rule.partition_names.len() + rule.measures.len());
     for (n, v) in rule.partition_names.iter().zip(kr.values) {
         fields.push((n.clone(), v.clone()));
@@ -1103,7 +1105,9 @@ fn emit_match(
     id.push(':');
     push_decimal(&mut id, first.offset);
     id.push('-');
-    push_decimal(&mut id, last.offset);
+    if !empty {
+        push_decimal(&mut id, last.offset);
+    }
     if absent {
         id.push('!');
     }
@@ -2040,7 +2044,11 @@ fn start_search(
         true,
     );
     s.threads = threads;
-    s.step(env, cache, sc, rows, base, row, ts, match_number);
+    // a pattern that can match zero rows: the empty match is a candidate before the row
+    s.normalize(rule);
+    if !s.done {
+        s.step(env, cache, sc, rows, base, row, ts, match_number);
+    }
     if s.done && s.best.is_none() {
         None
     } else {

@@ -658,8 +658,9 @@ impl Reference {
                         for (n, m) in &self.measures {
                             fields.push((n.as_str().into(), m.eval(&ctx)));
                         }
+                        // an empty match is reported at the row where it was found
                         let first = &rows[s].0;
-                        let last = &rows[s + len - 1].0;
+                        let last = &rows[s + len.max(1) - 1].0;
                         out.push(MatchOutput {
                             rule: self.name.as_str().into(),
                             id: format!(
@@ -667,11 +668,15 @@ impl Reference {
                                 self.name,
                                 self.stream,
                                 first.offset,
-                                last.offset,
+                                if len == 0 {
+                                    String::new()
+                                } else {
+                                    last.offset.to_string()
+                                },
                                 if absent.is_some() { "!" } else { "" }
                             ),
                             ts: absent.unwrap_or(last.ts),
-                            late: rows[s..s + len].iter().any(|r| r.1),
+                            late: rows[s..s + len.max(1)].iter().any(|r| r.1),
                             fields,
                             first_offset: first.offset,
                             last_offset: last.offset,
