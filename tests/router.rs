@@ -263,3 +263,100 @@ async fn ingest_answers_429_when_the_workers_are_behind() {
     let m = m.as_str().unwrap().to_string();
     assert!(m.contains("weir_requests_throttled_total 1"), "{m}");
 }
+
+/// `after=` waits for the workers to apply what a write returned.
+async fn applied(s: &Svc, position: &Value) {
+    let p = position.as_str().unwrap();
+    let (st, v) = s.get(&format!("/v1/outputs?after={p}&limit=1")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_stats_count_events_and_outputs() {
+    let s = Svc::new(
+        Settings {
+            partitions: 2,
+            ..Settings::default()
+        },
+        true,
+    );
+    let (st, v) = s
+        .post(
+            "/v1/statements",
+            &format!(
+                "{STREAM} CREATE SEARCH big AS FROM tx WHERE amount > 10 AND card MATCHES 'c*';"
+            ),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let events: Vec<Value> = (0..20)
+        .map(|i| json!({"card": format!("c{i}"), "amount": i, "ts": i}))
+        .collect();
+    let (st, v) = s
+        .post("/v1/streams/tx/events", &Value::from(events).to_string())
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    applied(&s, &v["position"]).await;
+    let (st, v) = s.get("/v1/statements/big/stats").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["stream"], "tx");
+    assert_eq!(v["events_in"], 20, "{v}");
+    assert_eq!(v["outputs"], 9, "{v}");
+    assert_eq!(v["dropped"], 0, "{v}");
+    let (st, v) = s.get("/v1/statements/tx/stats").await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["events_in"], 20, "{v}");
+    let (st, v) = s.get("/v1/statements/bog/stats").await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(code(&v), "unknown_statement");
+    assert_eq!(v["error"]["known_statements"][0], "big", "{v}");
+    assert_eq!(v["error"]["statements_total"], 2);
+    // The engine's counters are on /metrics per stream, metric_rejected included.
+    let (_, m) = s.get("/metrics").await;
+    let m = m.as_str().unwrap();
+    assert!(
+        m.contains(r#"weir_engine_events_total{stream="tx",outcome="accepted"} 20"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"weir_engine_events_total{stream="tx",outcome="metric_rejected"} 0"#),
+        "{m}"
+    );
+}
+
+/// `/metrics` has series per stream and partition, none per statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_page_size_does_not_grow_with_statements() {
+    let size_with = |n: usize| async move {
+        let s = Svc::new(
+            Settings {
+                partitions: 1,
+                ..Settings::default()
+            },
+            true,
+        );
+        let mut text = STREAM.to_string();
+        for i in 0..n {
+            text.push_str(&format!(
+                " CREATE SEARCH s{i} AS FROM tx WHERE card MATCHES 'c{i}';"
+            ));
+        }
+        let (st, v) = s.post("/v1/statements", &text).await;
+        assert_eq!(st, StatusCode::OK, "{}", v.to_string().len());
+        let ev: Vec<Value> = (0..50)
+            .map(|i| json!({"card": format!("c{i}"), "amount": i, "ts": i}))
+            .collect();
+        let (_, v) = s
+            .post("/v1/streams/tx/events", &Value::from(ev).to_string())
+            .await;
+        applied(&s, &v["position"]).await;
+        let (_, m) = s.get("/metrics").await;
+        m.as_str().unwrap().len()
+    };
+    let small = size_with(10).await;
+    let large = size_with(10_000).await;
+    assert!(
+        large < small + small / 10,
+        "/metrics: {small} bytes with 10 statements, {large} with 10,000"
+    );
+}

@@ -15,6 +15,10 @@ pub fn app(state: App) -> Router {
             post(statements::post_statements).get(statements::list_statements),
         )
         .route("/v1/statements/{name}", get(statements::get_statement))
+        .route(
+            "/v1/statements/{name}/stats",
+            get(statements::get_statement_stats),
+        )
         .route("/v1/streams/{stream}/events", post(events::post_events))
         .route("/v1/outputs", get(outputs::get_outputs))
         .route("/v1/outputs/stream", get(live::sse_outputs))

@@ -127,6 +127,7 @@ fn open_with(
         seen_ids: RwLock::new(Default::default()),
         recovery_ms: AtomicU64::new(0),
         subscriptions: Default::default(),
+        statement_outputs: Default::default(),
         outputs_tick: tokio::sync::watch::channel(0).0,
     });
     for v in shared.versions().iter() {

@@ -4,7 +4,7 @@
 use super::log::{stream_topic, Checkpoints, ServerLog};
 use dsl::ast::ObjectKind;
 use dsl::check::Catalog;
-use matcher::engine::Repartition;
+use matcher::engine::{Repartition, StreamCounters};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -200,8 +200,8 @@ pub struct Progress {
     pub applied: Position,
     pub last_checkpoint: Option<Instant>,
     pub state_bytes: usize,
-    /// Per stream: (accepted, rejected, late_dropped, late_processed, metric_late, metric_group_dropped).
-    pub stream_counters: Vec<(String, [u64; 6])>,
+    /// The engine's counters of each stream it reads (declared, hidden and derived).
+    pub stream_counters: Vec<(String, StreamCounters)>,
     /// Repartitioned copies this worker wrote: (hidden stream topic, partition, end
     /// offset after its last append). Input it has applied is covered (`after=`) once
     /// the workers of those partitions have read that far.
@@ -238,6 +238,9 @@ pub struct Shared {
     pub seen_ids: RwLock<std::collections::HashSet<String>>,
     pub recovery_ms: AtomicU64,
     pub subscriptions: std::sync::atomic::AtomicUsize,
+    /// Output records appended per statement since the process started
+    /// (`GET /v1/statements/{name}/stats`; not on `/metrics`, which stays bounded).
+    pub statement_outputs: Mutex<HashMap<String, u64>>,
     /// Bumped after every outputs append: live subscribers wait on it (no thread hop).
     pub outputs_tick: tokio::sync::watch::Sender<u64>,
 }

@@ -6,8 +6,9 @@ use crate::serve::state::relaxed;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use matcher::engine::StreamCounters;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
@@ -125,15 +126,9 @@ pub async fn prometheus(State(s): St) -> Response {
         "Live SSE and WebSocket subscriptions.",
         s.subscriptions.load(Ordering::SeqCst) as u64,
     );
-    let names = [
-        "accepted",
-        "rejected",
-        "late_dropped",
-        "late_processed",
-        "metric_late",
-        "metric_group_dropped",
-    ];
-    let mut per_stream: HashMap<String, [u64; 6]> = HashMap::new();
+    // Series per stream and per partition only: the number of statements does not
+    // change the size of this page (per-statement figures:
+    // `GET /v1/statements/{name}/stats`).
     let _ = writeln!(t, "# HELP weir_partition_lag_events Events written but not yet applied.\n# TYPE weir_partition_lag_events gauge");
     let streams: Vec<(String, u32)> = s.current().streams(s.settings.partitions);
     for (st, parts) in &streams {
@@ -150,15 +145,18 @@ pub async fn prometheus(State(s): St) -> Response {
         t,
         "# HELP weir_state_bytes Approximate engine state held.\n# TYPE weir_state_bytes gauge"
     );
+    let mut per_stream: BTreeMap<&str, StreamCounters> = streams
+        .iter()
+        .map(|(n, _)| (n.as_str(), StreamCounters::default()))
+        .collect();
     let mut ages = Vec::new();
     for (i, p) in s.progress.iter().enumerate() {
         let g = p.lock().unwrap_or_else(|e| e.into_inner());
         let _ = writeln!(t, "weir_state_bytes{{partition=\"{i}\"}} {}", g.state_bytes);
         ages.push((i, g.last_checkpoint.map(|x| x.elapsed().as_secs_f64())));
-        for (name, v) in &g.stream_counters {
-            let e = per_stream.entry(name.clone()).or_default();
-            for k in 0..6 {
-                e[k] += v[k];
+        for (name, c) in &g.stream_counters {
+            if let Some(e) = per_stream.get_mut(name.as_str()) {
+                add_counters(e, c);
             }
         }
     }
@@ -171,14 +169,11 @@ pub async fn prometheus(State(s): St) -> Response {
         );
     }
     let _ = writeln!(t, "# HELP weir_engine_events_total Events seen by the engine per stream, by outcome.\n# TYPE weir_engine_events_total counter");
-    let mut keys: Vec<_> = per_stream.keys().cloned().collect();
-    keys.sort();
-    for k in keys {
-        for (i, n) in names.iter().enumerate() {
+    for (k, c) in &per_stream {
+        for (outcome, n) in outcomes(c) {
             let _ = writeln!(
                 t,
-                "weir_engine_events_total{{stream=\"{k}\",outcome=\"{n}\"}} {}",
-                per_stream[&k][i]
+                "weir_engine_events_total{{stream=\"{k}\",outcome=\"{outcome}\"}} {n}"
             );
         }
     }
@@ -192,4 +187,37 @@ pub async fn openapi() -> Response {
         include_str!("../../../../docs/openapi.json"),
     )
         .into_response()
+}
+
+/// Adds one partition's counters of a stream to a sum.
+pub fn add_counters(sum: &mut StreamCounters, c: &StreamCounters) {
+    let StreamCounters {
+        accepted,
+        rejected,
+        late_dropped,
+        late_processed,
+        metric_late,
+        metric_group_dropped,
+        metric_rejected,
+    } = c;
+    sum.accepted += accepted;
+    sum.rejected += rejected;
+    sum.late_dropped += late_dropped;
+    sum.late_processed += late_processed;
+    sum.metric_late += metric_late;
+    sum.metric_group_dropped += metric_group_dropped;
+    sum.metric_rejected += metric_rejected;
+}
+
+/// The outcomes of `weir_engine_events_total`, by name.
+pub fn outcomes(c: &StreamCounters) -> [(&'static str, u64); 7] {
+    [
+        ("accepted", c.accepted),
+        ("rejected", c.rejected),
+        ("late_dropped", c.late_dropped),
+        ("late_processed", c.late_processed),
+        ("metric_late", c.metric_late),
+        ("metric_group_dropped", c.metric_group_dropped),
+        ("metric_rejected", c.metric_rejected),
+    ]
 }

@@ -213,22 +213,12 @@ impl Worker {
         }
         let stmt_end = versions.get(self.version_idx).map_or(0, |v| v.stmt_end);
         applied.set(STATEMENTS_TOPIC, 0, stmt_end);
-        let mut counters = Vec::new();
-        for s in self.engine.stream_names() {
-            if let Some(c) = self.engine.counters(s) {
-                counters.push((
-                    s.clone(),
-                    [
-                        c.accepted,
-                        c.rejected,
-                        c.late_dropped,
-                        c.late_processed,
-                        c.metric_late,
-                        c.metric_group_dropped,
-                    ],
-                ));
-            }
-        }
+        let counters = self
+            .engine
+            .stream_names()
+            .iter()
+            .filter_map(|s| self.engine.counters(s).map(|c| (s.clone(), c.clone())))
+            .collect();
         // Walking the state is O(state): refresh its size at most once a second.
         let refresh = self
             .state_bytes_at

@@ -49,6 +49,7 @@ impl Worker {
 
     pub(super) fn write_outputs(&self, out: Vec<OutputRecord>) {
         let mut ids: Vec<String> = Vec::new();
+        let mut per_statement: HashMap<&str, u64> = HashMap::new();
         let lines: Vec<String> = {
             let seen = self
                 .shared
@@ -68,6 +69,7 @@ impl Worker {
                 })
                 .map(|r| {
                     ids.push(r.id().to_string());
+                    *per_statement.entry(r.statement()).or_default() += 1;
                     r.to_json().to_string()
                 })
                 .collect()
@@ -107,6 +109,19 @@ impl Worker {
                         .counters
                         .outputs_written
                         .fetch_add(refs.len() as u64, Ordering::Relaxed);
+                    let mut g = self
+                        .shared
+                        .statement_outputs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    for (name, n) in per_statement {
+                        match g.get_mut(name) {
+                            Some(c) => *c += n,
+                            None => {
+                                g.insert(name.to_string(), n);
+                            }
+                        }
+                    }
                     return;
                 }
                 Err(e) => {
