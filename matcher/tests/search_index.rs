@@ -4,7 +4,8 @@
 
 use dsl::query::parse_query;
 use matcher::search::{
-    naive, Document, Highlights, SearchError, SearchIndex, SearchLimits, SearchScratch, SearchSpec,
+    naive, Document, Highlights, SearchError, SearchIndex, SearchLimits, SearchScratch, SearchSet,
+    SearchSpec,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -248,7 +249,12 @@ proptest! {
                 Err(e) => panic!("{q}: {e}"),
             }
         }
-        for (title, body) in &docs {
+        // The first document before `prepare` (changed pattern groups matched one pattern
+        // at a time), the others after.
+        for (i, (title, body)) in docs.iter().enumerate() {
+            if i == 1 {
+                idx.prepare();
+            }
             let doc = Document::new().with("title", title).with("body", body);
             let got: Answer = idx
                 .match_document(&mut sc, &doc, &mut |_, _| true)
@@ -309,7 +315,13 @@ proptest! {
             if idx.add(&name, SearchSpec::new(query.clone())).is_ok() {
                 parsed.push((name, query));
             }
+            // Prepared now and then: later patterns join the built head/tail filter and
+            // DFA shards incrementally.
+            if i % 3 == 0 {
+                idx.prepare();
+            }
         }
+        idx.prepare();
         for (title, body) in &docs {
             let doc = Document::new().with("title", title).with("body", body);
             let got: Answer = idx
@@ -381,6 +393,9 @@ fn register_and_drop_under_load() {
                 .collect();
             hits_seen += want.len();
             assert_eq!(got, want, "step {step}: doc {body:?}");
+        }
+        if step % 4 != 0 {
+            idx.prepare();
         }
         assert_eq!(idx.len(), live.len());
     }
@@ -507,4 +522,109 @@ fn shared_index_and_scratch_reuse() {
             assert_eq!(h.join().unwrap(), 400);
         }
     });
+}
+
+#[derive(Debug, Clone)]
+enum SetStep {
+    /// Names (s0..s11) to drop, (name, query) to add or replace.
+    Change(Vec<u8>, Vec<(u8, String)>),
+    /// Let go of one of the older handles.
+    Release(u8),
+    Doc(String, String),
+}
+
+fn set_step() -> impl Strategy<Value = SetStep> {
+    prop_oneof![
+        3 => (
+            prop::collection::vec(0u8..12, 0..3),
+            prop::collection::vec((0u8..12, query_text()), 0..4)
+        )
+            .prop_map(|(r, a)| SetStep::Change(r, a)),
+        1 => any::<u8>().prop_map(SetStep::Release),
+        3 => (text(), text()).prop_map(|(t, b)| SetStep::Doc(t, b)),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Random adds, drops and replaces applied through `SearchSet::with_changes`: every
+    /// handle still held — the newest and older ones — matches exactly what the naive
+    /// evaluator gives for the searches of its own version. A refused batch changes
+    /// nothing; changes to an older handle are refused; once the older handles are let
+    /// go, the dropped searches are freed.
+    #[test]
+    fn search_set_versions_equal_naive(steps in prop::collection::vec(set_step(), 1..40)) {
+        let mut held: Vec<(SearchSet, BTreeMap<String, dsl::query::Query>)> =
+            vec![(SearchSet::default(), BTreeMap::new())];
+        let mut sc = SearchScratch::default();
+        for step in steps {
+            match step {
+                SetStep::Change(remove, add) => {
+                    let (latest, model) = held.last().cloned().unwrap();
+                    let remove: Vec<String> = remove.iter().map(|n| format!("s{n}")).collect();
+                    let remove_ref: Vec<&str> = remove.iter().map(|s| s.as_str()).collect();
+                    let mut specs = Vec::new();
+                    let mut next = model.clone();
+                    for n in &remove {
+                        next.remove(n);
+                    }
+                    let mut refused = false;
+                    for (n, q) in &add {
+                        let query = parse_query(q).unwrap().with_default_field("body");
+                        refused |= query.is_negative_only();
+                        next.insert(format!("s{n}"), query.clone());
+                        specs.push((format!("s{n}"), SearchSpec::new(query)));
+                    }
+                    match latest.with_changes(&remove_ref, specs) {
+                        Ok(set) => {
+                            prop_assert!(!refused);
+                            prop_assert_eq!(set.version(), latest.version() + 1);
+                            prop_assert_eq!(set.len(), next.len());
+                            held.push((set, next));
+                        }
+                        Err((_, e)) => {
+                            prop_assert!(refused, "{}", e);
+                            prop_assert!(latest.is_latest());
+                        }
+                    }
+                    if held.len() > 1 {
+                        let old = &held[0].0;
+                        let stale = matches!(
+                            old.with_changes(&[], vec![]),
+                            Err((_, SearchError::NotLatest { .. }))
+                        );
+                        prop_assert!(stale);
+                    }
+                }
+                SetStep::Release(i) => {
+                    if held.len() > 1 {
+                        held.remove(i as usize % (held.len() - 1));
+                    }
+                }
+                SetStep::Doc(title, body) => {
+                    let doc = Document::new().with("title", &title).with("body", &body);
+                    for (set, model) in &held {
+                        let got: Answer = set
+                            .match_document(&mut sc, &doc, &mut |_, _| true)
+                            .into_iter()
+                            .map(|h| (h.search.to_string(), h.highlights))
+                            .collect();
+                        let want: Answer = model
+                            .iter()
+                            .filter_map(|(n, q)| naive::evaluate(q, &doc).map(|h| (n.clone(), h)))
+                            .collect();
+                        prop_assert_eq!(got, want, "version {} of {}: body={:?}",
+                            set.version(), held.len(), body);
+                    }
+                }
+            }
+        }
+        let (latest, model) = held.pop().unwrap();
+        drop(held);
+        latest.reclaim();
+        let st = latest.stats();
+        prop_assert_eq!(st.searches, model.len());
+        prop_assert_eq!(st.held, model.len());
+    }
 }

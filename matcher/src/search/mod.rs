@@ -5,6 +5,8 @@
 //! - [`SearchIndex`]: the presearcher + verifier. Each stored search is indexed under the
 //!   terms it cannot match without; a document is analyzed once, its terms select the few
 //!   candidate searches, and only those are verified.
+//! - [`SearchSet`]: versions of one shared index (a change makes the next version;
+//!   handles of older versions keep matching theirs).
 //! - [`naive`]: the reference evaluator (every query on every document) used by the tests.
 //!
 //! The engine hands each search over as a [`SearchSpec`]: the `MATCHES` query (fields
@@ -16,7 +18,9 @@ pub mod analysis;
 mod index;
 pub mod naive;
 
-pub use index::{Hit, HitRef, MatchStats, SearchIndex, SearchLimits, SearchScratch, SearchStats};
+pub use index::{
+    Hit, HitRef, MatchStats, SearchIndex, SearchLimits, SearchScratch, SearchSet, SearchStats,
+};
 
 use dsl::query::{parse_query, Query, QueryError};
 use std::collections::BTreeMap;
@@ -113,6 +117,11 @@ pub enum SearchError {
         limit: usize,
     },
     Empty(String),
+    /// Changes were asked of a [`SearchSet`] version that is not the newest.
+    NotLatest {
+        version: u64,
+        latest: u64,
+    },
 }
 
 impl fmt::Display for SearchError {
@@ -135,6 +144,11 @@ impl fmt::Display for SearchError {
                 write!(f, "query is too large: {size} {what} (at most {limit})")
             }
             SearchError::Empty(m) => write!(f, "{m}"),
+            SearchError::NotLatest { version, latest } => write!(
+                f,
+                "the stored searches changed since version {version} (now {latest}); \
+                 apply changes to the newest version"
+            ),
         }
     }
 }

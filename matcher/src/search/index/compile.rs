@@ -180,6 +180,12 @@ impl<R> SearchIndex<R> {
             return Err(e);
         }
         self.remove(name);
+        self.insert(name, spec);
+        Ok(())
+    }
+
+    /// Register a validated search under a free slot (the name must not be live).
+    pub(super) fn insert(&mut self, name: &str, spec: SearchSpec<R>) -> u32 {
         let node = self.compile(&spec.query);
         let mut equals = Vec::new();
         for (f, vals) in &spec.equals {
@@ -227,7 +233,7 @@ impl<R> SearchIndex<R> {
             residual: spec.residual,
             anchors,
         });
-        Ok(())
+        slot
     }
 
     /// Drop a search; returns whether it existed. Takes effect for the next document.
@@ -235,6 +241,12 @@ impl<R> SearchIndex<R> {
         let Some(slot) = self.by_name.remove(name) else {
             return false;
         };
+        self.pending.remove(&slot);
+        self.free_slot(slot)
+    }
+
+    /// Take a slot's search out of every table and free the slot.
+    pub(super) fn free_slot(&mut self, slot: u32) -> bool {
         let Some(st) = self.slots[slot as usize].take() else {
             return false;
         };
@@ -278,6 +290,16 @@ impl<R> SearchIndex<R> {
     }
 
     pub(super) fn validate(&self, name: &str, spec: &SearchSpec<R>) -> Result<(), SearchError> {
+        if !self.by_name.contains_key(name) && self.by_name.len() >= self.limits.max_searches {
+            return Err(SearchError::TooManySearches {
+                limit: self.limits.max_searches,
+            });
+        }
+        self.validate_spec(spec)
+    }
+
+    /// What can be checked of one search alone (not the count).
+    pub(super) fn validate_spec(&self, spec: &SearchSpec<R>) -> Result<(), SearchError> {
         let q = &spec.query;
         if q.is_negative_only() {
             return Err(SearchError::NegativeOnly);
@@ -296,11 +318,6 @@ impl<R> SearchIndex<R> {
                 what: "bytes",
                 size: bytes,
                 limit: self.limits.max_query_bytes,
-            });
-        }
-        if !self.by_name.contains_key(name) && self.by_name.len() >= self.limits.max_searches {
-            return Err(SearchError::TooManySearches {
-                limit: self.limits.max_searches,
             });
         }
         if spec.equals.len() > u16::MAX as usize / 2 {
@@ -427,12 +444,18 @@ impl<R> SearchIndex<R> {
         };
         let info = &mut self.fields[f as usize];
         info.pat_gen += 1;
-        info.lead_dirty = true;
-        self.dirty_shards = true;
+        if !info.lead_dirty && !info.lead.try_add(&kind) {
+            info.lead_dirty = true;
+            self.dirty_leads.push(f);
+        }
         match &kind {
             MultiKind::Prefix(p) => {
                 info.prefixes.insert(p.clone(), m);
                 info.prefix_lens |= 1u64 << p.len().min(63);
+                if info.prefix_len_counts.is_empty() {
+                    info.prefix_len_counts = vec![0; 64];
+                }
+                info.prefix_len_counts[p.len().min(63)] += 1;
                 if p.len() >= 4 {
                     *info.prefix_heads.entry(head4(p)).or_default() += 1;
                 }
@@ -448,6 +471,7 @@ impl<R> SearchIndex<R> {
             MultiKind::Wildcard(_) | MultiKind::Regex(_) => {
                 let (lk, gkey) = group_key(&kind);
                 info.key_lens[usize::from(lk != ANY_LEN)][gkey.chars().count()] += 1;
+                self.dirty_groups.push((f, lk, gkey.clone()));
                 let group = info.groups.entry(lk).or_default().entry(gkey).or_default();
                 let need_new = match group.last() {
                     Some(s) => s.ids.len() >= SHARD_CAP,
@@ -467,8 +491,6 @@ impl<R> SearchIndex<R> {
                     shard.live += 1;
                     shard.dirty = true;
                 }
-                self.dirty_shards = true;
-                // Rebuilt below once the entry exists.
             }
         }
         self.multis[m as usize] = Some(MultiEntry {
@@ -485,22 +507,32 @@ impl<R> SearchIndex<R> {
     /// a batch of changes: until then the changed pattern groups are matched one pattern
     /// at a time (correct, but slow for regexes).
     pub fn prepare(&mut self) {
-        if self.dirty_shards {
-            self.rebuild_dirty();
-        }
+        self.rebuild_dirty();
     }
 
-    /// Rebuild the DFAs of the shards whose patterns changed (compacting dropped ones).
+    /// Rebuild the head/tail filters and the DFA shards that changed (compacting dropped
+    /// patterns): only those named in the dirty lists, so the cost follows the change.
     pub(super) fn rebuild_dirty(&mut self) {
         let multis = &self.multis;
-        for info in &mut self.fields {
+        for f in std::mem::take(&mut self.dirty_leads) {
+            let Some(info) = self.fields.get_mut(f as usize) else {
+                continue;
+            };
             if info.lead_dirty {
                 info.lead = LeadFilter::build(info, multis);
                 info.lead_dirty = false;
             }
         }
-        for info in &mut self.fields {
-            for group in info.groups.values_mut().flat_map(|g| g.values_mut()) {
+        for (f, lk, gkey) in std::mem::take(&mut self.dirty_groups) {
+            let Some(group) = self
+                .fields
+                .get_mut(f as usize)
+                .and_then(|info| info.groups.get_mut(&lk))
+                .and_then(|g| g.get_mut(&gkey))
+            else {
+                continue;
+            };
+            {
                 for shard in group.iter_mut().filter(|s| s.dirty) {
                     shard.ids.retain(|&m| m != u32::MAX);
                     shard.live = shard.ids.len();
@@ -532,7 +564,6 @@ impl<R> SearchIndex<R> {
                 }
             }
         }
-        self.dirty_shards = false;
     }
 
     pub(super) fn release_ops(&mut self, ops: &[Op]) {
@@ -564,8 +595,10 @@ impl<R> SearchIndex<R> {
         let f = e.field;
         let info = &mut self.fields[f as usize];
         info.pat_gen += 1;
-        info.lead_dirty = true;
-        self.dirty_shards = true;
+        if !info.lead_dirty && info.lead.note_remove() {
+            info.lead_dirty = true;
+            self.dirty_leads.push(f);
+        }
         match &e.kind {
             MultiKind::Prefix(p) => {
                 info.prefixes.remove(p);
@@ -577,10 +610,13 @@ impl<R> SearchIndex<R> {
                         }
                     }
                 }
-                info.prefix_lens = info
-                    .prefixes
-                    .keys()
-                    .fold(0, |acc, p| acc | 1u64 << p.len().min(63));
+                let l = p.len().min(63);
+                if let Some(c) = info.prefix_len_counts.get_mut(l) {
+                    *c = c.saturating_sub(1);
+                    if *c == 0 {
+                        info.prefix_lens &= !(1u64 << l);
+                    }
+                }
             }
             MultiKind::Fuzzy(t, d) => {
                 let mut vs = FxHashSet::default();
@@ -621,7 +657,7 @@ impl<R> SearchIndex<R> {
                     info.groups.remove(&lk);
                 }
                 if rebuild {
-                    self.dirty_shards = true;
+                    self.dirty_groups.push((f, lk, gkey));
                 }
             }
         }

@@ -207,14 +207,7 @@ impl<R> SearchIndex<R> {
         doc: &Document<'_>,
         residual: &mut dyn FnMut(&str, &R) -> bool,
     ) -> Vec<Hit> {
-        let mut hits = Vec::new();
-        self.match_document_with(scratch, doc, residual, &mut |h| {
-            hits.push(Hit {
-                search: h.search().clone(),
-                highlights: h.highlights(),
-            })
-        });
-        hits
+        owned_hits(|on_hit| self.match_document_with(scratch, doc, residual, on_hit))
     }
 
     /// [`match_document`](Self::match_document) without allocating per hit: `on_hit` is
@@ -227,7 +220,20 @@ impl<R> SearchIndex<R> {
         residual: &mut dyn FnMut(&str, &R) -> bool,
         on_hit: &mut dyn FnMut(HitRef<'_>),
     ) {
+        self.match_at(self.version, scratch, doc, residual, on_hit)
+    }
+
+    /// Match with the searches visible at version `at` (see [`SearchSet`]).
+    pub(super) fn match_at(
+        &self,
+        at: u64,
+        scratch: &mut SearchScratch,
+        doc: &Document<'_>,
+        residual: &mut dyn FnMut(&str, &R) -> bool,
+        on_hit: &mut dyn FnMut(HitRef<'_>),
+    ) {
         let Self {
+            pending,
             fields,
             posts,
             eq_post,
@@ -433,6 +439,15 @@ impl<R> SearchIndex<R> {
         // Verify.
         s.candidates.sort_unstable();
         s.candidates.dedup();
+        // Only the searches of version `at` (slots added later or dropped by then are
+        // still in the tables while an older handle may match with them).
+        if !pending.is_empty() {
+            s.candidates.retain(|slot| {
+                pending
+                    .get(slot)
+                    .is_none_or(|&(added, dropped)| added <= at && at < dropped)
+            });
+        }
         stats.verified += s.candidates.len() as u64;
         // Load every candidate's hot record ahead of verification (the cache misses
         // overlap instead of coming one after another).

@@ -18,6 +18,7 @@
 //!   pre-filter, the pattern cache;
 //! - `hash.rs`: term hashing;
 //! - `matching.rs`: [`SearchScratch`] and matching a document (candidates, verification);
+//! - `version.rs`: [`SearchSet`], versions of one shared index.
 
 use super::analysis::{edit_distance_within, token_regex, wildcard_regex, Analyzed};
 use super::{Document, Highlights, SearchError, SearchSpec};
@@ -32,6 +33,7 @@ mod hash;
 mod matching;
 mod patterns;
 mod post;
+mod version;
 
 use compile::*;
 use hash::*;
@@ -39,6 +41,7 @@ pub use matching::SearchScratch;
 use matching::*;
 use patterns::*;
 use post::*;
+pub use version::SearchSet;
 
 /// Wildcard/regex patterns per compiled DFA.
 const SHARD_CAP: usize = 256;
@@ -77,6 +80,9 @@ pub struct SearchStats {
     pub always_checked: usize,
     /// Distinct patterns (prefix / wildcard / regex / fuzzy).
     pub patterns: usize,
+    /// Searches held in the tables: `searches` plus those dropped or replaced but still
+    /// visible to an older [`SearchSet`] handle.
+    pub held: usize,
 }
 
 /// What one [`SearchScratch`] (one partition worker) matched.
@@ -103,6 +109,18 @@ pub struct HitRef<'a> {
     /// (field id, start, end), sorted by field id then start.
     ranges: &'a [(u16, u32, u32)],
     fields: &'a [FieldInfo],
+}
+
+/// The hits `run` reports, owned.
+fn owned_hits(run: impl FnOnce(&mut dyn FnMut(HitRef<'_>))) -> Vec<Hit> {
+    let mut hits = Vec::new();
+    run(&mut |h| {
+        hits.push(Hit {
+            search: h.search().clone(),
+            highlights: h.highlights(),
+        })
+    });
+    hits
 }
 
 impl<'a> HitRef<'a> {
@@ -153,7 +171,20 @@ pub struct SearchIndex<R = ()> {
     multi_free: Vec<u32>,
     multi_ids: FxHashMap<(u16, MultiKind), u32>,
     always: Vec<u32>,
-    dirty_shards: bool,
+    /// The newest version (see [`SearchSet`]); plain `add` / `remove` do not change it.
+    version: u64,
+    /// Slots not visible to every version a [`SearchSet`] handle may hold: (added at,
+    /// dropped at) — visible to version `v` when `added <= v < dropped`. Empty when the
+    /// index is used directly.
+    pending: FxHashMap<u32, (u64, u64)>,
+    /// (version, slot) in version order: slots dropped at that version, freed once no
+    /// handle of an older version is left; slots added at it, in `pending` until then.
+    retired: std::collections::VecDeque<(u64, u32)>,
+    added: std::collections::VecDeque<(u64, u32)>,
+    /// Fields whose head/tail filter must be rebuilt by `prepare`.
+    dirty_leads: Vec<u16>,
+    /// Pattern groups (field, length key, literal key) with shards to rebuild.
+    dirty_groups: Vec<(u16, u32, Box<str>)>,
     rejected: u64,
     /// Distinct per instance (see [`SearchScratch`]).
     uid: u64,
@@ -186,7 +217,12 @@ impl<R> SearchIndex<R> {
             multi_free: Vec::new(),
             multi_ids: FxHashMap::default(),
             always: Vec::new(),
-            dirty_shards: false,
+            version: 0,
+            pending: FxHashMap::default(),
+            retired: Default::default(),
+            added: Default::default(),
+            dirty_leads: Vec::new(),
+            dirty_groups: Vec::new(),
             rejected: 0,
             uid: next_uid(),
         }
@@ -210,6 +246,7 @@ impl<R> SearchIndex<R> {
             rejected: self.rejected,
             always_checked: self.always.len(),
             patterns: self.multi_ids.len(),
+            held: self.slots.len() - self.free.len(),
         }
     }
 }

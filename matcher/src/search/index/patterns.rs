@@ -77,6 +77,9 @@ pub(super) struct FieldInfo {
     pub(super) prefixes: FxHashMap<Box<str>, u32>,
     /// Bit `n` set: some prefix of `n` bytes (bit 63: 63 or more).
     pub(super) prefix_lens: u64,
+    /// Prefixes per length (index 63: 63 or more), so `prefix_lens` is kept without a
+    /// pass over every prefix.
+    pub(super) prefix_len_counts: Vec<u32>,
     /// First 4 bytes of every prefix of 4+ bytes, with counts.
     pub(super) prefix_heads: FxHashMap<u32, u32>,
     /// Wildcard/regex DFAs by (token length in chars, or ANY_LEN) then literal leading
@@ -103,9 +106,20 @@ pub(super) struct FieldInfo {
 /// bit set per (side, `k`); a term
 /// goes on to the pattern cache only when one of its own heads or tails is in one. A regex
 /// or fuzzy term, or a pattern with no literal head or tail, turns the filter off.
+///
+/// Changes are incremental: a new pattern sets its bit when its set exists and is not
+/// over-full ([`try_add`](Self::try_add)); a dropped one leaves its bit (the filter only
+/// errs towards "maybe"). The filter is rebuilt over the field's patterns only when a set
+/// has doubled, a new (side, `k`) appears, or half the patterns filed were dropped, so
+/// its cost per change is amortized O(1).
 #[derive(Default)]
 pub(super) struct LeadFilter {
+    /// Built over the field's patterns (else not usable until `build`).
+    pub(super) built: bool,
     pub(super) on: bool,
+    /// Patterns filed (at the build and since), and dropped since the build.
+    pub(super) items: usize,
+    pub(super) removed: usize,
     /// (tail?, k, bit set over the 32-bit hashes of the patterns' first/last k bytes),
     /// for the (side, k) pairs that have patterns.
     pub(super) sets: Vec<(bool, usize, BitSet)>,
@@ -115,14 +129,20 @@ pub(super) struct LeadFilter {
 pub(super) struct BitSet {
     pub(super) bits: Vec<u64>,
     pub(super) shift: u32,
+    /// Items set (the set was sized for `bits / 16`).
+    pub(super) n: usize,
 }
+
+/// Largest [`BitSet`] of a [`LeadFilter`], in bits.
+const BITSET_MAX_BITS: usize = 1 << 22;
 
 impl BitSet {
     pub(super) fn with_items(n: usize) -> BitSet {
-        let nbits = (n * 16).next_power_of_two().clamp(64, 1 << 22);
+        let nbits = (n * 16).next_power_of_two().clamp(64, BITSET_MAX_BITS);
         BitSet {
             bits: vec![0; nbits / 64],
             shift: 32 - nbits.trailing_zeros(),
+            n,
         }
     }
 
@@ -160,9 +180,98 @@ pub(super) fn bytes8(b: &[u8]) -> u32 {
     lit_hash(le8(b))
 }
 
+/// The literal head and tail bytes of a prefix or wildcard (`None` for other patterns).
+pub(super) fn lead_lits(kind: &MultiKind) -> Option<(&[u8], &[u8])> {
+    match kind {
+        MultiKind::Prefix(p) => Some((p.as_bytes(), &[][..])),
+        MultiKind::Wildcard(p) => {
+            let b = p.as_bytes();
+            let h = p.find(['*', '?']).unwrap_or(b.len());
+            let t = p.rfind(['*', '?']).map_or(0, |i| i + 1);
+            Some((&b[..h], &b[t.max(h)..]))
+        }
+        MultiKind::Regex(_) | MultiKind::Fuzzy(..) => None,
+    }
+}
+
+/// Which set of the [`LeadFilter`] a pattern with these literals goes to: (side, k).
+fn lead_pick((h, t): (&[u8], &[u8])) -> Option<(usize, usize)> {
+    let (side, n) = if h.len() >= t.len() {
+        (0, h.len())
+    } else {
+        (1, t.len())
+    };
+    // Few distinct k (so a term is tested against few sets): 8, 4, or all it has.
+    let k = match n {
+        8.. => 8,
+        4..=7 => 4,
+        _ => n,
+    };
+    (n > 0).then_some((side, k))
+}
+
 impl LeadFilter {
+    /// File one more pattern of the field; `false`: the filter must be rebuilt first.
+    pub(super) fn try_add(&mut self, kind: &MultiKind) -> bool {
+        if !self.built {
+            return false;
+        }
+        self.items += 1;
+        if !self.on {
+            return true;
+        }
+        let Some((h, t)) = lead_lits(kind) else {
+            self.on = false;
+            return true;
+        };
+        let Some((side, k)) = lead_pick((h, t)) else {
+            self.on = false;
+            return true;
+        };
+        let Some((_, _, set)) = self
+            .sets
+            .iter_mut()
+            .find(|(tail, kk, _)| *tail == (side == 1) && *kk == k)
+        else {
+            return false;
+        };
+        // Fewer than 8 bits per item: rebuild at a size for twice as many (unless the set
+        // is at its largest already).
+        if (set.n + 1) * 8 > set.bits.len() * 64 && set.bits.len() * 64 < BITSET_MAX_BITS {
+            return false;
+        }
+        let key = if side == 0 {
+            &h[..k]
+        } else {
+            &t[t.len() - k..]
+        };
+        let (w, bit) = set.index(bytes8(key));
+        set.bits[w] |= bit;
+        set.n += 1;
+        true
+    }
+
+    /// One pattern of the field dropped; `true`: time to rebuild.
+    pub(super) fn note_remove(&mut self) -> bool {
+        self.removed += 1;
+        self.removed * 2 > self.items
+    }
+
     pub(super) fn build(info: &FieldInfo, multis: &[Option<MultiEntry>]) -> LeadFilter {
-        let off = LeadFilter::default();
+        let items = info.prefixes.len()
+            + info.fuzzy_by_distance.iter().sum::<usize>()
+            + info
+                .groups
+                .values()
+                .flat_map(|g| g.values())
+                .flatten()
+                .map(|s| s.live)
+                .sum::<usize>();
+        let off = LeadFilter {
+            built: true,
+            items,
+            ..LeadFilter::default()
+        };
         if !info.fuzzy.is_empty() {
             return off;
         }
@@ -190,21 +299,7 @@ impl LeadFilter {
                 }
             }
         }
-        // Which set each pattern goes to: (side, k).
-        let pick = |(h, t): (&[u8], &[u8])| -> Option<(usize, usize)> {
-            let (side, n) = if h.len() >= t.len() {
-                (0, h.len())
-            } else {
-                (1, t.len())
-            };
-            // Few distinct k (so a term is tested against few sets): 8, 4, or all it has.
-            let k = match n {
-                8.. => 8,
-                4..=7 => 4,
-                _ => n,
-            };
-            (n > 0).then_some((side, k))
-        };
+        let pick = lead_pick;
         let mut counts = [0usize; 2 * LIT_MAX];
         for &l in &lits {
             match pick(l) {
@@ -226,7 +321,10 @@ impl LeadFilter {
             }
         }
         LeadFilter {
+            built: true,
             on: true,
+            items,
+            removed: 0,
             sets: sets
                 .into_iter()
                 .enumerate()

@@ -1,0 +1,280 @@
+//! Versions of one shared index: [`SearchSet`].
+//!
+//! A [`SearchSet`] is a cheap handle (an `Arc`) on one version of the stored searches.
+//! [`SearchSet::with_changes`] makes the next version from the newest one; every handle
+//! keeps matching its own version, so partition workers can switch at different log
+//! positions. All versions share one [`SearchIndex`] behind a read/write lock: a change
+//! takes the write lock for the time of that change (work in proportion to it), a
+//! document takes the read lock for the time of its match. A search added at version
+//! `a` and dropped at version `d` stays in the tables, visible to the versions in
+//! `[a, d)`, until no handle older than `d` is left; then its slot is freed (at the
+//! next change, or [`SearchSet::reclaim`]).
+//!
+//! Why one shared index rather than immutable segments (Lucene-style, a small tail
+//! segment rebuilt per change and tiered merges): matching cost grows with the number of
+//! segments (every document term is looked up in every segment's posting table and
+//! pattern set), while the lock costs one uncontended atomic operation per document
+//! (see bench/README.md, "search": the same documents matched through a `SearchSet`
+//! and through the bare index).
+
+use super::*;
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+struct Shared<R> {
+    index: RwLock<SearchIndex<R>>,
+    /// Versions some handle holds.
+    live: Mutex<BTreeSet<u64>>,
+}
+
+struct Version<R> {
+    v: u64,
+    /// Searches in this version.
+    searches: usize,
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> Drop for Version<R> {
+    fn drop(&mut self) {
+        self.shared
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.v);
+    }
+}
+
+/// One version of a set of stored searches, shared (`Clone` is an `Arc` clone) and
+/// matched through `&self` with a caller-owned [`SearchScratch`].
+pub struct SearchSet<R = ()> {
+    ver: Arc<Version<R>>,
+}
+
+impl<R> Clone for SearchSet<R> {
+    fn clone(&self) -> Self {
+        SearchSet {
+            ver: self.ver.clone(),
+        }
+    }
+}
+
+impl<R> Default for SearchSet<R> {
+    fn default() -> Self {
+        Self::new(SearchLimits::default())
+    }
+}
+
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<SearchSet<usize>>();
+};
+
+impl<R> SearchSet<R> {
+    /// An empty set (version 0).
+    pub fn new(limits: SearchLimits) -> Self {
+        let shared = Arc::new(Shared {
+            index: RwLock::new(SearchIndex::new(limits)),
+            live: Mutex::new(BTreeSet::from([0])),
+        });
+        SearchSet {
+            ver: Arc::new(Version {
+                v: 0,
+                searches: 0,
+                shared,
+            }),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, SearchIndex<R>> {
+        self.ver
+            .shared
+            .index
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, SearchIndex<R>> {
+        self.ver
+            .shared
+            .index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This handle's version (0 for a new set, one more per change).
+    pub fn version(&self) -> u64 {
+        self.ver.v
+    }
+
+    /// Searches in this version.
+    pub fn len(&self) -> usize {
+        self.ver.searches
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ver.searches == 0
+    }
+
+    /// Whether this version is the newest (only the newest takes changes).
+    pub fn is_latest(&self) -> bool {
+        self.read().version == self.ver.v
+    }
+
+    /// What the shared index holds (the newest version).
+    pub fn stats(&self) -> SearchStats {
+        self.read().stats()
+    }
+
+    /// The next version: this one without `remove` (names not present are ignored), with
+    /// `add` (a name already present is replaced; in `add` twice, the last one counts).
+    /// All or nothing: on error (the name of the search refused, why) nothing changes.
+    /// Only the newest version takes changes ([`SearchError::NotLatest`] otherwise).
+    /// The cost follows the change, not the number of stored searches.
+    pub fn with_changes(
+        &self,
+        remove: &[&str],
+        add: Vec<(String, SearchSpec<R>)>,
+    ) -> Result<SearchSet<R>, (String, SearchError)> {
+        let mut idx = self.write();
+        if idx.version != self.ver.v {
+            return Err((
+                String::new(),
+                SearchError::NotLatest {
+                    version: self.ver.v,
+                    latest: idx.version,
+                },
+            ));
+        }
+        for (name, spec) in &add {
+            if let Err(e) = idx.validate_spec(spec) {
+                idx.rejected += 1;
+                return Err((name.clone(), e));
+            }
+        }
+        // The count after the change.
+        let gone: FxHashSet<&str> = remove
+            .iter()
+            .copied()
+            .filter(|n| idx.by_name.contains_key(*n))
+            .collect();
+        let mut seen: FxHashSet<&str> = FxHashSet::default();
+        let mut count = idx.by_name.len() - gone.len();
+        let limit = idx.limits.max_searches;
+        for (name, _) in &add {
+            if seen.insert(name)
+                && (gone.contains(name.as_str()) || !idx.by_name.contains_key(name.as_str()))
+            {
+                count += 1;
+                if count > limit {
+                    idx.rejected += 1;
+                    return Err((name.clone(), SearchError::TooManySearches { limit }));
+                }
+            }
+        }
+        let v = idx.version + 1;
+        idx.version = v;
+        for name in remove {
+            idx.retire(name, v);
+        }
+        for (name, spec) in add {
+            idx.retire(&name, v);
+            idx.insert_at(&name, spec, v);
+        }
+        idx.prepare();
+        let shared = self.ver.shared.clone();
+        let min_live = {
+            let mut live = shared.live.lock().unwrap_or_else(PoisonError::into_inner);
+            live.insert(v);
+            live.first().copied().unwrap_or(v)
+        };
+        idx.reclaim(min_live);
+        let searches = idx.by_name.len();
+        drop(idx);
+        Ok(SearchSet {
+            ver: Arc::new(Version {
+                v,
+                searches,
+                shared,
+            }),
+        })
+    }
+
+    /// Free the searches no live handle can see any more (done by every change too).
+    pub fn reclaim(&self) {
+        let mut idx = self.write();
+        let min_live = {
+            let live = self
+                .ver
+                .shared
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            live.first().copied().unwrap_or(self.ver.v)
+        };
+        idx.reclaim(min_live);
+    }
+
+    /// [`SearchIndex::match_document`] with the searches of this version.
+    pub fn match_document(
+        &self,
+        scratch: &mut SearchScratch,
+        doc: &Document<'_>,
+        residual: &mut dyn FnMut(&str, &R) -> bool,
+    ) -> Vec<Hit> {
+        owned_hits(|on_hit| self.match_document_with(scratch, doc, residual, on_hit))
+    }
+
+    /// [`SearchIndex::match_document_with`] with the searches of this version (the read
+    /// lock is held for the call).
+    pub fn match_document_with(
+        &self,
+        scratch: &mut SearchScratch,
+        doc: &Document<'_>,
+        residual: &mut dyn FnMut(&str, &R) -> bool,
+        on_hit: &mut dyn FnMut(HitRef<'_>),
+    ) {
+        self.read()
+            .match_at(self.ver.v, scratch, doc, residual, on_hit)
+    }
+}
+
+impl<R> SearchIndex<R> {
+    /// Drop `name` from version `v` on (kept for older versions until reclaimed).
+    fn retire(&mut self, name: &str, v: u64) -> bool {
+        let Some(slot) = self.by_name.remove(name) else {
+            return false;
+        };
+        self.pending.entry(slot).or_insert((0, u64::MAX)).1 = v;
+        self.retired.push_back((v, slot));
+        true
+    }
+
+    /// Register a validated search visible from version `v` on.
+    fn insert_at(&mut self, name: &str, spec: SearchSpec<R>, v: u64) {
+        let slot = self.insert(name, spec);
+        self.pending.insert(slot, (v, u64::MAX));
+        self.added.push_back((v, slot));
+    }
+
+    /// Free the slots dropped at or before `min_live` (no handle can see them) and stop
+    /// tracking the slots every live handle sees.
+    fn reclaim(&mut self, min_live: u64) {
+        while let Some(&(d, slot)) = self.retired.front() {
+            if d > min_live {
+                break;
+            }
+            self.retired.pop_front();
+            self.pending.remove(&slot);
+            self.free_slot(slot);
+        }
+        while let Some(&(a, slot)) = self.added.front() {
+            if a > min_live {
+                break;
+            }
+            self.added.pop_front();
+            if self.pending.get(&slot) == Some(&(a, u64::MAX)) {
+                self.pending.remove(&slot);
+            }
+        }
+    }
+}
