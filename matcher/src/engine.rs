@@ -1033,7 +1033,7 @@ impl Engine {
 }
 
 /// Version of [`EngineSnapshot`]; a snapshot of another version is not restored.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub const SNAPSHOT_VERSION: u32 = 2;
 
 /// The state of one stream in an [`EngineSnapshot`].
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

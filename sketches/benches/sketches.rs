@@ -121,6 +121,66 @@ fn updates() {
     println!("accumulators COUNT(*)+APPROX_COUNT_DISTINCT+APPROX_PERCENTILE per row: {t:.1} ns");
 }
 
+/// Exact SUM/AVG (issue 19): the cost of order-independent sums against the plain float
+/// addition they replaced.
+fn exact_sums() {
+    println!("## exact sums (ns, release, one core)");
+    let n = 2_000_000;
+    let data = common::lognormal(5, n);
+    let mut plain = 0.0f64;
+    let mut i = 0;
+    let t0 = ns_per(n, || {
+        plain += black_box(data[i]);
+        i += 1;
+    });
+    black_box(plain);
+    println!("plain f64 +=, lognormal: {t0:.1} ns");
+    let mut s = AccSpec::Sum.build(&SketchOptions::default()).unwrap();
+    let mut i = 0;
+    let t = ns_per(n, || {
+        s.update(Value::Float(data[i]));
+        i += 1;
+    });
+    println!("SUM(float) update, lognormal: {t:.1} ns");
+    let mut s = AccSpec::Sum.build(&SketchOptions::default()).unwrap();
+    let mut i = 0;
+    let t = ns_per(n, || {
+        s.update(Value::Int(i as i64));
+        i += 1;
+    });
+    println!("SUM(int) update: {t:.1} ns");
+    let mut a = AccSpec::Avg.build(&SketchOptions::default()).unwrap();
+    for x in &data[..1000] {
+        a.update(Value::Float(*x));
+    }
+    let t = ns_per(100_000, || {
+        black_box(a.result_json());
+    });
+    println!("AVG(float) result (rounding the exact sum): {t:.1} ns");
+    let mut panes: Vec<Accumulator> = (0..64)
+        .map(|k| {
+            let mut p = AccSpec::Sum.build(&SketchOptions::default()).unwrap();
+            for x in &data[k * 100..k * 100 + 100] {
+                p.update(Value::Float(*x));
+            }
+            p
+        })
+        .collect();
+    let mut total = AccSpec::Sum.build(&SketchOptions::default()).unwrap();
+    let t = ns_per(64 * 1000, || {
+        let p = panes
+            .pop()
+            .unwrap_or_else(|| AccSpec::Sum.build(&SketchOptions::default()).unwrap());
+        total.merge(&p).unwrap();
+        panes.insert(0, p);
+    });
+    println!("SUM pane merge: {t:.1} ns");
+    println!(
+        "SUM state: {} bytes (lognormal floats)",
+        total.memory_bytes()
+    );
+}
+
 fn metric_specs() -> Vec<AccSpec> {
     vec![
         AccSpec::CountStar,
@@ -427,6 +487,9 @@ fn main() {
     let run = |name: &str| args.is_empty() || args.iter().any(|a| a == name);
     if run("updates") {
         updates();
+    }
+    if run("exact") {
+        exact_sums();
     }
     if run("sizes") {
         sizes_and_merges();

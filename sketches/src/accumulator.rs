@@ -318,6 +318,8 @@ impl Accumulator {
             }
             Accumulator::TopK { sketch, .. } => sketch.memory_bytes(),
             Accumulator::Set(b) => b.memory_bytes(),
+            Accumulator::Sum(s) => s.memory_bytes(),
+            Accumulator::Avg(a) => a.memory_bytes(),
             _ => 0,
         };
         std::mem::size_of::<Self>() + inner
