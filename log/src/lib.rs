@@ -40,7 +40,7 @@ pub use config::{FsyncPolicy, LogConfig, Retention, Verify, Visibility};
 pub use error::{Error, Result};
 pub use format::{Record, BATCH_HEADER, RECORD_HEADER};
 pub use log::{Appended, Log, LogIter};
-pub use partition::{Cut, PartitionRecovery, PartitionStats};
+pub use partition::{Cut, PartitionRecovery, PartitionStats, QUARANTINE_DIR};
 pub use position::Position;
 
 /// Topic holding statements (CREATE/DROP): the catalog is rebuilt by replaying it.

@@ -28,6 +28,9 @@ pub struct PartitionRecovery {
     pub bytes_verified: u64,
     /// Cuts made because of torn or corrupt data (empty after a clean shutdown).
     pub cuts: Vec<Cut>,
+    /// Bytes of cut data (and of whole segments dropped after a cut) kept in the
+    /// partition's `quarantine/` folder instead of being thrown away.
+    pub quarantined_bytes: u64,
 }
 
 /// One cut made by recovery.
@@ -41,8 +44,79 @@ pub struct Cut {
     pub bytes_removed: u64,
     /// What was wrong at that position.
     pub reason: String,
-    /// Later segment files deleted because they followed the cut.
+    /// Later segment files deleted because they followed the cut (moved to the
+    /// quarantine folder when that worked).
     pub deleted_segments: Vec<PathBuf>,
+    /// Where the cut bytes and the dropped segments were kept (`quarantine/` in the
+    /// partition's folder); empty when nothing could be kept (a warning says why).
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// The folder, inside a partition's folder, that keeps what recovery cut.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// A file name in the quarantine folder not used yet: `<stem>.<n>.cut`.
+fn quarantine_path(dir: &Path, stem: &str) -> Result<PathBuf> {
+    let q = dir.join(QUARANTINE_DIR);
+    std::fs::create_dir_all(&q).at(&q)?;
+    let mut n = 0u32;
+    loop {
+        let p = q.join(format!("{stem}.{n}.cut"));
+        if !p.exists() {
+            return Ok(p);
+        }
+        n += 1;
+    }
+}
+
+/// Copies bytes `from..` of `seg` into the quarantine folder (fsynced) and returns the
+/// file written.
+fn quarantine_tail(dir: &Path, seg: &Segment, from: u64) -> Result<PathBuf> {
+    use std::io::{Seek, SeekFrom};
+    let name = crate::segment::segment_file_name(seg.base);
+    let path = quarantine_path(dir, &format!("{name}.at-{from}"))?;
+    let mut src = std::fs::File::open(&seg.path).at(&seg.path)?;
+    src.seek(SeekFrom::Start(from)).at(&seg.path)?;
+    let mut out = std::fs::File::create(&path).at(&path)?;
+    std::io::copy(&mut src, &mut out).at(&path)?;
+    out.sync_all().at(&path)?;
+    sync_dir(&dir.join(QUARANTINE_DIR))?;
+    Ok(path)
+}
+
+/// Moves a whole segment file into the quarantine folder (its index is deleted).
+fn quarantine_segment(dir: &Path, seg: &Segment) -> Result<PathBuf> {
+    let name = crate::segment::segment_file_name(seg.base);
+    let path = quarantine_path(dir, &name)?;
+    std::fs::rename(&seg.path, &path).at(&seg.path)?;
+    sync_dir(&dir.join(QUARANTINE_DIR))?;
+    seg.delete_files_if_present()?;
+    Ok(path)
+}
+
+/// Drops a segment that follows a cut: moved to quarantine, or deleted when that fails.
+fn drop_segment(
+    dir: &Path,
+    topic: &str,
+    id: u32,
+    seg: &Segment,
+    report: &mut PartitionRecovery,
+) -> Result<()> {
+    let bytes = seg.file_len().unwrap_or(0);
+    match quarantine_segment(dir, seg) {
+        Ok(p) => {
+            report.quarantined_bytes += bytes;
+            if let Some(c) = report.cuts.last_mut() {
+                c.quarantined.push(p);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(topic, partition = id, segment = %seg.path.display(), error = %e,
+                "log recovery: cannot keep a dropped segment in quarantine; deleting it");
+            seg.delete_files()
+        }
+    }
 }
 
 struct Writer {
@@ -141,6 +215,7 @@ impl Partition {
             end_offset: 0,
             bytes_verified: 0,
             cuts: Vec::new(),
+            quarantined_bytes: 0,
         };
         let mut segments: Vec<Arc<Segment>> = Vec::new();
         let mut cut_rest = false;
@@ -149,10 +224,10 @@ impl Partition {
             let seg_path = dir.join(crate::segment::segment_file_name(base));
             if cut_rest {
                 let seg = Segment::open(dir, base)?;
-                seg.delete_files()?;
                 if let Some(c) = report.cuts.last_mut() {
                     c.deleted_segments.push(seg_path);
                 }
+                drop_segment(dir, topic, id, &seg, &mut report)?;
                 continue;
             }
             let seg = Segment::open(dir, base)?;
@@ -165,14 +240,15 @@ impl Partition {
                     let reason = format!(
                         "segment starts at offset {base} but the previous one ends at {prev_end}"
                     );
-                    seg.delete_files()?;
                     report.cuts.push(Cut {
                         segment: prev.path.clone(),
                         position: prev.size.load(Ordering::Acquire),
                         bytes_removed: 0,
                         reason,
                         deleted_segments: vec![seg_path],
+                        quarantined: Vec::new(),
                     });
+                    drop_segment(dir, topic, id, &seg, &mut report)?;
                     cut_rest = true;
                     continue;
                 }
@@ -222,6 +298,21 @@ impl Partition {
             report.bytes_verified += scan.end_pos - scan.index_start_pos;
             if let Some((pos, reason)) = &scan.bad {
                 let removed = file_len - pos;
+                // Keep the cut bytes: one flipped byte mid-segment cuts everything after
+                // it, and an operator may want it back.
+                let mut quarantined = Vec::new();
+                if removed > 0 {
+                    match quarantine_tail(dir, &seg, *pos) {
+                        Ok(p) => {
+                            report.quarantined_bytes += removed;
+                            quarantined.push(p);
+                        }
+                        Err(e) => tracing::warn!(
+                            topic, partition = id, segment = %seg.path.display(), error = %e,
+                            "log recovery: cannot keep the cut bytes in quarantine; they are lost"
+                        ),
+                    }
+                }
                 tracing::warn!(
                     topic,
                     partition = id,
@@ -230,7 +321,8 @@ impl Partition {
                     bytes_removed = removed,
                     kept_end_offset = scan.end_offset,
                     reason = %reason,
-                    "log recovery: cutting torn or corrupt data"
+                    quarantined = ?quarantined,
+                    "log recovery: cutting torn or corrupt data (the cut bytes are kept in quarantine)"
                 );
                 seg.truncate(*pos)?;
                 index.retain(|&(_, p)| (p as u64) < *pos);
@@ -240,6 +332,7 @@ impl Partition {
                     bytes_removed: removed,
                     reason: reason.clone(),
                     deleted_segments: Vec::new(),
+                    quarantined,
                 });
                 cut_rest = !is_last;
             }

@@ -451,6 +451,18 @@ impl Segment {
         self.file.sync_all().at(&self.path)
     }
 
+    /// Deletes the segment file if it is still there, and its index.
+    pub fn delete_files_if_present(&self) -> Result<()> {
+        for p in [&self.path, &self.idx_path] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(p),
+            }
+        }
+        Ok(())
+    }
+
     pub fn delete_files(&self) -> Result<()> {
         std::fs::remove_file(&self.path).at(&self.path)?;
         match std::fs::remove_file(&self.idx_path) {

@@ -341,3 +341,83 @@ fn sealed_segments_have_complete_indexes_and_stray_temp_files_go() {
     assert_eq!(rebuilt, sealed);
     assert_eq!(log.end_offset("s", 0).unwrap(), 300);
 }
+
+/// Issue 19, item 7: one flipped byte mid-segment cut the whole tail after it, and the
+/// bytes were gone. They are kept in `quarantine/` (byte for byte) and reported.
+#[test]
+fn flipped_byte_mid_segment_keeps_the_cut_tail_in_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 40);
+    let tail = segment_files(dir.path(), "s", 0).pop().unwrap();
+    let starts = batch_starts(&tail);
+    assert!(starts.len() >= 4);
+    let (pos, base) = starts[starts.len() / 2];
+    let mut b = std::fs::read(&tail).unwrap();
+    b[pos as usize + BATCH_HEADER + RECORD_HEADER + 2] ^= 0x40;
+    std::fs::write(&tail, &b).unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let rep = &log.recovery_report()[0];
+    assert_eq!(rep.cuts.len(), 1, "{rep:?}");
+    let cut = &rep.cuts[0];
+    assert_eq!(cut.position, pos);
+    assert_eq!(cut.quarantined.len(), 1, "{cut:?}");
+    assert_eq!(rep.quarantined_bytes, cut.bytes_removed);
+    let kept = std::fs::read(&cut.quarantined[0]).unwrap();
+    assert_eq!(kept, b[pos as usize..], "the cut bytes, as they were");
+    assert!(cut.quarantined[0]
+        .parent()
+        .unwrap()
+        .ends_with(weir_log::QUARANTINE_DIR));
+    assert_intact(&log, base);
+    drop(log);
+    // A second cut at the same place does not overwrite the first quarantine file.
+    let mut b = std::fs::read(&tail).unwrap();
+    let n = b.len();
+    b.extend_from_slice(&[0xAB; 40]);
+    std::fs::write(&tail, &b).unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let rep = &log.recovery_report()[0];
+    assert_eq!(rep.cuts[0].position, n as u64);
+    assert_ne!(rep.cuts[0].quarantined[0], cut.quarantined[0]);
+    assert_eq!(std::fs::read(&cut.quarantined[0]).unwrap(), kept);
+    assert_eq!(
+        std::fs::read(&rep.cuts[0].quarantined[0]).unwrap(),
+        [0xAB; 40]
+    );
+}
+
+/// Segments dropped after a cut in an older segment are moved to quarantine whole.
+#[test]
+fn segments_after_a_cut_are_kept_in_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(dir.path(), 200);
+    let segs = segment_files(dir.path(), "s", 0);
+    assert!(segs.len() > 3);
+    let originals: Vec<Vec<u8>> = segs[2..]
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let victim = &segs[1];
+    let (pos, _) = batch_starts(victim)[1];
+    let mut b = std::fs::read(victim).unwrap();
+    b[pos as usize + BATCH_HEADER + RECORD_HEADER + 1] ^= 0x01;
+    std::fs::write(victim, &b).unwrap();
+    let cfg = LogConfig {
+        verify: Verify::All,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), cfg).unwrap();
+    let rep = &log.recovery_report()[0];
+    let cut = &rep.cuts[0];
+    // The cut tail of the damaged segment, then every later segment.
+    assert_eq!(cut.quarantined.len(), 1 + originals.len(), "{cut:?}");
+    assert_eq!(
+        std::fs::read(&cut.quarantined[0]).unwrap(),
+        b[pos as usize..]
+    );
+    for (q, orig) in cut.quarantined[1..].iter().zip(&originals) {
+        assert_eq!(&std::fs::read(q).unwrap(), orig);
+    }
+    let total: u64 = originals.iter().map(|o| o.len() as u64).sum::<u64>() + cut.bytes_removed;
+    assert_eq!(rep.quarantined_bytes, total);
+}
