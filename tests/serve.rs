@@ -740,6 +740,17 @@ fn crash_recovery_keeps_acknowledged_events_and_exactly_once_outputs() {
     }
 }
 
+/// A value of the Prometheus exposition (`/metrics`).
+fn prom(s: &Server, name: &str) -> u64 {
+    let (_, m) = get(s, "/metrics");
+    m.as_str()
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{name} in /metrics"))
+}
+
 #[test]
 fn corrupt_tail_is_cut_and_the_service_starts() {
     let d = tmpdir("corrupt");
@@ -764,6 +775,15 @@ fn corrupt_tail_is_cut_and_the_service_starts() {
     let s = with_rules(&d, &["--partitions", "1"]);
     let after = by_id(all_outputs(&s, &pos));
     assert_eq!(before, after, "nothing garbled is served");
+    // Issue 19, item 7: the cut bytes are kept in quarantine and counted.
+    assert_eq!(prom(&s, "weir_log_quarantined_bytes"), 2 * 97);
+    for topic in ["stream.pay", "outputs"] {
+        let q = d.join("log/topics").join(topic).join("0/quarantine");
+        let files: Vec<_> = std::fs::read_dir(&q).unwrap().collect();
+        assert_eq!(files.len(), 1, "{q:?}");
+        let kept = std::fs::read(files[0].as_ref().unwrap().path()).unwrap();
+        assert_eq!(kept, [0xAB; 97]);
+    }
     // And the service takes new writes.
     let (st, v) = post(
         &s,

@@ -114,6 +114,18 @@ pub async fn prometheus(State(s): St) -> Response {
         "Time the last recovery took.",
         relaxed(&s.recovery_ms),
     );
+    let quarantined = s.log.as_embedded().map_or(0, |l| {
+        l.recovery_report()
+            .iter()
+            .map(|r| r.quarantined_bytes)
+            .sum::<u64>()
+    });
+    metric(
+        "weir_log_quarantined_bytes",
+        "gauge",
+        "Bytes that log recovery cut (torn or corrupt data, and segments after it) and kept in the partitions' quarantine/ folders since start (docs/durability.md).",
+        quarantined,
+    );
     metric(
         "weir_ready",
         "gauge",
