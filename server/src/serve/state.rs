@@ -190,6 +190,9 @@ pub struct Counters {
     /// Events copied into repartitioned streams, and copies dropped as replays.
     pub copies_written: AtomicU64,
     pub copies_deduplicated: AtomicU64,
+    /// Input offsets a worker's checkpoint covered but the log no longer held (its tail
+    /// was cut), filled with placeholder records at start-up.
+    pub lost_offsets_filled: AtomicU64,
 }
 
 /// Progress of one partition worker (what it has applied).

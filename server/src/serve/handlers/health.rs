@@ -127,6 +127,12 @@ pub async fn prometheus(State(s): St) -> Response {
         quarantined,
     );
     metric(
+        "weir_log_lost_offsets_filled_total",
+        "counter",
+        "Input offsets a checkpoint covered but a cut log no longer held, filled with placeholder records at start (docs/durability.md).",
+        relaxed(&c.lost_offsets_filled),
+    );
+    metric(
         "weir_ready",
         "gauge",
         "1 once recovery finished.",

@@ -202,8 +202,62 @@ impl Worker {
             marks_sent: HashMap::new(),
             drained_since: HashMap::new(),
         };
+        w.fill_cut_inputs();
         w.publish(&versions);
         (w, outputs_from)
+    }
+
+    /// A checkpoint ahead of its log (issue 19, item 1): under `fsync = interval` a crash
+    /// can cut the tail of a partition after a checkpoint covered it. The checkpoint's
+    /// state and the outputs already written include those events; new appends would get
+    /// the same offsets, and so be skipped as covered, or have their outputs dropped as
+    /// duplicates of the lost events' (same ids). So the lost offsets are filled with
+    /// empty placeholder records (which every reader skips) before anything is served:
+    /// new events get fresh offsets, and lag, `after=` and `/readyz` stay truthful.
+    /// If the placeholders cannot be written, the worker reads from the log's end instead.
+    fn fill_cut_inputs(&mut self) {
+        let Some(log) = self.shared.log.as_embedded() else {
+            return;
+        };
+        let mut topics: Vec<(String, u64)> =
+            self.next.iter().map(|(t, o)| (t.clone(), *o)).collect();
+        topics.sort();
+        for (topic, covered) in topics {
+            let Ok(end) = log.end_offset(&topic, self.partition) else {
+                continue;
+            };
+            if covered <= end {
+                continue;
+            }
+            let missing = covered - end;
+            tracing::warn!(
+                partition = self.partition,
+                topic,
+                checkpoint_covers = covered,
+                log_end = end,
+                missing,
+                "the checkpoint covers offsets the log no longer holds (its tail was cut); filling them with placeholders so new events get fresh offsets"
+            );
+            let mut left = missing;
+            while left > 0 {
+                let n = left.min(4096);
+                let recs: Vec<&[u8]> = vec![&[][..]; n as usize];
+                match log.append(&topic, self.partition, &recs) {
+                    Ok(_) => left -= n,
+                    Err(e) => {
+                        let now = log.end_offset(&topic, self.partition).unwrap_or(end);
+                        tracing::error!(partition = self.partition, topic, error = %e,
+                            "cannot fill the lost offsets; reading from the log's end instead");
+                        self.next.insert(topic.clone(), now);
+                        break;
+                    }
+                }
+            }
+            self.shared
+                .counters
+                .lost_offsets_filled
+                .fetch_add(missing - left, Ordering::Relaxed);
+        }
     }
 
     fn publish(&mut self, versions: &[Arc<Version>]) {

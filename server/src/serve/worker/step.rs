@@ -103,6 +103,10 @@ impl Worker {
                     break;
                 }
                 next_off = Some(r.offset + 1);
+                if r.payload.is_empty() {
+                    // A placeholder for offsets lost from a cut log (`fill_cut_inputs`).
+                    continue;
+                }
                 let (payload, ingest_ms) = if hidden {
                     let Some(c) = repartition::decode(&r.payload) else {
                         self.shared
