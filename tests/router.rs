@@ -360,3 +360,105 @@ async fn metrics_page_size_does_not_grow_with_statements() {
         "/metrics: {small} bytes with 10 statements, {large} with 10,000"
     );
 }
+
+/// Rule matches of `name` after `position` is applied.
+async fn outputs_of(s: &Svc, name: &str, position: &Value) -> Vec<Value> {
+    let p = position.as_str().unwrap();
+    let (st, v) = s
+        .get(&format!("/v1/outputs?after={p}&name={name}&limit=10000"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["records"].as_array().unwrap().clone()
+}
+
+/// An INT key sent as `4` and as `4.0` is one key, `Int(4)`: both events reach the
+/// partition of the rule's key and match together. (Routing hashed the key's JSON text
+/// before, and put `4` and `4.0` in different partitions for most keys.) A STRING key
+/// stays text: `"4"` and `"4.0"` are two keys, and a number is not a STRING.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_int_key_sent_as_4_and_4_0_reaches_one_rule_partition() {
+    let s = Svc::new(
+        Settings {
+            partitions: 4,
+            ..Settings::default()
+        },
+        true,
+    );
+    let rules = "
+CREATE STREAM ki (k INT, t STRING, ts TIMESTAMP) WITH (event_time = 'ts', key = 'k');
+CREATE RULE pair_i AS FROM ki PARTITION BY k PATTERN (a b)
+  DEFINE a AS t = 'a', b AS t = 'b' MEASURES b.ts AS at;
+CREATE STREAM ks (k STRING, t STRING, ts TIMESTAMP) WITH (event_time = 'ts', key = 'k');
+CREATE RULE pair_s AS FROM ks PARTITION BY k PATTERN (a b)
+  DEFINE a AS t = 'a', b AS t = 'b' MEASURES b.ts AS at;";
+    let (st, v) = s.post("/v1/statements", rules).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let keys = 0..24;
+    let mut ev = String::new();
+    for k in keys.clone() {
+        ev.push_str(&format!("{{\"k\":{k},\"t\":\"a\",\"ts\":{}}}\n", 1000 + k));
+    }
+    for k in keys.clone() {
+        ev.push_str(&format!(
+            "{{\"k\":{k}.0,\"t\":\"b\",\"ts\":{}}}\n",
+            2000 + k
+        ));
+    }
+    // Far later events in every partition close the matches (watermarks).
+    for k in keys.clone() {
+        ev.push_str(&format!("{{\"k\":{k},\"t\":\"x\",\"ts\":10000000}}\n"));
+    }
+    let (st, v, _) = s
+        .call(
+            Request::post("/v1/streams/ki/events")
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .body(Body::from(ev.clone()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted"], 72, "{v}");
+    let recs = outputs_of(&s, "pair_i", &v["position"]).await;
+    let mut got: Vec<i64> = recs
+        .iter()
+        .map(|r| r["fields"]["k"].as_i64().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, keys.clone().collect::<Vec<i64>>(), "{recs:?}");
+    // The same through the JSON-array path (the decoder, not the NDJSON fast path).
+    let arr: Vec<Value> = ev
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v["ts"] = json!(v["ts"].as_i64().unwrap() + 20_000_000);
+            v
+        })
+        .collect();
+    let (st, v) = s
+        .post("/v1/streams/ki/events", &Value::from(arr).to_string())
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(outputs_of(&s, "pair_i", &v["position"]).await.len(), 48);
+    // STRING keys: "4" then "4.0" is no match; "4" then "4" is; 4 is refused.
+    let evs = json!([
+        {"k": "4", "t": "a", "ts": 1000}, {"k": "4.0", "t": "b", "ts": 1001},
+        {"k": "5", "t": "a", "ts": 1002}, {"k": "5", "t": "b", "ts": 1003},
+        {"k": 6, "t": "a", "ts": 1004},
+    ]);
+    let (st, v) = s.post("/v1/streams/ks/events", &evs.to_string()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["rejected"][0]["index"], 4, "{v}");
+    let flush: Vec<Value> = (0..24)
+        .map(|k| json!({"k": format!("{k}"), "t": "x", "ts": 10_000_000}))
+        .chain(["4", "4.0", "5"].map(|k| json!({"k": k, "t": "x", "ts": 10_000_000})))
+        .collect();
+    let (_, v) = s
+        .post("/v1/streams/ks/events", &Value::from(flush).to_string())
+        .await;
+    let recs = outputs_of(&s, "pair_s", &v["position"]).await;
+    let got: Vec<&str> = recs
+        .iter()
+        .map(|r| r["fields"]["k"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec!["5"], "{recs:?}");
+}

@@ -8,9 +8,9 @@
 //!   [`error`] the error answer every layer returns;
 //! - [`statements`] — statement changes: checked, appended to the `statements` topic,
 //!   installed as a catalog version (event sourcing: replayed at start);
-//! - [`ingest`] — event checks, routing to partitions (`hash(key value) % N` when the
-//!   stream declares `key`, else partition 0, so every event of one PARTITION BY key
-//!   meets the others in one partition), idempotency keys, appends;
+//! - [`ingest`] — event checks, routing to partitions ([`routing`]: by the key's typed
+//!   value when the stream declares `key`, else partition 0, so every event of one
+//!   PARTITION BY key meets the others in one partition), idempotency keys, appends;
 //! - [`log`] — the embedded log or Kafka behind one interface, and checkpoints;
 //!   [`state`] — what workers and requests share (catalog versions, progress, counters);
 //! - [`worker`] — one thread per partition runs the engine, writes repartitioned copies
@@ -27,6 +27,7 @@ pub mod kafka;
 pub mod log;
 pub mod repartition;
 pub mod routes;
+pub mod routing;
 pub mod start;
 pub mod state;
 pub mod statements;

@@ -12,10 +12,11 @@
 //! decoder, which gives the authoritative answer and the error message. So the fast path
 //! cannot accept an event the decoder would reject (tested against the decoder below).
 
-use super::routing::{fnv1a, partition_of, partition_of_hash, FNV_EMPTY};
 use super::{EventIn, StreamInfo};
+use crate::serve::routing::{self, partition_of_hash};
 use dsl::ast::DataType;
 use dsl::plan::StreamDef;
+use matcher::value::Value;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{json, Value as Json};
 use std::borrow::Cow;
@@ -32,8 +33,9 @@ pub struct Schema {
 /// What the pass learned about a valid event.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Checked {
-    /// FNV-1a hash of the key column's text (the same text [`super::routing::partition_of`]
-    /// hashes), or of "" when the stream has no key or the event lacks it.
+    /// The hash of the key column's value as the decoder makes it
+    /// ([`routing::key_hash`]); that of `Null` when the stream has no key or the event
+    /// lacks it.
     pub key_hash: u64,
 }
 
@@ -67,7 +69,7 @@ impl Schema {
             }
         }
         Some(Checked {
-            key_hash: seen.key_hash.unwrap_or(FNV_EMPTY),
+            key_hash: seen.key_hash.unwrap_or(routing::FNV_EMPTY),
         })
     }
 }
@@ -216,17 +218,14 @@ struct ColumnSeen {
 }
 
 impl Column {
-    fn ok<E>(&self, text: impl FnOnce() -> Option<u64>) -> Result<ColumnSeen, E> {
+    /// Valid; the key's hash is that of the value the decoder makes of it
+    /// ([`routing::key_hash`]), built only for the key column.
+    fn ok<E>(&self, value: impl FnOnce() -> Value) -> Result<ColumnSeen, E> {
         Ok(ColumnSeen {
             null: false,
-            key_hash: if self.want_key { text() } else { None },
+            key_hash: self.want_key.then(|| routing::key_hash(&value())),
         })
     }
-}
-
-/// The key text of a non-string value, as `serde_json::Value::to_string` writes it.
-fn hash_json(v: serde_json::Value) -> Option<u64> {
-    Some(fnv1a(v.to_string().as_bytes()))
 }
 
 impl<'de> DeserializeSeed<'de> for Column {
@@ -244,46 +243,48 @@ impl<'de> Visitor<'de> for Column {
     fn visit_unit<E>(self) -> Result<ColumnSeen, E> {
         Ok(ColumnSeen {
             null: true,
-            // A present null key hashes as the text `null` (absent: as "").
-            key_hash: self.want_key.then(|| fnv1a(b"null")),
+            // A null key is `Null`, as an absent one.
+            key_hash: self.want_key.then(|| routing::key_hash(&Value::Null)),
         })
     }
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<ColumnSeen, E> {
         match self.ty {
-            DataType::Bool | DataType::Json => self.ok(|| hash_json(v.into())),
+            DataType::Bool | DataType::Json => self.ok(|| Value::Bool(v)),
             _ => Err(unsure()),
         }
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<ColumnSeen, E> {
         match self.ty {
-            DataType::Int | DataType::Float | DataType::Timestamp | DataType::Json => {
-                self.ok(|| hash_json(v.into()))
-            }
+            DataType::Int | DataType::Json => self.ok(|| Value::Int(v)),
+            DataType::Float => self.ok(|| Value::Float(v as f64)),
+            DataType::Timestamp => self.ok(|| Value::Timestamp(v)),
             _ => Err(unsure()),
         }
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<ColumnSeen, E> {
-        let fits = i64::try_from(v).is_ok();
-        match self.ty {
-            DataType::Int | DataType::Timestamp if fits => self.ok(|| hash_json(v.into())),
-            DataType::Float | DataType::Json => self.ok(|| hash_json(v.into())),
+        match (self.ty, i64::try_from(v)) {
+            (DataType::Float, _) => self.ok(|| Value::Float(v as f64)),
+            (DataType::Int | DataType::Json, Ok(i)) => self.ok(|| Value::Int(i)),
+            (DataType::Timestamp, Ok(i)) => self.ok(|| Value::Timestamp(i)),
+            // A JSON column's number above i64::MAX: the decoder's answer.
             _ => Err(unsure()),
         }
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<ColumnSeen, E> {
         let int_ok = v.fract() == 0.0 && v.abs() < 9.0e18;
         match self.ty {
-            DataType::Int if int_ok => self.ok(|| hash_json(v.into())),
-            DataType::Float | DataType::Json => self.ok(|| hash_json(v.into())),
+            DataType::Int if int_ok => self.ok(|| Value::Int(v as i64)),
+            DataType::Float | DataType::Json => self.ok(|| Value::Float(v)),
             _ => Err(unsure()),
         }
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ColumnSeen, E> {
         match self.ty {
-            DataType::String | DataType::Json => self.ok(|| Some(fnv1a(v.as_bytes()))),
-            DataType::Timestamp if matcher::value::parse_timestamp(v).is_some() => {
-                self.ok(|| Some(fnv1a(v.as_bytes())))
-            }
+            DataType::String | DataType::Json => self.ok(|| Value::String(v.to_string())),
+            DataType::Timestamp => match matcher::value::parse_timestamp(v) {
+                Some(ms) => self.ok(|| Value::Timestamp(ms)),
+                None => Err(unsure()),
+            },
             _ => Err(unsure()),
         }
     }
@@ -292,7 +293,10 @@ impl<'de> Visitor<'de> for Column {
             return Err(unsure());
         }
         while s.next_element_seed(Skip)?.is_some() {}
-        self.ok(|| None)
+        Ok(ColumnSeen {
+            null: false,
+            key_hash: None,
+        })
     }
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<ColumnSeen, A::Error> {
         if self.ty != DataType::Json || self.want_key {
@@ -301,7 +305,10 @@ impl<'de> Visitor<'de> for Column {
         while m.next_key_seed(Skip)?.is_some() {
             m.next_value_seed(Skip)?;
         }
-        self.ok(|| None)
+        Ok(ColumnSeen {
+            null: false,
+            key_hash: None,
+        })
     }
 }
 
@@ -352,7 +359,23 @@ pub fn decode_event(info: &StreamInfo, ev: &Json) -> Result<u32, String> {
             return Err(format!("the event-time column `{col}` is missing or null"));
         }
     }
-    Ok(partition_of(ev, info.key.as_deref(), info.partitions))
+    Ok(routing::partition_of(
+        key_value(info, &row),
+        info.partitions,
+    ))
+}
+
+/// The key column's value of a decoded row (`Null` without a key).
+pub fn key_value<'r>(info: &StreamInfo, row: &'r matcher::value::Row) -> &'r Value {
+    const NULL: &Value = &Value::Null;
+    match info
+        .key
+        .as_deref()
+        .and_then(|k| info.decoder.column_index(k))
+    {
+        Some(i) => row.get(i),
+        None => NULL,
+    }
 }
 
 /// Splits parsed events (a JSON array or object body, or anything already parsed).
@@ -421,12 +444,8 @@ mod tests {
         if d.event_time.is_some() && dec.event_time(&row).is_none() {
             return None;
         }
-        let text = match d.key.as_ref().and_then(|k| v.get(k)) {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(v) => v.to_string(),
-            None => String::new(),
-        };
-        Some(fnv1a(text.as_bytes()))
+        let key = d.key.as_ref().and_then(|k| dec.column_index(k));
+        Some(routing::key_hash(key.map_or(&Value::Null, |i| row.get(i))))
     }
 
     #[test]
@@ -574,25 +593,53 @@ mod tests {
         );
     }
 
+    /// The fast path places an event where the decoder's typed key does.
     #[test]
-    fn key_hash_matches_partition_of() {
+    fn key_hash_matches_the_decoded_key() {
         use DataType::*;
         for (ty, lines) in [
-            (String, vec![r#"{"k":"abc"}"#, r#"{"k":"a\"b"}"#, r#"{}"#]),
-            (Int, vec![r#"{"k":12}"#, r#"{"k":-3}"#, r#"{"k":4.0}"#]),
-            (Float, vec![r#"{"k":1.5}"#, r#"{"k":1e3}"#, r#"{"k":7}"#]),
-            (Json, vec![r#"{"k":true}"#, r#"{"k":"x"}"#]),
+            (
+                String,
+                vec![
+                    r#"{"k":"abc"}"#,
+                    r#"{"k":"a\"b"}"#,
+                    r#"{}"#,
+                    r#"{"k":null}"#,
+                ],
+            ),
+            (
+                Int,
+                vec![r#"{"k":12}"#, r#"{"k":-3}"#, r#"{"k":4.0}"#, r#"{"k":4}"#],
+            ),
+            (
+                Float,
+                vec![
+                    r#"{"k":1.5}"#,
+                    r#"{"k":1e3}"#,
+                    r#"{"k":7}"#,
+                    r#"{"k":9007199254740993}"#,
+                ],
+            ),
+            (
+                Timestamp,
+                vec![r#"{"k":1000}"#, r#"{"k":"1970-01-01T00:00:01Z"}"#],
+            ),
+            (Json, vec![r#"{"k":true}"#, r#"{"k":"x"}"#, r#"{"k":2.0}"#]),
         ] {
             let d = def(&[("k", ty)], None, Some("k"));
             let s = Schema::new(&d);
             for l in lines {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let want = super::super::routing::partition_of(&v, Some("k"), 7);
+                let want = slow(&d, l).map(|h| partition_of_hash(h, 7));
                 let got = s
                     .check(l.as_bytes())
                     .map(|c| partition_of_hash(c.key_hash, 7));
-                assert_eq!(got, Some(want), "{l}");
+                assert_eq!(got, want, "{l}");
+                assert!(got.is_some(), "{l}");
             }
         }
+        // An INT key sent as 4 or 4.0 is Int(4): one partition.
+        let d = def(&[("k", Int)], None, Some("k"));
+        let s = Schema::new(&d);
+        assert_eq!(s.check(br#"{"k":4}"#), s.check(br#"{"k":4.0}"#));
     }
 }

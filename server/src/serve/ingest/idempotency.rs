@@ -18,10 +18,10 @@
 //! request after a start) within bounds: [`MAX_KEYS`] keys and the topic's retention.
 
 use super::check::{split_events, split_ndjson, Batches};
-use super::routing::fnv1a;
 use super::{EventIn, Ingest, IngestResult};
 use crate::serve::error::AppError;
 use crate::serve::log::stream_topic;
+use crate::serve::routing::fnv1a;
 use crate::serve::state::Shared;
 use serde_json::{json, Value as Json};
 use std::collections::{HashMap, VecDeque};

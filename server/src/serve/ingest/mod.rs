@@ -1,14 +1,14 @@
 //! Ingest: a request's events checked against their stream ([`check`]), routed to
-//! partitions ([`routing`]), appended to the log in batches under its limit and waited
+//! partitions by their key's typed value ([`crate::serve::routing`]), appended to the log in batches under its limit and waited
 //! for (group commit); retries made safe by idempotency keys ([`idempotency`]).
 //! Backpressure (429) when the workers of a target partition are too far behind.
 
 pub mod check;
 pub mod idempotency;
-pub mod routing;
 
 use super::error::AppError;
 use super::log::stream_topic;
+use super::routing;
 use super::state::Shared;
 use dsl::ast::ObjectKind;
 use matcher::value::RowDecoder;
@@ -165,7 +165,7 @@ pub fn ingest_with<'a>(
         accepted,
     } = split(info.in_order.as_deref().unwrap_or(&info));
     if let Some(k) = shared.log.as_kafka() {
-        append_batches(k, &topic, info.key.as_deref(), info.partitions, &per_part)?;
+        append_batches(k, &topic, &info, &per_part)?;
         return Ok(finish_ingest(
             shared, &topic, &per_part, accepted, rejected, _r,
         ));
@@ -240,37 +240,39 @@ fn finish_ingest(
 }
 
 /// Appends a request's checked events, in the order of the request (checked as one
-/// partition, see `StreamInfo::in_order`): Kafka's partitioner on the key column's text
-/// places each, so weir and other producers agree per key. Each
-/// partition's append waits for the broker's acknowledgement.
+/// partition, see `StreamInfo::in_order`): Kafka's partitioner on the canonical bytes of
+/// the key's typed value ([`routing::key_bytes`], the message key) places each, so weir and
+/// other producers keying by the same text agree per key. Each partition's append waits
+/// for the broker's acknowledgement.
 pub fn append_batches(
     k: &KafkaLog,
     topic: &str,
-    key: Option<&str>,
-    partitions: u32,
+    info: &StreamInfo,
     per_part: &[Vec<std::borrow::Cow<'_, [u8]>>],
 ) -> Result<(), AppError> {
-    let n = partitions.max(1) as usize;
-    let mut parts: Vec<Vec<(String, &[u8])>> = vec![Vec::new(); n];
+    let n = info.partitions.max(1) as usize;
+    let mut parts: Vec<Vec<(Vec<u8>, &[u8])>> = vec![Vec::new(); n];
     for r in per_part.iter().flatten() {
         let r: &[u8] = r.as_ref();
-        match key {
-            Some(col) => {
-                let kt = serde_json::from_slice::<serde_json::Value>(r)
-                    .map(|ev| routing::key_text(&ev, col))
-                    .unwrap_or_default();
-                let p = weir_kafka::partition_for_key(kt.as_bytes(), partitions) as usize;
-                parts[p.min(n - 1)].push((kt, r));
-            }
-            None => parts[0].push((String::new(), r)),
+        if info.key.is_none() {
+            parts[0].push((Vec::new(), r));
+            continue;
         }
+        // Checked already: the decoder accepts it.
+        let key = serde_json::from_slice::<Json>(r)
+            .ok()
+            .and_then(|ev| info.decoder.decode(&ev).ok())
+            .map(|row| routing::key_bytes(check::key_value(info, &row)).into_owned())
+            .unwrap_or_default();
+        let p = weir_kafka::partition_for_key(&key, info.partitions) as usize;
+        parts[p.min(n - 1)].push((key, r));
     }
     for (p, recs) in parts.iter().enumerate() {
         if recs.is_empty() {
             continue;
         }
-        let r = if key.is_some() {
-            let pairs: Vec<(&[u8], &[u8])> = recs.iter().map(|(k, v)| (k.as_bytes(), *v)).collect();
+        let r = if info.key.is_some() {
+            let pairs: Vec<(&[u8], &[u8])> = recs.iter().map(|(k, v)| (k.as_slice(), *v)).collect();
             k.append_keyed(topic, p as u32, &pairs)
         } else {
             let refs: Vec<&[u8]> = recs.iter().map(|(_, v)| *v).collect();
