@@ -332,6 +332,11 @@ pub enum Pattern {
     FollowedBy(Vec<Pattern>),
     /// `a | b` (≥ 2 items), left alternative preferred.
     Alt(Vec<Pattern>),
+    /// `^` (the start of the partition: no row of the key before) or `$` (the end of the
+    /// input): zero-width, they take no row.
+    Anchor { end: bool, span: Span },
+    /// `{- p -}`: p's rows are part of the match but left out of ALL ROWS PER MATCH output.
+    Exclude(Box<Pattern>),
     /// `p*`, `p+`, `p?`, `p{n}`, `p{n,}`, `p{n,m}`, `p{,m}`; reluctant with a trailing `?`.
     Repeat {
         inner: Box<Pattern>,
@@ -349,7 +354,8 @@ impl Pattern {
     pub fn can_be_empty(&self) -> bool {
         match self {
             Pattern::Var(_) => false,
-            Pattern::Absent(_) => true,
+            Pattern::Absent(_) | Pattern::Anchor { .. } => true,
+            Pattern::Exclude(p) => p.can_be_empty(),
             Pattern::Seq(xs) | Pattern::FollowedBy(xs) => xs.iter().all(Pattern::can_be_empty),
             Pattern::Alt(xs) => xs.iter().any(Pattern::can_be_empty),
             Pattern::Repeat { inner, min, .. } => *min == 0 || inner.can_be_empty(),

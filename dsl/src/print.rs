@@ -393,7 +393,7 @@ fn pattern_prec(p: &Pattern) -> u8 {
         Pattern::Seq(items) if items.is_empty() => 5,
         Pattern::Seq(_) => 3,
         Pattern::Repeat { .. } => 4,
-        Pattern::Var(_) | Pattern::Absent(_) => 5,
+        Pattern::Var(_) | Pattern::Absent(_) | Pattern::Anchor { .. } | Pattern::Exclude(_) => 5,
     }
 }
 
@@ -425,6 +425,8 @@ impl Display for Pattern {
         match self {
             Pattern::Var(v) => write!(f, "{v}"),
             Pattern::Absent(v) => write!(f, "!{v}"),
+            Pattern::Anchor { end, .. } => f.write_str(if *end { "$" } else { "^" }),
+            Pattern::Exclude(p) => write!(f, "{{- {p} -}}"),
             Pattern::Seq(items) if items.is_empty() => f.write_str("()"),
             Pattern::Seq(items) => pattern_list(f, items, " ", 3),
             Pattern::FollowedBy(items) => pattern_list(f, items, " -> ", 2),

@@ -142,12 +142,14 @@ fn pattern() -> impl Strategy<Value = Pattern> {
         1 => ident().prop_map(Pattern::Absent),
         // the empty pattern `()`
         1 => Just(Pattern::Seq(Vec::new())),
+        1 => any::<bool>().prop_map(|end| Pattern::Anchor { end, span: sp() }),
     ];
     leaf.prop_recursive(4, 40, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 2..4).prop_map(Pattern::Seq),
             proptest::collection::vec(inner.clone(), 2..4).prop_map(Pattern::FollowedBy),
             proptest::collection::vec(inner.clone(), 2..4).prop_map(Pattern::Alt),
+            inner.clone().prop_map(|p| Pattern::Exclude(Box::new(p))),
             (
                 inner,
                 0u32..=10_000,

@@ -46,6 +46,13 @@ fn nullable(p: &Pattern) -> bool {
 fn gen_pattern(r: &mut Rng, depth: u32) -> Pattern {
     let leaf = depth == 0 || r.chance(35);
     if leaf {
+        // now and then a zero-width anchor `^` / `$`
+        if r.chance(6) {
+            return Pattern::Anchor {
+                end: r.chance(50),
+                span: Default::default(),
+            };
+        }
         return var(pv(r));
     }
     match r.below(5) {
@@ -65,6 +72,10 @@ fn gen_pattern(r: &mut Rng, depth: u32) -> Pattern {
             let mut inner = gen_pattern(r, depth - 1);
             if nullable(&inner) {
                 inner = var(pv(r));
+            }
+            // an exclusion changes no ONE ROW PER MATCH output
+            if r.chance(15) {
+                inner = Pattern::Exclude(Box::new(inner));
             }
             let (min, max) = *r.pick(&[
                 (0, None),
@@ -149,7 +160,16 @@ fn gen_case(seed: u64) -> Option<Case> {
     } else {
         None
     };
-    if r.chance(15) {
+    fn has_end(p: &Pattern) -> bool {
+        match p {
+            Pattern::Anchor { end, .. } => *end,
+            Pattern::Seq(xs) | Pattern::Alt(xs) | Pattern::FollowedBy(xs) => xs.iter().any(has_end),
+            Pattern::Repeat { inner, .. } | Pattern::Exclude(inner) => has_end(inner),
+            _ => false,
+        }
+    }
+    // (`$` before a trailing absence is not compared: the engine never lets it match)
+    if r.chance(15) && !has_end(&pattern) {
         // trailing absence
         within = Some(within.unwrap_or(5));
         let body = match pattern {
@@ -180,11 +200,17 @@ fn gen_case(seed: u64) -> Option<Case> {
             Pattern::Seq(xs) | Pattern::Alt(xs) | Pattern::FollowedBy(xs) => {
                 xs.iter().for_each(|x| names(x, out))
             }
-            Pattern::Repeat { inner, .. } => names(inner, out),
+            Pattern::Repeat { inner, .. } | Pattern::Exclude(inner) => names(inner, out),
+            Pattern::Anchor { .. } => {}
         }
     }
     let mut used = Vec::new();
     names(&pattern, &mut used);
+    if used.is_empty() {
+        // anchors only: give the rule a variable
+        pattern = seq(vec![pattern, var("A")]);
+        used.push("A".into());
+    }
     defines.retain(|(v, _)| used.iter().any(|u| u == v));
     let uv: Vec<String> = VARS
         .iter()
@@ -392,6 +418,7 @@ fn the_generator_produces_matches() {
     // Guard against a vacuous differential test: most cases must produce output, and every
     // AFTER MATCH strategy and trailing absences must be exercised with matches.
     let (mut with_out, mut total, mut absent_hits, mut empty_hits) = (0, 0, 0, 0);
+    let (mut anchored, mut excluded) = (0, 0);
     let mut strategies = std::collections::HashSet::new();
     for seed in 1..300u64 {
         let Some(case) = gen_case(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)) else {
@@ -411,10 +438,19 @@ fn the_generator_produces_matches() {
         }
         absent_hits += out.iter().filter(|m| m.id.ends_with('!')).count();
         empty_hits += out.iter().filter(|m| m.id.ends_with('-')).count();
+        let shape = format!("{:?}", case.rule.pattern);
+        if !out.is_empty() && shape.contains("Anchor") {
+            anchored += 1;
+        }
+        if !out.is_empty() && shape.contains("Exclude") {
+            excluded += 1;
+        }
     }
     eprintln!("cases {total}, with output {with_out}, absence matches {absent_hits}, empty matches {empty_hits}, strategies {strategies:?}");
     assert!(with_out * 3 > total, "{with_out}/{total}");
     assert!(absent_hits > 0);
     assert!(empty_hits > 0);
+    eprintln!("cases with output and anchors {anchored}, with exclusions {excluded}");
+    assert!(anchored > 0 && excluded > 0);
     assert_eq!(strategies.len(), 4, "{strategies:?}");
 }

@@ -722,14 +722,18 @@ fn collect_vars(p: &Pattern, present: &mut Vec<Ident>, absent: &mut Vec<Ident>) 
                 collect_vars(i, present, absent);
             }
         }
-        Pattern::Repeat { inner, .. } => collect_vars(inner, present, absent),
+        Pattern::Repeat { inner, .. } | Pattern::Exclude(inner) => {
+            collect_vars(inner, present, absent)
+        }
+        Pattern::Anchor { .. } => {}
     }
 }
 
 /// Where `!v` may stand, quantifier bounds. `tail`: this node ends the whole pattern.
 fn check_pattern(p: &Pattern, tail: bool, within: bool, diags: &mut Vec<Diagnostic>) {
     match p {
-        Pattern::Var(_) => {}
+        Pattern::Var(_) | Pattern::Anchor { .. } => {}
+        Pattern::Exclude(inner) => check_pattern(inner, false, within, diags),
         Pattern::Absent(v) => diags.push(Diagnostic::error(
             v.span,
             format!(

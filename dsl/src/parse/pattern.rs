@@ -22,8 +22,16 @@ pub(crate) fn pattern(i: &str) -> PResult<'_, Pattern> {
 /// The empty pattern: nothing before the closing `)` (it matches zero rows, SQL:2016 `()`).
 /// Returns the input, unconsumed, when it is empty.
 fn empty_pattern(i: &str) -> Result<Option<&str>, nom::Err<super::lex::PErr>> {
+    empty_pattern_before(i, ")")
+}
+
+/// Nothing before `close`: the input, unconsumed, when so.
+fn empty_pattern_before<'a>(
+    i: &'a str,
+    close: &str,
+) -> Result<Option<&'a str>, nom::Err<super::lex::PErr>> {
     let t = tok_start(i)?;
-    Ok(t.starts_with(')').then_some(i))
+    Ok(t.starts_with(close).then_some(i))
 }
 
 fn alt_p<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
@@ -61,6 +69,8 @@ fn starts_term(i: &str) -> Result<bool, nom::Err<super::lex::PErr>> {
     let t = tok_start(i)?;
     Ok(t.starts_with('(')
         || t.starts_with('!')
+        || t.starts_with(['^', '$'])
+        || t.starts_with("{-")
         || unsupported(t).is_some()
         || t.starts_with('"')
         || attempt(ident_q(t))?.is_some())
@@ -107,7 +117,22 @@ fn term<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
     if let Some((len, msg)) = unsupported(t) {
         return hard(t, len, msg);
     }
-    let (r, base) = if let Some((r, _)) = attempt(sym_q("(")(t))? {
+    let (r, base) = if let Some(r) = t.strip_prefix(['^', '$']) {
+        (
+            r,
+            Pattern::Anchor {
+                end: t.starts_with('$'),
+                span: span(t, r),
+            },
+        )
+    } else if let Some(r) = t.strip_prefix("{-") {
+        let (r, p) = match empty_pattern_before(r, "-}")? {
+            Some(r) => (r, Pattern::Seq(Vec::new())),
+            None => cut(alt_p(r, n))?,
+        };
+        let (r, _) = cut(labelled(r, "`-}` to close the exclusion", sym("-}")))?;
+        (r, Pattern::Exclude(Box::new(p)))
+    } else if let Some((r, _)) = attempt(sym_q("(")(t))? {
         let (r, p) = match empty_pattern(r)? {
             Some(r) => (r, Pattern::Seq(Vec::new())),
             None => cut(alt_p(r, n))?,
@@ -221,18 +246,6 @@ fn count(i: &str) -> PResult<'_, Option<u32>> {
 /// SQL pattern syntax that weir does not support (neither does Flink), with a message.
 /// `(span length, message)`.
 fn unsupported(t: &str) -> Option<(usize, &'static str)> {
-    if t.starts_with('^') || t.starts_with('$') {
-        return Some((
-            1,
-            "pattern anchors `^` and `$` are not supported on streams",
-        ));
-    }
-    if t.starts_with("{-") {
-        return Some((
-            2,
-            "pattern exclusion `{- ... -}` is not supported (it needs ALL ROWS PER MATCH)",
-        ));
-    }
     if let Some((w, rest)) = super::lex::word(t) {
         if w.eq_ignore_ascii_case("PERMUTE") && rest.trim_start().starts_with('(') {
             return Some((

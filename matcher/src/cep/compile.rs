@@ -17,6 +17,11 @@ pub(crate) enum Inst {
     Jmp(u32),
     /// Trailing `!v`: no row satisfying v until the WITHIN deadline, then match.
     AbsentTail(VarId),
+    /// `^`: passes only before the key's first row.
+    AssertStart,
+    /// `$`: passes only at the end of the input; a thread waits here until the next row
+    /// of its key (which kills it) or the end.
+    AssertEnd,
     Match,
 }
 
@@ -105,7 +110,22 @@ fn collect_vars(p: &Pattern, user: &mut Vec<(String, Span)>, absent: &mut Vec<St
                 collect_vars(x, user, absent)
             }
         }
-        Pattern::Repeat { inner, .. } => collect_vars(inner, user, absent),
+        Pattern::Repeat { inner, .. } | Pattern::Exclude(inner) => {
+            collect_vars(inner, user, absent)
+        }
+        Pattern::Anchor { .. } => {}
+    }
+}
+
+/// Whether the pattern uses `^` (its keys then keep their row count from the first row).
+fn has_start_anchor(p: &Pattern) -> bool {
+    match p {
+        Pattern::Anchor { end, .. } => !end,
+        Pattern::Seq(xs) | Pattern::FollowedBy(xs) | Pattern::Alt(xs) => {
+            xs.iter().any(has_start_anchor)
+        }
+        Pattern::Repeat { inner, .. } | Pattern::Exclude(inner) => has_start_anchor(inner),
+        Pattern::Var(_) | Pattern::Absent(_) => false,
     }
 }
 
@@ -167,6 +187,15 @@ impl ProgBuilder<'_> {
                 let n = (self.not_var)(&v.name);
                 self.star_var(n, false)?;
             }
+            Pattern::Anchor { end, .. } => {
+                self.push(if *end {
+                    Inst::AssertEnd
+                } else {
+                    Inst::AssertStart
+                })?;
+            }
+            // the rows are matched as without it; only ALL ROWS PER MATCH output differs
+            Pattern::Exclude(inner) => self.emit(inner)?,
             Pattern::Seq(xs) => {
                 for x in xs {
                     self.emit(x)?;
@@ -288,7 +317,7 @@ impl CepRule {
             match p {
                 Pattern::FollowedBy(_) => true,
                 Pattern::Seq(xs) | Pattern::Alt(xs) => xs.iter().any(has_followed),
-                Pattern::Repeat { inner, .. } => has_followed(inner),
+                Pattern::Repeat { inner, .. } | Pattern::Exclude(inner) => has_followed(inner),
                 _ => false,
             }
         }
@@ -475,12 +504,14 @@ impl CepRule {
         let first_vars = first_classify_vars(&prog, &vars);
 
         let partition_cols: Option<Vec<usize>> = partition.iter().map(|p| p.as_column()).collect();
+        // `^` needs to know whether a row is its key's first: its keys are kept (one row)
         let lookback = preds
             .iter()
             .chain(measures.iter().map(|(_, m)| m))
             .map(|e| e.lookback())
             .max()
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .max(u32::from(has_start_anchor(&rule.pattern)));
         Ok(CepRule {
             name: Arc::from(rule.name.name.as_str()),
             stream: stream.name.clone(),
@@ -551,7 +582,8 @@ impl PatternSpan for CreateRule {
         fn span(p: &Pattern) -> Span {
             match p {
                 Pattern::Var(v) | Pattern::Absent(v) => v.span,
-                Pattern::Repeat { span, .. } => *span,
+                Pattern::Repeat { span, .. } | Pattern::Anchor { span, .. } => *span,
+                Pattern::Exclude(inner) => span(inner),
                 Pattern::Seq(xs) | Pattern::FollowedBy(xs) | Pattern::Alt(xs) => xs
                     .iter()
                     .map(span)
@@ -631,7 +663,9 @@ fn first_classify_vars(prog: &[Inst], vars: &[VarInfo]) -> Option<Vec<VarId>> {
                 stack.push(b);
             }
             Inst::Jmp(a) => stack.push(a),
-            Inst::AbsentTail(_) | Inst::Match => return None,
+            // conservative: as if `^` held
+            Inst::AssertStart => stack.push(pc + 1),
+            Inst::AbsentTail(_) | Inst::AssertEnd | Inst::Match => return None,
         }
     }
     Some(out)

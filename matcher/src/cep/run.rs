@@ -156,9 +156,10 @@ impl KeyState {
             .iter()
             .filter_map(|rk| {
                 let d = rules.rules[rk.rule as usize].within_ms?;
+                let rule = &rules.rules[rk.rule as usize];
                 rk.searches
                     .iter()
-                    .filter(|s| !s.done)
+                    .filter(|s| !s.done && !s.waits_for_end_only(rule))
                     .map(|s| s.t0.saturating_add(d))
                     .min()
             })
@@ -825,6 +826,7 @@ fn projection_hash(rule: &CepRule, nodes: &[PNode], node: u32, len: u32) -> u64 
 }
 
 /// Adds `t` (at `t.pc`) and everything reachable from it without consuming a row.
+/// `start`: the key-level index of the search's first row (for `^`).
 fn closure(
     rule: &CepRule,
     sc: &mut Scratch,
@@ -832,6 +834,7 @@ fn closure(
     out: &mut Threads,
     t: Thread,
     entering: bool,
+    start: u64,
 ) {
     let proj = if rule.path_dependent {
         Some(projection_hash(rule, nodes, t.node, t.len))
@@ -871,7 +874,12 @@ fn closure(
                 sc.stack.push(b);
                 sc.stack.push(a);
             }
-            Inst::Classify(_) | Inst::Match => out.push(Thread { pc, ..t }),
+            Inst::AssertStart => {
+                if start + t.len as u64 == 0 {
+                    sc.stack.push(pc + 1);
+                }
+            }
+            Inst::Classify(_) | Inst::Match | Inst::AssertEnd => out.push(Thread { pc, ..t }),
             Inst::AbsentTail(_) => {
                 if entering {
                     out.push(Thread {
@@ -908,25 +916,48 @@ impl Search {
         }
     }
 
-    /// No more rows can extend this search (WITHIN passed, or end of input): waiting
-    /// absences succeed, everything else dies.
-    fn expire(&mut self, rule: &CepRule) {
+    /// No more rows can extend this search (WITHIN passed, or `at_end`: the end of the
+    /// input): waiting absences succeed; threads waiting at `$` succeed at the end and
+    /// otherwise keep waiting (the next row of the key ends them); the rest die.
+    fn expire(&mut self, rule: &CepRule, at_end: bool) {
         if self.done {
             return;
         }
-        if let Some(t) = self
-            .threads
-            .iter()
-            .find(|t| matches!(rule.prog[t.pc as usize], Inst::AbsentTail(_)))
-        {
-            self.best = Some(Best {
-                node: t.pnode,
-                len: t.plen,
-                absent_deadline: Some(self.t0.saturating_add(rule.within_ms.unwrap_or(0))),
-            });
+        for t in &self.threads {
+            match rule.prog[t.pc as usize] {
+                Inst::AbsentTail(_) => {
+                    self.best = Some(Best {
+                        node: t.pnode,
+                        len: t.plen,
+                        absent_deadline: Some(self.t0.saturating_add(rule.within_ms.unwrap_or(0))),
+                    });
+                    break;
+                }
+                Inst::AssertEnd if at_end && matches_at_end(rule, t.pc) => {
+                    self.best = Some(Best {
+                        node: t.node,
+                        len: t.len,
+                        absent_deadline: None,
+                    });
+                    break;
+                }
+                _ => {}
+            }
         }
-        self.threads.clear();
-        self.done = true;
+        if at_end || self.best.is_some() {
+            self.threads.clear();
+        } else {
+            self.threads
+                .retain(|t| rule.prog[t.pc as usize] == Inst::AssertEnd);
+        }
+        self.done = self.threads.is_empty();
+    }
+
+    /// Only threads waiting at `$` are left: no deadline applies to them.
+    fn waits_for_end_only(&self, rule: &CepRule) -> bool {
+        self.threads
+            .iter()
+            .all(|t| rule.prog[t.pc as usize] == Inst::AssertEnd)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -947,8 +978,10 @@ impl Search {
         let rule = env.rule;
         if let Some(d) = rule.within_ms {
             if ts.saturating_sub(self.t0) > d {
-                self.expire(rule);
-                return;
+                self.expire(rule, false);
+                if self.done {
+                    return;
+                }
             }
         }
         sc.next_step(rule.prog.len());
@@ -957,6 +990,7 @@ impl Search {
         clist.extend_from_slice(&self.threads);
         self.threads.clear();
         for &t in &clist {
+            // (a thread waiting at `$` dies: this row shows the input goes on)
             let (v, absent) = match rule.prog[t.pc as usize] {
                 Inst::Classify(v) => (v, false),
                 Inst::AbsentTail(v) => (v, true),
@@ -988,26 +1022,54 @@ impl Search {
                 16,
             );
             let node = (self.nodes.len() - 1) as u32;
-            if absent {
-                let nt = Thread {
-                    node,
-                    len: t.len + 1,
-                    ..t
-                };
-                closure(rule, sc, &self.nodes, &mut self.threads, nt, false);
-            } else {
-                let nt = Thread {
-                    pc: t.pc + 1,
-                    node,
-                    len: t.len + 1,
-                    ..t
-                };
-                closure(rule, sc, &self.nodes, &mut self.threads, nt, true);
-            }
+            // an absence stays at its state; a classified row moves on
+            let nt = Thread {
+                pc: if absent { t.pc } else { t.pc + 1 },
+                node,
+                len: t.len + 1,
+                ..t
+            };
+            closure(
+                rule,
+                sc,
+                &self.nodes,
+                &mut self.threads,
+                nt,
+                !absent,
+                self.start,
+            );
         }
         sc.clist = clist;
         self.normalize(rule);
     }
+}
+
+/// Whether a thread at `$` (pc) reaches `Match` once the input has ended: through jumps,
+/// splits and further `$`, without a row.
+fn matches_at_end(rule: &CepRule, pc: u32) -> bool {
+    let mut seen = vec![false; rule.prog.len()];
+    let mut stack = vec![pc + 1];
+    while let Some(pc) = stack.pop() {
+        let Some(s) = seen.get_mut(pc as usize) else {
+            continue;
+        };
+        if *s {
+            continue;
+        }
+        *s = true;
+        match rule.prog[pc as usize] {
+            Inst::Match => return true,
+            Inst::Jmp(a) => stack.push(a),
+            Inst::Split(a, b) => {
+                stack.push(b);
+                stack.push(a);
+            }
+            Inst::AssertEnd => stack.push(pc + 1),
+            // a search's threads have taken its first row by now, so `^` cannot hold
+            Inst::AssertStart | Inst::Classify(_) | Inst::AbsentTail(_) => {}
+        }
+    }
+    false
 }
 
 fn skip_target(rule: &CepRule, s: &Search, best: &Best) -> u64 {
@@ -1587,7 +1649,7 @@ impl PartitionState {
                 for rk in rks.iter_mut() {
                     let rule = &rules.rules[rk.rule as usize];
                     for s in rk.searches.iter_mut() {
-                        s.expire(rule);
+                        s.expire(rule, true);
                     }
                     resolve(&mut em, rule, rk, kr, out);
                 }
@@ -1632,7 +1694,7 @@ impl PartitionState {
                     let mut any = false;
                     for s in rk.searches.iter_mut() {
                         if !s.done && s.t0.saturating_add(d) < wm {
-                            s.expire(rule);
+                            s.expire(rule, false);
                             any = true;
                         }
                     }
@@ -2042,6 +2104,7 @@ fn start_search(
             plen: 0,
         },
         true,
+        idx,
     );
     s.threads = threads;
     // a pattern that can match zero rows: the empty match is a candidate before the row

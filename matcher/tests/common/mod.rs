@@ -168,6 +168,8 @@ enum RPat {
     Seq(Vec<RPat>),
     Alt(Vec<RPat>),
     Rep(Box<RPat>, u32, Option<u32>, bool),
+    /// `^` (false) / `$` (true): position 0 / past the partition's last row.
+    Anchor(bool),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -340,7 +342,10 @@ fn collect(p: &Pattern, user: &mut Vec<String>, absent: &mut Vec<String>, any: &
             *any = true;
             xs.iter().for_each(|x| collect(x, user, absent, any))
         }
-        Pattern::Repeat { inner, .. } => collect(inner, user, absent, any),
+        Pattern::Repeat { inner, .. } | Pattern::Exclude(inner) => {
+            collect(inner, user, absent, any)
+        }
+        Pattern::Anchor { .. } => {}
     }
 }
 
@@ -376,6 +381,8 @@ impl Reference {
         fn conv(p: &Pattern, id: &dyn Fn(&str) -> VarId) -> RPat {
             match p {
                 Pattern::Var(v) => RPat::Var(id(&v.name)),
+                Pattern::Anchor { end, .. } => RPat::Anchor(*end),
+                Pattern::Exclude(inner) => conv(inner, id),
                 Pattern::Absent(v) => RPat::Rep(
                     Box::new(RPat::Var(id(&format!("$not_{}", v.name)))),
                     0,
@@ -519,6 +526,10 @@ impl Reference {
                 let r = k(i + 1, path);
                 path.pop();
                 r
+            }
+            RPat::Anchor(end) => {
+                let holds = if *end { i == rows.len() } else { i == 0 };
+                holds && k(i, path)
             }
             RPat::Seq(xs) => self.seq(xs, rows, s, i, path, mn, k),
             RPat::Alt(xs) => xs.iter().any(|x| self.m(x, rows, s, i, path, mn, k)),
