@@ -374,6 +374,20 @@ impl Display for Expr {
                 }
                 f.write_str(" END")
             }
+            // `RUNNING LAST(x)`, `FINAL COUNT(*)`
+            ExprKind::Function { name, args }
+                if (name.name.eq_ignore_ascii_case("running")
+                    || name.name.eq_ignore_ascii_case("final"))
+                    && matches!(
+                        args.as_slice(),
+                        [Expr {
+                            kind: ExprKind::Function { .. },
+                            ..
+                        }]
+                    ) =>
+            {
+                write!(f, "{name} {}", args[0])
+            }
             ExprKind::Function { name, args } => {
                 write!(f, "{name}(")?;
                 comma_list(f, args)?;

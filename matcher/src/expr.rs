@@ -591,6 +591,15 @@ impl Compiler<'_, '_> {
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(Node::Func(f, a));
         }
+        if lname == "running" || lname == "final" {
+            argc(1)?;
+            if lname == "final" && !self.scope.in_measures {
+                return err(name.span, "FINAL is only allowed in MEASURES");
+            }
+            // ONE ROW PER MATCH evaluates MEASURES at the match's last row, where RUNNING and
+            // FINAL agree; a DEFINE is always RUNNING
+            return self.expr(&args[0]);
+        }
         if lname == "regexp_like" || lname == "regexp" {
             argc(2)?;
             let re = regex_literal(&args[1])?;

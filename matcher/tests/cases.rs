@@ -428,7 +428,10 @@ fn trino_cases() {
             }
             report.push_str(&format!(
                 "{key}: {} (check {})\n",
-                if o.result.is_ok() { "pass" } else { "FAIL" },
+                match &o.result {
+                    Ok(()) => "pass".to_string(),
+                    Err(e) => format!("FAIL: {}", e.chars().take(200).collect::<String>()),
+                },
                 if o.checked { "accepts" } else { "refuses" }
             ));
         }

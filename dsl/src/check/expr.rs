@@ -172,6 +172,8 @@ const FUNCTIONS: &[&str] = &[
     "first",
     "last",
     "prev",
+    "running",
+    "final",
     "match_number",
     "classifier",
     "count",
@@ -837,6 +839,40 @@ impl Cx<'_> {
                 Some(DataType::Bool)
             }
             "first" | "last" | "prev" => self.navigation(name, &n, args, span, inner),
+            "running" | "final" => {
+                if !self.place.in_rule_body() {
+                    self.err(
+                        span,
+                        format!("{upper} is only allowed in DEFINE or MEASURES of a rule"),
+                    );
+                    return None;
+                }
+                if n == "final" && self.place == Place::Define {
+                    self.err(
+                        name.span,
+                        "FINAL is only allowed in MEASURES: a DEFINE sees the rows so far (RUNNING)",
+                    );
+                }
+                if !self.arity(name, args, span, 1, 1) {
+                    return None;
+                }
+                let qualifies = match &args[0].kind {
+                    ExprKind::Function { name: f, .. } => {
+                        let f = f.name.to_ascii_lowercase();
+                        matches!(f.as_str(), "first" | "last") || is_exact_agg(&f)
+                    }
+                    _ => false,
+                };
+                if !qualifies {
+                    self.err(
+                        args[0].span,
+                        format!(
+                            "{upper} qualifies FIRST, LAST or an aggregate, like {upper} LAST(v.x)"
+                        ),
+                    );
+                }
+                self.expr(&args[0], inner)
+            }
             "match_number" | "classifier" => {
                 if !self.place.in_rule_body() {
                     self.err(

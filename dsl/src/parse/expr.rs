@@ -7,8 +7,8 @@
 use nom::Err;
 
 use super::lex::{
-    attempt, cut, fail, field_name, hard, ident, is_reserved, kw, kw_q, labelled, number, record,
-    string_lit, sym, sym_q, tok_start, word, Depth, Exp, PErr, PResult, Upper,
+    attempt, cut, fail, field_name, hard, ident, ident_q, is_reserved, kw, kw_q, labelled, number,
+    record, string_lit, sym, sym_q, tok_start, word, Depth, Exp, PErr, PResult, Upper,
 };
 use super::limits::{MAX_EXPR_HEIGHT, MAX_LIST_ITEMS};
 use crate::ast::{BinaryOp, Expr, ExprKind, Ident, Literal, Span, UnaryOp};
@@ -355,6 +355,22 @@ fn primary(i: &str) -> H<'_> {
     // Function call?
     if let Some((r2, _)) = attempt(sym_q("(")(r))? {
         return call(t, first, r2);
+    }
+    // `RUNNING f(…)` / `FINAL f(…)` (row pattern navigation and aggregates): kept as a
+    // call of RUNNING / FINAL on the call it qualifies
+    if first.name.eq_ignore_ascii_case("RUNNING") || first.name.eq_ignore_ascii_case("FINAL") {
+        let t2 = tok_start(r)?;
+        if let Some((r3, fname)) = attempt(ident_q(t2))? {
+            if let Some((r4, _)) = attempt(sym_q("(")(r3))? {
+                let (r5, (inner, h)) = call(t2, fname, r4)?;
+                let sp = first.span.to(inner.span);
+                let kind = ExprKind::Function {
+                    name: first,
+                    args: vec![inner],
+                };
+                return node(kind, sp, h + 1, t).map(|n| (r5, n));
+            }
+        }
     }
     path(t, first, r)
 }

@@ -602,10 +602,12 @@ fn infer_type(c: &CompiledExpr, e: &dsl::ast::Expr, stream: &StreamDef) -> DataT
             "count" | "match_number" | "length" => DataType::Int,
             "avg" => DataType::Float,
             "classifier" | "lower" | "upper" => DataType::String,
-            "first" | "last" | "prev" | "sum" | "min" | "max" | "abs" => match args.first() {
-                Some(a) => infer_type(c, a, stream),
-                None => DataType::Json,
-            },
+            "first" | "last" | "prev" | "sum" | "min" | "max" | "abs" | "running" | "final" => {
+                match args.first() {
+                    Some(a) => infer_type(c, a, stream),
+                    None => DataType::Json,
+                }
+            }
             _ => DataType::Json,
         },
         ExprKind::Path(parts) => {
