@@ -552,7 +552,7 @@ proptest! {
     /// handle still held — the newest and older ones — matches exactly what the naive
     /// evaluator gives for the searches of its own version. A refused batch changes
     /// nothing; changes to an older handle are refused; once the older handles are let
-    /// go, the dropped searches are freed.
+    /// go, the dropped searches are freed (without waiting for another change).
     #[test]
     fn search_set_versions_equal_naive(steps in prop::collection::vec(set_step(), 1..40)) {
         let mut held: Vec<(SearchSet, BTreeMap<String, dsl::query::Query>)> =
@@ -621,10 +621,63 @@ proptest! {
             }
         }
         let (latest, model) = held.pop().unwrap();
+        // Letting the older handles go frees what only they could see.
         drop(held);
-        latest.reclaim();
         let st = latest.stats();
         prop_assert_eq!(st.searches, model.len());
         prop_assert_eq!(st.held, model.len());
     }
+}
+
+/// Workers match on their own handles while another thread keeps changing the set: each
+/// handle's answer never moves, the newest one sees every change, nothing blocks, and
+/// once the old handles are gone only the newest version's searches are held.
+#[test]
+fn search_set_changes_while_matching() {
+    let base = SearchSet::<()>::default()
+        .with_changes(
+            &[],
+            vec![
+                ("a".into(), SearchSpec::matches("body", "acme").unwrap()),
+                ("b".into(), SearchSpec::matches("body", "corp*").unwrap()),
+            ],
+        )
+        .unwrap();
+    // Every search of every version matches this document.
+    let d = Document::new().with("body", "acme corporation news");
+    let names = |set: &SearchSet, sc: &mut SearchScratch| -> Vec<String> {
+        set.match_document(sc, &d, &mut |_, _| true)
+            .into_iter()
+            .map(|h| h.search.to_string())
+            .collect()
+    };
+    let last = std::thread::scope(|s| {
+        let old = base.clone();
+        let reader = s.spawn(move || {
+            let mut sc = SearchScratch::default();
+            for _ in 0..2_000 {
+                assert_eq!(names(&old, &mut sc), ["a", "b"]);
+            }
+        });
+        let mut set = base.clone();
+        let mut sc = SearchScratch::default();
+        for i in 0..300 {
+            let n = format!("x{}", i % 7);
+            set = if i % 3 == 2 {
+                set.with_changes(&[n.as_str(), "a"], vec![]).unwrap()
+            } else {
+                let add = vec![
+                    (n, SearchSpec::matches("body", "news OR n?ws").unwrap()),
+                    ("a".into(), SearchSpec::matches("body", "acme").unwrap()),
+                ];
+                set.with_changes(&[], add).unwrap()
+            };
+            assert_eq!(names(&set, &mut sc).len(), set.len(), "change {i}");
+        }
+        reader.join().unwrap();
+        set
+    });
+    drop(base);
+    let st = last.stats();
+    assert_eq!((st.searches, st.held), (last.len(), last.len()));
 }

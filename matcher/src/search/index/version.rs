@@ -35,12 +35,22 @@ struct Version<R> {
 }
 
 impl<R> Drop for Version<R> {
+    /// The last handle of a version let go: its searches that newer versions dropped are
+    /// freed now if the index is free to write (else at the next change), so the slots a
+    /// batch added stop being checked per document once every worker has switched.
     fn drop(&mut self) {
-        self.shared
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.v);
+        let min_live = {
+            let mut live = self
+                .shared
+                .live
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            live.remove(&self.v);
+            live.first().copied()
+        };
+        if let (Some(min_live), Ok(mut idx)) = (min_live, self.shared.index.try_write()) {
+            idx.reclaim(min_live);
+        }
     }
 }
 
