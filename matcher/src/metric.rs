@@ -305,6 +305,13 @@ impl MetricPlan {
         })
     }
 
+    /// A fresh state like `proto` (from [`MetricPlan::new_state`]) for one log partition.
+    pub fn state_like(&self, proto: &MetricState, partition: u32) -> MetricState {
+        let mut s = proto.clone();
+        s.partition = partition;
+        s
+    }
+
     pub fn is_sliding(&self) -> bool {
         matches!(self.window.kind, WindowKind::Sliding { .. })
     }

@@ -50,6 +50,7 @@ use crate::plan::{MetricOptions, StreamDef};
 use expr::{has_aggregate, has_matches, Cx, Place, Ty, Vars};
 use names::{did_you_mean, list};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 /// A checked statement.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +70,9 @@ pub struct Entry {
     /// true for a `CREATE STREAM`, and for a search without EMIT over such a stream.
     pub undeclared_fields: bool,
     pub plan: Plan,
+    /// When the statement was created or last replaced (catalog-wide, increasing): the
+    /// order of the statements reading one stream is the order of their `seq`.
+    pub seq: u64,
     batch: u64,
 }
 
@@ -135,10 +139,28 @@ pub struct Applied {
 }
 
 /// All checked statements, by name, in application order.
+///
+/// Cheap to clone and to change by one statement at a million entries: entries are
+/// shared (`Arc`) and held in persistent structures ([`imbl`]): a clone shares
+/// everything, a change copies a path of the trees, and [`Catalog::changed_since`] skips
+/// the parts two versions share.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Catalog {
-    entries: Vec<Entry>,
+    entries: imbl::Vector<Arc<Entry>>,
+    by_name: imbl::OrdMap<String, Arc<Entry>>,
     batch: u64,
+    /// The next [`Entry::seq`].
+    seq: u64,
+}
+
+/// A statement that differs between two catalog versions ([`Catalog::changed_since`]).
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub name: String,
+    /// The entry in the older version (`None`: created since).
+    pub old: Option<Arc<Entry>>,
+    /// The entry in the newer version (`None`: dropped since).
+    pub new: Option<Arc<Entry>>,
 }
 
 pub(crate) fn kind_word(k: ObjectKind) -> &'static str {
@@ -183,12 +205,67 @@ impl Catalog {
     }
 
     /// Every checked statement in application order: each comes after what it reads FROM.
-    pub fn entries(&self) -> &[Entry] {
+    pub fn entries(&self) -> &imbl::Vector<Arc<Entry>> {
         &self.entries
     }
 
+    /// The number of statements.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     pub fn get(&self, name: &str) -> Option<&Entry> {
-        self.entries.iter().find(|e| e.name == name)
+        self.by_name.get(name).map(|e| &**e)
+    }
+
+    /// The entry of `name`, shared.
+    pub fn get_arc(&self, name: &str) -> Option<Arc<Entry>> {
+        self.by_name.get(name).cloned()
+    }
+
+    /// The statements that differ from `old` (created, replaced, dropped, or checked
+    /// again because what they read changed), by name. Parts both versions share are
+    /// skipped, so between a version and the next this costs in proportion to the change.
+    pub fn changed_since(&self, old: &Catalog) -> Vec<Change> {
+        use imbl::ordmap::DiffItem;
+        old.by_name
+            .diff(&self.by_name)
+            .filter_map(|d| match d {
+                DiffItem::Add(k, v) => Some(Change {
+                    name: k.clone(),
+                    old: None,
+                    new: Some(v.clone()),
+                }),
+                DiffItem::Update {
+                    old: (k, a),
+                    new: (_, b),
+                } => (!Arc::ptr_eq(a, b)).then(|| Change {
+                    name: k.clone(),
+                    old: Some(a.clone()),
+                    new: Some(b.clone()),
+                }),
+                DiffItem::Remove(k, v) => Some(Change {
+                    name: k.clone(),
+                    old: Some(v.clone()),
+                    new: None,
+                }),
+            })
+            .collect()
+    }
+
+    fn push_entry(&mut self, e: Entry) {
+        let e = Arc::new(e);
+        self.by_name.insert(e.name.clone(), e.clone());
+        self.entries.push_back(e);
+    }
+
+    fn remove_entry(&mut self, i: usize) {
+        let e = self.entries.remove(i);
+        self.by_name.remove(&e.name);
     }
 
     /// The stream readable under `name`: a declared stream or a statement's output.
@@ -240,7 +317,8 @@ impl Catalog {
     }
 
     fn index_of(&self, name: &str) -> Option<usize> {
-        self.entries.iter().position(|e| e.name == name)
+        let e = self.by_name.get(name)?;
+        self.entries.iter().position(|x| Arc::ptr_eq(x, e))
     }
 
     fn note_if_here(&self, d: Diagnostic, e: &Entry, span: Span, note: &str) -> Diagnostic {
@@ -276,9 +354,8 @@ impl Catalog {
             StatementKind::CreateSearch(c) => (ObjectKind::Search, &c.name, c.or_replace),
             StatementKind::CreateMetric(c) => (ObjectKind::Metric, &c.name, c.or_replace),
         };
-        let existing = self.index_of(&name.name);
-        if let Some(i) = existing {
-            let e = &self.entries[i];
+        let existing = self.get_arc(&name.name);
+        if let Some(e) = &existing {
             if !or_replace {
                 let d = Diagnostic::error(
                     name.span,
@@ -316,7 +393,7 @@ impl Catalog {
                     from.span,
                     format!("`{}` cannot read FROM its own output", name.name),
                 ));
-            } else if let Some(i) = self.index_of(&from.name) {
+            } else if let Some(i) = self.get_arc(&from.name) {
                 if existing.is_some() && self.depends_on(&from.name, &name.name) {
                     diags.push(Diagnostic::error(
                         from.span,
@@ -333,10 +410,7 @@ impl Catalog {
             }
         }
         let (input_def, input_derived, input_open) = match input {
-            Some(i) => {
-                let e = &self.entries[i];
-                (e.output.clone(), Some(e.derived), e.undeclared_fields)
-            }
+            Some(e) => (e.output.clone(), Some(e.derived), e.undeclared_fields),
             // Unknown input: check the rest against a schemaless stand-in.
             None => (stand_in(from_of(s).unwrap_or("")), None, true),
         };
@@ -351,18 +425,26 @@ impl Catalog {
             derived: kind != ObjectKind::Stream,
             undeclared_fields: undeclared_fields(s, input_open),
             plan,
+            seq: self.seq,
             batch: self.batch,
         };
-        let action = match existing {
+        self.seq += 1;
+        let action = match existing.and_then(|_| self.index_of(&name.name)) {
             Some(i) => {
-                self.entries.remove(i);
-                self.entries.push(entry);
-                self.recheck_dependents(&name.name, name.span, diags);
-                self.sort();
+                self.remove_entry(i);
+                self.push_entry(entry);
+                if self
+                    .entries
+                    .iter()
+                    .any(|e| e.from() == Some(name.name.as_str()))
+                {
+                    self.recheck_dependents(&name.name, name.span, diags);
+                    self.sort();
+                }
                 Action::Replaced
             }
             None => {
-                self.entries.push(entry);
+                self.push_entry(entry);
                 Action::Created
             }
         };
@@ -433,10 +515,13 @@ impl Catalog {
                     ));
                 }
                 let dep = e.name.clone();
-                let e = &mut self.entries[i];
+                let mut e = Entry::clone(e);
                 e.output = output;
                 e.plan = plan;
                 e.undeclared_fields = undeclared_fields(&e.statement, open);
+                let e = Arc::new(e);
+                self.by_name.insert(dep.clone(), e.clone());
+                self.entries.set(i, e);
                 changed.insert(dep);
                 progressed = true;
             }
@@ -449,7 +534,7 @@ impl Catalog {
     /// Stable topological order: each entry after the one it reads FROM.
     fn sort(&mut self) {
         let mut placed: BTreeSet<String> = BTreeSet::new();
-        let mut rest = std::mem::take(&mut self.entries);
+        let mut rest: Vec<Arc<Entry>> = std::mem::take(&mut self.entries).into_iter().collect();
         let names: BTreeSet<String> = rest.iter().map(|e| e.name.clone()).collect();
         while !rest.is_empty() {
             let before = rest.len();
@@ -460,7 +545,7 @@ impl Catalog {
                     .is_none_or(|f| placed.contains(f) || !names.contains(f));
                 if ready {
                     placed.insert(e.name.clone());
-                    self.entries.push(e);
+                    self.entries.push_back(e);
                 } else {
                     keep.push(e);
                 }
@@ -468,7 +553,7 @@ impl Catalog {
             rest = keep;
             if rest.len() == before {
                 // A cycle (prevented by check); keep the remaining order.
-                self.entries.append(&mut rest);
+                self.entries.extend(rest.drain(..));
             }
         }
     }
@@ -507,7 +592,7 @@ impl Catalog {
             ));
             return None;
         }
-        let readers: Vec<&Entry> = self
+        let readers: Vec<&Arc<Entry>> = self
             .entries
             .iter()
             .filter(|r| r.from() == Some(d.name.name.as_str()))
@@ -531,7 +616,7 @@ impl Catalog {
             diags.push(self.note_if_here(diag, r, span, "read here"));
             return None;
         }
-        self.entries.remove(i);
+        self.remove_entry(i);
         Some(AppliedStatement {
             kind: d.kind,
             name: d.name.name.clone(),

@@ -38,7 +38,12 @@ pub fn statement_json(e: &dsl::check::Entry) -> Json {
 
 pub async fn list_statements(State(s): St) -> Response {
     let cur = s.current();
-    let list: Vec<Json> = cur.catalog.entries().iter().map(statement_json).collect();
+    let list: Vec<Json> = cur
+        .catalog
+        .entries()
+        .iter()
+        .map(|e| statement_json(e))
+        .collect();
     axum::Json(json!({"statements": list})).into_response()
 }
 
