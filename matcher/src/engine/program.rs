@@ -86,6 +86,9 @@ impl std::fmt::Debug for Program {
 struct Dirty {
     /// The stream's own definition (its statement, or its repartitioning).
     def: bool,
+    /// The stream's own statement changed: its state starts again even when its
+    /// definition reads the same.
+    entry: bool,
     rules: bool,
     metrics: bool,
     /// Searches reading the stream that were removed or changed (by name).
@@ -170,9 +173,10 @@ impl Program {
         let new_reads = reads_hidden(config);
         if self.config.repartition != config.repartition {
             for r in self.config.repartition.iter().chain(&config.repartition) {
-                let d = dirty.entry(r.stream.clone()).or_default();
-                d.def = true;
-                dirty.entry(r.source.clone()).or_default().def = true;
+                dirty.entry(r.stream.clone()).or_default().def = true;
+                let d = dirty.entry(r.source.clone()).or_default();
+                d.rules = true;
+                d.metrics = true;
             }
         }
         let input_of = |e: &Entry, reads: &HashMap<String, String>| -> Option<String> {
@@ -195,7 +199,9 @@ impl Program {
                         set_changed = true;
                     }
                 }
-                dirty.entry(e.name.clone()).or_default().def = true;
+                let d = dirty.entry(e.name.clone()).or_default();
+                d.def = true;
+                d.entry = true;
                 if e.kind == ObjectKind::Stream {
                     set_changed = true;
                     for r in config.repartition.iter().filter(|r| r.source == e.name) {
@@ -339,7 +345,9 @@ impl Program {
             _ => {
                 let (def, kind) = self.stream_def(name, old, reads)?;
                 match &prev {
-                    Some(p) if p.base.def == def && p.base.kind == kind => (p.base.clone(), false),
+                    Some(p) if !d.entry && p.base.def == def && p.base.kind == kind => {
+                        (p.base.clone(), false)
+                    }
                     _ => (
                         Arc::new(StreamBase {
                             decoder: RowDecoder::new(&def),
