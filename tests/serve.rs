@@ -1877,3 +1877,164 @@ CREATE RULE big AS FROM pay PARTITION BY card
     );
     assert_eq!(get(&s, "/readyz").0, 200);
 }
+
+fn chattr(p: &Path, flag: &str) -> bool {
+    Command::new("chattr")
+        .arg(flag)
+        .arg(p)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn last_segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    segs.sort();
+    segs.pop().unwrap()
+}
+
+/// Waits until `/readyz` answers `want`.
+fn wait_ready_status(s: &Server, want: u16, limit: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let (st, v) = get(s, "/readyz");
+        if st == want {
+            return;
+        }
+        assert!(t0.elapsed() < limit, "/readyz stays {st}: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const BIG_RULES: &str = "
+CREATE STREAM pay (card STRING, amount FLOAT, ts TIMESTAMP)
+  WITH (event_time = 'ts', max_delay = '1 second', key = 'card');
+CREATE RULE big AS FROM pay PARTITION BY card
+  PATTERN (b) DEFINE b AS amount > 100 MEASURES b.amount AS amount;
+";
+
+fn big_events(from: i64, n: i64) -> Value {
+    Value::Array(
+        (from..from + n)
+            .map(|i| ev(&format!("c{}", i % 5), 200.0, 1_000 + 100 * i))
+            .collect(),
+    )
+}
+
+/// Issue 19, item 2: the outputs segment made immutable for a moment (`chattr +i`, a
+/// real write error): `/readyz` answers 503 while the outputs partition is failed, the
+/// log reopens it by itself once the file is writable again (no restart), every output
+/// appears once, and SIGTERM finishes.
+#[test]
+fn short_write_error_recovers_without_restart() {
+    let d = tmpdir("eio");
+    let rules = d.join("rules.weir");
+    std::fs::write(&rules, BIG_RULES).unwrap();
+    let mut s = start(
+        &d,
+        &["--partitions", "1", "--rules", rules.to_str().unwrap()],
+    );
+    let (st, v) = post(&s, "/v1/streams/pay/events", &big_events(0, 50).to_string());
+    assert_eq!(st, 200, "{v}");
+    let pos = v["position"].as_str().unwrap().to_string();
+    // The watermark (newest ts - 1 s) releases the earlier matches.
+    assert!(!all_outputs(&s, &pos).is_empty());
+    let seg = last_segment(&d.join("log/topics/outputs/0"));
+    if !chattr(&seg, "+i") {
+        eprintln!("chattr +i not available here; skipped");
+        return;
+    }
+    let (st, v) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &big_events(50, 50).to_string(),
+    );
+    let failed = {
+        let t0 = Instant::now();
+        loop {
+            let (rs, rv) = get(&s, "/readyz");
+            if rs == 503 || t0.elapsed() > Duration::from_secs(10) {
+                break (rs, rv);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    assert!(chattr(&seg, "-i"));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        failed.0, 503,
+        "readyz while the outputs partition is failed"
+    );
+    assert_eq!(failed.1["error"]["code"], "log_failed", "{}", failed.1);
+    wait_ready_status(&s, 200, Duration::from_secs(15));
+    let (st, v) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &ev("flush", 1.0, 1_000_000).to_string(),
+    );
+    assert_eq!(st, 200, "{v}");
+    let pos = v["position"].as_str().unwrap().to_string();
+    let got = all_outputs(&s, &pos);
+    let ids: HashSet<&str> = got.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), got.len(), "no duplicate output");
+    assert_eq!(got.iter().filter(|r| r["rule"] == "big").count(), 100);
+    assert_eq!(prom(&s, "weir_log_failed_partitions"), 0);
+    sigterm(&mut s);
+}
+
+/// SIGTERM while the outputs segment is still immutable finishes (the worker stops
+/// without a checkpoint), and the next start re-derives what was not written.
+#[test]
+fn shutdown_with_a_failed_disk_finishes_and_the_next_start_replays() {
+    let d = tmpdir("eio-stop");
+    let rules = d.join("rules.weir");
+    std::fs::write(&rules, BIG_RULES).unwrap();
+    let args = ["--partitions", "1", "--rules", rules.to_str().unwrap()];
+    let mut s = start(&d, &args);
+    let (st, v) = post(&s, "/v1/streams/pay/events", &big_events(0, 50).to_string());
+    assert_eq!(st, 200, "{v}");
+    let pos = v["position"].as_str().unwrap().to_string();
+    assert!(!all_outputs(&s, &pos).is_empty());
+    let seg = last_segment(&d.join("log/topics/outputs/0"));
+    if !chattr(&seg, "+i") {
+        eprintln!("chattr +i not available here; skipped");
+        return;
+    }
+    let (st, _) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &big_events(50, 50).to_string(),
+    );
+    let (st2, _) = post(
+        &s,
+        "/v1/streams/pay/events",
+        &ev("flush", 1.0, 1_000_000).to_string(),
+    );
+    wait_ready_status(&s, 503, Duration::from_secs(10));
+    let t0 = Instant::now();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(s.child.id().to_string())
+        .status();
+    let done = loop {
+        if let Ok(Some(st)) = s.child.try_wait() {
+            break Some(st);
+        }
+        if t0.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(chattr(&seg, "-i"));
+    assert_eq!((st, st2), (200, 200));
+    assert!(done.is_some(), "SIGTERM did not finish with a failed disk");
+    drop(s);
+    let s = start(&d, &args);
+    let got = all_outputs(&s, "");
+    let ids: HashSet<&str> = got.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), got.len(), "no duplicate output");
+    assert_eq!(got.iter().filter(|r| r["rule"] == "big").count(), 100);
+}

@@ -129,6 +129,8 @@ fn start_syncers() -> Mutex<std::sync::mpsc::Sender<SyncJob>> {
 }
 
 const ALWAYS_SAFETY_SYNC: Duration = Duration::from_secs(1);
+/// How often the background thread looks for failed partitions to reopen.
+const REOPEN_CHECK: Duration = Duration::from_millis(200);
 
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
@@ -742,6 +744,43 @@ impl Log {
     fn all_partitions(&self) -> Vec<Arc<Partition>> {
         all_partitions(&self.inner)
     }
+
+    /// Partitions that refuse writes after an I/O error: (topic, partition, reason).
+    /// Each is reopened without a restart once the disk works again (retried with
+    /// backoff by appends and by the background thread; see `docs/durability.md`).
+    pub fn failed_partitions(&self) -> Vec<(String, u32, String)> {
+        self.all_partitions()
+            .iter()
+            .filter_map(|p| p.failed().map(|r| (p.topic.clone(), p.id, r)))
+            .collect()
+    }
+
+    /// Tries to reopen every failed partition now; returns how many are still failed.
+    pub fn reopen_failed(&self) -> usize {
+        self.all_partitions()
+            .iter()
+            .filter(|p| p.failed().is_some() && !p.try_reopen())
+            .count()
+    }
+
+    /// Test hook (fault injection): the next `writes` batch writes and the next `fsyncs`
+    /// fsyncs of this partition fail with an I/O error, as a failing disk would.
+    pub fn inject_failures(
+        &self,
+        topic: &str,
+        partition: u32,
+        writes: u64,
+        fsyncs: u64,
+    ) -> Result<()> {
+        let p = self.partition(topic, partition)?;
+        p.injected
+            .writes
+            .store(writes, std::sync::atomic::Ordering::Release);
+        p.injected
+            .fsyncs
+            .store(fsyncs, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
 }
 
 fn all_partitions(inner: &Inner) -> Vec<Arc<Partition>> {
@@ -772,8 +811,14 @@ fn background(inner: Arc<Inner>) {
     };
     let mut next_sync = sync_every.map(|d| Instant::now() + d);
     let mut next_retention = Some(Instant::now() + inner.cfg.retention_check_interval);
+    // Failed partitions are reopened from here too, so they recover (and readiness
+    // returns) without waiting for a write.
+    let mut next_reopen = Some(Instant::now() + REOPEN_CHECK);
     loop {
-        let wake = [next_sync, next_retention].into_iter().flatten().min();
+        let wake = [next_sync, next_retention, next_reopen]
+            .into_iter()
+            .flatten()
+            .min();
         {
             let mut stop = inner.stop.lock().unwrap_or_else(|e| e.into_inner());
             loop {
@@ -807,6 +852,16 @@ fn background(inner: Arc<Inner>) {
                     }
                 }
                 next_sync = Some(Instant::now() + every);
+            }
+        }
+        if let Some(at) = next_reopen {
+            if now >= at {
+                for p in all_partitions(&inner) {
+                    if p.failed().is_some() {
+                        p.try_reopen_with_backoff();
+                    }
+                }
+                next_reopen = Some(Instant::now() + REOPEN_CHECK);
             }
         }
         if let Some(at) = next_retention {

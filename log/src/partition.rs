@@ -123,6 +123,30 @@ struct Writer {
     active: Arc<Segment>,
     buf: Vec<u8>,
     failed: Option<String>,
+    /// While failed: when the next reopen may be tried, and the delay after that one.
+    retry_at: Option<std::time::Instant>,
+    retry_delay: Duration,
+}
+
+/// First and longest delay between two reopen attempts of a failed partition.
+const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(50);
+const REOPEN_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Failures injected by tests ([`crate::Log::inject_failures`]): the next `writes`
+/// batch writes and the next `fsyncs` fsyncs of the partition fail with an I/O error.
+#[derive(Default)]
+pub(crate) struct Injected {
+    pub writes: AtomicU64,
+    pub fsyncs: AtomicU64,
+}
+
+fn take_one(n: &AtomicU64) -> bool {
+    n.fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| v.checked_sub(1))
+        .is_ok()
+}
+
+fn injected_error() -> std::io::Error {
+    std::io::Error::other("injected I/O error (test hook)")
 }
 
 struct SyncState {
@@ -150,6 +174,7 @@ pub(crate) struct Partition {
     records: AtomicU64,
     bytes: AtomicU64,
     fsyncs: AtomicU64,
+    pub(crate) injected: Injected,
 }
 
 /// Counters and offsets of one partition (for metrics).
@@ -392,6 +417,8 @@ impl Partition {
                 active,
                 buf: Vec::new(),
                 failed: None,
+                retry_at: None,
+                retry_delay: REOPEN_FIRST_DELAY,
             }),
             segments: RwLock::new(segments),
             written_end: AtomicU64::new(end),
@@ -405,6 +432,7 @@ impl Partition {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
+            injected: Injected::default(),
         };
         Ok((p, report))
     }
@@ -415,6 +443,136 @@ impl Partition {
             partition: self.id,
             reason: reason.to_string(),
         }
+    }
+
+    /// Marks the partition failed (appends and fsyncs refused until a reopen works).
+    fn fail(&self, w: &mut Writer, reason: String) {
+        if w.failed.is_none() {
+            w.retry_delay = REOPEN_FIRST_DELAY;
+            w.retry_at = Some(std::time::Instant::now() + REOPEN_FIRST_DELAY);
+        }
+        w.failed = Some(reason);
+    }
+
+    /// Why the partition refuses writes, if it does.
+    pub fn failed(&self) -> Option<String> {
+        lock(&self.writer).failed.clone()
+    }
+
+    /// Tries to reopen a failed partition now (backoff ignored); true when it works.
+    pub fn try_reopen(&self) -> bool {
+        let mut w = lock(&self.writer);
+        if w.failed.is_some() {
+            w.retry_at = None;
+        }
+        self.reopen_locked(&mut w);
+        w.failed.is_none()
+    }
+
+    /// Tries to reopen a failed partition if its backoff delay has passed.
+    pub fn try_reopen_with_backoff(&self) {
+        let mut w = lock(&self.writer);
+        self.reopen_locked(&mut w);
+    }
+
+    /// A failed partition recovers without a restart once the disk does (issue 19,
+    /// item 2). Tried at most once per backoff delay (50 ms doubling to 2 s), from
+    /// appends, fsyncs and the log's background thread:
+    ///
+    /// 1. the active segment is cut back to its last complete batch (a failed write may
+    ///    have left part of a batch);
+    /// 2. its batches are read back and checked (CRC): if the kernel dropped pages after
+    ///    a failed fsync, what it returns now is not what was written, and the partition
+    ///    stays failed (only a restart's recovery can sort that out);
+    /// 3. the segment's bytes are written again (so they are dirty in the page cache
+    ///    whatever a failed fsync did to them) and fsynced; a stray next segment file
+    ///    left by a failed roll is removed.
+    ///
+    /// Then everything written is durable, and appends go on where they stopped.
+    fn reopen_locked(&self, w: &mut Writer) {
+        let Some(reason) = w.failed.clone() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if w.retry_at.is_some_and(|t| now < t) {
+            return;
+        }
+        match self.reopen_active(&w.active) {
+            Ok(()) => {
+                tracing::warn!(topic = %self.topic, partition = self.id, earlier_failure = %reason,
+                    "log partition reopened after a write failure; appends resume");
+                w.failed = None;
+                w.retry_at = None;
+                w.retry_delay = REOPEN_FIRST_DELAY;
+                let end = w.active.end.load(Ordering::Acquire);
+                self.written_end.store(end, Ordering::Release);
+                self.durable_end.fetch_max(end, Ordering::AcqRel);
+                self.notify_visible();
+            }
+            Err(e) => {
+                tracing::debug!(topic = %self.topic, partition = self.id, error = %e, "log partition reopen failed; will retry");
+                w.retry_delay = (w.retry_delay * 2).min(REOPEN_MAX_DELAY);
+                w.retry_at = Some(now + w.retry_delay);
+            }
+        }
+    }
+
+    fn reopen_active(&self, seg: &Segment) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let size = seg.size.load(Ordering::Acquire);
+        if take_one(&self.injected.writes) {
+            return Err(Error::Io {
+                path: seg.path.clone(),
+                source: injected_error(),
+            });
+        }
+        seg.file.set_len(size).at(&seg.path)?;
+        let scan = seg.scan(
+            0,
+            seg.base,
+            format::MAX_BATCH_ON_DISK,
+            self.cfg.index_interval_bytes,
+            0,
+        )?;
+        if scan.bad.is_some() || scan.end_pos != size {
+            return Err(Error::PartitionFailed {
+                topic: self.topic.clone(),
+                partition: self.id,
+                reason: format!(
+                    "{} no longer reads back as written ({}); restart to recover",
+                    seg.path.display(),
+                    scan.bad.map(|b| b.1).unwrap_or_default()
+                ),
+            });
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        while pos < size {
+            let n = ((size - pos) as usize).min(buf.len());
+            seg.file.read_exact_at(&mut buf[..n], pos).at(&seg.path)?;
+            seg.file.write_all_at(&buf[..n], pos).at(&seg.path)?;
+            pos += n as u64;
+        }
+        if take_one(&self.injected.fsyncs) {
+            return Err(Error::Io {
+                path: seg.path.clone(),
+                source: injected_error(),
+            });
+        }
+        seg.file.sync_data().at(&seg.path)?;
+        // A roll that failed after creating the next segment's file leaves it behind.
+        let next = self.dir.join(crate::segment::segment_file_name(
+            seg.end.load(Ordering::Acquire),
+        ));
+        if next != seg.path && next.exists() {
+            std::fs::remove_file(&next).at(&next)?;
+            let idx = self.dir.join(crate::segment::index_file_name(
+                seg.end.load(Ordering::Acquire),
+            ));
+            let _ = std::fs::remove_file(idx);
+        }
+        sync_dir(&self.dir)?;
+        Ok(())
     }
 
     pub fn written_end(&self) -> u64 {
@@ -471,6 +629,7 @@ impl Partition {
             });
         }
         let mut w = lock(&self.writer);
+        self.reopen_locked(&mut w);
         if let Some(reason) = &w.failed {
             return Err(self.failed_err(reason));
         }
@@ -488,7 +647,7 @@ impl Partition {
         };
         if active_size > 0 && (active_size + size > self.cfg.segment_bytes || too_old) {
             if let Err(e) = self.roll(&mut w) {
-                w.failed = Some(e.to_string());
+                self.fail(&mut w, e.to_string());
                 return Err(e);
             }
         }
@@ -498,12 +657,17 @@ impl Partition {
         format::encode_batch(buf, first, now_ms, records);
         let pos = active.size.load(Ordering::Acquire);
         use std::os::unix::fs::FileExt;
-        if let Err(e) = active.file.write_all_at(buf, pos) {
+        let written = if take_one(&self.injected.writes) {
+            Err(injected_error())
+        } else {
+            active.file.write_all_at(buf, pos)
+        };
+        if let Err(e) = written {
             // Remove whatever part of the batch reached the file; if even that fails,
-            // refuse further appends until recovery runs.
+            // refuse further appends until a reopen succeeds (see `reopen_locked`).
             let reason = format!("write to {} failed: {e}", active.path.display());
             if active.file.set_len(pos).is_err() {
-                w.failed = Some(reason.clone());
+                self.fail(&mut w, reason);
             }
             return Err(Error::Io {
                 path: w.active.path.clone(),
@@ -592,19 +756,26 @@ impl Partition {
     /// written before it started.
     fn sync_once(&self) -> Result<()> {
         let (seg, end) = {
-            let w = lock(&self.writer);
+            let mut w = lock(&self.writer);
+            self.reopen_locked(&mut w);
             if let Some(reason) = &w.failed {
                 return Err(self.failed_err(reason));
             }
             (w.active.clone(), self.written_end())
         };
         self.fsyncs.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = seg.file.sync_data() {
-            // After a failed fsync the kernel may have dropped the dirty pages; the only
-            // safe course is to stop and let recovery re-read what is really on disk.
+        let synced = if take_one(&self.injected.fsyncs) {
+            Err(injected_error())
+        } else {
+            seg.file.sync_data()
+        };
+        if let Err(e) = synced {
+            // After a failed fsync the kernel may have dropped the dirty pages: retrying
+            // the fsync could report success for data that is not on disk. The partition
+            // stops; a reopen (`reopen_locked`) rewrites and re-syncs the active segment.
             let reason = format!("fsync of {} failed: {e}", seg.path.display());
             tracing::error!(topic = %self.topic, partition = self.id, %reason, "log fsync failed");
-            lock(&self.writer).failed = Some(reason);
+            self.fail(&mut lock(&self.writer), reason);
             return Err(Error::Io {
                 path: seg.path.clone(),
                 source: e,

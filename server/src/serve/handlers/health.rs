@@ -17,11 +17,28 @@ pub async fn healthz() -> Response {
 }
 
 pub async fn readyz(State(s): St) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
-        axum::Json(json!({"status": "ready"})).into_response()
-    } else {
-        AppError::new(503, "recovering", "recovery is not finished").into_response()
+    if !s.ready.load(Ordering::SeqCst) {
+        return AppError::new(503, "recovering", "recovery is not finished").into_response();
     }
+    // A log partition that refuses writes after an I/O error: not ready until it is
+    // reopened (by itself, once the disk works again).
+    let failed = s
+        .log
+        .as_embedded()
+        .map(|l| l.failed_partitions())
+        .unwrap_or_default();
+    if let Some((topic, partition, reason)) = failed.first() {
+        return AppError::new(
+            503,
+            "log_failed",
+            format!(
+                "{} log partition(s) refuse writes, e.g. {topic}/{partition}: {reason}; retried until the disk works again",
+                failed.len()
+            ),
+        )
+        .into_response();
+    }
+    axum::Json(json!({"status": "ready"})).into_response()
 }
 
 pub async fn prometheus(State(s): St) -> Response {
@@ -125,6 +142,14 @@ pub async fn prometheus(State(s): St) -> Response {
         "gauge",
         "Bytes that log recovery cut (torn or corrupt data, and segments after it) and kept in the partitions' quarantine/ folders since start (docs/durability.md).",
         quarantined,
+    );
+    metric(
+        "weir_log_failed_partitions",
+        "gauge",
+        "Log partitions refusing writes after an I/O error (reopened once the disk works again).",
+        s.log
+            .as_embedded()
+            .map_or(0, |l| l.failed_partitions().len() as u64),
     );
     metric(
         "weir_log_lost_offsets_filled_total",

@@ -52,6 +52,8 @@ pub struct Worker {
     marks_sent: HashMap<String, (i64, bool)>,
     /// Per source stream with repartitioned copies: since when every read found nothing.
     drained_since: HashMap<String, Instant>,
+    /// Shutdown came while the log refused writes: the worker stops without a checkpoint.
+    abandoned: bool,
 }
 
 /// A source partition with no new events for this long stops holding back the watermark
@@ -100,6 +102,7 @@ impl Worker {
             marks: HashMap::new(),
             marks_sent: HashMap::new(),
             drained_since: HashMap::new(),
+            abandoned: false,
         }
     }
 
@@ -201,6 +204,7 @@ impl Worker {
             marks,
             marks_sent: HashMap::new(),
             drained_since: HashMap::new(),
+            abandoned: false,
         };
         w.fill_cut_inputs();
         w.publish(&versions);
@@ -359,6 +363,9 @@ impl Worker {
         loop {
             let versions = self.shared.versions();
             let n = self.step(&versions);
+            if self.abandoned {
+                return;
+            }
             self.publish(&versions);
             if n == 0 {
                 return;
@@ -394,6 +401,9 @@ impl Worker {
             let versions = self.shared.versions();
             let t_step = Instant::now();
             let n = self.step(&versions);
+            if self.abandoned {
+                return;
+            }
             self.publish(&versions);
             if self.shared.shutdown.load(Ordering::SeqCst) && n == 0 {
                 self.checkpoint(&versions);

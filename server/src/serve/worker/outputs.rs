@@ -29,6 +29,9 @@ impl Worker {
                         break;
                     }
                     Err(e) => {
+                        if self.give_up_on_shutdown() {
+                            return;
+                        }
                         tracing::error!(partition = self.partition, topic, error = %e, "cannot append repartitioned copies; retrying");
                         std::thread::sleep(delay);
                         delay = (delay * 2).min(Duration::from_secs(1));
@@ -39,6 +42,9 @@ impl Worker {
         for (topic, q, end) in waits {
             let mut delay = Duration::from_millis(10);
             while let Err(e) = self.shared.log.wait_durable(&topic, q, end) {
+                if self.give_up_on_shutdown() {
+                    return;
+                }
                 tracing::error!(partition = self.partition, topic, error = %e, "repartitioned copies not durable; retrying");
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(1));
@@ -47,7 +53,23 @@ impl Worker {
         self.shared.wake_workers();
     }
 
-    pub(super) fn write_outputs(&self, out: Vec<OutputRecord>) {
+    /// Shutting down while the log refuses writes: stop retrying, and stop the worker
+    /// without a checkpoint (what was not written is re-derived by the replay at the
+    /// next start), so that SIGTERM finishes even with a failed disk.
+    fn give_up_on_shutdown(&mut self) -> bool {
+        if self.shared.shutdown.load(Ordering::SeqCst) {
+            tracing::warn!(
+                partition = self.partition,
+                "shutting down while the log refuses writes: stopping without a checkpoint; the next start replays"
+            );
+            self.abandoned = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(super) fn write_outputs(&mut self, out: Vec<OutputRecord>) {
         let mut ids: Vec<String> = Vec::new();
         let mut per_statement: HashMap<&str, u64> = HashMap::new();
         let lines: Vec<String> = {
@@ -125,6 +147,9 @@ impl Worker {
                     return;
                 }
                 Err(e) => {
+                    if self.give_up_on_shutdown() {
+                        return;
+                    }
                     tracing::error!(partition = self.partition, error = %e, "cannot append outputs; retrying");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(1));
