@@ -1924,19 +1924,18 @@ fn big_events(from: i64, n: i64) -> Value {
     )
 }
 
-/// Issue 19, item 2: the outputs segment made immutable for a moment (`chattr +i`, a
-/// real write error): `/readyz` answers 503 while the outputs partition is failed, the
-/// log reopens it by itself once the file is writable again (no restart), every output
-/// appears once, and SIGTERM finishes.
-#[test]
-fn short_write_error_recovers_without_restart() {
-    let d = tmpdir("eio");
+/// A `weir serve` with `BIG_RULES`, 50 events applied, and its outputs segment made
+/// immutable (`chattr +i`): (server, that file, the server's arguments); None (the test
+/// is skipped) where `chattr +i` is not permitted.
+fn server_with_an_outputs_file_to_freeze(name: &str) -> Option<(Server, PathBuf, Vec<String>)> {
+    let d = tmpdir(name);
     let rules = d.join("rules.weir");
     std::fs::write(&rules, BIG_RULES).unwrap();
-    let mut s = start(
-        &d,
-        &["--partitions", "1", "--rules", rules.to_str().unwrap()],
-    );
+    let args: Vec<String> = ["--partitions", "1", "--rules", rules.to_str().unwrap()]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let s = start(&d, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let (st, v) = post(&s, "/v1/streams/pay/events", &big_events(0, 50).to_string());
     assert_eq!(st, 200, "{v}");
     let pos = v["position"].as_str().unwrap().to_string();
@@ -1945,8 +1944,20 @@ fn short_write_error_recovers_without_restart() {
     let seg = last_segment(&d.join("log/topics/outputs/0"));
     if !chattr(&seg, "+i") {
         eprintln!("chattr +i not available here; skipped");
-        return;
+        return None;
     }
+    Some((s, seg, args))
+}
+
+/// Issue 19, item 2: the outputs segment made immutable for a moment (`chattr +i`, a
+/// real write error): `/readyz` answers 503 while the outputs partition is failed, the
+/// log reopens it by itself once the file is writable again (no restart), every output
+/// appears once, and SIGTERM finishes.
+#[test]
+fn short_write_error_recovers_without_restart() {
+    let Some((mut s, seg, _)) = server_with_an_outputs_file_to_freeze("eio") else {
+        return;
+    };
     let (st, v) = post(
         &s,
         "/v1/streams/pay/events",
@@ -1989,20 +2000,9 @@ fn short_write_error_recovers_without_restart() {
 /// without a checkpoint), and the next start re-derives what was not written.
 #[test]
 fn shutdown_with_a_failed_disk_finishes_and_the_next_start_replays() {
-    let d = tmpdir("eio-stop");
-    let rules = d.join("rules.weir");
-    std::fs::write(&rules, BIG_RULES).unwrap();
-    let args = ["--partitions", "1", "--rules", rules.to_str().unwrap()];
-    let mut s = start(&d, &args);
-    let (st, v) = post(&s, "/v1/streams/pay/events", &big_events(0, 50).to_string());
-    assert_eq!(st, 200, "{v}");
-    let pos = v["position"].as_str().unwrap().to_string();
-    assert!(!all_outputs(&s, &pos).is_empty());
-    let seg = last_segment(&d.join("log/topics/outputs/0"));
-    if !chattr(&seg, "+i") {
-        eprintln!("chattr +i not available here; skipped");
+    let Some((mut s, seg, args)) = server_with_an_outputs_file_to_freeze("eio-stop") else {
         return;
-    }
+    };
     let (st, _) = post(
         &s,
         "/v1/streams/pay/events",
@@ -2031,7 +2031,9 @@ fn shutdown_with_a_failed_disk_finishes_and_the_next_start_replays() {
     assert!(chattr(&seg, "-i"));
     assert_eq!((st, st2), (200, 200));
     assert!(done.is_some(), "SIGTERM did not finish with a failed disk");
+    let d = s.data.clone();
     drop(s);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = start(&d, &args);
     let got = all_outputs(&s, "");
     let ids: HashSet<&str> = got.iter().map(|r| r["id"].as_str().unwrap()).collect();
