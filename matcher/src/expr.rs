@@ -127,6 +127,12 @@ pub enum Nav {
         field: FieldRef,
         n: u32,
     },
+    /// `PREV(FIRST(v.col, m), n)` / `PREV(LAST(v.col, m), n)`: the partition's row n before
+    /// the row `of` (a `First` or `Last`) navigates to; its field is `of`'s.
+    PrevOf {
+        of: Box<Nav>,
+        n: u32,
+    },
     /// `COUNT(v.*)` (arg None), `COUNT(v.col)`, `SUM`, `AVG`, `MIN`, `MAX` over the rows
     /// mapped to v so far (var None = all rows of the match).
     Agg {
@@ -658,6 +664,23 @@ impl Compiler<'_, '_> {
                 } else {
                     n
                 };
+                // nested: PREV over FIRST / LAST (the row they reach, then n rows back)
+                if let ExprKind::Function { name: inner, .. } = &args[0].kind {
+                    let il = inner.name.to_ascii_lowercase();
+                    if lname == "prev" && (il == "first" || il == "last") {
+                        self.max_prev = self.max_prev.max(n);
+                        return match self.expr(&args[0])? {
+                            Node::Nav(of) => Ok(Node::Nav(Box::new(Nav::PrevOf { of, n }))),
+                            // LAST(v.col) in v's own DEFINE: the current row
+                            Node::Field(field) => Ok(Node::Nav(Box::new(Nav::Prev {
+                                var: None,
+                                field,
+                                n,
+                            }))),
+                            _ => err(args[0].span, "PREV navigates from FIRST(…) or LAST(…)"),
+                        };
+                    }
+                }
                 let parts = match &args[0].kind {
                     ExprKind::Path(p) if !p.is_empty() => p,
                     _ => {

@@ -96,7 +96,7 @@ fn gen_define(r: &mut Rng, me: &str) -> Option<Expr> {
     let other = *r.pick(&VARS);
     let t = *r.pick(&["a", "b", "c"]);
     let n = r.below(10) as i64;
-    Some(match r.below(15) {
+    Some(match r.below(17) {
         0 => return None,
         1 | 2 => bin(Eq, col("t"), str(t)),
         3 => bin(Gt, col("v"), int(n)),
@@ -134,6 +134,23 @@ fn gen_define(r: &mut Rng, me: &str) -> Option<Expr> {
             LtEq,
             func("PREV", vec![col(&format!("{other}.v")), int(n % 3)]),
             col("v"),
+        ),
+        // nested navigation: PREV over FIRST / LAST
+        14 => bin(
+            Gt,
+            col("v"),
+            func(
+                "PREV",
+                vec![
+                    func("LAST", vec![col(&format!("{other}.v")), int(n % 2)]),
+                    int(n % 3),
+                ],
+            ),
+        ),
+        15 => bin(
+            GtEq,
+            func("PREV", vec![func("FIRST", vec![col("v")]), int(n % 3)]),
+            int(n),
         ),
         _ => bin(NotEq, col("t"), str(t)),
     })
@@ -235,6 +252,13 @@ fn gen_case(seed: u64) -> Option<Case> {
         ("mx", func("MAX", vec![col("A.v")])),
         ("prev_b", func("PREV", vec![col("B.v"), int(2)])),
         ("prev_t", func("PREV", vec![col("t"), int(3)])),
+        (
+            "prev_first_a",
+            func(
+                "PREV",
+                vec![func("FIRST", vec![col("A.v"), int(1)]), int(2)],
+            ),
+        ),
     ];
     let delay = r.below(4);
     // late rows under Emit only when no watermark-driven decision exists (no WITHIN)

@@ -930,9 +930,16 @@ impl Cx<'_> {
             }
         }
         let arg = &args[0];
+        // nested navigation: PREV(FIRST(v.x, m), n), PREV(LAST(v.x, m), n)
+        if let ExprKind::Function { name: inner, .. } = &arg.kind {
+            let il = inner.name.to_ascii_lowercase();
+            if n == "prev" && (il == "first" || il == "last") {
+                return self.expr(arg, fl);
+            }
+        }
         let ExprKind::Path(_) = &arg.kind else {
             let example = if n == "prev" {
-                "PREV(amount)"
+                "PREV(amount) or PREV(LAST(v.amount), 2)"
             } else {
                 "FIRST(v.amount)"
             };

@@ -600,6 +600,24 @@ impl Ctx<'_> {
         });
         found
     }
+    /// The (n+1)-th row mapped to `var` from the start, without collecting positions: the
+    /// oldest one seen for n = 0, else a count then a second walk.
+    fn nth_first(&self, var: Option<VarId>, n: u32) -> Option<u32> {
+        let mut k = 0u32;
+        let mut oldest = None;
+        self.walk_rev(|pos, v| {
+            if var.is_none_or(|x| x == v) {
+                k += 1;
+                oldest = Some(pos);
+            }
+            true
+        });
+        if n == 0 {
+            oldest
+        } else {
+            k.checked_sub(n + 1).and_then(|i| self.nth_last(var, i))
+        }
+    }
     fn field_at(&self, pos: Option<u32>, field: &FieldRef) -> Value {
         match pos {
             Some(p) => field.get(self.row_at(p)),
@@ -691,24 +709,15 @@ impl Context for Ctx<'_> {
     fn nav(&self, nav: &Nav) -> Value {
         match nav {
             Nav::Last { var, field, n } => self.field_at(self.nth_last(*var, *n), field),
-            Nav::First { var, field, n } => {
-                // the (n+1)-th matching row from the start, without collecting positions:
-                // the oldest one seen for n = 0, else a count then a second walk
-                let mut k = 0u32;
-                let mut oldest = None;
-                self.walk_rev(|pos, v| {
-                    if var.is_none_or(|x| x == v) {
-                        k += 1;
-                        oldest = Some(pos);
-                    }
-                    true
-                });
-                let pos = if *n == 0 {
-                    oldest
-                } else {
-                    k.checked_sub(n + 1).and_then(|i| self.nth_last(*var, i))
+            Nav::First { var, field, n } => self.field_at(self.nth_first(*var, *n), field),
+            Nav::PrevOf { of, n } => {
+                let (pos, field) = match &**of {
+                    Nav::First { var, field, n } => (self.nth_first(*var, *n), field),
+                    Nav::Last { var, field, n } => (self.nth_last(*var, *n), field),
+                    _ => return Value::Null,
                 };
-                self.field_at(pos, field)
+                let abs = pos.and_then(|p| (self.start + p as u64).checked_sub(*n as u64));
+                self.field_abs(abs, field)
             }
             Nav::Prev { var, field, n } => {
                 let anchor = match var {

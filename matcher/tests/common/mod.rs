@@ -251,6 +251,20 @@ impl Context for RCtx<'_> {
             },
             // SQL:2016: the partition's row n before the anchor, which may be before the
             // match's first row (NULL before the partition's first row)
+            Nav::PrevOf { of, n } => {
+                let (pos, field) = match &**of {
+                    Nav::First { var, field, n } => (sel(var).get(*n as usize).copied(), field),
+                    Nav::Last { var, field, n } => {
+                        let ps = sel(var);
+                        (ps.len().checked_sub(*n as usize + 1).map(|i| ps[i]), field)
+                    }
+                    _ => return Value::Null,
+                };
+                match pos.and_then(|p| (self.start + p).checked_sub(*n as usize)) {
+                    Some(p) => field.get(&self.rows[p].0.row),
+                    None => Value::Null,
+                }
+            }
             Nav::Prev { var, field, n } => {
                 let anchor = sel(var).last().copied();
                 match anchor.and_then(|a| (self.start + a).checked_sub(*n as usize)) {
