@@ -122,7 +122,7 @@ fn now_ms() -> u64 {
 
 fn position(r: ureq::Response) -> String {
     let v: serde_json::Value = r.into_json().unwrap();
-    v["position"].to_string()
+    v["position"].as_str().unwrap_or_default().to_string()
 }
 
 /// Waits until the engine applied everything up to `pos` (read-your-writes).
