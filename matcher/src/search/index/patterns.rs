@@ -697,3 +697,22 @@ pub(super) fn run_group(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn glob_ascii_equals_wildcard_regex(p in "[ab?*]{0,7}", t in "[ab]{0,9}") {
+            let re = Regex::new(&wildcard_regex(&p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+            proptest::prop_assert_eq!(glob_match(&p, &t), re.is_match(&t), "{} {}", p, t);
+        }
+
+        #[test]
+        fn glob_equals_wildcard_regex(p in "[ab?*é]{0,6}", t in "[abé]{0,8}") {
+            let re = Regex::new(&wildcard_regex(&p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+            proptest::prop_assert_eq!(glob_match(&p, &t), re.is_match(&t), "{} {}", p, t);
+        }
+    }
+}

@@ -211,3 +211,45 @@ impl PostTable {
         self.rebuild_bloom();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The posting table (open addressing, backward-shift deletion, Bloom filter in
+        /// front) answers like a map of sets, through any sequence of inserts and removes.
+        #[test]
+        fn post_table_equals_model(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0u64..40, 0u32..6), 0..400),
+        ) {
+            let mut t = PostTable::default();
+            let mut model: std::collections::BTreeMap<u64, Vec<u32>> = Default::default();
+            // Keys that collide in their low bits (same home entry) and in the filter word.
+            let key = |k: u64| nonzero(k.wrapping_mul(1 << 20) ^ (k % 3));
+            for (ins, k, slot) in ops {
+                let kk = key(k);
+                let v = model.entry(kk).or_default();
+                if ins {
+                    if !v.contains(&slot) {
+                        v.push(slot);
+                        t.insert(kk, slot);
+                    }
+                } else if let Some(j) = v.iter().position(|&x| x == slot) {
+                    v.remove(j);
+                    t.remove(kk, slot);
+                }
+                for (&mk, mv) in &model {
+                    let mut got = t.get(mk).to_vec();
+                    got.sort_unstable();
+                    let mut want = mv.clone();
+                    want.sort_unstable();
+                    proptest::prop_assert_eq!(&got, &want);
+                    if !want.is_empty() {
+                        proptest::prop_assert!(t.may_contain(mk));
+                    }
+                }
+            }
+        }
+    }
+}
