@@ -681,3 +681,52 @@ fn search_set_changes_while_matching() {
     let st = last.stats();
     assert_eq!((st.searches, st.held), (last.len(), last.len()));
 }
+
+/// `with_changes` counts what the version will hold (drops and replaces in the same call
+/// make room; a name added twice counts once) and refuses all or nothing.
+#[test]
+fn search_set_limits_all_or_nothing() {
+    let limits = SearchLimits {
+        max_searches: 3,
+        ..SearchLimits::default()
+    };
+    let q = |t: &str| SearchSpec::matches("body", t).unwrap();
+    let set = SearchSet::<()>::new(limits)
+        .with_changes(
+            &[],
+            vec![
+                ("a".into(), q("x")),
+                ("b".into(), q("y")),
+                ("c".into(), q("z")),
+            ],
+        )
+        .unwrap();
+    let full = set.with_changes(&[], vec![("d".into(), q("w"))]);
+    assert!(matches!(full, Err((n, SearchError::TooManySearches { limit: 3 })) if n == "d"));
+    let swapped = set
+        .with_changes(&["a"], vec![("d".into(), q("w")), ("d".into(), q("v"))])
+        .unwrap();
+    assert_eq!(swapped.len(), 3);
+    let replaced = swapped
+        .with_changes(&["nope"], vec![("b".into(), q("yy"))])
+        .unwrap();
+    assert_eq!(replaced.len(), 3);
+    let bad = replaced.with_changes(
+        &["b"],
+        vec![("e".into(), q("ok")), ("f".into(), q("/a{1000}{1000}/"))],
+    );
+    assert!(matches!(bad, Err((n, SearchError::BadPattern { .. })) if n == "f"));
+    assert!(replaced.is_latest());
+    let mut sc = SearchScratch::default();
+    let d = Document::new().with("body", "x y yy z w v ok");
+    let hits: Vec<String> = replaced
+        .match_document(&mut sc, &d, &mut |_, _| true)
+        .into_iter()
+        .map(|h| h.search.to_string())
+        .collect();
+    assert_eq!(hits.len(), 3);
+    for n in ["b", "c", "d"] {
+        assert!(hits.iter().any(|h| h == n), "{hits:?}");
+    }
+    assert_eq!(replaced.stats().rejected, 2);
+}

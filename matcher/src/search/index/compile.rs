@@ -300,79 +300,16 @@ impl<R> SearchIndex<R> {
 
     /// What can be checked of one search alone (not the count).
     pub(super) fn validate_spec(&self, spec: &SearchSpec<R>) -> Result<(), SearchError> {
-        let q = &spec.query;
-        if q.is_negative_only() {
-            return Err(SearchError::NegativeOnly);
-        }
-        let clauses = q.clause_count();
-        if clauses > self.limits.max_clauses {
-            return Err(SearchError::QueryTooLarge {
-                what: "clauses",
-                size: clauses,
-                limit: self.limits.max_clauses,
-            });
-        }
-        let bytes = q.to_string().len();
-        if bytes > self.limits.max_query_bytes {
-            return Err(SearchError::QueryTooLarge {
-                what: "bytes",
-                size: bytes,
-                limit: self.limits.max_query_bytes,
-            });
-        }
-        if spec.equals.len() > u16::MAX as usize / 2 {
-            return Err(SearchError::Empty("too many equality filters".into()));
-        }
+        self.check_fields()?;
+        validate_query(&self.limits, spec)
+    }
+
+    /// Room for the fields a new search may bring.
+    pub(super) fn check_fields(&self) -> Result<(), SearchError> {
         if self.fields.len() > u16::MAX as usize - 64 {
             return Err(SearchError::Empty("too many distinct field names".into()));
         }
-        self.validate_node(q)
-    }
-
-    pub(super) fn validate_node(&self, q: &Query) -> Result<(), SearchError> {
-        match q {
-            Query::And(cs) | Query::Or(cs) => {
-                if cs.is_empty() {
-                    return Err(SearchError::Empty("empty AND/OR".into()));
-                }
-                cs.iter().try_for_each(|c| self.validate_node(c))
-            }
-            Query::Not(c) => self.validate_node(c),
-            leaf => {
-                if leaf.field().is_none() {
-                    return Err(SearchError::MissingField(leaf.to_string()));
-                }
-                let re = match leaf {
-                    Query::Phrase { terms, .. } if terms.is_empty() => {
-                        return Err(SearchError::Empty("empty phrase".into()))
-                    }
-                    Query::Phrase { terms, .. }
-                        if terms.len() > self.limits.max_clauses.min(u16::MAX as usize) =>
-                    {
-                        return Err(SearchError::QueryTooLarge {
-                            what: "words in one phrase",
-                            size: terms.len(),
-                            limit: self.limits.max_clauses.min(u16::MAX as usize),
-                        })
-                    }
-                    Query::Term { term, .. } if term.is_empty() => {
-                        return Err(SearchError::Empty("empty term".into()))
-                    }
-                    Query::Prefix { prefix, .. } if prefix.is_empty() => {
-                        return Err(SearchError::Empty("empty prefix".into()))
-                    }
-                    Query::Wildcard { pattern, .. } => wildcard_regex(pattern),
-                    Query::Regex { pattern, .. } => token_regex(pattern),
-                    _ => return Ok(()),
-                };
-                build_regex(&[re])
-                    .map(|_| ())
-                    .map_err(|message| SearchError::BadPattern {
-                        pattern: leaf.to_string(),
-                        message,
-                    })
-            }
-        }
+        Ok(())
     }
 
     pub(super) fn field_id(&mut self, name: &str) -> u16 {
@@ -726,5 +663,83 @@ impl<R> SearchIndex<R> {
             a.dedup();
             a.into_boxed_slice()
         })
+    }
+}
+
+/// What can be checked of one search from its text alone (no index state): the work
+/// (pattern automata built once each) can run outside the index's lock.
+pub(super) fn validate_query<R>(
+    limits: &SearchLimits,
+    spec: &SearchSpec<R>,
+) -> Result<(), SearchError> {
+    let q = &spec.query;
+    if q.is_negative_only() {
+        return Err(SearchError::NegativeOnly);
+    }
+    let clauses = q.clause_count();
+    if clauses > limits.max_clauses {
+        return Err(SearchError::QueryTooLarge {
+            what: "clauses",
+            size: clauses,
+            limit: limits.max_clauses,
+        });
+    }
+    let bytes = q.to_string().len();
+    if bytes > limits.max_query_bytes {
+        return Err(SearchError::QueryTooLarge {
+            what: "bytes",
+            size: bytes,
+            limit: limits.max_query_bytes,
+        });
+    }
+    if spec.equals.len() > u16::MAX as usize / 2 {
+        return Err(SearchError::Empty("too many equality filters".into()));
+    }
+    validate_node(limits, q)
+}
+
+pub(super) fn validate_node(limits: &SearchLimits, q: &Query) -> Result<(), SearchError> {
+    match q {
+        Query::And(cs) | Query::Or(cs) => {
+            if cs.is_empty() {
+                return Err(SearchError::Empty("empty AND/OR".into()));
+            }
+            cs.iter().try_for_each(|c| validate_node(limits, c))
+        }
+        Query::Not(c) => validate_node(limits, c),
+        leaf => {
+            if leaf.field().is_none() {
+                return Err(SearchError::MissingField(leaf.to_string()));
+            }
+            let re = match leaf {
+                Query::Phrase { terms, .. } if terms.is_empty() => {
+                    return Err(SearchError::Empty("empty phrase".into()))
+                }
+                Query::Phrase { terms, .. }
+                    if terms.len() > limits.max_clauses.min(u16::MAX as usize) =>
+                {
+                    return Err(SearchError::QueryTooLarge {
+                        what: "words in one phrase",
+                        size: terms.len(),
+                        limit: limits.max_clauses.min(u16::MAX as usize),
+                    })
+                }
+                Query::Term { term, .. } if term.is_empty() => {
+                    return Err(SearchError::Empty("empty term".into()))
+                }
+                Query::Prefix { prefix, .. } if prefix.is_empty() => {
+                    return Err(SearchError::Empty("empty prefix".into()))
+                }
+                Query::Wildcard { pattern, .. } => wildcard_regex(pattern),
+                Query::Regex { pattern, .. } => token_regex(pattern),
+                _ => return Ok(()),
+            };
+            build_regex(&[re])
+                .map(|_| ())
+                .map_err(|message| SearchError::BadPattern {
+                    pattern: leaf.to_string(),
+                    message,
+                })
+        }
     }
 }

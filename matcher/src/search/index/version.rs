@@ -22,6 +22,8 @@ use std::collections::BTreeSet;
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 struct Shared<R> {
+    /// The index's limits (a copy readable without the lock).
+    limits: SearchLimits,
     index: RwLock<SearchIndex<R>>,
     /// Versions some handle holds.
     live: Mutex<BTreeSet<u64>>,
@@ -83,6 +85,7 @@ impl<R> SearchSet<R> {
     /// An empty set (version 0).
     pub fn new(limits: SearchLimits) -> Self {
         let shared = Arc::new(Shared {
+            limits: limits.clone(),
             index: RwLock::new(SearchIndex::new(limits)),
             live: Mutex::new(BTreeSet::from([0])),
         });
@@ -145,6 +148,14 @@ impl<R> SearchSet<R> {
         remove: &[&str],
         add: Vec<(String, SearchSpec<R>)>,
     ) -> Result<SearchSet<R>, (String, SearchError)> {
+        // Checked before taking the lock (the regex of every wildcard / regex is built
+        // here), so matching is held up only by the change itself.
+        for (name, spec) in &add {
+            if let Err(e) = validate_query(&self.ver.shared.limits, spec) {
+                self.write().rejected += 1;
+                return Err((name.clone(), e));
+            }
+        }
         let mut idx = self.write();
         if idx.version != self.ver.v {
             return Err((
@@ -155,11 +166,9 @@ impl<R> SearchSet<R> {
                 },
             ));
         }
-        for (name, spec) in &add {
-            if let Err(e) = idx.validate_spec(spec) {
-                idx.rejected += 1;
-                return Err((name.clone(), e));
-            }
+        if let (Some((name, _)), Err(e)) = (add.first(), idx.check_fields()) {
+            idx.rejected += 1;
+            return Err((name.clone(), e));
         }
         // The count after the change.
         let gone: FxHashSet<&str> = remove
