@@ -28,11 +28,23 @@ pub struct StreamDef {
     pub event_time: Option<String>,
     /// Watermark = highest event time seen − `max_delay_ms`.
     pub max_delay_ms: u64,
+    /// `WITH (idle_timeout = …)`: after this long without an event, a partition of the
+    /// stream stops holding back combined watermarks and the stream's watermark follows
+    /// the wall clock from its last event (`weir serve`); 0 = off.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
     pub late: LatePolicy,
     /// Kafka key column (`WITH (key = 'col')`).
     pub key: Option<String>,
     pub kafka_topic: Option<String>,
     pub partitions: Option<u32>,
+}
+
+/// The default `idle_timeout`: 5 seconds.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 5_000;
+
+fn default_idle_timeout_ms() -> u64 {
+    DEFAULT_IDLE_TIMEOUT_MS
 }
 
 impl StreamDef {

@@ -58,6 +58,7 @@ fn stream() -> StreamDef {
         ],
         event_time: Some("ts".into()),
         max_delay_ms: 1000,
+        idle_timeout_ms: dsl::plan::DEFAULT_IDLE_TIMEOUT_MS,
         late: LatePolicy::Drop,
         key: None,
         kafka_topic: None,

@@ -1243,6 +1243,7 @@ mod tests {
             ],
             event_time: None,
             max_delay_ms: 0,
+            idle_timeout_ms: dsl::plan::DEFAULT_IDLE_TIMEOUT_MS,
             late: LatePolicy::Drop,
             key: None,
             kafka_topic: None,

@@ -703,6 +703,7 @@ mod tests {
             ],
             event_time: Some("ts".into()),
             max_delay_ms: 0,
+            idle_timeout_ms: dsl::plan::DEFAULT_IDLE_TIMEOUT_MS,
             late: LatePolicy::Drop,
             key: None,
             kafka_topic: None,

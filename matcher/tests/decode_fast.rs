@@ -24,6 +24,7 @@ fn stream() -> StreamDef {
         columns: COLUMNS.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
         event_time: Some("t".into()),
         max_delay_ms: 0,
+        idle_timeout_ms: dsl::plan::DEFAULT_IDLE_TIMEOUT_MS,
         late: LatePolicy::Drop,
         key: None,
         kafka_topic: None,

@@ -686,6 +686,7 @@ fn stand_in(name: &str) -> StreamDef {
         columns: Vec::new(),
         event_time: None,
         max_delay_ms: 0,
+        idle_timeout_ms: crate::plan::DEFAULT_IDLE_TIMEOUT_MS,
         late: Default::default(),
         key: None,
         kafka_topic: None,

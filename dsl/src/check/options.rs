@@ -47,6 +47,7 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
 pub(crate) const STREAM_OPTIONS: &[&str] = &[
     "event_time",
     "max_delay",
+    "idle_timeout",
     "late",
     "key",
     "kafka_topic",
@@ -239,6 +240,16 @@ pub(crate) fn stream_options(
                     "max_delay has no effect without event_time (ingestion time never runs late)",
                 ));
             }
+        }
+    }
+    if let Some(o) = m.get("idle_timeout") {
+        // '0' (no unit needed) turns idle advance off.
+        let off = matches!(&o.value, Literal::String(s) if s.trim() == "0")
+            || matches!(o.value, Literal::Int(0));
+        if off {
+            def.idle_timeout_ms = 0;
+        } else if let Some(ms) = duration_opt(o, diags) {
+            def.idle_timeout_ms = ms;
         }
     }
     if let Some(o) = m.get("late") {

@@ -70,6 +70,27 @@ fn stream_def_from_options() {
     assert_eq!(s.late, crate::plan::LatePolicy::Emit);
     assert_eq!(s.column_type("amount"), Some(DataType::Float));
     assert!(!c.get("p").unwrap().derived);
+    assert_eq!(s.idle_timeout_ms, crate::plan::DEFAULT_IDLE_TIMEOUT_MS);
+}
+
+#[test]
+fn idle_timeout_option() {
+    let idle = |opt: &str| {
+        let mut c = Catalog::new();
+        let text =
+            format!("CREATE STREAM q (a INT, ts TIMESTAMP) WITH (event_time = 'ts', {opt});");
+        c.apply(&parse(&text))
+            .map(|_| c.stream("q").unwrap().idle_timeout_ms)
+            .map_err(|d| d[0].message.clone())
+    };
+    assert_eq!(idle("idle_timeout = '2 seconds'"), Ok(2000));
+    assert_eq!(idle("idle_timeout = '0'"), Ok(0));
+    assert_eq!(idle("idle_timeout = 0"), Ok(0));
+    assert_eq!(idle("idle_timeout = '250 ms'"), Ok(250));
+    let e = idle("idle_timeout = '5'").unwrap_err();
+    assert!(e.contains("no unit"), "{e}");
+    let e = idle("idle_timeout = 'soon'").unwrap_err();
+    assert!(e.contains("idle_timeout"), "{e}");
 }
 
 #[test]

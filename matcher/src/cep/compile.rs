@@ -566,6 +566,7 @@ impl CepRule {
             columns,
             event_time: Some("ts".into()),
             max_delay_ms: 0,
+            idle_timeout_ms: dsl::plan::DEFAULT_IDLE_TIMEOUT_MS,
             late: dsl::plan::LatePolicy::Emit,
             key: None,
             kafka_topic: None,

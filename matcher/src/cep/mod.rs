@@ -28,7 +28,7 @@
 //!     name: "logins".into(),
 //!     columns: vec![("user".into(), DataType::String), ("ok".into(), DataType::Bool),
 //!                   ("ts".into(), DataType::Timestamp)],
-//!     event_time: Some("ts".into()), max_delay_ms: 0, late: LatePolicy::Drop,
+//!     event_time: Some("ts".into()), max_delay_ms: 0, idle_timeout_ms: 5_000, late: LatePolicy::Drop,
 //!     key: None, kafka_topic: None, partitions: None,
 //! };
 //! // PATTERN (f{2,} s)  DEFINE f AS ok = FALSE, s AS ok = TRUE

@@ -41,6 +41,7 @@ pub(crate) mod process;
 mod search;
 #[cfg(test)]
 mod tests;
+mod time;
 
 pub use program::Program;
 pub use repartition::{repartitions, Repartition};
@@ -340,6 +341,23 @@ impl Engine {
     /// windows it passed are decided; outputs go to `out`.
     pub fn advance_watermark(&mut self, stream: &str, wm: i64, out: &mut Vec<OutputRecord>) {
         process::advance_watermark(&self.program, &mut self.state, stream, wm, out)
+    }
+
+    /// Time passes on a quiet source stream: its watermark moves forward to `wm` (never
+    /// back), deciding WITHIN deadlines, trailing absences, greedy tails and windows it
+    /// passed; outputs go to `out`. A deterministic input: `weir serve` logs `wm` first
+    /// and applies it when reading it back. Returns whether the watermark moved (not for
+    /// derived or repartitioned streams, nor when `wm` is not ahead).
+    pub fn advance_idle(&mut self, stream: &str, wm: i64, out: &mut Vec<OutputRecord>) -> bool {
+        time::advance_idle(&self.program, &mut self.state, stream, wm, out)
+    }
+
+    /// The `idle_timeout` of a stream in ms (0 = off); `None` for an unknown stream.
+    pub fn idle_timeout_ms(&self, stream: &str) -> Option<u64> {
+        self.program
+            .streams
+            .get(stream)
+            .map(|sp| sp.base.def.idle_timeout_ms)
     }
 
     /// Every stream with a program (sources, repartitioned copies, derived streams that

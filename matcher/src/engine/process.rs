@@ -261,6 +261,23 @@ pub(super) fn advance_watermark(
     if !sp.external_watermark() || wm <= st.watermark {
         return;
     }
+    move_watermark(program, state, stream, wm, out)
+}
+
+/// Moves a stream's watermark forward to `wm` and decides what it passed.
+pub(super) fn move_watermark(
+    program: &Program,
+    state: &mut State,
+    stream: &str,
+    wm: i64,
+    out: &mut Vec<OutputRecord>,
+) {
+    let (Some(sp), Some(st)) = (program.streams.get(stream), state.streams.get_mut(stream)) else {
+        return;
+    };
+    if wm <= st.watermark {
+        return;
+    }
     st.watermark = wm;
     let mut produced = Vec::new();
     if let (Some(set), Some(cs)) = (&sp.cep, st.cep.as_mut()) {

@@ -90,6 +90,7 @@ pub fn stream(name: &str, cols: &[(&str, DataType)], delay: u64, late: LatePolic
         columns: cols.iter().map(|(n, t)| (n.to_string(), *t)).collect(),
         event_time: Some("ts".into()),
         max_delay_ms: delay,
+        idle_timeout_ms: dsl::plan::DEFAULT_IDLE_TIMEOUT_MS,
         late,
         key: None,
         kafka_topic: None,
