@@ -255,13 +255,13 @@ pub(super) fn advance_watermark(
     wm: i64,
     out: &mut Vec<OutputRecord>,
 ) {
-    let (Some(sp), Some(st)) = (program.streams.get(stream), state.streams.get_mut(stream)) else {
-        return;
-    };
-    if !sp.external_watermark() || wm <= st.watermark {
-        return;
+    if program
+        .streams
+        .get(stream)
+        .is_some_and(|sp| sp.external_watermark())
+    {
+        move_watermark(program, state, stream, wm, out)
     }
-    move_watermark(program, state, stream, wm, out)
 }
 
 /// Moves a stream's watermark forward to `wm` and decides what it passed.
