@@ -2040,3 +2040,87 @@ fn shutdown_with_a_failed_disk_finishes_and_the_next_start_replays() {
     assert_eq!(ids.len(), got.len(), "no duplicate output");
     assert_eq!(got.iter().filter(|r| r["rule"] == "big").count(), 100);
 }
+
+/// A raw HTTP/1.1 request; returns the status code.
+fn raw_status(s: &Server, request: &str) -> u16 {
+    let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(c).read_line(&mut line).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 19, item 3: with no token (the default) a web page could change statements
+/// (`text/plain` needs no CORS preflight), open the WebSocket, or reach the service
+/// through a DNS name it controls. Requests with a foreign `Origin` or `Host` are refused
+/// now (403); curl without `Origin` keeps working; `--allow-origin`/`--allow-host` open it.
+#[test]
+fn cross_site_requests_are_refused() {
+    let d = tmpdir("origin");
+    let s = with_rules(
+        &d,
+        &[
+            "--allow-origin",
+            "https://console.example",
+            "--allow-host",
+            "weir.internal",
+        ],
+    );
+    let url = format!("{}/v1/statements", s.base);
+    let send = |headers: &[(&str, &str)], body: &str| -> (u16, Value) {
+        let mut r = ureq::post(&url).set("Content-Type", "text/plain");
+        for (k, v) in headers {
+            r = r.set(k, v);
+        }
+        match r.send_string(body) {
+            Ok(r) => (r.status(), r.into_json().unwrap_or(Value::Null)),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap_or(Value::Null)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let (st, v) = send(&[("Origin", "http://evil.example")], "DROP RULE probe;");
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(v["error"]["code"], "origin_refused", "{v}");
+    let (st, v) = send(&[("Host", "evil.example")], "DROP RULE probe;");
+    assert_eq!(st, 403, "{v}");
+    assert_eq!(v["error"]["code"], "host_refused", "{v}");
+    let (st, v) = get(&s, "/v1/statements");
+    assert_eq!(st, 200);
+    assert!(v.to_string().contains("probe"), "nothing was dropped: {v}");
+    // The WebSocket refuses a foreign origin before upgrading.
+    let ws = |origin: &str| {
+        raw_status(
+            &s,
+            &format!(
+                "GET /v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: {origin}\r\n\r\n",
+                s.port
+            ),
+        )
+    };
+    assert_eq!(ws("http://evil.example"), 403);
+    assert_eq!(ws(&format!("http://127.0.0.1:{}", s.port)), 101);
+    // Its own origin, an allowed origin, an allowed host, and curl without Origin pass.
+    let own = format!("http://127.0.0.1:{}", s.port);
+    assert_eq!(send(&[("Origin", &own)], "CREATE STREAM a (x INT);").0, 200);
+    assert_eq!(
+        send(
+            &[("Origin", "https://console.example")],
+            "CREATE STREAM b (x INT);"
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        send(&[("Host", "weir.internal:80")], "CREATE STREAM c (x INT);").0,
+        200
+    );
+    assert_eq!(send(&[], "CREATE STREAM e (x INT);").0, 200);
+    assert_eq!(
+        raw_status(&s, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        200
+    );
+}

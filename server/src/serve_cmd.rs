@@ -44,6 +44,14 @@ pub struct Args {
     /// Ingest answers 429 when a partition's workers lag by more events than this (default 1000000).
     #[arg(long, env = "WEIR_MAX_LAG")]
     pub max_lag: Option<u64>,
+    /// Web origins (scheme://host[:port]) allowed to call the API from a browser, besides
+    /// the service's own; `*` allows any (repeat or separate with commas).
+    #[arg(long, env = "WEIR_ALLOW_ORIGIN", value_delimiter = ',')]
+    pub allow_origin: Vec<String>,
+    /// Host header values (names or name:port) accepted besides the listen address and
+    /// localhost; `*` allows any (repeat or separate with commas).
+    #[arg(long, env = "WEIR_ALLOW_HOST", value_delimiter = ',')]
+    pub allow_host: Vec<String>,
     /// Kafka mode: bootstrap brokers HOST:PORT[,…]; the log is Kafka instead of the data directory.
     #[arg(long, env = "WEIR_KAFKA")]
     pub kafka: Option<String>,
@@ -78,12 +86,27 @@ struct FileConfig {
     group: Option<String>,
     topic_prefix: Option<String>,
     kafka_session_ms: Option<u64>,
+    allow_origin: Option<Vec<String>>,
+    allow_host: Option<Vec<String>>,
     /// Log segment size in bytes (default 64 MiB) and retention per partition of every
     /// topic but `statements` (docs/durability.md).
     segment_bytes: Option<u64>,
     retention_bytes: Option<u64>,
     retention_secs: Option<f64>,
     retention_check_secs: Option<f64>,
+}
+
+/// A list setting: the flag's (or environment's) values if any, else the file's.
+fn pick_list(flag: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
+    let v = if flag.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flag
+    };
+    v.into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 fn secs(v: Option<f64>, key: &str) -> anyhow::Result<Option<Duration>> {
@@ -165,6 +188,11 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         max_lag: args.max_lag.or(file.max_lag).unwrap_or(d.max_lag),
         checkpoint_interval: Duration::from_secs_f64(checkpoint_secs),
         max_subscriptions: file.max_subscriptions.unwrap_or(d.max_subscriptions),
+        guard: serve::guard::Guard::new(
+            &listen,
+            pick_list(args.allow_host, file.allow_host),
+            pick_list(args.allow_origin, file.allow_origin),
+        ),
     };
     let log_cfg = LogConfig {
         fsync,

@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod error;
+pub mod guard;
 pub mod handlers;
 pub mod ingest;
 pub mod kafka;

@@ -32,5 +32,9 @@ pub fn app(state: App) -> Router {
         .fallback(|| async {
             AppError::new(404, "not_found", "no such endpoint; see /openapi.json")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::guard::guard,
+        ))
         .with_state(state)
 }

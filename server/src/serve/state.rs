@@ -73,6 +73,8 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// Live SSE + WebSocket subscriptions at most (503 past it).
     pub max_subscriptions: usize,
+    /// Which `Host` and `Origin` headers are accepted ([`super::guard`]).
+    pub guard: super::guard::Guard,
 }
 
 impl Default for Settings {
@@ -86,6 +88,7 @@ impl Default for Settings {
             max_lag: 1_000_000,
             checkpoint_interval: Duration::from_secs(10),
             max_subscriptions: 1024,
+            guard: super::guard::Guard::new("127.0.0.1:7878", Vec::new(), Vec::new()),
         }
     }
 }
