@@ -499,7 +499,7 @@ fn websocket_and_sse_resume_from_a_cursor() {
     // SSE from cursor = the second record's cursor: the third record comes first.
     let mut tcp = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(tcp, "GET /v1/outputs/stream?name=probe&cursor={resume} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    write!(tcp, "GET /v1/outputs/stream?name=probe&cursor={resume} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n").unwrap();
     let mut r = BufReader::new(tcp);
     let mut datas = Vec::new();
     let mut line = String::new();
@@ -547,7 +547,7 @@ fn sse_resumes_from_last_event_id() {
     // Everything from the start, then a reconnect that says it saw the first probe.
     let first = sse_records(
         s.port,
-        "GET /v1/outputs/stream?name=probe HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /v1/outputs/stream?name=probe HTTP/1.1\r\nHost: localhost\r\n\r\n",
         3,
     );
     assert_eq!(
@@ -557,7 +557,7 @@ fn sse_resumes_from_last_event_id() {
     // The first probe's cursor: its position among all outputs.
     let idx = all.iter().position(|r| r["id"] == probes[0]["id"]).unwrap();
     let req = format!(
-        "GET /v1/outputs/stream?name=probe HTTP/1.1\r\nHost: x\r\nLast-Event-ID: {idx}\r\n\r\n"
+        "GET /v1/outputs/stream?name=probe HTTP/1.1\r\nHost: localhost\r\nLast-Event-ID: {idx}\r\n\r\n"
     );
     let rest = sse_records(s.port, &req, 2);
     assert_eq!(rest[0]["id"], probes[1]["id"]);
@@ -1086,7 +1086,7 @@ fn subscribers_behind_retention_are_told_which_cursors_they_missed() {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         tcp,
-        "GET /v1/outputs/stream?cursor=0 HTTP/1.1\r\nHost: x\r\n\r\n"
+        "GET /v1/outputs/stream?cursor=0 HTTP/1.1\r\nHost: localhost\r\n\r\n"
     )
     .unwrap();
     let mut rd = BufReader::new(tcp);
