@@ -18,23 +18,49 @@ use weir_log::LogConfig;
 struct Svc {
     app: App,
     handles: Vec<JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Svc {
     fn new(settings: Settings, workers: bool) -> Svc {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, ws) = serve::open(dir.path(), LogConfig::default(), settings).unwrap();
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        Svc::open(dir, settings, LogConfig::default(), workers)
+    }
+
+    /// The service over the log in `dir` (a restart when another ran there before).
+    fn open(
+        dir: std::sync::Arc<tempfile::TempDir>,
+        settings: Settings,
+        log: LogConfig,
+        workers: bool,
+    ) -> Svc {
+        let (app, ws) = serve::open(dir.path(), log, settings).unwrap();
         let handles = if workers {
             serve::start_workers(&app.shared, ws)
         } else {
             Vec::new()
         };
-        Svc {
-            app,
-            handles,
-            _dir: dir,
+        Svc { app, handles, dir }
+    }
+
+    /// Stops as `weir serve` does on SIGTERM (workers finish, checkpoint and return);
+    /// panics if that takes longer than `limit`.
+    fn stop(mut self, limit: std::time::Duration) -> std::sync::Arc<tempfile::TempDir> {
+        self.app.shutdown.store(true, Ordering::SeqCst);
+        self.app.wake_workers();
+        let t0 = std::time::Instant::now();
+        for h in self.handles.drain(..) {
+            while !h.is_finished() {
+                assert!(
+                    t0.elapsed() < limit,
+                    "the workers did not stop within {limit:?}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let _ = h.join();
         }
+        self.app.log.sync().unwrap();
+        self.dir.clone()
     }
 
     async fn call(&self, req: Request<Body>) -> (StatusCode, Value, axum::http::HeaderMap) {
@@ -461,4 +487,214 @@ CREATE RULE pair_s AS FROM ks PARTITION BY k PATTERN (a b)
         .map(|r| r["fields"]["k"].as_str().unwrap())
         .collect();
     assert_eq!(got, vec!["5"], "{recs:?}");
+}
+
+/// Every output record from the start (paging through the cursor), after `position`.
+async fn all_outputs(s: &Svc, position: &Value) -> Vec<Value> {
+    let p = position.as_str().unwrap();
+    let (st, v) = s
+        .get(&format!("/v1/outputs?after={p}&limit=1&wait_ms=120000"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let mut out = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (st, v) = s
+            .get(&format!("/v1/outputs?cursor={cursor}&limit=10000"))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let recs = v["records"].as_array().unwrap();
+        if recs.is_empty() {
+            return out;
+        }
+        out.extend(recs.iter().cloned());
+        cursor = v["cursor"].as_u64().unwrap();
+    }
+}
+
+fn assert_unique_ids(recs: &[Value]) {
+    let mut ids: Vec<&str> = recs.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let n = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "an output id appears twice");
+}
+
+const DOCS: &str =
+    "CREATE STREAM docs (id INT, body STRING, ts TIMESTAMP) WITH (event_time = 'ts', key = 'id');";
+
+/// Searches without EMIT (each hit carries the whole document), `n` of them, all
+/// matching documents with the word `acme`.
+fn searches(n: usize) -> String {
+    let mut t = DOCS.to_string();
+    for i in 0..n {
+        t.push_str(&format!(
+            "\nCREATE SEARCH hit{i} AS FROM docs WHERE body MATCHES 'acme';"
+        ));
+    }
+    t
+}
+
+async fn restart_is_ready(dir: std::sync::Arc<tempfile::TempDir>, settings: Settings) -> Svc {
+    let s = Svc::open(dir, settings, LogConfig::default(), true);
+    let t0 = std::time::Instant::now();
+    loop {
+        let (st, _) = s.get("/readyz").await;
+        if st == StatusCode::OK {
+            return s;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "not ready after a restart"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// One step whose outputs are far over the log's 16 MiB append limit (1,000 documents
+/// of ~1 KB × 25 searches without EMIT: ~30 MB) is appended in several batches: the
+/// partition keeps going, stopping finishes, a restart is ready, nothing is lost or
+/// written twice. (Before, the one append was refused and retried forever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_of_one_step_over_the_append_limit_are_split() {
+    let settings = Settings {
+        partitions: 1,
+        ..Settings::default()
+    };
+    let s = Svc::new(settings.clone(), true);
+    let (st, v) = s.post("/v1/statements", &searches(25)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let filler = "lorem ipsum dolor sit amet ".repeat(38);
+    let docs: String = (0..1000)
+        .map(|i| format!("{{\"id\":{i},\"body\":\"acme {filler}{i}\",\"ts\":{i}}}\n"))
+        .collect();
+    let (st, v, _) = s
+        .call(
+            Request::post("/v1/streams/docs/events")
+                .header(header::CONTENT_TYPE, "application/x-ndjson")
+                .body(Body::from(docs))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let recs = all_outputs(&s, &v["position"]).await;
+    assert_eq!(recs.len(), 25_000);
+    assert_unique_ids(&recs);
+    assert!(recs.iter().all(|r| r.get("truncated").is_none()));
+    let bytes: usize = recs.iter().map(|r| r.to_string().len()).sum();
+    assert!(bytes > 20 << 20, "{bytes} bytes of outputs");
+    // The partition keeps going.
+    let (_, v) = s
+        .post(
+            "/v1/streams/docs/events",
+            r#"{"id":5000,"body":"acme again","ts":5000}"#,
+        )
+        .await;
+    assert_eq!(all_outputs(&s, &v["position"]).await.len(), 25_025);
+    let dir = s.stop(std::time::Duration::from_secs(60));
+    let s = restart_is_ready(dir, settings).await;
+    let (_, v) = s
+        .post(
+            "/v1/streams/docs/events",
+            r#"{"id":5001,"body":"acme once more","ts":5001}"#,
+        )
+        .await;
+    let recs = all_outputs(&s, &v["position"]).await;
+    assert_eq!(recs.len(), 25_050);
+    assert_unique_ids(&recs);
+}
+
+/// One 2 MB document hit by 12 searches without EMIT (24 MB of outputs for one event)
+/// is split the same way; a 20 MB event is refused at ingest (413), whether the body
+/// limit or the per-event limit stops it, and the partition keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_event_copied_by_many_searches_and_an_event_over_the_limit() {
+    let settings = Settings {
+        partitions: 2,
+        max_body_bytes: 64 << 20,
+        ..Settings::default()
+    };
+    let s = Svc::new(settings.clone(), true);
+    let (st, v) = s.post("/v1/statements", &searches(12)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let big = format!(
+        "{{\"id\":1,\"body\":\"acme {}\",\"ts\":1}}",
+        "word ".repeat(400_000)
+    );
+    let (st, v) = s.post("/v1/streams/docs/events", &big).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let recs = all_outputs(&s, &v["position"]).await;
+    assert_eq!(recs.len(), 12);
+    assert!(recs
+        .iter()
+        .all(|r| r["fields"]["body"].as_str().unwrap().len() > 2_000_000));
+    // 20 MB: over the per-event limit (the log's 16 MiB batch limit less room).
+    let huge = format!(
+        "{{\"id\":2,\"body\":\"acme {}\",\"ts\":2}}",
+        "x".repeat(20 << 20)
+    );
+    let (st, v) = s.post("/v1/streams/docs/events", &huge).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(code(&v), "event_too_large");
+    // With the default body limit (16 MiB) the body is refused first.
+    let s2 = Svc::new(Settings::default(), true);
+    s2.post("/v1/statements", DOCS).await;
+    let (st, v) = s2.post("/v1/streams/docs/events", &huge).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(code(&v), "body_too_large");
+    drop(s2);
+    let (st, v) = s
+        .post(
+            "/v1/streams/docs/events",
+            r#"{"id":3,"body":"acme","ts":3}"#,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(all_outputs(&s, &v["position"]).await.len(), 24);
+    let dir = s.stop(std::time::Duration::from_secs(60));
+    let s = restart_is_ready(dir, settings).await;
+    let (_, v) = s.get("/readyz").await;
+    assert_eq!(v["status"], "ready");
+}
+
+/// An output record that can never fit the log's batch limit (here 256 KiB; a document
+/// whose every word is a hit, so its highlights outgrow it) is written truncated with a
+/// flag and its original size, counted, and the partition goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_too_large_for_the_log_is_written_truncated() {
+    let settings = Settings {
+        partitions: 1,
+        ..Settings::default()
+    };
+    let log = LogConfig {
+        max_batch_bytes: 256 << 10,
+        ..LogConfig::default()
+    };
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let s = Svc::open(dir, settings, log, true);
+    let (st, v) = s.post("/v1/statements", &searches(1)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let body = "acme ".repeat(30_000);
+    let ev = format!(
+        "[{{\"id\":1,\"body\":\"{body}\",\"ts\":1}},{{\"id\":2,\"body\":\"acme\",\"ts\":2}}]"
+    );
+    let (st, v) = s.post("/v1/streams/docs/events", &ev).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let recs = all_outputs(&s, &v["position"]).await;
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let t = &recs[0];
+    assert_eq!(t["search"], "hit0");
+    assert_eq!(t["truncated"], true);
+    assert!(t["original_bytes"].as_u64().unwrap() > 256 << 10, "{t}");
+    assert!(t.get("fields").is_none() && t.get("highlights").is_none());
+    assert!(t["id"].is_string() && t["ts"].is_string());
+    assert_eq!(recs[1]["fields"]["id"], 2);
+    assert!(recs[1].get("truncated").is_none());
+    let (_, m) = s.get("/metrics").await;
+    assert!(
+        m.as_str()
+            .unwrap()
+            .contains("weir_outputs_truncated_total 1"),
+        "{m}"
+    );
 }

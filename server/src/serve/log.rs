@@ -3,7 +3,45 @@
 
 use std::sync::Arc;
 use weir_kafka::{KafkaCheckpointStore, KafkaLog, LogBackend};
-use weir_log::{Checkpoint, CheckpointStore, Log, Position};
+use weir_log::{Checkpoint, CheckpointStore, Log, Position, BATCH_HEADER, RECORD_HEADER};
+
+/// Room an event leaves below the log's batch limit (a repartitioned copy adds a header
+/// of a few bytes to the event).
+pub const EVENT_MARGIN: u64 = 64 << 10;
+
+/// Splits `records` into consecutive runs that each fit one append of at most `limit`
+/// bytes (the log's framing counted); a record that does not fit even alone is a run of
+/// its own (the caller truncates or drops it). No limit: one run.
+pub fn batches<T: AsRef<[u8]>>(records: &[T], limit: Option<u64>) -> Vec<&[T]> {
+    let Some(limit) = limit else {
+        return if records.is_empty() {
+            Vec::new()
+        } else {
+            vec![records]
+        };
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = BATCH_HEADER as u64;
+    for (i, r) in records.iter().enumerate() {
+        let n = (RECORD_HEADER + r.as_ref().len()) as u64;
+        if i > start && size + n > limit {
+            out.push(&records[start..i]);
+            start = i;
+            size = BATCH_HEADER as u64;
+        }
+        size += n;
+    }
+    if start < records.len() {
+        out.push(&records[start..]);
+    }
+    out
+}
+
+/// True when one record alone is over the batch `limit`.
+pub fn too_large_alone(record: &[u8], limit: Option<u64>) -> bool {
+    limit.is_some_and(|l| (BATCH_HEADER + RECORD_HEADER + record.len()) as u64 > l)
+}
 
 /// The service's log: the embedded [`Log`] or Kafka ([`KafkaLog`]). Shared operations go
 /// through [`LogBackend`] (this derefs to it); the few embedded-only ones (group commit,
@@ -104,6 +142,24 @@ impl ServerLog {
             LogKind::Embedded(l) => Ok(l.set_visibility(topic, visibility)?),
             LogKind::Kafka(_) => Ok(()),
         }
+    }
+
+    /// The most bytes one append may take (the embedded log's `max_batch_bytes`, framing
+    /// included); `None` on Kafka, where each record is a message of its own.
+    pub fn max_batch_bytes(&self) -> Option<u64> {
+        match &self.kind {
+            LogKind::Embedded(l) => Some(l.config().max_batch_bytes),
+            LogKind::Kafka(_) => None,
+        }
+    }
+
+    /// The largest event ingest accepts: what fits alone in one append, less
+    /// [`EVENT_MARGIN`] so that its repartitioned copy (the event behind a small header)
+    /// fits too. `None` on Kafka.
+    pub fn max_event_bytes(&self) -> Option<usize> {
+        self.max_batch_bytes().map(|b| {
+            b.saturating_sub(EVENT_MARGIN + (BATCH_HEADER + RECORD_HEADER) as u64) as usize
+        })
     }
 
     /// Flushes the embedded log (Kafka acknowledges every append already).

@@ -193,6 +193,10 @@ pub struct Counters {
     /// Events copied into repartitioned streams, and copies dropped as replays.
     pub copies_written: AtomicU64,
     pub copies_deduplicated: AtomicU64,
+    /// Repartitioned copies too large for the log's batch limit, dropped.
+    pub copies_too_large: AtomicU64,
+    /// Output records too large for the log's batch limit, written truncated.
+    pub outputs_truncated: AtomicU64,
     /// Input offsets a worker's checkpoint covered but the log no longer held (its tail
     /// was cut), filled with placeholder records at start-up.
     pub lost_offsets_filled: AtomicU64,

@@ -72,6 +72,18 @@ pub async fn prometheus(State(s): St) -> Response {
         relaxed(&c.outputs_written),
     );
     metric(
+        "weir_outputs_truncated_total",
+        "counter",
+        "Output records larger than the log's batch limit, written truncated (\"truncated\": true).",
+        relaxed(&c.outputs_truncated),
+    );
+    metric(
+        "weir_repartition_copies_too_large_total",
+        "counter",
+        "Repartitioned copies larger than the log's batch limit, dropped.",
+        relaxed(&c.copies_too_large),
+    );
+    metric(
         "weir_outputs_deduplicated_total",
         "counter",
         "Re-derived outputs skipped after recovery.",

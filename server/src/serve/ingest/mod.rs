@@ -7,7 +7,7 @@ pub mod check;
 pub mod idempotency;
 
 use super::error::AppError;
-use super::log::stream_topic;
+use super::log::{batches, stream_topic};
 use super::routing;
 use super::state::Shared;
 use dsl::ast::ObjectKind;
@@ -164,6 +164,19 @@ pub fn ingest_with<'a>(
         rejected,
         accepted,
     } = split(info.in_order.as_deref().unwrap_or(&info));
+    if let Some(max) = shared.log.max_event_bytes() {
+        if let Some(r) = per_part.iter().flatten().find(|r| r.len() > max) {
+            return Err(AppError::new(
+                413,
+                "event_too_large",
+                format!(
+                    "an event of {} bytes is over the limit of {max} bytes per event (the log's batch limit less room for framing); nothing was appended",
+                    r.len()
+                ),
+            )
+            .with("limit", json!(max)));
+        }
+    }
     if let Some(k) = shared.log.as_kafka() {
         append_batches(k, &topic, &info, &per_part)?;
         return Ok(finish_ingest(
@@ -179,22 +192,14 @@ pub fn ingest_with<'a>(
         if recs.is_empty() {
             continue;
         }
-        // Batches stay well under the log's batch limit (16 MiB by default).
-        let max_batch = (log.config().max_batch_bytes / 2).max(1024) as usize;
+        // Batches fit the log's batch limit (16 MiB by default); every event fits alone.
         let mut end = 0;
-        let mut chunk: Vec<&[u8]> = Vec::new();
-        let mut size = 0;
-        for (i, r) in recs.iter().enumerate() {
-            chunk.push(r.as_ref());
-            size += r.len() + 32;
-            if size >= max_batch || i + 1 == recs.len() {
-                let a = log
-                    .append_nowait(&topic, p as u32, &chunk)
-                    .map_err(|e| AppError::new(503, "log_error", e.to_string()))?;
-                end = a.end_offset;
-                chunk.clear();
-                size = 0;
-            }
+        for chunk in batches(recs, shared.log.max_batch_bytes()) {
+            let refs: Vec<&[u8]> = chunk.iter().map(|r| r.as_ref()).collect();
+            let a = log
+                .append_nowait(&topic, p as u32, &refs)
+                .map_err(|e| AppError::new(503, "log_error", e.to_string()))?;
+            end = a.end_offset;
         }
         pending.push((p as u32, end));
     }

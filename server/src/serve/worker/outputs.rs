@@ -3,6 +3,7 @@
 //! mode with their id header and partition key).
 
 use super::Worker;
+use crate::serve::log::{batches, too_large_alone};
 use crate::serve::state::{relaxed, Shared};
 use matcher::output::OutputRecord;
 use std::collections::HashMap;
@@ -12,31 +13,41 @@ use weir_log::OUTPUTS_TOPIC;
 
 impl Worker {
     /// Appends repartitioned copies and waits until they are durable (a copy is read only
-    /// once durable, and the checkpoint covering its source must not come first). A
-    /// failed append is retried: copies are never skipped.
+    /// once durable, and the checkpoint covering its source must not come first). Copies
+    /// go in batches that fit the log's limit; a failed append is retried (copies are
+    /// never skipped), except a copy too large for any batch, which can never be written:
+    /// it is dropped, logged and counted (ingest keeps events small enough that their
+    /// copies fit, so only events logged by an older version can be that large).
     pub(super) fn write_copies(&mut self, copies: HashMap<(String, u32), Vec<Vec<u8>>>) {
         let mut copies: Vec<_> = copies.into_iter().collect();
         copies.sort_by(|a, b| a.0.cmp(&b.0));
+        let limit = self.shared.log.max_batch_bytes();
         let mut waits = Vec::new();
-        for ((topic, q), recs) in copies {
-            let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
-            let mut delay = Duration::from_millis(10);
-            loop {
-                match self.shared.log.append_nowait(&topic, q, &refs) {
-                    Ok(a) => {
-                        self.copies_written.insert((topic.clone(), q), a.end_offset);
-                        waits.push((topic, q, a.end_offset));
-                        break;
-                    }
-                    Err(e) => {
-                        if self.give_up_on_shutdown() {
-                            return;
-                        }
-                        tracing::error!(partition = self.partition, topic, error = %e, "cannot append repartitioned copies; retrying");
-                        std::thread::sleep(delay);
-                        delay = (delay * 2).min(Duration::from_secs(1));
-                    }
+        for ((topic, q), mut recs) in copies {
+            recs.retain(|r| {
+                let fits = !too_large_alone(r, limit);
+                if !fits {
+                    tracing::error!(
+                        partition = self.partition,
+                        topic,
+                        bytes = r.len(),
+                        "a repartitioned copy is larger than the log's batch limit; dropped"
+                    );
+                    self.shared
+                        .counters
+                        .copies_too_large
+                        .fetch_add(1, Ordering::Relaxed);
                 }
+                fits
+            });
+            for chunk in batches(&recs, limit) {
+                let refs: Vec<&[u8]> = chunk.iter().map(|r| r.as_slice()).collect();
+                let Some(end) = self.append_retrying(&topic, q, &refs, "repartitioned copies")
+                else {
+                    return;
+                };
+                self.copies_written.insert((topic.clone(), q), end);
+                waits.push((topic.clone(), q, end));
             }
         }
         for (topic, q, end) in waits {
@@ -69,7 +80,34 @@ impl Worker {
         }
     }
 
+    /// Appends one batch that fits the log's limit, retrying failures (a full disk, a
+    /// broker away) until it is written; returns the end offset, or `None` when the
+    /// service shuts down meanwhile ([`Self::give_up_on_shutdown`]).
+    fn append_retrying(&mut self, topic: &str, q: u32, refs: &[&[u8]], what: &str) -> Option<u64> {
+        let mut delay = Duration::from_millis(10);
+        loop {
+            match self.shared.log.append_nowait(topic, q, refs) {
+                Ok(a) => return Some(a.end_offset),
+                Err(e) => {
+                    if self.give_up_on_shutdown() {
+                        return None;
+                    }
+                    tracing::error!(partition = self.partition, topic, error = %e, "cannot append {what}; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Appends a step's output records (those not written before a replay), in batches
+    /// that fit the log's limit. A record too large for any batch is written truncated
+    /// ([`truncated_line`]) and counted. A failed append is retried: outputs are never
+    /// skipped silently. Outputs are visible once written and not waited for: they are
+    /// re-derived from the (durable) input on replay; a checkpoint waits for them (see
+    /// `checkpoint`).
     pub(super) fn write_outputs(&mut self, out: Vec<OutputRecord>) {
+        let limit = self.shared.log.max_batch_bytes();
         let mut ids: Vec<String> = Vec::new();
         let mut per_statement: HashMap<&str, u64> = HashMap::new();
         let lines: Vec<String> = {
@@ -92,67 +130,79 @@ impl Worker {
                 .map(|r| {
                     ids.push(r.id().to_string());
                     *per_statement.entry(r.statement()).or_default() += 1;
-                    r.to_json().to_string()
+                    let line = r.to_json().to_string();
+                    if too_large_alone(line.as_bytes(), limit) {
+                        self.shared
+                            .counters
+                            .outputs_truncated
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(partition = self.partition, statement = r.statement(), bytes = line.len(), "an output record is larger than the log's batch limit; written truncated");
+                        truncated_line(r, line.len())
+                    } else {
+                        line
+                    }
                 })
                 .collect()
         };
         if lines.is_empty() {
             return;
         }
-        let refs: Vec<&[u8]> = lines.iter().map(|l| l.as_bytes()).collect();
-        // Kafka: each output carries its id in the `weir-id` header and its partition
-        // key (the PARTITION BY / GROUP BY values) as the Kafka key.
-        let keys: Vec<Option<String>> = match self.shared.log.as_kafka() {
-            Some(_) => self.output_keys(&lines),
-            None => Vec::new(),
-        };
-        let with_ids: Vec<weir_kafka::IdRecord<'_>> = match self.shared.log.as_kafka() {
-            Some(_) => ids
-                .iter()
-                .zip(&refs)
-                .zip(&keys)
-                .map(|((id, v), k)| (k.as_deref().map(str::as_bytes), *v, id.as_str()))
-                .collect(),
-            None => Vec::new(),
-        };
-        // A failed output append is retried: outputs are never skipped silently.
-        // Outputs are visible once written and not waited for: they are re-derived from
-        // the (durable) input on replay; a checkpoint waits for them (see `checkpoint`).
-        let mut delay = Duration::from_millis(10);
-        loop {
-            let r = match self.shared.log.as_kafka() {
-                Some(k) => k.append_with_ids(OUTPUTS_TOPIC, 0, &with_ids),
-                None => self.shared.log.append_nowait(OUTPUTS_TOPIC, 0, &refs),
-            };
-            match r {
-                Ok(a) => {
-                    self.shared.outputs_tick.send_replace(a.end_offset);
-                    self.shared
-                        .counters
-                        .outputs_written
-                        .fetch_add(refs.len() as u64, Ordering::Relaxed);
-                    let mut g = self
-                        .shared
-                        .statement_outputs
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    for (name, n) in per_statement {
-                        match g.get_mut(name) {
-                            Some(c) => *c += n,
-                            None => {
-                                g.insert(name.to_string(), n);
+        let shared = self.shared.clone();
+        match shared.log.as_kafka() {
+            Some(k) => {
+                // Kafka: each output carries its id in the `weir-id` header and its
+                // partition key (the PARTITION BY / GROUP BY values) as the Kafka key.
+                let keys = self.output_keys(&lines);
+                let with_ids: Vec<weir_kafka::IdRecord<'_>> = ids
+                    .iter()
+                    .zip(&lines)
+                    .zip(&keys)
+                    .map(|((id, v), k)| {
+                        (k.as_deref().map(str::as_bytes), v.as_bytes(), id.as_str())
+                    })
+                    .collect();
+                let mut delay = Duration::from_millis(10);
+                loop {
+                    match k.append_with_ids(OUTPUTS_TOPIC, 0, &with_ids) {
+                        Ok(a) => {
+                            self.shared.outputs_tick.send_replace(a.end_offset);
+                            break;
+                        }
+                        Err(e) => {
+                            if self.give_up_on_shutdown() {
+                                return;
                             }
+                            tracing::error!(partition = self.partition, error = %e, "cannot append outputs; retrying");
+                            std::thread::sleep(delay);
+                            delay = (delay * 2).min(Duration::from_secs(1));
                         }
                     }
-                    return;
                 }
-                Err(e) => {
-                    if self.give_up_on_shutdown() {
+            }
+            None => {
+                for chunk in batches(&lines, limit) {
+                    let refs: Vec<&[u8]> = chunk.iter().map(|l| l.as_bytes()).collect();
+                    let Some(end) = self.append_retrying(OUTPUTS_TOPIC, 0, &refs, "outputs") else {
                         return;
-                    }
-                    tracing::error!(partition = self.partition, error = %e, "cannot append outputs; retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(1));
+                    };
+                    self.shared.outputs_tick.send_replace(end);
+                }
+            }
+        }
+        self.shared
+            .counters
+            .outputs_written
+            .fetch_add(lines.len() as u64, Ordering::Relaxed);
+        let mut g = self
+            .shared
+            .statement_outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (name, n) in per_statement {
+            match g.get_mut(name) {
+                Some(c) => *c += n,
+                None => {
+                    g.insert(name.to_string(), n);
                 }
             }
         }
@@ -260,4 +310,20 @@ pub fn load_seen_ids(shared: &Shared, from: u64) -> usize {
     }
     let _ = relaxed(&shared.counters.outputs_written);
     seen.len()
+}
+
+/// The record written in place of an output record too large for the log: the same
+/// object without its large members (`fields`, `highlights`, `group`, `values`), with
+/// `"truncated": true` and `"original_bytes"`, the size of the full record's JSON text
+/// (docs/language.md, "Output records").
+pub fn truncated_line(r: &OutputRecord, original_bytes: usize) -> String {
+    let mut j = r.to_json();
+    if let serde_json::Value::Object(m) = &mut j {
+        for k in ["fields", "highlights", "group", "values"] {
+            m.remove(k);
+        }
+        m.insert("truncated".into(), true.into());
+        m.insert("original_bytes".into(), original_bytes.into());
+    }
+    j.to_string()
 }
