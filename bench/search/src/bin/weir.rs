@@ -104,7 +104,7 @@ fn main() {
     let use_set = std::env::var("SET").is_ok_and(|v| v == "1");
     let reg_c0 = cpu_now();
     let mut sc = SearchScratch::default();
-    let idx = if use_set {
+    let mut idx = if use_set {
         let mut set: SearchSet = SearchSet::default();
         for batch in queries.chunks(10_000) {
             let add = batch.iter().map(|r| (r[0].clone(), spec(&r[1]))).collect();
@@ -135,9 +135,27 @@ fn main() {
     let mut hl_bytes = 0usize;
     // OWNED=1: the allocating `match_document` (one `Hit` with a highlight map per hit).
     let owned = std::env::var("OWNED").is_ok_and(|v| v == "1");
+    // CHURN=K (with SET=1): every K documents, one search with a prefix or wildcard is
+    // added (a new version, the old handle let go), so every field cache of patterns
+    // starts over as it does in a worker after such a change.
+    let churn: usize = std::env::var("CHURN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let pattern_queries: Vec<&String> = queries
+        .iter()
+        .map(|r| &r[1])
+        .filter(|q| q.contains('*') || q.contains('?'))
+        .collect();
     let t = Instant::now();
     let c0 = cpu_now();
-    for r in &docs {
+    for (i, r) in docs.iter().enumerate() {
+        if let (Idx::Set(set), true) = (&mut idx, churn > 0 && i % churn.max(1) == 0) {
+            let q = pattern_queries[i % pattern_queries.len().max(1)];
+            *set = set
+                .with_changes(&[], vec![(format!("churn{i}"), spec(q))])
+                .unwrap_or_else(|(n, e)| panic!("{n}: {e}"));
+        }
         let t0 = Instant::now();
         let d = Document::new().with("title", &r[1]).with("body", &r[2]);
         if owned {
