@@ -39,7 +39,7 @@ pub use checkpoint::{Checkpoint, CheckpointStore};
 pub use config::{FsyncPolicy, LogConfig, Retention, Verify, Visibility};
 pub use error::{Error, Result};
 pub use format::{Record, BATCH_HEADER, RECORD_HEADER};
-pub use log::{Appended, Log, LogIter};
+pub use log::{validate_name, Appended, Log, LogIter};
 pub use partition::{Cut, PartitionRecovery, PartitionStats, QUARANTINE_DIR};
 pub use position::Position;
 

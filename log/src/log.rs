@@ -140,7 +140,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// Topic and checkpoint names: 1–200 of `[A-Za-z0-9._-]`, not starting with `.`.
-pub(crate) fn validate_name(name: &str) -> Result<()> {
+pub fn validate_name(name: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidName {
             name: name.to_string(),

@@ -1,6 +1,7 @@
 //! `weir serve`: configuration (flags > environment > `--config` TOML file > defaults),
-//! logging, the runtime, and graceful shutdown (SIGTERM / ctrl-c: stop accepting, let the
-//! workers drain and checkpoint, flush the log, exit 0).
+//! logging, the runtime, and graceful shutdown (SIGTERM / ctrl-c: stop accepting, the
+//! workers checkpoint what they applied and stop — a backlog is replayed at the next
+//! start — flush the log, exit 0).
 
 use crate::check_cmd::{collect_files, read_text};
 use crate::serve::{self, state::Settings};

@@ -105,6 +105,14 @@ pub fn apply_statements(app: &App, text: &str) -> Result<Json, AppError> {
     let new_streams: Vec<(String, u32)> =
         Version::new(catalog.clone(), 0, Position::new()).streams(s.partitions);
     for (name, parts) in &new_streams {
+        // The stream's log topic is named after it (issue 19: "../x" answered 500).
+        if let Err(e) = weir_log::validate_name(&stream_topic(name)) {
+            return Err(AppError::new(
+                400,
+                "invalid_name",
+                format!("stream name `{name}` cannot be stored: {e}"),
+            ));
+        }
         if *parts > shared.workers || *parts == 0 {
             return Err(AppError::new(
                 400,

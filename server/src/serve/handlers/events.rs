@@ -30,10 +30,16 @@ pub fn parse_events(body: &[u8]) -> Result<Vec<EventIn>, AppError> {
         )
     })?;
     let v: Json = serde_json::from_str(text).map_err(|e| {
+        // One JSON value per line sent without its content type: say what to send.
+        let hint = if e.to_string().starts_with("trailing characters") && e.line() > 1 {
+            "; it looks like NDJSON (one event per line): send it with `Content-Type: application/x-ndjson`"
+        } else {
+            ""
+        };
         AppError::new(
             400,
             "invalid_json",
-            format!("the body is not valid JSON: {e}"),
+            format!("the body is not valid JSON: {e}{hint}"),
         )
         .with("line", json!(e.line()))
         .with("column", json!(e.column()))
