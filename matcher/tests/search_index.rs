@@ -530,6 +530,8 @@ enum SetStep {
     Change(Vec<u8>, Vec<(u8, String)>),
     /// Let go of one of the older handles.
     Release(u8),
+    /// Let go of the newest handle: the one before it becomes the newest again.
+    Abandon,
     Doc(String, String),
 }
 
@@ -541,6 +543,7 @@ fn set_step() -> impl Strategy<Value = SetStep> {
         )
             .prop_map(|(r, a)| SetStep::Change(r, a)),
         1 => any::<u8>().prop_map(SetStep::Release),
+        1 => Just(SetStep::Abandon),
         3 => (text(), text()).prop_map(|(t, b)| SetStep::Doc(t, b)),
     ]
 }
@@ -551,7 +554,8 @@ proptest! {
     /// Random adds, drops and replaces applied through `SearchSet::with_changes`: every
     /// handle still held — the newest and older ones — matches exactly what the naive
     /// evaluator gives for the searches of its own version. A refused batch changes
-    /// nothing; changes to an older handle are refused; once the older handles are let
+    /// nothing; changes to an older handle are refused unless every newer one was let go
+    /// (those versions are then undone); once the older handles are let
     /// go, the dropped searches are freed (without waiting for another change).
     #[test]
     fn search_set_versions_equal_naive(steps in prop::collection::vec(set_step(), 1..40)) {
@@ -584,7 +588,7 @@ proptest! {
                             held.push((set, next));
                         }
                         Err((_, e)) => {
-                            prop_assert!(refused, "{}", e);
+                            prop_assert!(refused && e == SearchError::NegativeOnly, "{}", e);
                             prop_assert!(latest.is_latest());
                         }
                     }
@@ -600,6 +604,12 @@ proptest! {
                 SetStep::Release(i) => {
                     if held.len() > 1 {
                         held.remove(i as usize % (held.len() - 1));
+                    }
+                }
+                SetStep::Abandon => {
+                    if held.len() > 1 {
+                        held.pop();
+                        prop_assert!(held.last().is_some_and(|(s, _)| s.is_latest()));
                     }
                 }
                 SetStep::Doc(title, body) => {

@@ -29,6 +29,14 @@ struct Shared<R> {
     live: Mutex<BTreeSet<u64>>,
 }
 
+impl<R> Shared<R> {
+    /// The oldest and newest versions some handle holds.
+    fn held(&self) -> (Option<u64>, Option<u64>) {
+        let live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        (live.first().copied(), live.last().copied())
+    }
+}
+
 struct Version<R> {
     v: u64,
     /// Searches in this version.
@@ -37,20 +45,27 @@ struct Version<R> {
 }
 
 impl<R> Drop for Version<R> {
-    /// The last handle of a version let go: its searches that newer versions dropped are
-    /// freed now if the index is free to write (else at the next change), so the slots a
-    /// batch added stop being checked per document once every worker has switched.
+    /// The last handle of a version let go: if the index is free to write (else at the
+    /// next change), newer versions nobody holds are undone and the searches that only
+    /// older versions could see are freed, so the slots a batch added stop being checked
+    /// per document once every worker has switched.
     fn drop(&mut self) {
-        let min_live = {
+        let (oldest, newest) = {
             let mut live = self
                 .shared
                 .live
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             live.remove(&self.v);
-            live.first().copied()
+            (live.first().copied(), live.last().copied())
         };
-        if let (Some(min_live), Ok(mut idx)) = (min_live, self.shared.index.try_write()) {
+        let (Some(min_live), Some(max_live)) = (oldest, newest) else {
+            return;
+        };
+        if let Ok(mut idx) = self.shared.index.try_write() {
+            if idx.version > max_live {
+                idx.roll_back(max_live, min_live);
+            }
             idx.reclaim(min_live);
         }
     }
@@ -128,9 +143,10 @@ impl<R> SearchSet<R> {
         self.ver.searches == 0
     }
 
-    /// Whether this version is the newest (only the newest takes changes).
+    /// Whether this version takes changes: it is the newest, or every newer one was let
+    /// go.
     pub fn is_latest(&self) -> bool {
-        self.read().version == self.ver.v
+        self.read().version == self.ver.v || self.ver.shared.held().1 == Some(self.ver.v)
     }
 
     /// What the shared index holds (the newest version).
@@ -141,8 +157,10 @@ impl<R> SearchSet<R> {
     /// The next version: this one without `remove` (names not present are ignored), with
     /// `add` (a name already present is replaced; in `add` twice, the last one counts).
     /// All or nothing: on error (the name of the search refused, why) nothing changes.
-    /// Only the newest version takes changes ([`SearchError::NotLatest`] otherwise).
-    /// The cost follows the change, not the number of stored searches.
+    /// Only the newest version takes changes ([`SearchError::NotLatest`] otherwise); the
+    /// newer versions no handle holds any more do not count: they are undone first (at a
+    /// cost in proportion to what they changed). The cost follows the change, not the
+    /// number of stored searches.
     pub fn with_changes(
         &self,
         remove: &[&str],
@@ -157,6 +175,17 @@ impl<R> SearchSet<R> {
             }
         }
         let mut idx = self.write();
+        if idx.version != self.ver.v {
+            // Newer versions that nobody holds any more (made, then abandoned: e.g. a
+            // later statement of the same change was refused) are undone, so this one
+            // is the newest again.
+            let (oldest_held, newest_held) = self.ver.shared.held();
+            if let (Some(min_live), Some(max_live)) = (oldest_held, newest_held) {
+                if max_live == self.ver.v {
+                    idx.roll_back(self.ver.v, min_live);
+                }
+            }
+        }
         if idx.version != self.ver.v {
             return Err((
                 String::new(),
@@ -221,15 +250,7 @@ impl<R> SearchSet<R> {
     /// Free the searches no live handle can see any more (done by every change too).
     pub fn reclaim(&self) {
         let mut idx = self.write();
-        let min_live = {
-            let live = self
-                .ver
-                .shared
-                .live
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            live.first().copied().unwrap_or(self.ver.v)
-        };
+        let min_live = self.ver.shared.held().0.unwrap_or(self.ver.v);
         idx.reclaim(min_live);
     }
 
@@ -273,6 +294,52 @@ impl<R> SearchIndex<R> {
         let slot = self.insert(name, spec);
         self.pending.insert(slot, (v, u64::MAX));
         self.added.push_back((v, slot));
+    }
+
+    /// Undo the versions after `to` (no handle holds them): their searches freed, the
+    /// ones they dropped live again. `min_live`: the oldest version a handle holds.
+    fn roll_back(&mut self, to: u64, min_live: u64) {
+        while let Some(&(a, slot)) = self.added.back() {
+            if a <= to {
+                break;
+            }
+            self.added.pop_back();
+            if self.pending.get(&slot).map(|p| p.0) != Some(a) {
+                continue;
+            }
+            self.pending.remove(&slot);
+            if let Some(h) = self.hot.get(slot as usize).and_then(|h| h.as_ref()) {
+                if self.by_name.get(&h.name) == Some(&slot) {
+                    let name = h.name.clone();
+                    self.by_name.remove(&name);
+                }
+            }
+            self.free_slot(slot);
+        }
+        while let Some(&(d, slot)) = self.retired.back() {
+            if d <= to {
+                break;
+            }
+            self.retired.pop_back();
+            let Some(&(a, dropped)) = self.pending.get(&slot) else {
+                continue;
+            };
+            if dropped != d {
+                continue;
+            }
+            // Seen by every handle again: no longer pending (its entry in `added`, if
+            // any, is still there when `a` is newer than `min_live`).
+            if a <= min_live {
+                self.pending.remove(&slot);
+            } else {
+                self.pending.insert(slot, (a, u64::MAX));
+            }
+            if let Some(h) = self.hot.get(slot as usize).and_then(|h| h.as_ref()) {
+                self.by_name.insert(h.name.clone(), slot);
+            }
+        }
+        self.version = to;
+        self.prepare();
     }
 
     /// Free the slots dropped at or before `min_live` (no handle can see them) and stop
