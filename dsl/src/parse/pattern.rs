@@ -71,7 +71,6 @@ fn starts_term(i: &str) -> Result<bool, nom::Err<super::lex::PErr>> {
         || t.starts_with('!')
         || t.starts_with(['^', '$'])
         || t.starts_with("{-")
-        || unsupported(t).is_some()
         || t.starts_with('"')
         || attempt(ident_q(t))?.is_some())
 }
@@ -114,8 +113,10 @@ fn term<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
         }
         return Ok((r, Pattern::Absent(v)));
     }
-    if let Some((len, msg)) = unsupported(t) {
-        return hard(t, len, msg);
+    if let Some((w, rest)) = super::lex::word(t) {
+        if w.eq_ignore_ascii_case("PERMUTE") && rest.trim_start().starts_with('(') {
+            return permute(t, rest, n);
+        }
     }
     let (r, base) = if let Some(r) = t.strip_prefix(['^', '$']) {
         (
@@ -185,6 +186,58 @@ fn quantifier<'a>(start: &'a str, i: &'a str, base: Pattern) -> PResult<'a, Patt
     ))
 }
 
+/// Most terms of a `PERMUTE` (5 terms are 120 orders).
+const MAX_PERMUTE: usize = 5;
+
+/// `PERMUTE(p1, p2, …)` (from `rest`, after the word): every order of the terms, as
+/// alternatives in lexicographic order of their positions (SQL:2016: the first order that
+/// matches is preferred), then an optional quantifier.
+fn permute<'a>(t: &'a str, rest: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
+    let (r, _) = sym("(")(rest)?;
+    let mut items = Vec::new();
+    let (mut r, p) = cut(alt_p(r, n))?;
+    items.push(p);
+    while let Some((r2, _)) = attempt(sym_q(",")(r))? {
+        let (r3, p) = cut(alt_p(r2, n))?;
+        items.push(p);
+        r = r3;
+    }
+    let (r, _) = cut(labelled(r, "`,` or `)` in PERMUTE", sym(")")))?;
+    if items.len() > MAX_PERMUTE {
+        return hard(
+            t,
+            t.len() - r.len(),
+            format!("PERMUTE of more than {MAX_PERMUTE} terms is not supported (that is over 120 orders)"),
+        );
+    }
+    fn orders(left: &[usize], prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if left.is_empty() {
+            out.push(prefix.clone());
+        }
+        for (k, &x) in left.iter().enumerate() {
+            let mut rest = left.to_vec();
+            rest.remove(k);
+            prefix.push(x);
+            orders(&rest, prefix, out);
+            prefix.pop();
+        }
+    }
+    let mut all = Vec::new();
+    let idx: Vec<usize> = (0..items.len()).collect();
+    orders(&idx, &mut Vec::new(), &mut all);
+    n.set(n.get() + items.len() * (all.len().saturating_sub(1)));
+    let alts: Vec<Pattern> = all
+        .into_iter()
+        .map(|o| {
+            one_or(
+                o.into_iter().map(|k| items[k].clone()).collect(),
+                Pattern::Seq,
+            )
+        })
+        .collect();
+    quantifier(t, r, one_or(alts, Pattern::Alt))
+}
+
 /// `{n}`, `{n,}`, `{n,m}`, `{,m}` at the start of `q`.
 fn bounds(q: &str) -> Result<(&str, u32, Option<u32>), nom::Err<super::lex::PErr>> {
     let (r, _) = sym("{")(q)?;
@@ -241,18 +294,4 @@ fn count(i: &str) -> PResult<'_, Option<u32>> {
             ),
         ),
     }
-}
-
-/// SQL pattern syntax that weir does not support (neither does Flink), with a message.
-/// `(span length, message)`.
-fn unsupported(t: &str) -> Option<(usize, &'static str)> {
-    if let Some((w, rest)) = super::lex::word(t) {
-        if w.eq_ignore_ascii_case("PERMUTE") && rest.trim_start().starts_with('(') {
-            return Some((
-                w.len(),
-                "PERMUTE is not supported; write the orders as alternatives: (A B | B A)",
-            ));
-        }
-    }
-    None
 }
