@@ -104,7 +104,7 @@ fn term<'a>(i: &'a str, n: &Cell<usize>) -> PResult<'a, Pattern> {
         count_term(t, n)?;
         let (r, v) = cut(labelled(r, "a pattern variable after `!`", ident))?;
         let q = tok_start(r)?;
-        if q.starts_with(['*', '+', '?', '{']) {
+        if q.starts_with(['*', '+', '?']) || (q.starts_with('{') && !q.starts_with("{-")) {
             return hard(
                 q,
                 1,
