@@ -194,6 +194,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             pick_list(args.allow_host, file.allow_host),
             pick_list(args.allow_origin, file.allow_origin),
         ),
+        clock: d.clock.clone(),
     };
     let log_cfg = LogConfig {
         fsync,

@@ -17,9 +17,11 @@
 //!   ([`repartition`]) and outputs (the `outputs` topic: one partition whose offsets are
 //!   the output cursors), and checkpoints; [`kafka`] hands partitions to this instance in
 //!   Kafka mode;
-//! - [`start`] — opening, replaying and recovering at start.
+//! - [`start`] — opening, replaying and recovering at start; [`clock`] — the wall clock
+//!   workers advance quiet streams by (injectable for tests).
 
 pub mod app;
+pub mod clock;
 pub mod error;
 pub mod guard;
 pub mod handlers;

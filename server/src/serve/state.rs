@@ -75,6 +75,8 @@ pub struct Settings {
     pub max_subscriptions: usize,
     /// Which `Host` and `Origin` headers are accepted ([`super::guard`]).
     pub guard: super::guard::Guard,
+    /// The wall clock quiet streams advance by (`idle_timeout`); tests inject their own.
+    pub clock: super::clock::Clock,
 }
 
 impl Default for Settings {
@@ -89,6 +91,7 @@ impl Default for Settings {
             checkpoint_interval: Duration::from_secs(10),
             max_subscriptions: 1024,
             guard: super::guard::Guard::new("127.0.0.1:7878", Vec::new(), Vec::new()),
+            clock: super::clock::Clock::system(),
         }
     }
 }

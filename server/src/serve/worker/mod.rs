@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use weir_log::{Position, STATEMENTS_TOPIC};
 
 mod checkpoint;
+mod idle;
 mod outputs;
 mod step;
 
@@ -52,13 +53,11 @@ pub struct Worker {
     marks_sent: HashMap<String, (i64, bool)>,
     /// Per source stream with repartitioned copies: since when every read found nothing.
     drained_since: HashMap<String, Instant>,
+    /// Per source stream: how long it has been quiet here (`idle.rs`).
+    quiet: HashMap<String, idle::Quiet>,
     /// Shutdown came while the log refused writes: the worker stops without a checkpoint.
     abandoned: bool,
 }
-
-/// A source partition with no new events for this long stops holding back the watermark
-/// of the streams repartitioned from it (as Flink's idle sources).
-pub const REPARTITION_IDLE: Duration = Duration::from_secs(5);
 
 fn build_engine(v: &Version, partition: u32, default_partitions: u32) -> Engine {
     let config = EngineConfig {
@@ -102,6 +101,7 @@ impl Worker {
             marks: HashMap::new(),
             marks_sent: HashMap::new(),
             drained_since: HashMap::new(),
+            quiet: HashMap::new(),
             abandoned: false,
         }
     }
@@ -204,6 +204,7 @@ impl Worker {
             marks,
             marks_sent: HashMap::new(),
             drained_since: HashMap::new(),
+            quiet: HashMap::new(),
             abandoned: false,
         };
         w.fill_cut_inputs();

@@ -2,7 +2,7 @@
 //! partition (up to the next catalog version's effect position), apply it to the
 //! engine, and collect the repartitioned copies and the outputs to append.
 
-use super::{Worker, BATCH, KAFKA_BATCH, REPARTITION_IDLE};
+use super::{Worker, BATCH, KAFKA_BATCH};
 use crate::serve::log::stream_topic;
 use crate::serve::repartition;
 use crate::serve::state::Version;
@@ -98,6 +98,8 @@ impl Worker {
                 limit
             };
             let mut next_off = None;
+            // When the last event read was appended (idle.rs counts quiet time from it).
+            let mut last_event = None;
             for r in recs {
                 if r.offset >= limit {
                     break;
@@ -141,6 +143,15 @@ impl Worker {
                     *seen = c.offset + 1;
                     (c.payload, c.ts_ms)
                 } else {
+                    if r.payload.first() == Some(&b'W') {
+                        if let Some(a) = last_event.take() {
+                            self.note_event(&stream, a);
+                        }
+                        if self.apply_tick(&stream, &r.payload, r.timestamp_ms, &mut out) {
+                            continue;
+                        }
+                    }
+                    last_event = Some(r.timestamp_ms);
                     (&r.payload[..], r.timestamp_ms)
                 };
                 // Decoded straight into a row (no `serde_json::Value`); a payload the
@@ -232,16 +243,23 @@ impl Worker {
             if let Some(n) = next_off {
                 self.next.insert(topic.clone(), n);
             }
+            if let Some(a) = last_event {
+                self.note_event(&stream, a);
+            }
+            if !hidden && drained {
+                self.tick_if_quiet(&stream, &topic, &mut out);
+            }
             // Tell the readers of this stream's repartitioned copies how far its
             // watermark got here, and when this partition has read all its input.
             if !targets.is_empty() {
                 let wm = self.engine.watermark(&stream).unwrap_or(i64::MIN);
+                let idle_after = self.idle_after(&stream);
                 let idle = if drained {
-                    self.drained_since
+                    let since = self
+                        .drained_since
                         .entry(stream.clone())
-                        .or_insert_with(Instant::now)
-                        .elapsed()
-                        >= REPARTITION_IDLE
+                        .or_insert_with(Instant::now);
+                    idle_after.is_some_and(|d| since.elapsed() >= d)
                 } else {
                     self.drained_since.remove(&stream);
                     false

@@ -1,0 +1,222 @@
+//! Results on time on quiet streams (`idle_timeout`, issue 12), end to end on the real
+//! `weir serve`: an absence fires and a tumbling window closes with no further event,
+//! with 1 and 4 partitions, within the contract's bound; after a SIGKILL and a replay of
+//! the whole log (idle ticks included) the outputs are the same, each id once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const RULES: &str = "
+CREATE STREAM orders (id STRING, kind STRING, ts TIMESTAMP)
+  WITH (event_time = 'ts', max_delay = '200 ms', key = 'id', idle_timeout = '1 second');
+CREATE RULE unpaid AS FROM orders PARTITION BY id
+  PATTERN (created !paid) WITHIN 2 SECONDS
+  DEFINE created AS kind = 'created', paid AS kind = 'paid'
+  MEASURES created.ts AS created_at;
+CREATE METRIC per_kind AS SELECT kind, COUNT(*) AS n FROM orders
+  GROUP BY kind WINDOW TUMBLING (SIZE 1 SECOND);
+";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("weir-quiet-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `weir serve` with RULES on a free port, `args` added (no checkpoint is written during
+/// a test: a restart replays the whole log).
+fn start(data: &Path, args: &[&str]) -> Server {
+    let rules = data.join("rules.weir");
+    std::fs::write(&rules, RULES).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--listen", &listen, "--checkpoint-secs", "3600"])
+        .arg("--data")
+        .arg(data)
+        .arg("--rules")
+        .arg(&rules)
+        .args(args)
+        .env("WEIR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("weir serve starts");
+    let s = Server {
+        child,
+        base: format!("http://{listen}"),
+    };
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        if let Ok(r) = ureq::get(&format!("{}/readyz", s.base)).call() {
+            if r.status() == 200 {
+                return s;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("weir serve never became ready");
+}
+
+fn send(s: &Server, events: &[Value]) {
+    let body: String = events.iter().map(|e| format!("{e}\n")).collect();
+    let r = ureq::post(&format!("{}/v1/streams/orders/events", s.base))
+        .set("Content-Type", "application/x-ndjson")
+        .send_string(&body)
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Every output record so far.
+fn outputs(s: &Server) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let v: Value = ureq::get(&format!(
+            "{}/v1/outputs?cursor={cursor}&limit=1000&wait_ms=0",
+            s.base
+        ))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+        let recs = v["records"].as_array().unwrap().clone();
+        cursor = v["cursor"].as_u64().unwrap();
+        if recs.is_empty() {
+            return out;
+        }
+        out.extend(recs);
+    }
+}
+
+/// Polls until `done` holds of the outputs; returns them and when that was seen (ms).
+fn wait_for(s: &Server, within: Duration, done: impl Fn(&[Value]) -> bool) -> (Vec<Value>, i64) {
+    let t0 = Instant::now();
+    loop {
+        let out = outputs(s);
+        if done(&out) {
+            return (out, now_ms());
+        }
+        assert!(
+            t0.elapsed() < within,
+            "not decided within {within:?}; outputs so far: {out:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn by_id(recs: &[Value]) -> BTreeMap<String, Value> {
+    let mut m = BTreeMap::new();
+    for r in recs {
+        let id = r["id"].as_str().unwrap().to_string();
+        assert!(
+            m.insert(id.clone(), r.clone()).is_none(),
+            "output {id} twice"
+        );
+    }
+    m
+}
+
+fn is_rule(r: &Value, name: &str) -> bool {
+    r["rule"] == name
+}
+
+/// The records of the quiet-stream scenario: orders o0..o7 created (o1 and o5 paid),
+/// then silence.
+fn scenario(s: &Server) -> (Vec<Value>, i64, i64) {
+    let t = now_ms();
+    let mut evs: Vec<Value> = (0..8)
+        .map(|i| json!({"id": format!("o{i}"), "kind": "created", "ts": t}))
+        .collect();
+    evs.push(json!({"id": "o1", "kind": "paid", "ts": t + 100}));
+    evs.push(json!({"id": "o5", "kind": "paid", "ts": t + 100}));
+    send(s, &evs);
+    let sent = now_ms();
+    // 6 absences (deadline t + 2 s) and the window [t, t + 1 s) of both kinds, then no
+    // event at all.
+    let (out, seen) = wait_for(s, Duration::from_secs(20), |o| {
+        o.iter().filter(|r| is_rule(r, "unpaid")).count() == 6
+            && o.iter().filter(|r| r["metric"] == "per_kind").count() >= 2
+    });
+    (out, seen - sent, t)
+}
+
+#[test]
+fn absences_and_windows_are_decided_on_a_quiet_stream() {
+    for parts in ["1", "4"] {
+        let d = tmpdir(&format!("p{parts}"));
+        let s = start(&d, &["--partitions", parts]);
+        let (out, waited, t) = scenario(&s);
+        // Contract: decidable at event time t + 2 s (the deadline), out by wall time
+        // max(deadline + max_delay, last event + idle_timeout) + 1 s. Allow one more
+        // second for a loaded 2-core test machine.
+        let bound = (t + 2_000 + 200).max(t + 1_000) + 1_000;
+        let late_by = t + waited - bound;
+        assert!(
+            late_by <= 1_000,
+            "{parts} partition(s): decided {late_by} ms after the bound"
+        );
+        let ids: Vec<String> = out
+            .iter()
+            .filter(|r| is_rule(r, "unpaid"))
+            .map(|r| r["fields"]["id"].as_str().unwrap_or("").to_string())
+            .collect();
+        for paid in ["o1", "o5"] {
+            assert!(!ids.iter().any(|i| i == paid), "{paid} was paid: {ids:?}");
+        }
+        by_id(&out);
+    }
+}
+
+#[test]
+fn the_same_outputs_after_a_sigkill_and_a_replay() {
+    let d = tmpdir("kill");
+    let mut s = start(&d, &["--partitions", "4"]);
+    let (before, _, _) = scenario(&s);
+    // Let a few more ticks into the log, then kill without a checkpoint.
+    std::thread::sleep(Duration::from_millis(600));
+    let before = by_id(&before);
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    drop(s);
+    let s = start(&d, &["--partitions", "4"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = outputs(&s);
+    let after = by_id(&after);
+    for (id, r) in &before {
+        assert_eq!(
+            after.get(id),
+            Some(r),
+            "output {id} changed after the replay"
+        );
+    }
+}
