@@ -520,8 +520,9 @@ fn assert_unique_ids(recs: &[Value]) {
     assert_eq!(ids.len(), n, "an output id appears twice");
 }
 
-const DOCS: &str =
-    "CREATE STREAM docs (id INT, body STRING, ts TIMESTAMP) WITH (event_time = 'ts', key = 'id');";
+/// Synthetic timestamps near 0 and pauses of seconds between writes: idle advance off
+/// (with it, a write after a pause longer than 5 s would be late).
+const DOCS: &str = "CREATE STREAM docs (id INT, body STRING, ts TIMESTAMP) WITH (event_time = 'ts', key = 'id', idle_timeout = '0');";
 
 /// Searches without EMIT (each hit carries the whole document), `n` of them, all
 /// matching documents with the word `acme`.
