@@ -35,6 +35,7 @@
 //! - Types are checked where they are known (declared columns, literals); JSON values are
 //!   checked at run time.
 
+mod deadline;
 mod expr;
 mod names;
 mod options;
@@ -1119,6 +1120,7 @@ fn check_rule(
     }
 
     key_alignment_warning("rule", &r.name, input, &r.partition_by, diags);
+    deadline::deadline_warnings(r, diags);
 
     // WITHIN
     match &r.within {
