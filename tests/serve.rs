@@ -2227,3 +2227,53 @@ CREATE METRIC total AS SELECT COUNT(*) AS n FROM pay WINDOW TUMBLING (SIZE 1 HOU
     assert_eq!(closed.len(), 1, "{w}");
     assert_eq!(closed[0]["values"]["n"], n_posts * per, "{w}");
 }
+
+/// Issue 19, item 5 (slowloris): half-sent requests were kept open indefinitely. Now a
+/// request's headers must arrive within the header timeout, and one client may hold only
+/// so many connections; the service keeps answering.
+#[test]
+fn slowloris_connections_are_cut_and_limited() {
+    let d = tmpdir("slowloris");
+    let s = start(
+        &d,
+        &[
+            "--partitions",
+            "1",
+            "--header-timeout-secs",
+            "1",
+            "--max-connections-per-client",
+            "20",
+        ],
+    );
+    let t0 = Instant::now();
+    let mut conns: Vec<TcpStream> = (0..30)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ");
+            c
+        })
+        .collect();
+    // Every one of them is closed by the service: the 10 over the limit at once, the
+    // others when their headers did not come within the timeout.
+    let mut closed_at = Vec::new();
+    for c in conns.iter_mut() {
+        let mut buf = [0u8; 512];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("a half-sent request stayed open: {e}"),
+            }
+        }
+        closed_at.push(t0.elapsed());
+    }
+    assert!(
+        closed_at.iter().all(|t| *t < Duration::from_secs(6)),
+        "{closed_at:?}"
+    );
+    // Slots are given back: the service answers again.
+    let (st, _) = get(&s, "/healthz");
+    assert_eq!(st, 200);
+}

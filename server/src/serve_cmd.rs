@@ -53,6 +53,12 @@ pub struct Args {
     /// localhost; `*` allows any (repeat or separate with commas).
     #[arg(long, env = "WEIR_ALLOW_HOST", value_delimiter = ',')]
     pub allow_host: Vec<String>,
+    /// Seconds a client has to send a request's headers (default 10; slow clients are cut).
+    #[arg(long, env = "WEIR_HEADER_TIMEOUT_SECS")]
+    pub header_timeout_secs: Option<f64>,
+    /// Open connections allowed per client IP (default 256).
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS_PER_CLIENT")]
+    pub max_connections_per_client: Option<usize>,
     /// Kafka mode: bootstrap brokers HOST:PORT[,…]; the log is Kafka instead of the data directory.
     #[arg(long, env = "WEIR_KAFKA")]
     pub kafka: Option<String>,
@@ -89,6 +95,8 @@ struct FileConfig {
     kafka_session_ms: Option<u64>,
     allow_origin: Option<Vec<String>>,
     allow_host: Option<Vec<String>>,
+    header_timeout_secs: Option<f64>,
+    max_connections_per_client: Option<usize>,
     /// Log segment size in bytes (default 64 MiB) and retention per partition of every
     /// topic but `statements` (docs/durability.md).
     segment_bytes: Option<u64>,
@@ -214,6 +222,21 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             .unwrap_or(Duration::from_secs(30)),
         ..LogConfig::default()
     };
+    let mut limits = serve::listen::Limits::default();
+    if let Some(t) = secs(
+        args.header_timeout_secs.or(file.header_timeout_secs),
+        "header_timeout_secs",
+    )? {
+        limits.header_timeout = t;
+    }
+    match args
+        .max_connections_per_client
+        .or(file.max_connections_per_client)
+    {
+        Some(0) => bail!("--max-connections-per-client must be at least 1"),
+        Some(n) => limits.max_per_client = n,
+        None => {}
+    }
     let mut rule_texts = Vec::new();
     if !rules.is_empty() {
         for f in collect_files(&rules)? {
@@ -274,15 +297,13 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!(listen = %listener.local_addr()?, data = %data.display(), kafka = shared2.kafka.is_some(), "weir serve listening");
         let router = serve::routes::app(app2);
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                tracing::info!("shutting down");
-                shared2.shutdown.store(true, Ordering::SeqCst);
-                shared2.wake_workers();
-            })
-            .await
-            .context("server failed")?;
+        serve::listen::serve(listener, router, limits, async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            shared2.shutdown.store(true, Ordering::SeqCst);
+            shared2.wake_workers();
+        })
+        .await;
         anyhow::Ok(())
     })?;
     shared.shutdown.store(true, Ordering::SeqCst);

@@ -27,6 +27,7 @@ pub mod guard;
 pub mod handlers;
 pub mod ingest;
 pub mod kafka;
+pub mod listen;
 pub mod log;
 pub mod repartition;
 pub mod routes;
