@@ -740,3 +740,30 @@ fn search_set_limits_all_or_nothing() {
     }
     assert_eq!(replaced.stats().rejected, 2);
 }
+
+/// A pattern freed in one field and its id reused by a pattern of another field: a word
+/// the first field's cache remembers as firing the old pattern must not fire the new one.
+#[test]
+fn reused_pattern_id_across_fields() {
+    let mut idx: SearchIndex = SearchIndex::default();
+    let mut sc = SearchScratch::default();
+    let q = |t: &str| SearchSpec::matches("body", t).unwrap();
+    idx.add("a", q("title:ac*")).unwrap();
+    idx.add("d", q("title:zq*")).unwrap();
+    idx.prepare();
+    let d1 = Document::new().with("title", "acme");
+    assert_eq!(idx.match_document(&mut sc, &d1, &mut |_, _| true).len(), 1);
+    assert!(idx.remove("a"));
+    idx.add("b", q("zz*")).unwrap();
+    idx.prepare();
+    let d2 = Document::new()
+        .with("title", "acme")
+        .with("body", "nothing");
+    assert!(idx
+        .match_document(&mut sc, &d2, &mut |_, _| true)
+        .is_empty());
+    let d3 = Document::new().with("title", "acme").with("body", "zzz");
+    let hits = idx.match_document(&mut sc, &d3, &mut |_, _| true);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].highlights.keys().collect::<Vec<_>>(), ["body"]);
+}

@@ -373,14 +373,28 @@ impl<R> SearchIndex<R> {
         }
         let (f, kind) = key;
         let m = match self.multi_free.pop() {
-            Some(m) => m,
+            Some((m, old_field)) => {
+                // Pattern caches of the field it was freed from may still list it (a
+                // freed pattern fires nothing); reused, it means something else.
+                if let Some(info) = self.fields.get_mut(old_field as usize) {
+                    info.renew_caches();
+                }
+                self.fields[f as usize].renew_caches();
+                m
+            }
             None => {
                 self.multis.push(None);
                 (self.multis.len() - 1) as u32
             }
         };
         let info = &mut self.fields[f as usize];
-        info.pat_gen += 1;
+        // Cached words are tested against a few new patterns on the way out of the
+        // cache; a regex (no cheap test alone) or too many new ones: caches start over.
+        if matches!(kind, MultiKind::Regex(_)) || info.delta.len() >= DELTA_MAX {
+            info.renew_caches();
+        } else if !info.delta.contains(&m) {
+            info.delta.push(m);
+        }
         if !info.lead_dirty && !info.lead.try_add(&kind) {
             info.lead_dirty = true;
             self.dirty_leads.push(f);
@@ -528,10 +542,12 @@ impl<R> SearchIndex<R> {
         let Some(e) = self.multis[m as usize].take() else {
             return;
         };
-        self.multi_free.push(m);
+        self.multi_free.push((m, e.field));
         let f = e.field;
         let info = &mut self.fields[f as usize];
-        info.pat_gen += 1;
+        // Caches keep listing it: a freed pattern fires no candidate, and no search's ops
+        // name it any more (it is freed once the last one that did is).
+        info.delta.retain(|&x| x != m);
         if !info.lead_dirty && info.lead.note_remove() {
             info.lead_dirty = true;
             self.dirty_leads.push(f);

@@ -383,7 +383,21 @@ impl<R> SearchIndex<R> {
             let info = &fields[g.f as usize];
             let cache = &mut pcaches[g.f as usize];
             let fired = match cache.get(g.h) {
-                Some(f) => f,
+                Some(f) if info.delta.is_empty() => f,
+                Some(f) => {
+                    // Made before the field's newest patterns: completed with them.
+                    let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
+                    s.fired.clear();
+                    s.fired.extend_from_slice(f);
+                    for &m in &info.delta {
+                        if pattern_matches(multis, m, t) {
+                            s.fired.push(m);
+                        }
+                    }
+                    s.fired.sort_unstable();
+                    s.fired.dedup();
+                    &s.fired[..]
+                }
                 None => {
                     let t = s.analyzed[g.ai as usize].1.term(g.first as usize);
                     s.fired.clear();

@@ -168,7 +168,8 @@ pub struct SearchIndex<R = ()> {
     /// Per (field, value hash): slots anchored on that equality value.
     eq_post: FxHashMap<(u16, u64), Vec<u32>>,
     multis: Vec<Option<MultiEntry>>,
-    multi_free: Vec<u32>,
+    /// Freed pattern ids and the field they were in.
+    multi_free: Vec<(u32, u16)>,
     multi_ids: FxHashMap<(u16, MultiKind), u32>,
     always: Vec<u32>,
     /// The newest version (see [`SearchSet`]); plain `add` / `remove` do not change it.

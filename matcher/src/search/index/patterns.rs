@@ -93,9 +93,37 @@ pub(super) struct FieldInfo {
     pub(super) lead: LeadFilter,
     /// Patterns changed since `lead` was built (the filter is then not used).
     pub(super) lead_dirty: bool,
-    /// Bumped whenever the field's patterns change: a [`SearchScratch`]'s pattern cache
-    /// for the field made at another generation is emptied before use.
+    /// Bumped when the field's pattern caches must start over: a [`SearchScratch`]'s
+    /// pattern cache for the field made at another generation is emptied before use.
     pub(super) pat_gen: u64,
+    /// Patterns added since `pat_gen` was bumped (prefix, wildcard, fuzzy; at most
+    /// [`DELTA_MAX`]): a cached word's result is completed by testing it against these.
+    pub(super) delta: Vec<u32>,
+}
+
+/// Most patterns added to a field before its pattern caches start over.
+pub(super) const DELTA_MAX: usize = 8;
+
+impl FieldInfo {
+    /// Every pattern cache of this field starts over at its next use.
+    pub(super) fn renew_caches(&mut self) {
+        self.pat_gen += 1;
+        self.delta.clear();
+    }
+}
+
+/// Whether pattern `m` (prefix, wildcard or fuzzy) matches word `t`, tested alone.
+pub(super) fn pattern_matches(multis: &[Option<MultiEntry>], m: u32, t: &str) -> bool {
+    match multis
+        .get(m as usize)
+        .and_then(|e| e.as_ref())
+        .map(|e| &e.kind)
+    {
+        Some(MultiKind::Prefix(p)) => t.starts_with(&**p),
+        Some(MultiKind::Wildcard(p)) => glob_match(p, t),
+        Some(MultiKind::Fuzzy(w, d)) => edit_distance_within(t, w, *d as usize).is_some(),
+        Some(MultiKind::Regex(_)) | None => false,
+    }
 }
 
 /// A quick test that rules out most document terms before the pattern cache. Every
