@@ -220,3 +220,75 @@ fn the_same_outputs_after_a_sigkill_and_a_replay() {
         );
     }
 }
+
+/// Lateness of results on a quiet stream against the contract's bound, through
+/// `weir serve` (bench/README.md, "Quiet streams"): `cargo test -p server --release
+/// --test quiet -- --ignored --nocapture`. Each round sends 20 `created` events stamped
+/// with the current time, then nothing; every absence is read by long-polling
+/// `GET /v1/outputs` (the path live readers take) and its arrival compared with
+/// max(deadline + max_delay, last event + idle_timeout), the moment the contract allows one
+/// more second from. (Events stamped ahead of the clock would move the watermark ahead of
+/// it too, by the same amount, and the next round's events would be late.)
+#[test]
+#[ignore]
+fn quiet_stream_latency() {
+    let rounds: usize = std::env::var("WEIR_QUIET_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    for parts in ["1", "4"] {
+        let d = tmpdir(&format!("lat{parts}"));
+        let s = start(&d, &["--partitions", parts]);
+        let mut lateness = Vec::new();
+        let mut cursor = 0u64;
+        for round in 0..rounds {
+            let t = now_ms();
+            let evs: Vec<Value> = (0..20)
+                .map(|k| json!({"id": format!("r{round}k{k}"), "kind": "created", "ts": t}))
+                .collect();
+            send(&s, &evs);
+            let last = now_ms();
+            let mut base: BTreeMap<String, i64> = (0..20)
+                .map(|k| {
+                    let deadline = t + 2_000;
+                    (format!("r{round}k{k}"), (deadline + 200).max(last + 1_000))
+                })
+                .collect();
+            let t0 = Instant::now();
+            while !base.is_empty() {
+                assert!(
+                    t0.elapsed() < Duration::from_secs(30),
+                    "round {round}: {base:?} not out"
+                );
+                let v: Value = ureq::get(&format!(
+                    "{}/v1/outputs?cursor={cursor}&limit=1000&wait_ms=5000",
+                    s.base
+                ))
+                .call()
+                .unwrap()
+                .into_json()
+                .unwrap();
+                let seen = now_ms();
+                cursor = v["cursor"].as_u64().unwrap();
+                for r in v["records"].as_array().unwrap() {
+                    if is_rule(r, "unpaid") {
+                        let id = r["fields"]["id"].as_str().unwrap_or("").to_string();
+                        if let Some(b) = base.remove(&id) {
+                            lateness.push(seen - b);
+                        }
+                    }
+                }
+            }
+        }
+        lateness.sort();
+        let q = |p: f64| lateness[((lateness.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "partitions {parts}: {} absences, lateness after max(deadline + max_delay, last event + idle_timeout): p50 {} ms, p99 {} ms, max {} ms (contract: <= 1000 ms)",
+            lateness.len(),
+            q(0.5),
+            q(0.99),
+            lateness[lateness.len() - 1]
+        );
+        assert!(q(0.99) <= 1_000, "p99 over the contract's second");
+    }
+}

@@ -135,7 +135,9 @@ impl Worker {
         match self
             .shared
             .log
-            .append_nowait(topic, self.partition, &[tick.as_slice()])
+            // Waits for the fsync (under `fsync = always` readers see only durable
+            // records; the tick must be read back soon, not at the next safety fsync).
+            .append(topic, self.partition, &[tick.as_slice()])
         {
             Ok(_) => {
                 q.pending = target;
