@@ -292,3 +292,65 @@ fn quiet_stream_latency() {
         assert!(q(0.99) <= 1_000, "p99 over the contract's second");
     }
 }
+
+/// The worker's clock is injectable: a test moves time two hours on instead of sleeping
+/// (`idle_timeout = '1 hour'`, `WITHIN 1 HOUR`), in-process over a real embedded log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_clock_moves_time_without_sleeping() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use server::serve::{self, clock::Clock, state::Settings};
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    let skew = Arc::new(AtomicI64::new(0));
+    let sk = skew.clone();
+    let settings = Settings {
+        partitions: 1,
+        clock: Clock::from_fn(move || now_ms() + sk.load(Ordering::SeqCst)),
+        ..Settings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (app, ws) = serve::open(dir.path(), weir_log::LogConfig::default(), settings).unwrap();
+    let handles = serve::start_workers(&app.shared, ws);
+    let call = |req: Request<Body>| {
+        let app = app.clone();
+        async move {
+            let r = serve::routes::app(app).oneshot(req).await.unwrap();
+            let b = axum::body::to_bytes(r.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&b).unwrap()
+        }
+    };
+    let post = |path: &str, body: String| Request::post(path).body(Body::from(body)).unwrap();
+    let rules = "CREATE STREAM orders (id STRING, kind STRING, ts TIMESTAMP)
+      WITH (event_time = 'ts', key = 'id', idle_timeout = '1 hour');
+    CREATE RULE unpaid AS FROM orders PARTITION BY id
+      PATTERN (created !paid) WITHIN 1 HOUR
+      DEFINE created AS kind = 'created', paid AS kind = 'paid';";
+    call(post("/v1/statements", rules.into())).await;
+    let ev = json!({"id": "o1", "kind": "created", "ts": now_ms()});
+    let v = call(post("/v1/streams/orders/events", ev.to_string())).await;
+    let pos = v["position"].as_str().unwrap().to_string();
+    let outputs = |q: String| {
+        Request::get(format!("/v1/outputs?{q}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let v = call(outputs(format!("cursor=0&after={pos}"))).await;
+    assert_eq!(v["records"], json!([]), "nothing is decided yet");
+    // Two hours and a second later by the worker's clock: quiet for idle_timeout, and the
+    // watermark passed the deadline.
+    skew.store(2 * 3_600_000 + 1_000, Ordering::SeqCst);
+    let v = call(outputs("cursor=0&wait_ms=5000".into())).await;
+    let recs = v["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 1, "{v}");
+    assert_eq!(recs[0]["rule"], "unpaid");
+    app.shutdown.store(true, Ordering::SeqCst);
+    app.wake_workers();
+    for h in handles {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
+    }
+}
