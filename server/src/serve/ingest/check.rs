@@ -280,7 +280,11 @@ impl<'de> Visitor<'de> for Column {
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ColumnSeen, E> {
         match self.ty {
-            DataType::String | DataType::Json => self.ok(|| Value::String(v.to_string())),
+            // As `routing::key_hash` of `Value::String`, without the copy.
+            DataType::String | DataType::Json => Ok(ColumnSeen {
+                null: false,
+                key_hash: self.want_key.then(|| routing::fnv1a(v.as_bytes())),
+            }),
             DataType::Timestamp => match matcher::value::parse_timestamp(v) {
                 Some(ms) => self.ok(|| Value::Timestamp(ms)),
                 None => Err(unsure()),
