@@ -2277,3 +2277,59 @@ fn slowloris_connections_are_cut_and_limited() {
     let (st, _) = get(&s, "/healthz");
     assert_eq!(st, 200);
 }
+
+/// Issue 19, item 7: what the rule matcher drops or refuses at its limits is exported
+/// (`weir_rule_partial_matches_dropped_total`, `weir_rule_starts_refused_total`).
+#[test]
+fn rule_limit_counters_are_exported() {
+    const RULES: &str = "
+CREATE STREAM pay (card STRING, amount FLOAT, ts TIMESTAMP)
+  WITH (event_time = 'ts', max_delay = '1 second', key = 'card');
+CREATE RULE never AS FROM pay PARTITION BY card
+  PATTERN (a x* b) DEFINE a AS amount > 0, x AS amount > 0, b AS amount < 0
+  MEASURES a.amount AS amount;
+";
+    let d = tmpdir("rule-limits");
+    let rules = d.join("rules.weir");
+    std::fs::write(&rules, RULES).unwrap();
+    let s = start(
+        &d,
+        &["--partitions", "1", "--rules", rules.to_str().unwrap()],
+    );
+    // One key, 10,100 open partial matches: past the per-key cap of 10,000.
+    let body: String = (0..10_100)
+        .map(|i| format!("{}\n", ev("k", 1.0, 1_000 + i)))
+        .collect();
+    let (st, v) = call(
+        "POST",
+        &format!("{}/v1/streams/pay/events", s.base),
+        Some("application/x-ndjson"),
+        Some(body.as_bytes()),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    let t0 = Instant::now();
+    loop {
+        let (_, m) = get(&s, "/metrics");
+        let text = m.as_str().unwrap().to_string();
+        let dropped = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("weir_rule_partial_matches_dropped_total{stream=\"pay\"} ")
+            })
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if dropped > 0 {
+            assert!(
+                text.contains("weir_rule_starts_refused_total{stream=\"pay\"} 0"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "never exported: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

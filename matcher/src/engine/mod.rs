@@ -175,6 +175,16 @@ impl Engine {
         self.state.streams.get(stream).map(|s| &s.counters)
     }
 
+    /// The rule matcher's counters of a stream (None when no rule reads it): partial
+    /// matches dropped at the per-key caps, match starts refused at the per-rule cap, …
+    pub fn cep_counters(&self, stream: &str) -> Option<crate::cep::CepCounters> {
+        self.state
+            .streams
+            .get(stream)
+            .and_then(|s| s.cep.as_ref())
+            .map(|c| c.counters())
+    }
+
     /// Rows and partial matches held, over all streams (approximate bytes).
     pub fn approx_state_bytes(&self) -> usize {
         self.state.approx_state_bytes()

@@ -215,6 +215,9 @@ pub struct Progress {
     pub state_bytes: usize,
     /// The engine's counters of each stream it reads (declared, hidden and derived).
     pub stream_counters: Vec<(String, StreamCounters)>,
+    /// Per stream read by rules: (partial matches dropped at the per-key caps, match
+    /// starts refused at the per-rule cap).
+    pub rule_limits: Vec<(String, u64, u64)>,
     /// Repartitioned copies this worker wrote: (hidden stream topic, partition, end
     /// offset after its last append). Input it has applied is covered (`after=`) once
     /// the workers of those partitions have read that far.

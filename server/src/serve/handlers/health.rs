@@ -215,6 +215,30 @@ pub async fn prometheus(State(s): St) -> Response {
             }
         }
     }
+    // Rule limits (issue 19: starts refused at the cap were not exported), per stream.
+    let mut limits: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for p in s.progress.iter() {
+        let g = p.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, dropped, refused) in &g.rule_limits {
+            let e = limits.entry(name.clone()).or_default();
+            e.0 += dropped;
+            e.1 += refused;
+        }
+    }
+    let _ = writeln!(t, "# HELP weir_rule_partial_matches_dropped_total Partial matches dropped at max_partial_matches_per_key / max_rows_per_key, per stream read by rules.\n# TYPE weir_rule_partial_matches_dropped_total counter");
+    for (name, (dropped, _)) in &limits {
+        let _ = writeln!(
+            t,
+            "weir_rule_partial_matches_dropped_total{{stream=\"{name}\"}} {dropped}"
+        );
+    }
+    let _ = writeln!(t, "# HELP weir_rule_starts_refused_total Match starts refused at max_partial_matches_per_rule, per stream read by rules.\n# TYPE weir_rule_starts_refused_total counter");
+    for (name, (_, refused)) in &limits {
+        let _ = writeln!(
+            t,
+            "weir_rule_starts_refused_total{{stream=\"{name}\"}} {refused}"
+        );
+    }
     let _ = writeln!(t, "# HELP weir_checkpoint_age_seconds Seconds since the partition's last checkpoint (-1: none yet).\n# TYPE weir_checkpoint_age_seconds gauge");
     for (i, a) in ages {
         let _ = writeln!(

@@ -57,6 +57,8 @@ pub struct Worker {
     quiet: HashMap<String, idle::Quiet>,
     /// Shutdown came while the log refused writes: the worker stops without a checkpoint.
     abandoned: bool,
+    /// The rule matcher's limit counters per stream (refreshed with `state_bytes`).
+    rule_limits: Vec<(String, u64, u64)>,
 }
 
 fn build_engine(v: &Version, partition: u32, default_partitions: u32) -> Engine {
@@ -103,6 +105,7 @@ impl Worker {
             drained_since: HashMap::new(),
             quiet: HashMap::new(),
             abandoned: false,
+            rule_limits: Vec::new(),
         }
     }
 
@@ -206,6 +209,7 @@ impl Worker {
             drained_since: HashMap::new(),
             quiet: HashMap::new(),
             abandoned: false,
+            rule_limits: Vec::new(),
         };
         w.fill_cut_inputs();
         w.publish(&versions);
@@ -285,6 +289,16 @@ impl Worker {
         if refresh {
             self.state_bytes = self.engine.approx_state_bytes();
             self.state_bytes_at = Some(Instant::now());
+            self.rule_limits = self
+                .engine
+                .stream_names()
+                .iter()
+                .filter_map(|s| {
+                    self.engine
+                        .cep_counters(s)
+                        .map(|c| (s.clone(), c.partial_matches_dropped, c.starts_refused))
+                })
+                .collect();
         }
         let state_bytes = self.state_bytes;
         if let Some(p) = self.shared.progress.get(self.partition as usize) {
@@ -295,6 +309,7 @@ impl Worker {
                 last_checkpoint: last,
                 state_bytes,
                 stream_counters: counters,
+                rule_limits: self.rule_limits.clone(),
                 copies: self
                     .copies_written
                     .iter()
