@@ -456,15 +456,15 @@ impl Program {
             // Every search of the stream: compiled again (the checker changed their
             // entries too, so they are all in `searches_added`, or new).
             let all = readers(ObjectKind::Search);
-            self.searches(None, &|_| true, all, &base.def, diags)
+            self.searches(None, &[], all, &base.def, diags)
         } else if d.searches_removed.is_empty() && d.searches_added.is_empty() {
             prev.as_ref().and_then(|p| p.searches.clone())
         } else {
-            let removed = &d.searches_removed;
+            let removed: Vec<&str> = d.searches_removed.iter().map(String::as_str).collect();
             let old_s = prev.as_ref().and_then(|p| p.searches.clone());
             self.searches(
                 old_s.as_deref(),
-                &|n| removed.contains(n),
+                &removed,
                 std::mem::take(&mut d.searches_added),
                 &base.def,
                 diags,
@@ -482,7 +482,7 @@ impl Program {
     fn searches(
         &self,
         old: Option<&StreamSearches>,
-        remove: &dyn Fn(&str) -> bool,
+        remove: &[&str],
         add: Vec<Arc<Entry>>,
         input: &StreamDef,
         diags: &mut Vec<Diagnostic>,
@@ -501,12 +501,11 @@ impl Program {
                 Err(d) => diags.push(d),
             }
         }
-        let remove_too = |n: &str| remove(n) || spans.contains_key(n);
-        match StreamSearches::with_changes(old, &remove_too, compiled, &self.config.search) {
+        match StreamSearches::with_changes(old, remove, compiled, &self.config.search) {
             Ok(s) if s.is_empty() => None,
             Ok(s) => Some(Arc::new(s)),
             Err((name, msg)) => {
-                let span = spans.get(&*name).copied().unwrap_or_default();
+                let span = spans.get(&name).copied().unwrap_or_default();
                 diags.push(Diagnostic::error(span, msg));
                 None
             }

@@ -7,7 +7,7 @@ use super::Residual;
 use crate::expr::{compile, CompiledExpr, Context, FieldRef, Scope};
 use crate::output::{output_id, OutputRecord};
 use crate::search::{
-    naive, Document, Highlights, SearchIndex, SearchLimits, SearchScratch, SearchSpec,
+    naive, Document, Highlights, SearchError, SearchLimits, SearchScratch, SearchSet, SearchSpec,
 };
 use crate::value::{Row, Value};
 use dsl::ast::{BinaryOp, Expr, ExprKind, Literal, SelectItem};
@@ -28,9 +28,10 @@ pub(crate) struct SearchRt {
     filter: CompiledExpr,
     /// The MATCHES tests: (field name, query with that default field).
     tests: Vec<(String, Query)>,
-    /// What the index's presearcher evaluates (all MATCHES are top-level conjuncts);
-    /// `None`: every event runs the naive evaluator for this search.
-    spec: Option<SearchSpec<()>>,
+    /// Evaluated by the index's presearcher (all MATCHES are top-level conjuncts), with
+    /// these equality filters; otherwise every event runs the naive evaluator for it.
+    indexed: bool,
+    equals: Vec<(String, Vec<String>)>,
     emit: Vec<(String, CompiledExpr)>,
     /// The fields the search reads, and where in the row.
     fields: Vec<(String, FieldRef)>,
@@ -70,21 +71,10 @@ impl SearchRt {
         let indexed = matches_top == tests.len()
             && !tests.is_empty()
             && !cs.iter().any(|c| !is_matches(c) && contains_matches(c));
-        let spec = if indexed {
-            let query = if tests.len() == 1 {
-                tests[0].1.clone()
-            } else {
-                Query::And(tests.iter().map(|(_, q)| q.clone()).collect())
-            };
-            let mut spec = SearchSpec::new(query);
-            for c in &cs {
-                if let Some((p, vals)) = equality_filter(c) {
-                    spec.equals.push((p, vals));
-                }
-            }
-            Some(spec)
+        let equals: Vec<(String, Vec<String>)> = if indexed {
+            cs.iter().filter_map(|c| equality_filter(c)).collect()
         } else {
-            None
+            Vec::new()
         };
         let emit = s
             .emit
@@ -108,9 +98,7 @@ impl SearchRt {
         for (_, q) in &tests {
             query_fields(q, &mut names);
         }
-        if let Some(spec) = &spec {
-            names.extend(spec.equals.iter().map(|(f, _)| f.clone()));
-        }
+        names.extend(equals.iter().map(|(f, _)| f.clone()));
         for f in names {
             if !fields.iter().any(|(n, _)| *n == f) {
                 let r = field_ref(input, &f);
@@ -122,14 +110,28 @@ impl SearchRt {
             ord,
             filter,
             tests,
-            spec,
+            indexed,
+            equals,
             emit,
             fields,
         })
     }
 
-    pub fn indexed(&self) -> bool {
-        self.spec.is_some()
+    /// What the index stores for this search (`None`: not indexable), with the search
+    /// itself as the residual the index hands back.
+    fn spec(self: &Arc<Self>) -> Option<SearchSpec<Residual>> {
+        if !self.indexed {
+            return None;
+        }
+        let query = match self.tests.as_slice() {
+            [(_, q)] => q.clone(),
+            ts => Query::And(ts.iter().map(|(_, q)| q.clone()).collect()),
+        };
+        Some(SearchSpec {
+            query,
+            equals: self.equals.clone(),
+            residual: Some(self.clone()),
+        })
     }
 
     /// The whole WHERE with every MATCHES test taken as true (the index decided those).
@@ -176,13 +178,15 @@ impl SearchRt {
     }
 }
 
-/// Every search reading one stream: the index of those it can evaluate, the others, and
-/// the fields they read. Immutable once built; a statement change builds a new one from
-/// the old with only the changed searches compiled.
+/// Every search reading one stream: a version of the stream's shared index (the
+/// searches it can evaluate), the others, and the fields they read. Immutable once
+/// built; a statement change makes the next one from the previous, in proportion to the
+/// change ([`SearchSet::with_changes`]).
 pub(crate) struct StreamSearches {
-    index: SearchIndex<Residual>,
-    /// The searches in the index (to build the next version's index from).
-    indexed: Vec<Residual>,
+    set: SearchSet<Residual>,
+    /// The searches in the set, by name (to build a set again from, when the set has
+    /// moved past this version, e.g. after a change that was refused later).
+    indexed: imbl::OrdMap<Arc<str>, Residual>,
     /// Searches the index cannot evaluate (run by the naive evaluator on every event).
     naive: Vec<Residual>,
     /// Field names the searches read, and where.
@@ -199,43 +203,51 @@ impl std::fmt::Debug for StreamSearches {
 }
 
 impl StreamSearches {
-    /// `old` minus `remove` plus `add` (searches compiled against this stream).
+    /// `old` without the searches named in `remove`, with `add` (searches compiled
+    /// against this stream; a name present is replaced). `old`'s set must be the newest
+    /// version of its index to be changed in place; otherwise a new index is built.
     pub fn with_changes(
         old: Option<&StreamSearches>,
-        remove: &dyn Fn(&str) -> bool,
+        remove: &[&str],
         add: Vec<Residual>,
         limits: &SearchLimits,
-    ) -> Result<StreamSearches, (Arc<str>, String)> {
-        let keep = |v: &Vec<Residual>| -> Vec<Residual> {
-            v.iter().filter(|s| !remove(&s.name)).cloned().collect()
-        };
-        let (mut indexed, mut naive) = match old {
-            Some(o) => (keep(&o.indexed), keep(&o.naive)),
-            None => (Vec::new(), Vec::new()),
-        };
-        for s in add {
-            if s.indexed() {
-                indexed.push(s);
-            } else {
-                naive.push(s);
+    ) -> Result<StreamSearches, (String, String)> {
+        let mut indexed = old.map(|o| o.indexed.clone()).unwrap_or_default();
+        let mut naive: Vec<Residual> = old.map(|o| o.naive.clone()).unwrap_or_default();
+        let mut gone: Vec<&str> = Vec::new();
+        for n in remove.iter().copied().chain(add.iter().map(|s| &*s.name)) {
+            if indexed.remove(n).is_some() {
+                gone.push(n);
             }
         }
-        let mut index = SearchIndex::new(limits.clone());
-        for s in &indexed {
-            if let Some(spec) = &s.spec {
-                let spec = SearchSpec {
-                    query: spec.query.clone(),
-                    equals: spec.equals.clone(),
-                    residual: Some(s.clone()),
-                };
-                index
-                    .add(&s.name, spec)
-                    .map_err(|e| (s.name.clone(), e.to_string()))?;
+        naive.retain(|s| !remove.contains(&&*s.name) && !add.iter().any(|a| a.name == s.name));
+        let mut specs = Vec::new();
+        for s in &add {
+            match s.spec() {
+                Some(spec) => {
+                    specs.push((s.name.to_string(), spec));
+                    indexed.insert(s.name.clone(), s.clone());
+                }
+                None => naive.push(s.clone()),
             }
         }
-        index.prepare();
-        let mut fields: Vec<(String, FieldRef)> = Vec::new();
-        for s in indexed.iter().chain(&naive) {
+        let err = |(n, e): (String, SearchError)| (n, e.to_string());
+        let set = match old.map(|o| o.set.with_changes(&gone, specs)) {
+            Some(Ok(set)) => set,
+            Some(Err((_, SearchError::NotLatest { .. }))) | None => {
+                // Build the stream's index again from every search it holds.
+                let all = indexed
+                    .values()
+                    .filter_map(|s| Some((s.name.to_string(), s.spec()?)))
+                    .collect();
+                SearchSet::new(limits.clone())
+                    .with_changes(&[], all)
+                    .map_err(err)?
+            }
+            Some(Err(e)) => return Err(err(e)),
+        };
+        let mut fields: Vec<(String, FieldRef)> = old.map(|o| o.fields.clone()).unwrap_or_default();
+        for s in &add {
             for (n, r) in &s.fields {
                 if !fields.iter().any(|(f, _)| f == n) {
                     fields.push((n.clone(), r.clone()));
@@ -243,7 +255,7 @@ impl StreamSearches {
             }
         }
         Ok(StreamSearches {
-            index,
+            set,
             indexed,
             naive,
             fields,
@@ -296,7 +308,7 @@ impl StreamSearches {
                 }
                 ok
             };
-            let found = self.index.match_document(scratch, &doc, &mut residual);
+            let found = self.set.match_document(scratch, &doc, &mut residual);
             for h in found {
                 if let Some(s) = passed.get(&h.search) {
                     hits.push((s.clone(), h.highlights));
