@@ -699,3 +699,43 @@ async fn an_output_too_large_for_the_log_is_written_truncated() {
         "{m}"
     );
 }
+
+/// A statement the checker accepts but the engine cannot build (a regex or a pattern
+/// too large) is refused when applied, with its position, like any check error; the
+/// statements already running keep running (nothing makes a worker run without them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_the_engine_cannot_build_answers_400_and_changes_nothing() {
+    let s = Svc::new(Settings::default(), true);
+    let (st, v) = s
+        .post(
+            "/v1/statements",
+            &format!("{STREAM} CREATE SEARCH ok AS FROM tx WHERE card MATCHES 'c1';"),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    for bad in [
+        "CREATE SEARCH huge AS FROM tx WHERE card MATCHES '/a{1000}{1000}/';",
+        "CREATE RULE huge AS FROM tx PARTITION BY card PATTERN ((a{1000}){1000}) \
+         DEFINE a AS amount > 0 MEASURES COUNT(*) AS n;",
+    ] {
+        let (st, v) = s.post("/v1/statements", bad).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {v}");
+        assert_eq!(code(&v), "invalid_statement", "{v}");
+        assert_eq!(v["error"]["errors"][0]["line"], 1, "{v}");
+        assert!(
+            v["error"]["errors"][0]["column"].as_u64().unwrap() > 1,
+            "{v}"
+        );
+        let (st, _) = s.get("/v1/statements/huge").await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+    }
+    let (st, v) = s
+        .post(
+            "/v1/streams/tx/events",
+            r#"{"card":"c1","amount":1.0,"ts":5}"#,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let out = outputs_of(&s, "ok", &v["position"]).await;
+    assert_eq!(out.len(), 1, "{out:?}");
+}

@@ -105,6 +105,11 @@ pub struct Report {
 /// Check files together (one catalog, in order) and render the diagnostics.
 pub fn check_files(files: &[PathBuf], format: Format) -> anyhow::Result<Report> {
     let mut catalog = Catalog::new();
+    // What the engine builds from the statements so far (while they have no errors): a
+    // statement the checker accepts but the engine cannot build (a regex or pattern too
+    // large) is an error here too, as `weir serve` refuses it.
+    let config = matcher::engine::EngineConfig::default();
+    let mut program = Some(matcher::engine::Program::empty(&config));
     let mut text = String::new();
     let mut json = Vec::new();
     let (mut errors, mut warnings) = (0, 0);
@@ -115,7 +120,19 @@ pub fn check_files(files: &[PathBuf], format: Format) -> anyhow::Result<Report> 
         } else {
             f.display().to_string()
         };
-        let diags = catalog.check_source(&src);
+        let mut diags = catalog.check_source(&src);
+        if diags.iter().any(|d| d.is_error()) {
+            program = None;
+        } else if let Some(p) = &program {
+            match p.apply(&catalog, &config) {
+                Ok(next) => program = Some(next),
+                Err(more) => {
+                    diags.extend(more);
+                    diags.sort_by_key(|d| (d.span.start, d.span.end));
+                    program = None;
+                }
+            }
+        }
         errors += diags.iter().filter(|d| d.is_error()).count();
         warnings += diags.len() - diags.iter().filter(|d| d.is_error()).count();
         match format {
@@ -288,6 +305,35 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// What the engine cannot build is an error of `weir check` too (as `weir serve`
+    /// refuses it), at the statement, in the file it comes from.
+    #[test]
+    fn statements_the_engine_cannot_build_are_errors() {
+        let d = tmp("uncompilable");
+        std::fs::write(
+            d.join("a.weir"),
+            "CREATE STREAM tx (card STRING, amount FLOAT, ts TIMESTAMP) WITH (event_time = 'ts');\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("b.weir"),
+            "CREATE SEARCH s AS FROM tx WHERE card MATCHES '/a{1000}{1000}/';\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("c.weir"),
+            "CREATE RULE r AS FROM tx PARTITION BY card PATTERN ((a{1000}){1000})\n  DEFINE a AS amount > 0 MEASURES COUNT(*) AS n;\n",
+        )
+        .unwrap();
+        for bad in ["b.weir", "c.weir"] {
+            let r = check_files(&[d.join("a.weir"), d.join(bad)], Format::Text).unwrap();
+            assert_eq!(r.errors, 1, "{}", r.output);
+            assert!(r.output.contains(&format!("{bad}:1:")), "{}", r.output);
+        }
+        let ok = check_files(&[d.join("a.weir")], Format::Text).unwrap();
+        assert_eq!(ok.errors, 0, "{}", ok.output);
     }
 
     #[test]

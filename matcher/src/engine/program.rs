@@ -403,7 +403,13 @@ impl Program {
                 };
                 match CepRule::compile(r, &base.def, &self.config.cep) {
                     Ok(rule) => rules.push(Arc::new(rule)),
-                    Err(err) => diags.push(err.into()),
+                    Err(mut err) => {
+                        // An error of the whole pattern (its size) points at the rule.
+                        if err.span == dsl::ast::Span::default() {
+                            err.span = r.name.span;
+                        }
+                        diags.push(err.into())
+                    }
                 }
             }
             if rules.is_empty() {

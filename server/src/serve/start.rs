@@ -79,7 +79,7 @@ fn open_with(
                 continue;
             }
             at = r.offset + 1;
-            replay_statement(&mut catalog, &mut versions, &r);
+            replay_statement(&mut catalog, &mut versions, &r, settings.partitions);
         }
     }
     let max_stream_parts = versions

@@ -4,7 +4,7 @@
 use super::log::{stream_topic, Checkpoints, ServerLog};
 use dsl::ast::ObjectKind;
 use dsl::check::Catalog;
-use matcher::engine::{Repartition, StreamCounters};
+use matcher::engine::{EngineConfig, Program, Repartition, StreamCounters};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -96,45 +96,59 @@ impl Default for Settings {
     }
 }
 
-/// One catalog version: the catalog after a statements record, and the stream positions
-/// from which it takes effect.
+/// One catalog version: the catalog after a statements record, its program (compiled
+/// once, shared by every worker), and the stream positions from which it takes effect.
+/// A version shares with the previous one everything that did not change (the catalog's
+/// entries and the compiled statements, by `Arc`).
 pub struct Version {
     pub catalog: Arc<Catalog>,
+    /// Every statement compiled; workers run it with their own state.
+    pub program: Arc<Program>,
     /// End offset of the statements topic after this version's record (0 = empty catalog).
     pub stmt_end: u64,
     /// Stream end offsets when it was applied: events below run with the previous version.
     pub effect: Position,
-    /// Canonical text per statement name (to tell changed statements).
-    pub texts: HashMap<String, String>,
-    /// The repartitioned streams this catalog needs (worked out on first use; the
-    /// default partition count is fixed for the life of the process).
-    repartition: std::sync::OnceLock<Vec<Repartition>>,
+    /// The repartitioned streams this catalog needs (the default partition count is fixed
+    /// for the life of the process).
+    repartition: Vec<Repartition>,
 }
 
 impl Version {
     pub fn empty() -> Version {
         Version {
             catalog: Arc::new(Catalog::new()),
+            program: Arc::new(Program::empty(&EngineConfig::default())),
             stmt_end: 0,
             effect: Position::new(),
-            texts: HashMap::new(),
-            repartition: Default::default(),
+            repartition: Vec::new(),
         }
     }
 
-    pub fn new(catalog: Catalog, stmt_end: u64, effect: Position) -> Version {
-        let texts = catalog
-            .entries()
-            .iter()
-            .map(|e| (e.name.clone(), e.statement.to_string()))
-            .collect();
-        Version {
+    /// The version after `prev` with `catalog`: its program is compiled from `prev`'s,
+    /// only the changed statements compiled ([`Program::apply`]). A statement the engine
+    /// cannot build is an error here, as any check error.
+    pub fn new(
+        catalog: Catalog,
+        stmt_end: u64,
+        effect: Position,
+        prev: &Version,
+        default_partitions: u32,
+    ) -> Result<Version, Vec<dsl::Diagnostic>> {
+        let repartition = matcher::engine::repartitions(&catalog, &|def| {
+            def.partitions.unwrap_or(default_partitions)
+        });
+        let config = EngineConfig {
+            repartition: repartition.clone(),
+            ..Default::default()
+        };
+        let program = prev.program.apply(&catalog, &config)?;
+        Ok(Version {
             catalog: Arc::new(catalog),
+            program: Arc::new(program),
             stmt_end,
             effect,
-            texts,
-            repartition: Default::default(),
-        }
+            repartition,
+        })
     }
 
     /// Source streams and their partition counts, each followed by its repartitioned
@@ -165,12 +179,8 @@ impl Version {
 
     /// Statements grouped by a column other than their stream's key read a copy of the
     /// stream re-keyed by that column ([`matcher::engine::repartitions`]).
-    pub fn repartitions(&self, default_partitions: u32) -> &[Repartition] {
-        self.repartition.get_or_init(|| {
-            matcher::engine::repartitions(&self.catalog, &|def| {
-                def.partitions.unwrap_or(default_partitions)
-            })
-        })
+    pub fn repartitions(&self, _default_partitions: u32) -> &[Repartition] {
+        &self.repartition
     }
 
     /// The repartitioned stream named `stream`, if it is one.

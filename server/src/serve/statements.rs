@@ -18,7 +18,12 @@ use weir_log::{Position, Record, STATEMENTS_TOPIC};
 /// Applies one statements record to the catalog history (start-up replay and, in Kafka
 /// mode, the follower). Records below `next` were applied already (compaction can return
 /// a record twice).
-pub fn replay_statement(catalog: &mut Catalog, versions: &mut Vec<Arc<Version>>, r: &Record) {
+pub fn replay_statement(
+    catalog: &mut Catalog,
+    versions: &mut Vec<Arc<Version>>,
+    r: &Record,
+    default_partitions: u32,
+) {
     let end = r.offset + 1;
     let (text, effect) = match parse_statement_record(&r.payload) {
         Ok(x) => x,
@@ -36,16 +41,28 @@ pub fn replay_statement(catalog: &mut Catalog, versions: &mut Vec<Arc<Version>>,
         return;
     }
     let mut next = catalog.clone();
-    match next.apply(&stmts) {
-        Ok(_) => {
+    if next.apply(&stmts).is_err() {
+        tracing::error!(
+            offset = r.offset,
+            "statements record no longer checks; skipped"
+        );
+        return;
+    }
+    let empty = Version::empty();
+    let prev = versions.last().map_or(&empty, |v| &**v);
+    match Version::new(next.clone(), end, effect, prev, default_partitions) {
+        Ok(v) => {
             *catalog = next;
-            versions.push(Arc::new(Version::new(catalog.clone(), end, effect)))
+            versions.push(Arc::new(v));
         }
-        Err(_) => {
-            tracing::error!(
-                offset = r.offset,
-                "statements record no longer checks; skipped"
-            )
+        Err(diags) => {
+            for d in diags {
+                tracing::error!(
+                    offset = r.offset,
+                    error = %d.message,
+                    "statements record cannot be compiled; skipped"
+                );
+            }
         }
     }
 }
@@ -102,8 +119,18 @@ pub fn apply_statements(app: &App, text: &str) -> Result<Json, AppError> {
             format!("at most {} statements may exist", s.max_statements),
         ));
     }
-    let new_streams: Vec<(String, u32)> =
-        Version::new(catalog.clone(), 0, Position::new()).streams(s.partitions);
+    // Compiled now (only what changed), so a statement the engine cannot build is refused
+    // like any check error; workers then share this program.
+    let mut pending = Version::new(catalog.clone(), 0, Position::new(), &cur, s.partitions)
+        .map_err(|diags| {
+            AppError::new(
+                400,
+                "invalid_statement",
+                "the statements have errors; nothing was applied",
+            )
+            .with("errors", diagnostics_json(&diags, text))
+        })?;
+    let new_streams: Vec<(String, u32)> = pending.streams(s.partitions);
     for (name, parts) in &new_streams {
         // The stream's log topic is named after it (issue 19: "../x" answered 500).
         if let Err(e) = weir_log::validate_name(&stream_topic(name)) {
@@ -182,11 +209,9 @@ pub fn apply_statements(app: &App, text: &str) -> Result<Json, AppError> {
     } else {
         let mut vs = shared.versions.write().unwrap_or_else(|e| e.into_inner());
         let mut list: Vec<Arc<Version>> = vs.as_ref().clone();
-        list.push(Arc::new(Version::new(
-            catalog,
-            a.end_offset,
-            effect.clone(),
-        )));
+        pending.stmt_end = a.end_offset;
+        pending.effect = effect.clone();
+        list.push(Arc::new(pending));
         *vs = Arc::new(list);
         drop(vs);
         drop(w);
@@ -231,10 +256,7 @@ pub fn apply_rule_files(app: &App, texts: &[(String, String)]) -> anyhow::Result
             anyhow::bail!("{file}: the statements have errors");
         }
         let cur = app.current();
-        let changes = stmts.iter().any(|st| {
-            let canon = st.to_string();
-            !cur.texts.values().any(|t| *t == canon)
-        });
+        let changes = stmts.iter().any(|st| statement_changes(&cur.catalog, st));
         if !changes {
             tracing::info!(file, "rules already applied; unchanged");
             continue;
@@ -257,6 +279,21 @@ pub fn apply_rule_files(app: &App, texts: &[(String, String)]) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// Whether applying `st` would change `catalog` (same statement, spans aside = no).
+fn statement_changes(catalog: &Catalog, st: &dsl::ast::Statement) -> bool {
+    use dsl::ast::StatementKind as K;
+    let name = match &st.kind {
+        K::Drop(d) => return catalog.get(&d.name.name).is_some(),
+        K::CreateStream(c) => &c.name,
+        K::CreateRule(c) => &c.name,
+        K::CreateSearch(c) => &c.name,
+        K::CreateMetric(c) => &c.name,
+    };
+    catalog
+        .get(&name.name)
+        .is_none_or(|e| e.statement.to_string() != st.to_string())
 }
 
 /// Waits until the statements follower has read the topic up to `end` (exclusive), then
@@ -320,7 +357,7 @@ pub fn start_statement_follower(app: App) -> std::thread::JoinHandle<()> {
                     continue;
                 }
                 next = r.offset + 1;
-                replay_statement(&mut catalog, &mut versions, r);
+                replay_statement(&mut catalog, &mut versions, r, shared.settings.partitions);
             }
             if let Err(e) = shared.map_kafka_topics(&catalog) {
                 tracing::error!(error = %e, "a stream names an invalid Kafka topic");

@@ -3,12 +3,15 @@
 //!
 //! Catalog versions: a statement change takes effect at the stream positions recorded
 //! with it, so events below run with the previous catalog, on first run and on replay
-//! alike. On a change the engine is rebuilt and the state of unchanged statements is
-//! carried over ([`Engine::restore`]); changed ones start empty (counted in
-//! `weir_states_reset_total`).
+//! alike. Each version's program is compiled once, when the statements are applied
+//! ([`Version::new`]), and shared by every worker; on a change a worker switches to the
+//! new program and the state of unchanged statements carries over
+//! ([`Engine::switch_program`]); changed ones start empty (counted in
+//! `weir_states_reset_total`). A statement the engine cannot build is refused when it is
+//! applied, so no worker ever runs without its statements.
 
 use super::state::{Progress, Shared, Version};
-use matcher::engine::{Engine, EngineConfig};
+use matcher::engine::Engine;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -61,34 +64,17 @@ pub struct Worker {
     rule_limits: Vec<(String, u64, u64)>,
 }
 
-fn build_engine(v: &Version, partition: u32, default_partitions: u32) -> Engine {
-    let config = EngineConfig {
-        repartition: v.repartitions(default_partitions).to_vec(),
-        ..Default::default()
-    };
-    match Engine::new(&v.catalog, partition, &config) {
-        Ok(e) => e,
-        Err(diags) => {
-            for d in diags {
-                tracing::error!(partition, error = %d.message, "statement cannot run; skipped");
-            }
-            // The catalog checked fine, so this is unexpected: run without statements.
-            #[allow(clippy::expect_used)]
-            Engine::new(
-                &dsl::check::Catalog::new(),
-                partition,
-                &EngineConfig::default(),
-            )
-            .expect("an empty catalog compiles")
-        }
-    }
+/// An engine running version `v`'s program (compiled once, shared by every worker) with
+/// empty state.
+fn build_engine(v: &Version, partition: u32) -> Engine {
+    Engine::with_program(v.program.clone(), partition)
 }
 
 impl Worker {
     /// A worker that holds no partition yet (Kafka mode, before the group assigns it).
     pub fn idle(shared: Arc<Shared>, partition: u32) -> Worker {
         Worker {
-            engine: build_engine(&Version::empty(), partition, shared.settings.partitions),
+            engine: build_engine(&Version::empty(), partition),
             shared,
             partition,
             version_idx: 0,
@@ -137,8 +123,7 @@ impl Worker {
                 let idx = versions.iter().position(|v| v.stmt_end == stmt_end);
                 match (idx, serde_json::from_slice::<WorkerCheckpoint>(&c.data)) {
                     (Some(idx), Ok(ck)) => {
-                        let mut engine =
-                            build_engine(&versions[idx], partition, shared.settings.partitions);
+                        let mut engine = build_engine(&versions[idx], partition);
                         match engine.restore(ck.engine, &|_| true) {
                             Ok(_) => {
                                 let next = c
@@ -184,7 +169,7 @@ impl Worker {
                     .unwrap_or_else(|| Arc::new(Version::empty()));
                 (
                     0,
-                    build_engine(&v0, partition, shared.settings.partitions),
+                    build_engine(&v0, partition),
                     HashMap::new(),
                     0,
                     (HashMap::new(), HashMap::new()),
@@ -342,19 +327,13 @@ impl Worker {
     fn switch_version(&mut self, versions: &[Arc<Version>]) {
         let old = &versions[self.version_idx];
         let new = &versions[self.version_idx + 1];
-        let snap = self.engine.snapshot();
-        let mut engine = build_engine(new, self.partition, self.shared.settings.partitions);
-        let unchanged =
-            |name: &str| old.texts.contains_key(name) && old.texts.get(name) == new.texts.get(name);
-        match engine.restore(snap, &unchanged) {
-            Ok(rep) => {
-                self.shared
-                    .counters
-                    .states_reset
-                    .fetch_add(rep.states_reset as u64, Ordering::Relaxed);
-            }
-            Err(e) => tracing::warn!(partition = self.partition, error = %e, "state reset"),
-        }
+        // The new program shares the compiled form of unchanged statements, and their
+        // state carries over.
+        let rep = self.engine.switch_program(new.program.clone());
+        self.shared
+            .counters
+            .states_reset
+            .fetch_add(rep.states_reset as u64, Ordering::Relaxed);
         // A topic the old version did not read: what lies below the new version's effect
         // position belongs to versions that do not read it (a re-created stream's old
         // events, copies for a dropped repartitioned rule), so nobody applies it.
@@ -365,7 +344,6 @@ impl Worker {
                 *n = (*n).max(o);
             }
         }
-        self.engine = engine;
         self.version_idx += 1;
     }
 
