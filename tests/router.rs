@@ -381,6 +381,7 @@ async fn metrics_page_size_does_not_grow_with_statements() {
     };
     let small = size_with(10).await;
     let large = size_with(10_000).await;
+    eprintln!("/metrics: {small} bytes with 10 statements, {large} with 10,000");
     assert!(
         large < small + small / 10,
         "/metrics: {small} bytes with 10 statements, {large} with 10,000"
