@@ -3,7 +3,7 @@
 
 use super::log::{stream_topic, Checkpoints, ServerLog};
 use dsl::ast::ObjectKind;
-use dsl::check::Catalog;
+use dsl::check::{Catalog, Entry};
 use matcher::engine::{EngineConfig, Program, Repartition, StreamCounters};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -111,6 +111,10 @@ pub struct Version {
     /// The repartitioned streams this catalog needs (the default partition count is fixed
     /// for the life of the process).
     repartition: Vec<Repartition>,
+    /// Source streams in catalog order with their partition counts (`None` = the
+    /// service's default), worked out once: [`Version::streams`] is read on every worker
+    /// step and must not scan a catalog of a million searches.
+    sources: Vec<(String, Option<u32>)>,
 }
 
 impl Version {
@@ -121,6 +125,7 @@ impl Version {
             stmt_end: 0,
             effect: Position::new(),
             repartition: Vec::new(),
+            sources: Vec::new(),
         }
     }
 
@@ -134,9 +139,36 @@ impl Version {
         prev: &Version,
         default_partitions: u32,
     ) -> Result<Version, Vec<dsl::Diagnostic>> {
-        let repartition = matcher::engine::repartitions(&catalog, &|def| {
-            def.partitions.unwrap_or(default_partitions)
-        });
+        // Streams and repartitioning depend only on streams, rules and metrics: a change
+        // of searches alone (the common case at scale) reuses the previous version's.
+        let changes = catalog.changed_since(&prev.catalog);
+        let touches = |f: &dyn Fn(&Entry) -> bool| {
+            changes
+                .iter()
+                .any(|c| c.old.as_deref().is_some_and(f) || c.new.as_deref().is_some_and(f))
+        };
+        let sources = if touches(&|e| e.kind == ObjectKind::Stream) {
+            catalog
+                .entries()
+                .iter()
+                .filter(|e| e.kind == ObjectKind::Stream)
+                .map(|e| (e.name.clone(), e.output.partitions))
+                .collect()
+        } else {
+            prev.sources.clone()
+        };
+        let repartition = if touches(&|e| {
+            matches!(
+                e.kind,
+                ObjectKind::Stream | ObjectKind::Rule | ObjectKind::Metric
+            )
+        }) {
+            matcher::engine::repartitions(&catalog, &|def| {
+                def.partitions.unwrap_or(default_partitions)
+            })
+        } else {
+            prev.repartition.clone()
+        };
         let config = EngineConfig {
             repartition: repartition.clone(),
             ..Default::default()
@@ -148,6 +180,7 @@ impl Version {
             stmt_end,
             effect,
             repartition,
+            sources,
         })
     }
 
@@ -156,13 +189,10 @@ impl Version {
     pub fn streams(&self, default_partitions: u32) -> Vec<(String, u32)> {
         let reparts = self.repartitions(default_partitions);
         let mut out = Vec::new();
-        for e in self.catalog.entries() {
-            if e.kind != ObjectKind::Stream {
-                continue;
-            }
-            let parts = e.output.partitions.unwrap_or(default_partitions);
-            out.push((e.name.clone(), parts));
-            for r in reparts.iter().filter(|r| r.source == e.name) {
+        for (name, parts) in &self.sources {
+            let parts = parts.unwrap_or(default_partitions);
+            out.push((name.clone(), parts));
+            for r in reparts.iter().filter(|r| r.source == *name) {
                 out.push((r.stream.clone(), parts));
             }
         }
