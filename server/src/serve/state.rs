@@ -199,6 +199,11 @@ impl Version {
         out
     }
 
+    /// The names of the source streams (declared with CREATE STREAM), in catalog order.
+    pub fn source_names(&self) -> impl Iterator<Item = &str> {
+        self.sources.iter().map(|(name, _)| name.as_str())
+    }
+
     /// The log topics of [`Version::streams`].
     pub fn topics(&self, default_partitions: u32) -> Vec<String> {
         self.streams(default_partitions)
