@@ -289,3 +289,31 @@ fn derived_streams_get_the_record_time_unless_named() {
     assert_eq!(q.columns.len(), 5);
     assert_eq!(q.event_time.as_deref(), Some("ts"));
 }
+
+#[test]
+fn drop_knows_its_readers_after_replaces_and_drops() {
+    let mut c = Catalog::new();
+    c.apply(&parse(&format!(
+        "{STREAM}
+         CREATE RULE r1 AS FROM p PATTERN (a) WITHIN 1 MINUTE;
+         CREATE RULE r2 AS FROM p PATTERN (a b) WITHIN 1 MINUTE;"
+    )))
+    .unwrap();
+    let refused = |c: &mut Catalog, text: &str| {
+        let err = c.apply(&parse(text)).unwrap_err();
+        assert!(
+            err.iter().any(|d| d.message.starts_with("cannot drop")),
+            "{err:?}"
+        );
+    };
+    refused(&mut c, "DROP STREAM p;");
+    c.apply(&parse(
+        "CREATE OR REPLACE RULE r1 AS FROM p PATTERN (a a) WITHIN 1 MINUTE;",
+    ))
+    .unwrap();
+    c.apply(&parse("DROP RULE r2;")).unwrap();
+    refused(&mut c, "DROP STREAM p;");
+    c.apply(&parse("DROP RULE r1;")).unwrap();
+    c.apply(&parse("DROP STREAM p;")).unwrap();
+    assert!(c.readers.is_empty(), "{:?}", c.readers);
+}
