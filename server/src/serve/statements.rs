@@ -262,7 +262,14 @@ pub fn apply_rule_files(app: &App, texts: &[(String, String)]) -> anyhow::Result
             continue;
         }
         match apply_statements(app, text) {
-            Ok(r) => tracing::info!(file, result = %r, "rules applied"),
+            // Counts, not the whole answer: a file of 10,000 searches would log 10,000 names.
+            Ok(r) => tracing::info!(
+                file,
+                applied = r["applied"].as_array().map_or(0, Vec::len),
+                warnings = r["warnings"].as_array().map_or(0, Vec::len),
+                position = %r["position"],
+                "rules applied"
+            ),
             Err(e) => {
                 if let Some(errs) = e.details.get("errors").and_then(Json::as_array) {
                     for x in errs {
