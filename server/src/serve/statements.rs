@@ -69,6 +69,16 @@ pub fn replay_statement(
 
 /// Applies statement text: validated as a whole against a clone of the catalog, appended
 /// to the statements topic, then installed. Blocking (log append).
+/// 400 `invalid_statement` with every diagnostic of `text` (nothing was applied).
+fn invalid_statements(diags: &[Diagnostic], text: &str) -> AppError {
+    AppError::new(
+        400,
+        "invalid_statement",
+        "the statements have errors; nothing was applied",
+    )
+    .with("errors", diagnostics_json(diags, text))
+}
+
 pub fn apply_statements(app: &App, text: &str) -> Result<Json, AppError> {
     let shared: &Shared = &app.shared;
     let s = &shared.settings;
@@ -84,12 +94,7 @@ pub fn apply_statements(app: &App, text: &str) -> Result<Json, AppError> {
     }
     let (stmts, perr) = dsl::parse::parse_statements(text);
     if perr.iter().any(|d| d.is_error()) {
-        return Err(AppError::new(
-            400,
-            "invalid_statement",
-            "the statements have errors; nothing was applied",
-        )
-        .with("errors", diagnostics_json(&perr, text)));
+        return Err(invalid_statements(&perr, text));
     }
     if stmts.is_empty() {
         return Err(AppError::new(
@@ -104,14 +109,9 @@ pub fn apply_statements(app: &App, text: &str) -> Result<Json, AppError> {
         .unwrap_or_else(|e| e.into_inner());
     let cur = shared.current();
     let mut catalog = (*cur.catalog).clone();
-    let applied = catalog.apply(&stmts).map_err(|diags| {
-        AppError::new(
-            400,
-            "invalid_statement",
-            "the statements have errors; nothing was applied",
-        )
-        .with("errors", diagnostics_json(&diags, text))
-    })?;
+    let applied = catalog
+        .apply(&stmts)
+        .map_err(|diags| invalid_statements(&diags, text))?;
     if catalog.entries().len() > s.max_statements {
         return Err(AppError::new(
             400,
@@ -122,14 +122,7 @@ pub fn apply_statements(app: &App, text: &str) -> Result<Json, AppError> {
     // Compiled now (only what changed), so a statement the engine cannot build is refused
     // like any check error; workers then share this program.
     let mut pending = Version::new(catalog.clone(), 0, Position::new(), &cur, s.partitions)
-        .map_err(|diags| {
-            AppError::new(
-                400,
-                "invalid_statement",
-                "the statements have errors; nothing was applied",
-            )
-            .with("errors", diagnostics_json(&diags, text))
-        })?;
+        .map_err(|diags| invalid_statements(&diags, text))?;
     let new_streams: Vec<(String, u32)> = pending.streams(s.partitions);
     for (name, parts) in &new_streams {
         // The stream's log topic is named after it (issue 19: "../x" answered 500).
